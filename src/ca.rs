@@ -1,0 +1,441 @@
+//! The issuer abstraction and the built-in internal CA (root + intermediate).
+//! The CA enforces its own policy: it takes only the public key from a CSR and sets
+//! names, usages, serial and validity itself.
+
+use crate::config::CaSpec;
+use crate::fsutil::{ensure_dir, sync_dir, write_atomic, FileSpec, FsError};
+use crate::keys::PrivateKey;
+use crate::model::{KeyType, San, Usage};
+use crate::x509::{parse_certs, CertInfo};
+use rcgen::{
+    BasicConstraints, CertificateParams, CertificateSigningRequestParams, DnType,
+    ExtendedKeyUsagePurpose, IsCa, KeyUsagePurpose, SanType, SerialNumber,
+};
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use time::OffsetDateTime;
+use zeroize::Zeroizing;
+
+/// What the agent asks an issuer for. The CSR carries the public key; the issuer takes
+/// names, usage and lifetime from here, never from the CSR's own requests.
+#[derive(Debug, Clone)]
+pub struct IssueRequest {
+    pub name: String,
+    pub common_name: String,
+    pub sans: Vec<San>,
+    pub usage: Usage,
+    pub lifetime: Duration,
+}
+
+/// A signed leaf and the intermediates to serve with it (never the root).
+#[derive(Debug, Clone)]
+pub struct Issued {
+    pub leaf: CertInfo,
+    pub chain: Vec<CertInfo>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IssueError {
+    #[error("the CSR is not acceptable: {0}")]
+    BadCsr(String),
+    #[error("signing failed: {0}")]
+    Sign(String),
+    #[error("the CA has expired (intermediate valid until {0}); create a new CA")]
+    CaExpired(OffsetDateTime),
+    #[error("{0}")]
+    Other(String),
+}
+
+/// Something that turns a CSR into a certificate: the internal CA now, ACME later.
+pub trait Issuer {
+    /// The name certificates use in `issuer:`.
+    fn id(&self) -> &str;
+    fn issue(
+        &self,
+        csr_der: &[u8],
+        req: &IssueRequest,
+        now: OffsetDateTime,
+    ) -> Result<Issued, IssueError>;
+    /// Whether a served leaf + chain comes from this issuer as it is now.
+    fn issued(&self, leaf: &CertInfo, chain: &[CertInfo]) -> bool;
+}
+
+/// Makes the CSR the agent sends to an issuer: the subject and names it wants, signed
+/// with the new key (proof of possession).
+pub fn make_csr(key: &PrivateKey, req: &IssueRequest) -> Result<Vec<u8>, IssueError> {
+    let mut params = CertificateParams::default();
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params
+        .distinguished_name
+        .push(DnType::CommonName, req.common_name.as_str());
+    params.subject_alt_names = sans_for_rcgen(&req.sans)?;
+    let csr = params
+        .serialize_request(key.pair())
+        .map_err(|e| IssueError::Sign(format!("cannot build the CSR: {e}")))?;
+    Ok(csr.der().to_vec())
+}
+
+fn sans_for_rcgen(sans: &[San]) -> Result<Vec<SanType>, IssueError> {
+    sans.iter()
+        .map(|s| match s {
+            San::Dns(d) => d
+                .as_str()
+                .try_into()
+                .map(SanType::DnsName)
+                .map_err(|e| IssueError::BadCsr(format!("`{d}`: {e}"))),
+            San::Ip(ip) => Ok(SanType::IpAddress(*ip)),
+        })
+        .collect()
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CaError {
+    #[error(
+        "no CA in {dir} yet; run `certkeeper ca init` (or `certkeeper renew`, which creates it)"
+    )]
+    Missing { dir: PathBuf },
+    #[error("a CA already exists in {dir}; certkeeper never overwrites a CA")]
+    Exists { dir: PathBuf },
+    #[error("the CA in {dir} is incomplete ({missing} missing); restore it from a backup, or move the directory away to create a new CA")]
+    Incomplete { dir: PathBuf, missing: String },
+    #[error("{path}: mode {mode:04o} lets other users read the CA key; run `chmod 600 {path}`")]
+    KeyTooOpen { path: PathBuf, mode: u32 },
+    #[error("{path}: {reason}")]
+    Damaged { path: PathBuf, reason: String },
+    #[error("cannot create the CA: {0}")]
+    Create(String),
+    #[error(transparent)]
+    Fs(#[from] FsError),
+}
+
+/// The internal CA as loaded from `state_dir/ca`.
+pub struct InternalCa {
+    pub dir: PathBuf,
+    pub root: CertInfo,
+    pub intermediate: CertInfo,
+    intermediate_key: PrivateKey,
+}
+
+const ROOT_CRT: &str = "root.crt";
+const ROOT_KEY: &str = "root.key";
+const INT_CRT: &str = "intermediate.crt";
+const INT_KEY: &str = "intermediate.key";
+
+/// How far back a new certificate's notBefore goes, to absorb clock skew between hosts.
+/// A tenth of the lifetime at most, so short demo lifetimes stay mostly in the future.
+pub fn backdate_for(lifetime: Duration) -> Duration {
+    (lifetime / 10).min(Duration::from_secs(300))
+}
+
+fn random_serial() -> SerialNumber {
+    let mut bytes = [0u8; 16];
+    aws_lc_rs::rand::fill(&mut bytes).expect("system randomness");
+    bytes[0] &= 0x7f; // positive
+    bytes[0] |= 0x40; // and never shorter than 127 bits
+    SerialNumber::from_slice(&bytes)
+}
+
+fn ca_params(
+    spec: &CaSpec,
+    cn: String,
+    path_len: u8,
+    not_before: OffsetDateTime,
+    not_after: OffsetDateTime,
+) -> CertificateParams {
+    let mut p = CertificateParams::default();
+    p.distinguished_name = rcgen::DistinguishedName::new();
+    p.distinguished_name
+        .push(DnType::OrganizationName, spec.organization.as_str());
+    p.distinguished_name.push(DnType::CommonName, cn);
+    p.is_ca = IsCa::Ca(BasicConstraints::Constrained(path_len));
+    p.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    p.not_before = not_before;
+    p.not_after = not_after;
+    p.serial_number = Some(random_serial());
+    p.use_authority_key_identifier_extension = true;
+    p
+}
+
+fn to_offset(d: Duration) -> time::Duration {
+    time::Duration::seconds(d.as_secs() as i64)
+}
+
+impl InternalCa {
+    pub fn exists(dir: &Path) -> bool {
+        dir.join(INT_CRT).exists() || dir.join(ROOT_CRT).exists()
+    }
+
+    /// Creates root and intermediate in `dir`. The keys and certificates are written to
+    /// a temporary directory that is renamed into place, so a crash leaves no half CA.
+    pub fn init(spec: &CaSpec, dir: &Path, now: OffsetDateTime) -> Result<InternalCa, CaError> {
+        if dir.exists()
+            && fs::read_dir(dir)
+                .map(|mut d| d.next().is_some())
+                .unwrap_or(true)
+        {
+            return Err(CaError::Exists {
+                dir: dir.to_path_buf(),
+            });
+        }
+        let parent = dir.parent().unwrap_or(Path::new("/"));
+        ensure_dir(parent, 0o700)?;
+        let err = |e: rcgen::Error| CaError::Create(e.to_string());
+        let root_key =
+            PrivateKey::generate(spec.key).map_err(|e| CaError::Create(e.to_string()))?;
+        let int_key = PrivateKey::generate(spec.key).map_err(|e| CaError::Create(e.to_string()))?;
+        let skew = time::Duration::hours(1);
+        let root_end = now + to_offset(spec.root_lifetime);
+        let root_params = ca_params(
+            spec,
+            format!("{} Root", spec.common_name),
+            1,
+            now - skew,
+            root_end,
+        );
+        let root_cert = root_params.self_signed(root_key.pair()).map_err(err)?;
+        let root_issuer = rcgen::Issuer::new(root_params, root_key.pair());
+        let int_end = (now + to_offset(spec.intermediate_lifetime)).min(root_end);
+        let int_params = ca_params(
+            spec,
+            format!("{} Intermediate", spec.common_name),
+            0,
+            now - skew,
+            int_end,
+        );
+        let int_cert = int_params
+            .signed_by(int_key.pair(), &root_issuer)
+            .map_err(err)?;
+
+        let tmp = parent.join(format!(".ca-init-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&tmp);
+        ensure_dir(&tmp, 0o700)?;
+        for (name, bytes, mode) in [
+            (ROOT_KEY, root_key.pem().to_string(), 0o600),
+            (INT_KEY, int_key.pem().to_string(), 0o600),
+            (ROOT_CRT, root_cert.pem(), 0o644),
+            (INT_CRT, int_cert.pem(), 0o644),
+        ] {
+            write_atomic(&FileSpec {
+                path: tmp.join(name),
+                bytes: Zeroizing::new(bytes.into_bytes()),
+                mode,
+                uid: None,
+                gid: None,
+                follow_symlinks: false,
+            })?;
+        }
+        if dir.exists() {
+            fs::remove_dir(dir).map_err(|source| FsError::Io {
+                path: dir.to_path_buf(),
+                action: "cannot replace empty directory",
+                source,
+            })?;
+        }
+        fs::rename(&tmp, dir).map_err(|source| FsError::Io {
+            path: dir.to_path_buf(),
+            action: "cannot move the new CA into place",
+            source,
+        })?;
+        sync_dir(parent)?;
+        InternalCa::load(dir)
+    }
+
+    /// Loads the CA, refusing keys that other users could read.
+    pub fn load(dir: &Path) -> Result<InternalCa, CaError> {
+        let present: Vec<bool> = [ROOT_CRT, INT_CRT, INT_KEY]
+            .iter()
+            .map(|f| dir.join(f).exists())
+            .collect();
+        if present.iter().all(|p| !p) {
+            return Err(CaError::Missing {
+                dir: dir.to_path_buf(),
+            });
+        }
+        if present.iter().any(|p| !p) {
+            let missing = [ROOT_CRT, INT_CRT, INT_KEY]
+                .iter()
+                .zip(&present)
+                .filter(|(_, p)| !**p)
+                .map(|(f, _)| *f)
+                .collect::<Vec<_>>()
+                .join(", ");
+            return Err(CaError::Incomplete {
+                dir: dir.to_path_buf(),
+                missing,
+            });
+        }
+        let read_cert = |name: &str| -> Result<CertInfo, CaError> {
+            let path = dir.join(name);
+            let bytes = fs::read(&path).map_err(|source| FsError::Io {
+                path: path.clone(),
+                action: "cannot read",
+                source,
+            })?;
+            let mut certs =
+                parse_certs(&bytes, "CA certificate").map_err(|reason| CaError::Damaged {
+                    path: path.clone(),
+                    reason,
+                })?;
+            Ok(certs.remove(0))
+        };
+        let root = read_cert(ROOT_CRT)?;
+        let intermediate = read_cert(INT_CRT)?;
+        for key in [ROOT_KEY, INT_KEY] {
+            let path = dir.join(key);
+            if let Ok(meta) = fs::metadata(&path) {
+                if meta.mode() & 0o077 != 0 {
+                    return Err(CaError::KeyTooOpen {
+                        path,
+                        mode: meta.mode() & 0o7777,
+                    });
+                }
+            }
+        }
+        let key_path = dir.join(INT_KEY);
+        let key_pem =
+            Zeroizing::new(fs::read_to_string(&key_path).map_err(|source| FsError::Io {
+                path: key_path.clone(),
+                action: "cannot read",
+                source,
+            })?);
+        let intermediate_key = PrivateKey::from_pem(&key_pem).map_err(|e| CaError::Damaged {
+            path: key_path.clone(),
+            reason: e.to_string(),
+        })?;
+        if !intermediate.matches_key(&intermediate_key) {
+            return Err(CaError::Damaged {
+                path: key_path,
+                reason: format!(
+                    "this key does not belong to {}",
+                    dir.join(INT_CRT).display()
+                ),
+            });
+        }
+        if !intermediate.signed_by(&root) {
+            return Err(CaError::Damaged {
+                path: dir.join(INT_CRT),
+                reason: format!("not signed by {}", dir.join(ROOT_CRT).display()),
+            });
+        }
+        Ok(InternalCa {
+            dir: dir.to_path_buf(),
+            root,
+            intermediate,
+            intermediate_key,
+        })
+    }
+
+    /// Loads the CA, creating it first when the directory holds none.
+    pub fn load_or_init(
+        spec: &CaSpec,
+        dir: &Path,
+        now: OffsetDateTime,
+    ) -> Result<(InternalCa, bool), CaError> {
+        match InternalCa::load(dir) {
+            Ok(ca) => Ok((ca, false)),
+            Err(CaError::Missing { .. }) => InternalCa::init(spec, dir, now).map(|ca| (ca, true)),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub fn root_pem(&self) -> String {
+        self.root.to_pem()
+    }
+
+    pub fn has_root_key(&self) -> bool {
+        self.dir.join(ROOT_KEY).exists()
+    }
+
+    pub fn key_type(&self) -> Option<KeyType> {
+        self.intermediate.key_type
+    }
+}
+
+impl Issuer for InternalCa {
+    fn id(&self) -> &str {
+        "internal"
+    }
+
+    fn issue(
+        &self,
+        csr_der: &[u8],
+        req: &IssueRequest,
+        now: OffsetDateTime,
+    ) -> Result<Issued, IssueError> {
+        if now >= self.intermediate.not_after {
+            return Err(IssueError::CaExpired(self.intermediate.not_after));
+        }
+        let csr = CertificateSigningRequestParams::from_der(&csr_der.to_vec().into())
+            .map_err(|e| IssueError::BadCsr(e.to_string()))?;
+        // The CSR proves possession of the key; its names must be the ones requested.
+        let mut asked: Vec<String> = csr
+            .params
+            .subject_alt_names
+            .iter()
+            .map(|s| match s {
+                SanType::DnsName(d) => d.as_str().to_ascii_lowercase(),
+                SanType::IpAddress(ip) => ip.to_string(),
+                other => format!("{other:?}"),
+            })
+            .collect();
+        let mut want: Vec<String> = req.sans.iter().map(|s| s.to_string()).collect();
+        asked.sort();
+        want.sort();
+        if asked != want {
+            return Err(IssueError::BadCsr(format!(
+                "the CSR asks for {asked:?}, the request for {want:?}"
+            )));
+        }
+        let mut p = CertificateParams::default();
+        p.distinguished_name = rcgen::DistinguishedName::new();
+        p.distinguished_name
+            .push(DnType::CommonName, req.common_name.as_str());
+        p.subject_alt_names = sans_for_rcgen(&req.sans)?;
+        p.is_ca = IsCa::ExplicitNoCa;
+        p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        if matches!(csr.public_key.algorithm(), a if *a == rcgen::PKCS_RSA_SHA256 || *a == rcgen::PKCS_RSA_SHA384 || *a == rcgen::PKCS_RSA_SHA512)
+        {
+            // TLS 1.2 RSA key exchange needs keyEncipherment on RSA server keys.
+            p.key_usages.push(KeyUsagePurpose::KeyEncipherment);
+        }
+        p.extended_key_usages = match req.usage {
+            Usage::Server => vec![ExtendedKeyUsagePurpose::ServerAuth],
+            Usage::Client => vec![ExtendedKeyUsagePurpose::ClientAuth],
+            Usage::ServerClient => vec![
+                ExtendedKeyUsagePurpose::ServerAuth,
+                ExtendedKeyUsagePurpose::ClientAuth,
+            ],
+        };
+        p.serial_number = Some(random_serial());
+        p.not_before = now - to_offset(backdate_for(req.lifetime));
+        // A leaf never outlives the CA that signs it.
+        p.not_after = (now + to_offset(req.lifetime)).min(self.intermediate.not_after);
+        p.use_authority_key_identifier_extension = true;
+        let issuer = rcgen::Issuer::from_ca_cert_der(
+            &self.intermediate.der.clone().into(),
+            self.intermediate_key.pair(),
+        )
+        .map_err(|e| IssueError::Sign(e.to_string()))?;
+        let cert = p
+            .signed_by(&csr.public_key, &issuer)
+            .map_err(|e| IssueError::Sign(e.to_string()))?;
+        let leaf = CertInfo::from_der(cert.der()).map_err(IssueError::Sign)?;
+        Ok(Issued {
+            leaf,
+            chain: vec![self.intermediate.clone()],
+        })
+    }
+
+    fn issued(&self, leaf: &CertInfo, chain: &[CertInfo]) -> bool {
+        chain
+            .first()
+            .is_some_and(|c| c.der == self.intermediate.der)
+            && leaf.signed_by(&self.intermediate)
+    }
+}

@@ -1,0 +1,151 @@
+//! `certkeeper ca init|show|bundle`: the internal CA.
+
+use super::{CliError, ConfigArg};
+use crate::ca::InternalCa;
+use crate::duration::format_duration;
+use crate::policy::{relative, rfc3339};
+use crate::reconcile::ensure_ca;
+use crate::state::StateDir;
+use crate::x509::{colon_hex, CertInfo};
+use clap::Subcommand;
+use time::OffsetDateTime;
+
+#[derive(Subcommand, Debug)]
+pub enum CaCommand {
+    /// Create the root and intermediate CA (never overwrites an existing one)
+    Init {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Describe the root and the intermediate
+    Show {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Print the trust bundle (the root certificate) in PEM
+    Bundle {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+}
+
+fn runtime(e: impl std::fmt::Display) -> CliError {
+    CliError::Runtime(e.to_string())
+}
+
+pub fn run(cmd: CaCommand, now: OffsetDateTime) -> Result<u8, CliError> {
+    match cmd {
+        CaCommand::Init { config } => {
+            let config = config.load()?;
+            let state = StateDir::new(&config.state_dir);
+            let _lock = state.lock().map_err(runtime)?;
+            if InternalCa::exists(&state.ca_dir()) {
+                let ca = InternalCa::load(&state.ca_dir()).map_err(runtime)?;
+                println!(
+                    "A CA already exists in {}; it was left as it is.",
+                    ca.dir.display()
+                );
+                describe(&ca, now);
+                return Ok(0);
+            }
+            let ca = ensure_ca(&config, &state, now).map_err(runtime)?;
+            println!("Created the internal CA in {}.", ca.dir.display());
+            describe(&ca, now);
+            Ok(0)
+        }
+        CaCommand::Show { config } => {
+            let config = config.load()?;
+            let ca =
+                InternalCa::load(&StateDir::new(&config.state_dir).ca_dir()).map_err(runtime)?;
+            describe(&ca, now);
+            Ok(0)
+        }
+        CaCommand::Bundle { config } => {
+            let config = config.load()?;
+            let ca =
+                InternalCa::load(&StateDir::new(&config.state_dir).ca_dir()).map_err(runtime)?;
+            print!("{}", ca.root_pem());
+            Ok(0)
+        }
+    }
+}
+
+fn describe(ca: &InternalCa, now: OffsetDateTime) {
+    for (label, cert, file) in [
+        ("root", &ca.root, "root.crt"),
+        ("intermediate", &ca.intermediate, "intermediate.crt"),
+    ] {
+        println!("{label}: {}", ca.dir.join(file).display());
+        print_cert(cert, now, "  ");
+    }
+    println!(
+        "root key: {}",
+        if ca.has_root_key() {
+            "present (move it offline once you no longer need new intermediates)"
+        } else {
+            "not on this host"
+        }
+    );
+}
+
+pub fn print_cert(c: &CertInfo, now: OffsetDateTime, indent: &str) {
+    println!("{indent}subject:   {}", c.subject);
+    println!("{indent}issuer:    {}", c.issuer);
+    if !c.sans.is_empty() || !c.other_names.is_empty() {
+        let names: Vec<String> = c
+            .sans
+            .iter()
+            .map(|s| s.to_string())
+            .chain(c.other_names.iter().cloned())
+            .collect();
+        println!("{indent}SANs:      {}", names.join(", "));
+    }
+    let left = if now >= c.not_after {
+        format!("EXPIRED {}", relative(c.not_after, now))
+    } else if now < c.not_before {
+        format!("NOT YET VALID, starts {}", relative(c.not_before, now))
+    } else {
+        format!(
+            "{} left",
+            format_duration(std::time::Duration::from_secs(
+                (c.not_after - now).whole_seconds() as u64
+            ))
+        )
+    };
+    println!(
+        "{indent}validity:  {} to {} ({left})",
+        rfc3339(c.not_before),
+        rfc3339(c.not_after)
+    );
+    println!("{indent}serial:    {}", c.serial);
+    println!(
+        "{indent}key:       {}",
+        c.key_type.map(|k| k.as_str()).unwrap_or("unsupported type")
+    );
+    if c.is_ca {
+        let pl = c
+            .path_len
+            .map(|p| format!(", path length {p}"))
+            .unwrap_or_default();
+        println!("{indent}CA:        yes{pl}");
+    } else {
+        println!(
+            "{indent}usage:     {}",
+            c.usage.map(|u| u.as_str()).unwrap_or("no TLS usage")
+        );
+    }
+    println!(
+        "{indent}sha256:    {}",
+        colon_hex(&hex_bytes(&c.fingerprint))
+    );
+    if let Some(aki) = &c.authority_key_id {
+        println!("{indent}issuer key id: {}", colon_hex(aki));
+    }
+}
+
+fn hex_bytes(h: &str) -> Vec<u8> {
+    (0..h.len())
+        .step_by(2)
+        .filter_map(|i| u8::from_str_radix(&h[i..i + 2], 16).ok())
+        .collect()
+}

@@ -1,0 +1,42 @@
+//! `certkeeper check`: validate the configuration and print the plan. Writes nothing.
+
+use super::{CliError, ConfigArg};
+use crate::reconcile::load_ca;
+use crate::status::{rows, table};
+use time::OffsetDateTime;
+
+pub fn run(arg: &ConfigArg, now: OffsetDateTime) -> Result<u8, CliError> {
+    let config = arg.load()?;
+    println!(
+        "{}: valid; {} managed and {} watched certificate(s), {} server(s), {} trust target(s)",
+        config.file.display(),
+        config.certificates.len(),
+        config.watched.len(),
+        config.servers.len(),
+        config.trust.len()
+    );
+    let ca = load_ca(&config).map_err(|e| CliError::Runtime(e.to_string()))?;
+    match &ca {
+        Some(ca) => println!(
+            "CA: {} (intermediate valid until {})",
+            ca.dir.display(),
+            crate::policy::rfc3339(ca.intermediate.not_after)
+        ),
+        None => println!(
+            "CA: none yet in {}; it will be created by the first `certkeeper renew`",
+            config.state_dir.join("ca").display()
+        ),
+    }
+    if config.certificates.is_empty() && config.watched.is_empty() {
+        println!("No certificates are declared yet: add them under `certificates:`.");
+        return Ok(0);
+    }
+    let rows = rows(
+        &config,
+        ca.as_ref().map(|c| c as &dyn crate::ca::Issuer),
+        now,
+        false,
+    );
+    print!("{}", table(&rows, now, false));
+    Ok(0)
+}

@@ -1,0 +1,145 @@
+//! `certkeeper issue`: a one-off certificate from the internal CA into a directory,
+//! e.g. a client certificate for a calling service. Recorded in the ledger.
+
+use super::{CliError, ConfigArg};
+use crate::ca::{make_csr, IssueRequest, Issuer};
+use crate::duration::parse_duration;
+use crate::fsutil::{write_all, FileSpec};
+use crate::keys::PrivateKey;
+use crate::model::{KeyType, San, Usage};
+use crate::policy::rfc3339;
+use crate::reconcile::ensure_ca;
+use crate::state::{LedgerEntry, StateDir};
+use std::path::PathBuf;
+use time::OffsetDateTime;
+use zeroize::Zeroizing;
+
+#[derive(clap::Args, Debug)]
+pub struct IssueArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// Name of the certificate and of its files (NAME.crt, NAME.key)
+    #[arg(long)]
+    name: String,
+    /// DNS name or IP address; repeat for more
+    #[arg(long = "san", required = true)]
+    sans: Vec<String>,
+    /// A client certificate (clientAuth); with --server too, both
+    #[arg(long)]
+    client: bool,
+    /// A server certificate (serverAuth); the default
+    #[arg(long)]
+    server: bool,
+    /// Key type
+    #[arg(long, default_value = "ecdsa-p256")]
+    key: String,
+    /// Lifetime, e.g. 90d
+    #[arg(long, default_value = "90d")]
+    lifetime: String,
+    /// Directory to write NAME.crt (leaf + chain) and NAME.key (mode 0600) into
+    #[arg(long)]
+    out: PathBuf,
+}
+
+pub fn run(a: IssueArgs, now: OffsetDateTime) -> Result<u8, CliError> {
+    let usage_err = CliError::Usage;
+    if a.name.is_empty()
+        || !a
+            .name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "._-".contains(c))
+    {
+        return Err(usage_err(format!(
+            "--name `{}`: use lower-case letters, digits, `.`, `_` and `-`",
+            a.name
+        )));
+    }
+    let sans = a
+        .sans
+        .iter()
+        .map(|s| San::parse(s).map_err(|e| usage_err(format!("--san: {e}"))))
+        .collect::<Result<Vec<_>, _>>()?;
+    let key_type: KeyType = a
+        .key
+        .parse()
+        .map_err(|e| usage_err(format!("--key: {e}")))?;
+    let lifetime =
+        parse_duration(&a.lifetime).map_err(|e| usage_err(format!("--lifetime: {e}")))?;
+    let usage = Usage::from_flags(a.server || !a.client, a.client).expect("at least one usage");
+    let cert_path = a.out.join(format!("{}.crt", a.name));
+    let key_path = a.out.join(format!("{}.key", a.name));
+    for p in [&cert_path, &key_path] {
+        if p.exists() {
+            return Err(usage_err(format!(
+                "{} exists; remove it or choose another --name or --out",
+                p.display()
+            )));
+        }
+    }
+    let config = a.config.load()?;
+    if lifetime > config.ca.intermediate_lifetime {
+        return Err(usage_err(
+            "--lifetime is longer than the CA's intermediate lifetime".into(),
+        ));
+    }
+    let state = StateDir::new(&config.state_dir);
+    let _lock = state.lock().map_err(|e| CliError::Runtime(e.to_string()))?;
+    let ca = ensure_ca(&config, &state, now).map_err(|e| CliError::Runtime(e.to_string()))?;
+    let key = PrivateKey::generate(key_type).map_err(|e| CliError::Runtime(e.to_string()))?;
+    let common_name = sans
+        .iter()
+        .find(|s| matches!(s, San::Dns(_)))
+        .unwrap_or(&sans[0])
+        .to_string();
+    let req = IssueRequest {
+        name: a.name.clone(),
+        common_name,
+        sans,
+        usage,
+        lifetime,
+    };
+    let csr = make_csr(&key, &req).map_err(|e| CliError::Runtime(e.to_string()))?;
+    let issued = ca
+        .issue(&csr, &req, now)
+        .map_err(|e| CliError::Runtime(e.to_string()))?;
+    let full: String = std::iter::once(&issued.leaf)
+        .chain(&issued.chain)
+        .map(|c| c.to_pem())
+        .collect();
+    let file = |path: &PathBuf, text: String, mode| FileSpec {
+        path: path.clone(),
+        bytes: Zeroizing::new(text.into_bytes()),
+        mode,
+        uid: None,
+        gid: None,
+        follow_symlinks: false,
+    };
+    write_all(&[
+        file(&key_path, key.pem().to_string(), 0o600),
+        file(&cert_path, full, 0o644),
+    ])
+    .map_err(|e| CliError::Runtime(e.to_string()))?;
+    let mut e = LedgerEntry::new(now, "issued");
+    e.name = Some(a.name.clone());
+    e.serial = Some(issued.leaf.serial.clone());
+    e.issuer = Some("internal".into());
+    e.not_after = Some(issued.leaf.not_after);
+    e.sans = req.sans.iter().map(|s| s.to_string()).collect();
+    e.files = vec![
+        cert_path.display().to_string(),
+        key_path.display().to_string(),
+    ];
+    e.reason = Some(format!("one-off {usage} certificate"));
+    state
+        .record(&e)
+        .map_err(|e| CliError::Runtime(e.to_string()))?;
+    println!(
+        "issued `{}` ({usage}), serial {}, valid until {}\n  {}\n  {}",
+        a.name,
+        issued.leaf.serial,
+        rfc3339(issued.leaf.not_after),
+        cert_path.display(),
+        key_path.display()
+    );
+    Ok(0)
+}

@@ -1,0 +1,160 @@
+//! The command line: flags (clap), dispatch to one file per subcommand, and exit codes
+//! (0 success, 1 runtime failure, 2 usage or configuration error).
+
+mod ca;
+mod check;
+mod inspect;
+mod issue;
+mod renew;
+mod status;
+
+use crate::config::{self, Config, ConfigErrors};
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "certkeeper",
+    version,
+    about = "Keeps TLS certificates issued, installed, renewed and served"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct ConfigArg {
+    /// Configuration file
+    #[arg(short = 'c', long = "config", env = "CERTKEEPER_CONFIG", default_value = config::DEFAULT_PATH)]
+    pub path: PathBuf,
+}
+
+impl ConfigArg {
+    fn load(&self) -> Result<Config, CliError> {
+        config::load(&self.path).map_err(CliError::Config)
+    }
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Validate the configuration and print the plan; exit 2 on errors
+    Check {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// One row per certificate: names, expiry, next renewal, last result, files
+    Status {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Machine-readable output
+        #[arg(long)]
+        json: bool,
+    },
+    /// Issue and install what is missing, damaged, changed or due
+    Renew {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Certificates to renew
+        names: Vec<String>,
+        /// Every managed certificate
+        #[arg(long, conflicts_with = "names")]
+        all: bool,
+        /// Reissue even when the certificate is fine
+        #[arg(long)]
+        force: bool,
+        /// Say what would be done, change nothing
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Describe PEM files: certificates, chain order, whether keys match
+    Inspect {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// The internal certificate authority
+    Ca {
+        #[command(subcommand)]
+        command: ca::CaCommand,
+    },
+    /// Issue a one-off certificate into a directory (e.g. a client certificate)
+    Issue(issue::IssueArgs),
+}
+
+#[derive(Debug)]
+pub enum CliError {
+    Usage(String),
+    Config(ConfigErrors),
+    Runtime(String),
+}
+
+impl CliError {
+    fn code(&self) -> u8 {
+        match self {
+            CliError::Runtime(_) => 1,
+            CliError::Usage(_) | CliError::Config(_) => 2,
+        }
+    }
+}
+
+/// Parses the command line, runs the command, prints any error once.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    match run(cli) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            match &e {
+                CliError::Config(errs) => {
+                    for err in &errs.0 {
+                        eprintln!("error: {err}");
+                    }
+                    let n = errs.0.len();
+                    eprintln!(
+                        "{n} error{} in the configuration; nothing was changed",
+                        if n == 1 { "" } else { "s" }
+                    );
+                }
+                CliError::Usage(m) | CliError::Runtime(m) => eprintln!("error: {m}"),
+            }
+            ExitCode::from(e.code())
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("CERTKEEPER_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}
+
+fn run(cli: Cli) -> Result<u8, CliError> {
+    let now = time::OffsetDateTime::now_utc();
+    match cli.command {
+        Command::Check { config } => check::run(&config, now),
+        Command::Status { config, json } => status::run(&config.load()?, json, now),
+        Command::Renew {
+            config,
+            names,
+            all,
+            force,
+            dry_run,
+        } => {
+            if names.is_empty() && !all {
+                return Err(CliError::Usage(
+                    "name the certificates to renew, or pass --all (see `certkeeper status`)"
+                        .into(),
+                ));
+            }
+            renew::run(&config.load()?, &names, force, dry_run, now)
+        }
+        Command::Inspect { files } => inspect::run(&files, now),
+        Command::Ca { command } => ca::run(command, now),
+        Command::Issue(args) => issue::run(args, now),
+    }
+}

@@ -1,0 +1,26 @@
+//! `certkeeper status`: where every certificate stands, as a table or JSON.
+
+use super::CliError;
+use crate::config::Config;
+use crate::reconcile::load_ca;
+use crate::status::{rows, table};
+use time::OffsetDateTime;
+
+pub fn run(config: &Config, json: bool, now: OffsetDateTime) -> Result<u8, CliError> {
+    let ca = load_ca(config).map_err(|e| CliError::Runtime(e.to_string()))?;
+    let rows = rows(
+        config,
+        ca.as_ref().map(|c| c as &dyn crate::ca::Issuer),
+        now,
+        true,
+    );
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&rows).expect("rows serialize")
+        );
+    } else {
+        print!("{}", table(&rows, now, true));
+    }
+    Ok(0)
+}

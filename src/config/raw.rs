@@ -1,0 +1,153 @@
+//! The configuration exactly as written: serde types that refuse unknown keys.
+//! Values that need checking (durations, key types, paths) stay strings here;
+//! `config::resolve` turns them into typed values and reports every problem.
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+
+/// A file mode. YAML 1.2 reads `0640` as the number 640, so modes must be strings.
+#[derive(Deserialize, Debug, Clone)]
+#[serde(untagged)]
+pub enum RawMode {
+    Text(String),
+    Number(i64),
+}
+
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawCa {
+    pub organization: Option<String>,
+    pub common_name: Option<String>,
+    pub key: Option<String>,
+    pub root_lifetime: Option<String>,
+    pub intermediate_lifetime: Option<String>,
+}
+
+/// The certificate fields that `defaults:` may also set.
+#[derive(Deserialize, Debug, Default, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct RawDefaults {
+    pub key: Option<String>,
+    pub lifetime: Option<String>,
+    pub renew_before: Option<String>,
+    pub usage: Option<String>,
+    pub owner: Option<String>,
+    pub group: Option<String>,
+    pub key_mode: Option<RawMode>,
+    pub cert_mode: Option<RawMode>,
+    pub issuer: Option<String>,
+    pub reload: Option<Vec<String>>,
+    pub follow_symlinks: Option<bool>,
+    pub warn_before: Option<String>,
+}
+
+#[derive(Deserialize, Debug, Default, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct RawFiles {
+    pub layout: Option<String>,
+    pub cert: Option<String>,
+    pub chain: Option<String>,
+    pub fullchain: Option<String>,
+    pub key: Option<String>,
+}
+
+#[derive(Deserialize, Debug, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct RawVerify {
+    pub connect: String,
+    pub server_name: Option<String>,
+    pub timeout: Option<String>,
+}
+
+#[derive(Deserialize, Debug, Default, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct RawCertificate {
+    pub name: Option<String>,
+    pub common_name: Option<String>,
+    pub sans: Option<Vec<String>>,
+    pub usage: Option<String>,
+    pub key: Option<String>,
+    pub lifetime: Option<String>,
+    pub renew_before: Option<String>,
+    pub owner: Option<String>,
+    pub group: Option<String>,
+    pub key_mode: Option<RawMode>,
+    pub cert_mode: Option<RawMode>,
+    pub issuer: Option<String>,
+    pub files: Option<RawFiles>,
+    pub reload: Option<Vec<String>>,
+    pub verify: Option<RawVerify>,
+    pub follow_symlinks: Option<bool>,
+    pub watch: Option<String>,
+    pub warn_before: Option<String>,
+}
+
+#[derive(Deserialize, Debug, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct RawServer {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub pid_file: Option<String>,
+    pub binary: Option<String>,
+    pub config: Option<String>,
+    pub unit: Option<String>,
+    pub test: Option<Vec<String>>,
+    pub reload: Option<Vec<String>>,
+}
+
+#[derive(Deserialize, Debug, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct RawTrust {
+    pub path: String,
+    pub contents: Option<String>,
+    pub reload: Option<Vec<String>>,
+    pub run: Option<Vec<String>>,
+    pub owner: Option<String>,
+    pub group: Option<String>,
+    pub follow_symlinks: Option<bool>,
+}
+
+#[derive(Deserialize, Debug, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct RawIssuer {
+    pub acme: RawAcme,
+}
+
+#[derive(Deserialize, Debug, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct RawAcme {
+    pub directory: String,
+    pub ca_bundle: Option<String>,
+    pub contact: Option<Vec<String>>,
+    pub eab: Option<RawEab>,
+    pub challenge: RawChallenge,
+}
+
+#[derive(Deserialize, Debug, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct RawEab {
+    pub kid: String,
+    pub hmac_key_file: String,
+}
+
+#[derive(Deserialize, Debug, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct RawChallenge {
+    pub http01: RawHttp01,
+}
+
+#[derive(Deserialize, Debug, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct RawHttp01 {
+    pub webroot: Option<String>,
+    pub standalone: Option<String>,
+}
+
+#[derive(Deserialize, Debug, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct RawMetrics {
+    pub listen: String,
+}
+
+pub type RawServers = BTreeMap<String, RawServer>;
+pub type RawIssuers = BTreeMap<String, RawIssuer>;

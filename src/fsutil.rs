@@ -1,0 +1,308 @@
+//! Safe file writes: a temporary file in the target's directory, created with a
+//! restrictive mode, given its final owner and mode, fsynced, renamed into place, and
+//! the directory fsynced. Symlinks at targets are refused unless explicitly allowed.
+
+use std::fs::{self, File, OpenOptions, Permissions};
+use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use zeroize::Zeroizing;
+
+/// One file to write.
+#[derive(Clone)]
+pub struct FileSpec {
+    pub path: PathBuf,
+    pub bytes: Zeroizing<Vec<u8>>,
+    pub mode: u32,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub follow_symlinks: bool,
+}
+
+impl std::fmt::Debug for FileSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "FileSpec({}, mode {:o}, {} bytes)",
+            self.path.display(),
+            self.mode,
+            self.bytes.len()
+        )
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FsError {
+    #[error("{path}: is a symbolic link; certkeeper does not write through links it was not told about (set follow_symlinks: true for this certificate, or replace the link with a file)")]
+    Symlink { path: PathBuf },
+    #[error("{path}: exists and is not a regular file; remove it or choose another path")]
+    NotAFile { path: PathBuf },
+    #[error("{path}: is not a directory; create it or change the path that lives in it")]
+    NotADirectory { path: PathBuf },
+    #[error("{path}: {action}: {source}")]
+    Io {
+        path: PathBuf,
+        action: &'static str,
+        #[source]
+        source: io::Error,
+    },
+}
+
+fn io_err<'a>(path: &'a Path, action: &'static str) -> impl FnOnce(io::Error) -> FsError + 'a {
+    move |source| FsError::Io {
+        path: path.to_path_buf(),
+        action,
+        source,
+    }
+}
+
+/// The path that will really be written: `path` itself, or, when it is a symlink and
+/// links are allowed, the file it points to.
+pub fn resolve_target(path: &Path, follow_symlinks: bool) -> Result<PathBuf, FsError> {
+    match fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_symlink() => {
+            if !follow_symlinks {
+                return Err(FsError::Symlink {
+                    path: path.to_path_buf(),
+                });
+            }
+            let target = fs::read_link(path).map_err(io_err(path, "cannot read link"))?;
+            let target = if target.is_absolute() {
+                target
+            } else {
+                path.parent().unwrap_or(Path::new("/")).join(target)
+            };
+            // One level only: a chain of links is refused like any unexpected link.
+            resolve_target(&target, false)
+        }
+        Ok(meta) if !meta.is_file() => Err(FsError::NotAFile {
+            path: path.to_path_buf(),
+        }),
+        _ => Ok(path.to_path_buf()),
+    }
+}
+
+/// Checks that `path` could be written, without writing anything: the target is not an
+/// unexpected link or a directory, and its directory exists or can be created.
+pub fn preflight(path: &Path, follow_symlinks: bool) -> Result<PathBuf, FsError> {
+    let target = resolve_target(path, follow_symlinks)?;
+    let mut dir = target.parent().unwrap_or(Path::new("/"));
+    loop {
+        match fs::metadata(dir) {
+            Ok(m) if m.is_dir() => break,
+            Ok(_) => {
+                return Err(FsError::NotADirectory {
+                    path: dir.to_path_buf(),
+                })
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                dir = dir.parent().unwrap_or(Path::new("/"));
+            }
+            Err(e) => return Err(io_err(dir, "cannot inspect directory")(e)),
+        }
+    }
+    Ok(target)
+}
+
+/// Creates `dir` and missing parents with `mode` (new directories only).
+pub fn ensure_dir(dir: &Path, mode: u32) -> Result<(), FsError> {
+    match fs::metadata(dir) {
+        Ok(m) if m.is_dir() => return Ok(()),
+        Ok(_) => {
+            return Err(FsError::NotADirectory {
+                path: dir.to_path_buf(),
+            })
+        }
+        Err(_) => {}
+    }
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(mode)
+        .create(dir)
+        .map_err(io_err(dir, "cannot create directory"))
+}
+
+/// Writes one file atomically (see the module comment).
+pub fn write_atomic(spec: &FileSpec) -> Result<(), FsError> {
+    let target = resolve_target(&spec.path, spec.follow_symlinks)?;
+    let dir = target.parent().unwrap_or(Path::new("/")).to_path_buf();
+    ensure_dir(&dir, 0o755)?;
+    let tmp = temp_name(&target);
+    let result = (|| {
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(
+                nix::fcntl::OFlag::O_NOFOLLOW.bits() | nix::fcntl::OFlag::O_CLOEXEC.bits(),
+            )
+            .open(&tmp)
+            .map_err(io_err(&tmp, "cannot create temporary file"))?;
+        if spec.uid.is_some() || spec.gid.is_some() {
+            std::os::unix::fs::fchown(&file, spec.uid, spec.gid)
+                .map_err(io_err(&tmp, "cannot set owner"))?;
+        }
+        file.set_permissions(Permissions::from_mode(spec.mode))
+            .map_err(io_err(&tmp, "cannot set mode"))?;
+        file.write_all(&spec.bytes)
+            .map_err(io_err(&tmp, "cannot write"))?;
+        file.sync_all().map_err(io_err(&tmp, "cannot fsync"))?;
+        fs::rename(&tmp, &target).map_err(io_err(&target, "cannot rename into place"))?;
+        sync_dir(&dir)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+pub fn sync_dir(dir: &Path) -> Result<(), FsError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err(dir, "cannot fsync directory"))
+}
+
+fn temp_name(target: &Path) -> PathBuf {
+    let mut rnd = [0u8; 6];
+    let _ = aws_lc_rs::rand::fill(&mut rnd);
+    let name = target
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    target.with_file_name(format!(".{name}.certkeeper-tmp-{}", crate::x509::hex(&rnd)))
+}
+
+/// What a file held before we replaced it, to put it back on failure.
+#[derive(Clone)]
+pub struct Previous {
+    pub path: PathBuf,
+    pub follow_symlinks: bool,
+    /// None: the file did not exist.
+    pub content: Option<(Zeroizing<Vec<u8>>, u32, u32, u32)>,
+}
+
+impl Previous {
+    pub fn capture(path: &Path, follow_symlinks: bool) -> Result<Previous, FsError> {
+        let target = resolve_target(path, follow_symlinks)?;
+        let content = match fs::read(&target) {
+            Ok(bytes) => {
+                let m = fs::metadata(&target).map_err(io_err(&target, "cannot inspect"))?;
+                Some((Zeroizing::new(bytes), m.mode() & 0o7777, m.uid(), m.gid()))
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(e) => return Err(io_err(&target, "cannot read")(e)),
+        };
+        Ok(Previous {
+            path: path.to_path_buf(),
+            follow_symlinks,
+            content,
+        })
+    }
+
+    /// Puts the previous content back (or removes a file that did not exist before).
+    pub fn restore(&self) -> Result<(), FsError> {
+        match &self.content {
+            Some((bytes, mode, uid, gid)) => write_atomic(&FileSpec {
+                path: self.path.clone(),
+                bytes: bytes.clone(),
+                mode: *mode,
+                uid: Some(*uid),
+                gid: Some(*gid),
+                follow_symlinks: self.follow_symlinks,
+            }),
+            None => {
+                let target = resolve_target(&self.path, self.follow_symlinks)?;
+                match fs::remove_file(&target) {
+                    Ok(()) => sync_dir(target.parent().unwrap_or(Path::new("/"))),
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+                    Err(e) => Err(io_err(&target, "cannot remove")(e)),
+                }
+            }
+        }
+    }
+}
+
+/// Writes a set of files as one change: every target is checked first; if any write
+/// fails, the files already replaced are put back. Returns what was there before.
+pub fn write_all(files: &[FileSpec]) -> Result<Vec<Previous>, FsError> {
+    for f in files {
+        preflight(&f.path, f.follow_symlinks)?;
+    }
+    let previous = files
+        .iter()
+        .map(|f| Previous::capture(&f.path, f.follow_symlinks))
+        .collect::<Result<Vec<_>, _>>()?;
+    for (i, f) in files.iter().enumerate() {
+        if let Err(e) = write_atomic(f) {
+            for p in previous[..i].iter().rev() {
+                if let Err(re) = p.restore() {
+                    tracing::error!(path = %p.path.display(), error = %re, "could not restore file after a failed install");
+                }
+            }
+            return Err(e);
+        }
+    }
+    Ok(previous)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(path: &Path, bytes: &[u8], mode: u32) -> FileSpec {
+        FileSpec {
+            path: path.to_path_buf(),
+            bytes: Zeroizing::new(bytes.to_vec()),
+            mode,
+            uid: None,
+            gid: None,
+            follow_symlinks: false,
+        }
+    }
+
+    #[test]
+    fn writes_with_mode_and_leaves_no_temp_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("sub/k.key");
+        write_atomic(&spec(&p, b"secret", 0o600)).unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"secret");
+        assert_eq!(fs::metadata(&p).unwrap().mode() & 0o777, 0o600);
+        write_atomic(&spec(&p, b"again", 0o640)).unwrap();
+        assert_eq!(fs::metadata(&p).unwrap().mode() & 0o777, 0o640);
+        assert_eq!(fs::read_dir(p.parent().unwrap()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn refuses_symlinks_unless_allowed() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("real.crt");
+        fs::write(&real, b"old").unwrap();
+        let link = dir.path().join("link.crt");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        let err = write_atomic(&spec(&link, b"new", 0o644)).unwrap_err();
+        assert!(matches!(err, FsError::Symlink { .. }), "{err}");
+        assert_eq!(fs::read(&real).unwrap(), b"old");
+        let mut s = spec(&link, b"new", 0o644);
+        s.follow_symlinks = true;
+        write_atomic(&s).unwrap();
+        assert_eq!(fs::read(&real).unwrap(), b"new");
+        assert!(fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink());
+    }
+
+    #[test]
+    fn failed_set_is_rolled_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("a");
+        fs::write(&a, b"old-a").unwrap();
+        let blocker = dir.path().join("blocker");
+        fs::write(&blocker, b"x").unwrap();
+        // b's directory is a regular file: preflight refuses before anything is written.
+        let b = blocker.join("b");
+        let err = write_all(&[spec(&a, b"new-a", 0o644), spec(&b, b"new-b", 0o644)]).unwrap_err();
+        assert!(matches!(err, FsError::NotADirectory { .. }), "{err}");
+        assert_eq!(fs::read(&a).unwrap(), b"old-a");
+    }
+}

@@ -1,0 +1,247 @@
+//! Layouts: which bytes go to which file with which mode (`render`), and reading those
+//! files back into what `policy::decide` needs (`observe`).
+
+use crate::ca::Issuer;
+use crate::config::CertSpec;
+use crate::fsutil::FileSpec;
+use crate::keys::PrivateKey;
+use crate::model::Layout;
+use crate::policy::{Present, Seen};
+use crate::x509::{check_chain_order, parse_pem, CertInfo, PemItem};
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use zeroize::Zeroizing;
+
+fn pems(certs: &[&CertInfo]) -> String {
+    certs.iter().map(|c| c.to_pem()).collect()
+}
+
+/// The files a certificate's layout writes, key material included.
+pub fn render(
+    spec: &CertSpec,
+    key: &PrivateKey,
+    leaf: &CertInfo,
+    chain: &[CertInfo],
+) -> Vec<FileSpec> {
+    let full: Vec<&CertInfo> = std::iter::once(leaf).chain(chain).collect();
+    let chain_refs: Vec<&CertInfo> = chain.iter().collect();
+    let file = |path: &Path, text: String, secret: bool| FileSpec {
+        path: path.to_path_buf(),
+        bytes: Zeroizing::new(text.into_bytes()),
+        mode: if secret {
+            spec.key_mode
+        } else {
+            spec.cert_mode
+        },
+        uid: spec.owner.as_ref().map(|p| p.id),
+        gid: spec.group.as_ref().map(|p| p.id),
+        follow_symlinks: spec.follow_symlinks,
+    };
+    let f = &spec.files;
+    let key_file = || {
+        file(
+            f.key.as_deref().expect("layout has a key file"),
+            key.pem().to_string(),
+            true,
+        )
+    };
+    // The key is written first: a reader that sees the new certificate then finds its key.
+    match f.layout {
+        Layout::Nginx => vec![key_file(), file(&f.cert, pems(&full), false)],
+        Layout::Apache => vec![
+            key_file(),
+            file(
+                f.chain.as_deref().expect("apache layout has chain"),
+                pems(&chain_refs),
+                false,
+            ),
+            file(&f.cert, leaf.to_pem(), false),
+        ],
+        Layout::Combined => vec![file(&f.cert, format!("{}{}", key.pem(), pems(&full)), true)],
+        Layout::Separate => vec![
+            key_file(),
+            file(
+                f.chain.as_deref().expect("separate layout has chain"),
+                pems(&chain_refs),
+                false,
+            ),
+            file(
+                f.fullchain
+                    .as_deref()
+                    .expect("separate layout has fullchain"),
+                pems(&full),
+                false,
+            ),
+            file(&f.cert, leaf.to_pem(), false),
+        ],
+    }
+}
+
+/// One file's parsed blocks.
+struct Parsed {
+    path: PathBuf,
+    certs: Vec<CertInfo>,
+    keys: Vec<PrivateKey>,
+}
+
+fn read(path: &Path) -> Result<Parsed, Seen> {
+    let bytes = match fs::read(path) {
+        Ok(b) => Zeroizing::new(b),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Err(Seen::Missing(path.to_path_buf()))
+        }
+        Err(e) => {
+            return Err(Seen::Damaged {
+                path: path.to_path_buf(),
+                reason: format!("cannot read: {e}"),
+            });
+        }
+    };
+    let items = parse_pem(&bytes).map_err(|reason| Seen::Damaged {
+        path: path.to_path_buf(),
+        reason,
+    })?;
+    let mut parsed = Parsed {
+        path: path.to_path_buf(),
+        certs: Vec::new(),
+        keys: Vec::new(),
+    };
+    for item in items {
+        match item {
+            PemItem::Cert(c) => parsed.certs.push(*c),
+            PemItem::Key(k) => parsed.keys.push(k),
+            PemItem::Other(label) => {
+                return Err(Seen::Damaged {
+                    path: path.to_path_buf(),
+                    reason: format!("unexpected `{label}` block"),
+                })
+            }
+        }
+    }
+    Ok(parsed)
+}
+
+fn damaged(p: &Parsed, reason: impl Into<String>) -> Seen {
+    Seen::Damaged {
+        path: p.path.clone(),
+        reason: reason.into(),
+    }
+}
+
+fn only_certs(p: &Parsed, min: usize, max: Option<usize>, what: &str) -> Result<(), Seen> {
+    if !p.keys.is_empty() {
+        return Err(damaged(p, format!("the {what} file holds a private key")));
+    }
+    let n = p.certs.len();
+    if n < min || max.is_some_and(|m| n > m) {
+        return Err(damaged(
+            p,
+            format!("the {what} file holds {n} certificates"),
+        ));
+    }
+    Ok(())
+}
+
+fn only_key(p: &Parsed) -> Result<&PrivateKey, Seen> {
+    match (p.keys.len(), p.certs.len()) {
+        (1, 0) => Ok(&p.keys[0]),
+        (0, _) => Err(damaged(p, "no private key in the key file")),
+        _ => Err(damaged(
+            p,
+            "the key file must hold exactly one private key and nothing else",
+        )),
+    }
+}
+
+fn same(a: &[CertInfo], b: &[CertInfo]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.der == y.der)
+}
+
+/// Reads a managed certificate's files and checks them against each other.
+pub fn observe(spec: &CertSpec, issuer: Option<&dyn Issuer>) -> Seen {
+    match observe_inner(spec) {
+        Ok((leaf, chain)) => {
+            let from_issuer = issuer.is_some_and(|i| i.issued(&leaf, &chain));
+            Seen::Present(Box::new(Present {
+                leaf,
+                chain,
+                from_issuer,
+            }))
+        }
+        Err(seen) => seen,
+    }
+}
+
+fn observe_inner(spec: &CertSpec) -> Result<(CertInfo, Vec<CertInfo>), Seen> {
+    let f = &spec.files;
+    // Read every file first so that "missing" wins over "damaged" consistently.
+    let paths: Vec<&Path> = f
+        .layout
+        .needs()
+        .iter()
+        .map(|field| match *field {
+            "cert" => f.cert.as_path(),
+            "chain" => f.chain.as_deref().unwrap(),
+            "fullchain" => f.fullchain.as_deref().unwrap(),
+            _ => f.key.as_deref().unwrap(),
+        })
+        .collect();
+    let mut parsed = Vec::new();
+    for p in &paths {
+        parsed.push(read(p)?);
+    }
+    let (certs, key, key_path): (Vec<CertInfo>, &PrivateKey, &Path) = match f.layout {
+        Layout::Nginx => {
+            let (cert, keyf) = (&parsed[0], &parsed[1]);
+            only_certs(cert, 2, None, "certificate")?;
+            (cert.certs.clone(), only_key(keyf)?, &keyf.path)
+        }
+        Layout::Apache => {
+            let (cert, chain, keyf) = (&parsed[0], &parsed[1], &parsed[2]);
+            only_certs(cert, 1, Some(1), "certificate")?;
+            only_certs(chain, 1, None, "chain")?;
+            let all = cert.certs.iter().chain(&chain.certs).cloned().collect();
+            (all, only_key(keyf)?, &keyf.path)
+        }
+        Layout::Combined => {
+            let one = &parsed[0];
+            if one.keys.len() != 1 {
+                return Err(damaged(
+                    one,
+                    "the combined file must hold exactly one private key",
+                ));
+            }
+            if one.certs.len() < 2 {
+                return Err(damaged(
+                    one,
+                    "the combined file must hold the certificate and its chain",
+                ));
+            }
+            (one.certs.clone(), &one.keys[0], &one.path)
+        }
+        Layout::Separate => {
+            let (cert, chain, full, keyf) = (&parsed[0], &parsed[1], &parsed[2], &parsed[3]);
+            only_certs(cert, 1, Some(1), "certificate")?;
+            only_certs(chain, 1, None, "chain")?;
+            only_certs(full, 2, None, "fullchain")?;
+            let all: Vec<CertInfo> = cert.certs.iter().chain(&chain.certs).cloned().collect();
+            if !same(&all, &full.certs) {
+                return Err(damaged(
+                    full,
+                    "the fullchain file is not the certificate followed by the chain",
+                ));
+            }
+            (all, only_key(keyf)?, &keyf.path)
+        }
+    };
+    let leaf = certs[0].clone();
+    if !leaf.matches_key(key) {
+        return Err(Seen::KeyMismatch(key_path.to_path_buf()));
+    }
+    check_chain_order(&certs).map_err(|reason| Seen::Damaged {
+        path: f.cert.clone(),
+        reason,
+    })?;
+    Ok((leaf, certs[1..].to_vec()))
+}

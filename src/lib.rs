@@ -1,0 +1,19 @@
+//! certkeeper: keeps TLS certificates issued, installed, renewed and served.
+//!
+//! Layers: vocabulary and pure logic (`model`, `duration`, `config`, `x509`, `policy`,
+//! `layout::render`), effects (`keys`, `ca`, `fsutil`, `state`), orchestration
+//! (`reconcile`, `status`) and the command line (`cli`).
+
+pub mod ca;
+pub mod cli;
+pub mod config;
+pub mod duration;
+pub mod fsutil;
+pub mod keys;
+pub mod layout;
+pub mod model;
+pub mod policy;
+pub mod reconcile;
+pub mod state;
+pub mod status;
+pub mod x509;

@@ -1,0 +1,241 @@
+//! The renewal decision: given what a certificate should be, what is on disk and the
+//! time, is it fine (and until when) or must it be reissued (and why)? Pure: `now` is
+//! a parameter and the jitter is a hash, so the answer is the same on every run.
+
+use crate::config::CertSpec;
+use crate::duration::format_duration;
+use crate::model::{KeyType, San, Usage};
+use crate::x509::CertInfo;
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+use time::OffsetDateTime;
+
+/// What was found on disk for a managed certificate.
+#[derive(Debug, Clone)]
+pub enum Seen {
+    /// A file the layout needs does not exist.
+    Missing(PathBuf),
+    /// A file is unreadable, not PEM, out of order or inconsistent with the others.
+    Damaged {
+        path: PathBuf,
+        reason: String,
+    },
+    /// The key file's key is not the certificate's.
+    KeyMismatch(PathBuf),
+    Present(Box<Present>),
+}
+
+#[derive(Debug, Clone)]
+pub struct Present {
+    pub leaf: CertInfo,
+    pub chain: Vec<CertInfo>,
+    /// The leaf and chain come from the certificate's issuer as it is now.
+    pub from_issuer: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Verdict {
+    Fine { renew_at: OffsetDateTime },
+    Reissue(Reason),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Reason {
+    Missing(PathBuf),
+    Damaged {
+        path: PathBuf,
+        reason: String,
+    },
+    KeyMismatch(PathBuf),
+    Expired(OffsetDateTime),
+    NotYetValid(OffsetDateTime),
+    Due(OffsetDateTime),
+    NamesChanged {
+        have: Vec<String>,
+        want: Vec<String>,
+    },
+    CommonNameChanged {
+        have: Option<String>,
+        want: String,
+    },
+    KeyTypeChanged {
+        have: Option<KeyType>,
+        want: KeyType,
+    },
+    UsageChanged {
+        have: Option<Usage>,
+        want: Usage,
+    },
+    IssuerChanged,
+    Forced,
+}
+
+impl Reason {
+    /// One word for the ledger and metrics.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Reason::Missing(_) => "missing",
+            Reason::Damaged { .. } => "damaged",
+            Reason::KeyMismatch(_) => "key-mismatch",
+            Reason::Expired(_) => "expired",
+            Reason::NotYetValid(_) => "not-yet-valid",
+            Reason::Due(_) => "due",
+            Reason::NamesChanged { .. } | Reason::CommonNameChanged { .. } => "names-changed",
+            Reason::KeyTypeChanged { .. } => "key-changed",
+            Reason::UsageChanged { .. } => "usage-changed",
+            Reason::IssuerChanged => "issuer-changed",
+            Reason::Forced => "forced",
+        }
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Reason::Missing(p) => write!(f, "{} is missing", p.display()),
+            Reason::Damaged { path, reason } => {
+                write!(f, "{} is damaged: {reason}", path.display())
+            }
+            Reason::KeyMismatch(p) => write!(f, "{} does not match the certificate", p.display()),
+            Reason::Expired(t) => write!(f, "expired at {}", rfc3339(*t)),
+            Reason::NotYetValid(t) => write!(f, "not valid before {}", rfc3339(*t)),
+            Reason::Due(t) => write!(f, "due since {}", rfc3339(*t)),
+            Reason::NamesChanged { have, want } => {
+                write!(
+                    f,
+                    "names changed: has [{}], config wants [{}]",
+                    have.join(", "),
+                    want.join(", ")
+                )
+            }
+            Reason::CommonNameChanged { have, want } => {
+                write!(
+                    f,
+                    "common name changed: has {}, config wants {want}",
+                    have.as_deref().unwrap_or("none")
+                )
+            }
+            Reason::KeyTypeChanged { have, want } => write!(
+                f,
+                "key type changed: has {}, config wants {want}",
+                have.map(|k| k.as_str()).unwrap_or("unknown")
+            ),
+            Reason::UsageChanged { have, want } => write!(
+                f,
+                "usage changed: has {}, config wants {want}",
+                have.map(|u| u.as_str()).unwrap_or("none")
+            ),
+            Reason::IssuerChanged => f.write_str("not issued by the current CA"),
+            Reason::Forced => f.write_str("renewal forced"),
+        }
+    }
+}
+
+pub fn rfc3339(t: OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| t.to_string())
+}
+
+/// Decides whether `spec`'s certificate must be reissued at `now`.
+pub fn decide(spec: &CertSpec, seen: &Seen, now: OffsetDateTime) -> Verdict {
+    let p = match seen {
+        Seen::Missing(path) => return Verdict::Reissue(Reason::Missing(path.clone())),
+        Seen::Damaged { path, reason } => {
+            return Verdict::Reissue(Reason::Damaged {
+                path: path.clone(),
+                reason: reason.clone(),
+            })
+        }
+        Seen::KeyMismatch(path) => return Verdict::Reissue(Reason::KeyMismatch(path.clone())),
+        Seen::Present(p) => p,
+    };
+    let leaf = &p.leaf;
+    if now >= leaf.not_after {
+        return Verdict::Reissue(Reason::Expired(leaf.not_after));
+    }
+    if now < leaf.not_before {
+        return Verdict::Reissue(Reason::NotYetValid(leaf.not_before));
+    }
+    let mut have: Vec<String> = leaf.sans.iter().map(San::to_string).collect();
+    let mut want: Vec<String> = spec.sans.iter().map(San::to_string).collect();
+    have.sort();
+    want.sort();
+    if have != want || !leaf.other_names.is_empty() {
+        return Verdict::Reissue(Reason::NamesChanged { have, want });
+    }
+    if leaf.common_name.as_deref() != Some(spec.common_name.as_str()) {
+        return Verdict::Reissue(Reason::CommonNameChanged {
+            have: leaf.common_name.clone(),
+            want: spec.common_name.clone(),
+        });
+    }
+    if leaf.key_type != Some(spec.key) {
+        return Verdict::Reissue(Reason::KeyTypeChanged {
+            have: leaf.key_type,
+            want: spec.key,
+        });
+    }
+    if leaf.usage != Some(spec.usage) {
+        return Verdict::Reissue(Reason::UsageChanged {
+            have: leaf.usage,
+            want: spec.usage,
+        });
+    }
+    if !p.from_issuer {
+        return Verdict::Reissue(Reason::IssuerChanged);
+    }
+    let renew_at = renew_at(spec, leaf);
+    if now >= renew_at {
+        Verdict::Reissue(Reason::Due(renew_at))
+    } else {
+        Verdict::Fine { renew_at }
+    }
+}
+
+/// When a certificate becomes due: `renew_before` ahead of notAfter, minus a jitter.
+///
+/// The window is measured against the shorter of the configured lifetime and the
+/// certificate's own validity, so a backdated notBefore (clock-skew margin, or a CA
+/// that backdates by an hour) cannot make a fresh certificate due at once; and a
+/// window that would cover the whole validity is cut to half of it, so a CA that
+/// issues shorter certificates than asked does not cause a renewal loop.
+pub fn renew_at(spec: &CertSpec, leaf: &CertInfo) -> OffsetDateTime {
+    let validity = secs(leaf.not_after - leaf.not_before);
+    let base = validity.min(spec.lifetime);
+    let mut window = spec.renew_before.of(base);
+    if window >= base {
+        window = base / 2;
+    }
+    let jitter = jitter(&spec.name, &leaf.serial, window);
+    leaf.not_after - time::Duration::seconds((window + jitter).as_secs() as i64)
+}
+
+/// Spreads renewals of many certificates: up to a tenth of the window, at most an hour,
+/// always earlier (never closer to expiry). Deterministic per name and serial.
+pub fn jitter(name: &str, serial: &str, window: Duration) -> Duration {
+    let max = (window / 10).min(Duration::from_secs(3600));
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in name.bytes().chain([b'/']).chain(serial.bytes()) {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    let frac = (h >> 11) as f64 / (1u64 << 53) as f64;
+    Duration::from_secs_f64(max.as_secs_f64() * frac).min(max)
+}
+
+fn secs(d: time::Duration) -> Duration {
+    Duration::from_secs(d.whole_seconds().max(0) as u64)
+}
+
+/// A human phrase for how far `t` is from `now`: `in 29d 23h`, `3m ago`.
+pub fn relative(t: OffsetDateTime, now: OffsetDateTime) -> String {
+    if t >= now {
+        format!("in {}", format_duration(secs(t - now)))
+    } else {
+        format!("{} ago", format_duration(secs(now - t)))
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,224 @@
+//! What `status` and `check` show: one row per certificate, built from the config, the
+//! files on disk, the ledger and `now`. Reads only; never creates or changes a file.
+
+use crate::ca::Issuer;
+use crate::config::Config;
+use crate::layout::observe;
+use crate::policy::{decide, relative, rfc3339, Seen, Verdict};
+use crate::state::{LedgerEntry, StateDir};
+use crate::x509::parse_certs;
+use serde::Serialize;
+use time::OffsetDateTime;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Row {
+    pub name: String,
+    /// `managed` or `watched`.
+    pub kind: &'static str,
+    pub issuer: Option<String>,
+    pub sans: Vec<String>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub not_after: Option<OffsetDateTime>,
+    pub seconds_left: Option<i64>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub next_renewal: Option<OffsetDateTime>,
+    /// `ok`, `due`, `missing`, `expired`... (a reason code), or for watched ones
+    /// `ok`, `expiring`, `expired`, `unreadable`.
+    pub state: String,
+    /// The reason in words, when the state is not `ok`.
+    pub detail: Option<String>,
+    pub last_result: Option<LastResult>,
+    pub files: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LastResult {
+    pub event: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub time: OffsetDateTime,
+    pub serial: Option<String>,
+    pub reason: Option<String>,
+}
+
+impl From<&LedgerEntry> for LastResult {
+    fn from(e: &LedgerEntry) -> Self {
+        LastResult {
+            event: e.event.clone(),
+            time: e.time,
+            serial: e.serial.clone(),
+            reason: e.reason.clone(),
+        }
+    }
+}
+
+/// Builds the rows. `issuer` is the internal CA when it exists.
+pub fn rows(
+    config: &Config,
+    issuer: Option<&dyn Issuer>,
+    now: OffsetDateTime,
+    with_ledger: bool,
+) -> Vec<Row> {
+    let last = if with_ledger {
+        StateDir::new(&config.state_dir).last_events()
+    } else {
+        Default::default()
+    };
+    let mut out = Vec::new();
+    for spec in &config.certificates {
+        let iss = if spec.issuer == "internal" {
+            issuer
+        } else {
+            None
+        };
+        let seen = observe(spec, iss);
+        let verdict = decide(spec, &seen, now);
+        let not_after = match &seen {
+            Seen::Present(p) => Some(p.leaf.not_after),
+            _ => None,
+        };
+        let (state, detail, next) = match &verdict {
+            Verdict::Fine { renew_at } => ("ok".to_string(), None, Some(*renew_at)),
+            Verdict::Reissue(r) => (r.code().to_string(), Some(r.to_string()), Some(now)),
+        };
+        out.push(Row {
+            name: spec.name.clone(),
+            kind: "managed",
+            issuer: Some(spec.issuer.clone()),
+            sans: spec.sans.iter().map(|s| s.to_string()).collect(),
+            not_after,
+            seconds_left: not_after.map(|t| (t - now).whole_seconds()),
+            next_renewal: next,
+            state,
+            detail,
+            last_result: last.get(&spec.name).map(LastResult::from),
+            files: spec
+                .files
+                .paths()
+                .iter()
+                .map(|(_, p)| p.display().to_string())
+                .collect(),
+        });
+    }
+    for w in &config.watched {
+        let read = std::fs::read(&w.path)
+            .map_err(|e| e.to_string())
+            .and_then(|b| parse_certs(&b, "watched certificate"));
+        let (state, detail, not_after, sans) = match read {
+            Ok(certs) => {
+                let leaf = &certs[0];
+                let sans = leaf.sans.iter().map(|s| s.to_string()).collect();
+                let warn_at =
+                    leaf.not_after - time::Duration::seconds(w.warn_before.as_secs() as i64);
+                let (state, detail) = if now >= leaf.not_after {
+                    (
+                        "expired",
+                        Some(format!("expired at {}", rfc3339(leaf.not_after))),
+                    )
+                } else if now >= warn_at {
+                    (
+                        "expiring",
+                        Some(format!("expires {}", relative(leaf.not_after, now))),
+                    )
+                } else {
+                    ("ok", None)
+                };
+                (state.to_string(), detail, Some(leaf.not_after), sans)
+            }
+            Err(e) => (
+                "unreadable".to_string(),
+                Some(format!("{}: {e}", w.path.display())),
+                None,
+                Vec::new(),
+            ),
+        };
+        out.push(Row {
+            name: w.name.clone(),
+            kind: "watched",
+            issuer: None,
+            sans,
+            not_after,
+            seconds_left: not_after.map(|t| (t - now).whole_seconds()),
+            next_renewal: None,
+            state,
+            detail,
+            last_result: None,
+            files: vec![w.path.display().to_string()],
+        });
+    }
+    out
+}
+
+/// Renders rows as an aligned table.
+pub fn table(rows: &[Row], now: OffsetDateTime, with_last: bool) -> String {
+    let mut lines: Vec<Vec<String>> = vec![{
+        let mut h = vec!["NAME", "SANS", "NOT AFTER", "LEFT", "NEXT RENEWAL", "STATE"];
+        if with_last {
+            h.push("LAST RESULT");
+        }
+        h.push("FILES");
+        h.into_iter().map(String::from).collect()
+    }];
+    for r in rows {
+        let mut l = vec![
+            if r.kind == "watched" {
+                format!("{} (watch)", r.name)
+            } else {
+                r.name.clone()
+            },
+            r.sans.join(","),
+            r.not_after.map(rfc3339).unwrap_or_else(|| "-".into()),
+            r.not_after
+                .map(|t| relative(t, now))
+                .unwrap_or_else(|| "-".into()),
+            match (r.next_renewal, r.state.as_str()) {
+                (Some(t), "ok") => relative(t, now),
+                (Some(_), _) => "now".into(),
+                (None, _) => "-".into(),
+            },
+            match &r.detail {
+                Some(d) if r.state != "ok" => format!("{}: {d}", r.state),
+                _ => r.state.clone(),
+            },
+        ];
+        if with_last {
+            l.push(match &r.last_result {
+                Some(lr) => format!(
+                    "{} {}{}",
+                    lr.event,
+                    relative(lr.time, now),
+                    lr.reason
+                        .as_ref()
+                        .map(|x| format!(" ({x})"))
+                        .unwrap_or_default()
+                ),
+                None => "-".into(),
+            });
+        }
+        l.push(r.files.join(","));
+        lines.push(l);
+    }
+    let cols = lines[0].len();
+    let widths: Vec<usize> = (0..cols)
+        .map(|c| {
+            lines
+                .iter()
+                .map(|l| l[c].chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut out = String::new();
+    for l in lines {
+        let mut s = String::new();
+        for (c, cell) in l.iter().enumerate() {
+            if c + 1 == cols {
+                s.push_str(cell);
+            } else {
+                s.push_str(&format!("{cell:<w$}  ", w = widths[c]));
+            }
+        }
+        out.push_str(s.trim_end());
+        out.push('\n');
+    }
+    out
+}
