@@ -181,6 +181,13 @@ pub struct Previous {
     pub content: Option<(Zeroizing<Vec<u8>>, u32, u32, u32)>,
 }
 
+impl std::fmt::Debug for Previous {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let state = if self.content.is_some() { "existed" } else { "absent" };
+        write!(f, "Previous({}, {state})", self.path.display())
+    }
+}
+
 impl Previous {
     pub fn capture(path: &Path, follow_symlinks: bool) -> Result<Previous, FsError> {
         let target = resolve_target(path, follow_symlinks)?;

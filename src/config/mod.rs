@@ -383,14 +383,23 @@ impl Ctx {
 
         let mut certificates = Vec::new();
         let mut watched = Vec::new();
+        // The list index of each resolved entry, for error paths.
+        let mut managed_at = Vec::new();
+        let mut watched_at = Vec::new();
         if let Some(v) = certs_value {
             match v {
                 serde_yaml::Value::Sequence(items) => {
                     for (i, item) in items.into_iter().enumerate() {
                         match self.resolve_cert(i, item, &defaults, &servers, &issuers, ca.as_ref())
                         {
-                            Some(Entry::Managed(c)) => certificates.push(c),
-                            Some(Entry::Watched(w)) => watched.push(w),
+                            Some(Entry::Managed(c)) => {
+                                certificates.push(c);
+                                managed_at.push(i);
+                            }
+                            Some(Entry::Watched(w)) => {
+                                watched.push(w);
+                                watched_at.push(i);
+                            }
                             None => {}
                         }
                     }
@@ -407,7 +416,7 @@ impl Ctx {
             .map(|raw| self.resolve_trust(raw, &servers))
             .unwrap_or_default();
 
-        self.check_unique(&certificates, &watched, &trust);
+        self.check_unique(&certificates, &managed_at, &watched, &watched_at, &trust);
 
         Some(Config {
             file: self.file.clone(),
@@ -460,12 +469,12 @@ impl Ctx {
         let root = self.duration(
             "ca.root_lifetime",
             None,
-            raw.root_lifetime.as_deref().unwrap_or("10y"),
+            raw.root_lifetime.as_ref().map(|t| t.0.as_str()).unwrap_or("10y"),
         );
         let inter = self.duration(
             "ca.intermediate_lifetime",
             None,
-            raw.intermediate_lifetime.as_deref().unwrap_or("3y"),
+            raw.intermediate_lifetime.as_ref().map(|t| t.0.as_str()).unwrap_or("3y"),
         );
         if let (Some(r), Some(i)) = (root, inter) {
             if i > r {
@@ -502,11 +511,11 @@ impl Ctx {
         }
         for (f, v) in [("lifetime", &d.lifetime), ("warn_before", &d.warn_before)] {
             if let Some(v) = v {
-                self.duration(&format!("defaults.{f}"), None, v);
+                self.duration(&format!("defaults.{f}"), None, &v.0);
             }
         }
         if let Some(r) = &d.renew_before {
-            RenewBefore::parse(r)
+            RenewBefore::parse(&r.0)
                 .map_err(|e| self.err("defaults.renew_before", None, e))
                 .ok();
         }
@@ -884,7 +893,7 @@ impl Ctx {
                 .warn_before
                 .as_ref()
                 .or(defaults.warn_before.as_ref())
-                .map(String::as_str)
+                .map(|t| t.0.as_str())
                 .unwrap_or("21d")
                 .to_string();
             let warn_before = self.duration(&f("warn_before"), cert, &warn);
@@ -946,6 +955,7 @@ impl Ctx {
                 None => (dflt.clone().unwrap_or_else(|| builtin.to_string()), false),
             }
         };
+        let text = |t: &Option<Text>| t.as_ref().map(|t| t.0.clone());
         // A bad default is reported once at `defaults.*`; here only the certificate's own values.
         let (key_text, own_key) = pick(&raw.key, &defaults.key, "ecdsa-p256");
         let key = if own_key {
@@ -963,7 +973,7 @@ impl Ctx {
                 None
             }
         };
-        let (life_text, own_life) = pick(&raw.lifetime, &defaults.lifetime, "90d");
+        let (life_text, own_life) = pick(&text(&raw.lifetime), &text(&defaults.lifetime), "90d");
         let lifetime = if own_life {
             self.duration(&f("lifetime"), cert, &life_text)
         } else {
@@ -994,7 +1004,7 @@ impl Ctx {
                 }
             }
         }
-        let (rb_text, own_rb) = pick(&raw.renew_before, &defaults.renew_before, "33%");
+        let (rb_text, own_rb) = pick(&text(&raw.renew_before), &text(&defaults.renew_before), "33%");
         let rb_field = if own_rb {
             f("renew_before")
         } else {
@@ -1231,7 +1241,7 @@ impl Ctx {
             ok = false;
         }
         let timeout = match &v.timeout {
-            Some(t) => self.duration(&format!("{path}.timeout"), cert, t),
+            Some(t) => self.duration(&format!("{path}.timeout"), cert, &t.0),
             None => Some(Duration::from_secs(10)),
         };
         if !ok {
@@ -1302,15 +1312,8 @@ impl Ctx {
         out
     }
 
-    fn check_unique(&mut self, certs: &[CertSpec], watched: &[WatchSpec], trust: &[TrustSpec]) {
+    fn check_unique(&mut self, certs: &[CertSpec], managed_at: &[usize], watched: &[WatchSpec], watched_at: &[usize], trust: &[TrustSpec]) {
         let index = std::mem::take(&mut self.cert_index);
-        let at = |name: &str| -> String {
-            index
-                .iter()
-                .find(|(n, _)| n == name)
-                .map(|(_, i)| format!("certificates[{i}]"))
-                .unwrap_or_else(|| "certificates".into())
-        };
         let mut first: HashMap<&str, usize> = HashMap::new();
         for (name, i) in &index {
             if let Some(j) = first.get(name.as_str()) {
@@ -1344,8 +1347,8 @@ impl Ctx {
                     claimed.insert(path.to_path_buf(), who);
                 }
             };
-        for c in certs {
-            let base = at(&c.name);
+        for (c, i) in certs.iter().zip(managed_at) {
+            let base = format!("certificates[{i}]");
             for (field, p) in c.files.paths() {
                 claim(
                     self,
@@ -1356,8 +1359,8 @@ impl Ctx {
                 );
             }
         }
-        for w in watched {
-            let base = at(&w.name);
+        for (w, i) in watched.iter().zip(watched_at) {
+            let base = format!("certificates[{i}]");
             claim(
                 self,
                 &w.path,

@@ -13,14 +13,36 @@ pub enum RawMode {
     Number(i64),
 }
 
+/// A scalar that must be text but that YAML may have read as a number (`90` for a
+/// duration): kept as text so the checker can say what is missing (the unit).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Text(pub String);
+
+impl<'de> Deserialize<'de> for Text {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Any {
+            S(String),
+            I(i64),
+            F(f64),
+        }
+        Ok(Text(match Any::deserialize(d)? {
+            Any::S(s) => s,
+            Any::I(i) => i.to_string(),
+            Any::F(f) => f.to_string(),
+        }))
+    }
+}
+
 #[derive(Deserialize, Debug, Default)]
 #[serde(deny_unknown_fields)]
 pub struct RawCa {
     pub organization: Option<String>,
     pub common_name: Option<String>,
     pub key: Option<String>,
-    pub root_lifetime: Option<String>,
-    pub intermediate_lifetime: Option<String>,
+    pub root_lifetime: Option<Text>,
+    pub intermediate_lifetime: Option<Text>,
 }
 
 /// The certificate fields that `defaults:` may also set.
@@ -28,8 +50,8 @@ pub struct RawCa {
 #[serde(deny_unknown_fields)]
 pub struct RawDefaults {
     pub key: Option<String>,
-    pub lifetime: Option<String>,
-    pub renew_before: Option<String>,
+    pub lifetime: Option<Text>,
+    pub renew_before: Option<Text>,
     pub usage: Option<String>,
     pub owner: Option<String>,
     pub group: Option<String>,
@@ -38,7 +60,7 @@ pub struct RawDefaults {
     pub issuer: Option<String>,
     pub reload: Option<Vec<String>>,
     pub follow_symlinks: Option<bool>,
-    pub warn_before: Option<String>,
+    pub warn_before: Option<Text>,
 }
 
 #[derive(Deserialize, Debug, Default, Clone)]
@@ -56,7 +78,7 @@ pub struct RawFiles {
 pub struct RawVerify {
     pub connect: String,
     pub server_name: Option<String>,
-    pub timeout: Option<String>,
+    pub timeout: Option<Text>,
 }
 
 #[derive(Deserialize, Debug, Default, Clone)]
@@ -67,8 +89,8 @@ pub struct RawCertificate {
     pub sans: Option<Vec<String>>,
     pub usage: Option<String>,
     pub key: Option<String>,
-    pub lifetime: Option<String>,
-    pub renew_before: Option<String>,
+    pub lifetime: Option<Text>,
+    pub renew_before: Option<Text>,
     pub owner: Option<String>,
     pub group: Option<String>,
     pub key_mode: Option<RawMode>,
@@ -79,7 +101,7 @@ pub struct RawCertificate {
     pub verify: Option<RawVerify>,
     pub follow_symlinks: Option<bool>,
     pub watch: Option<String>,
-    pub warn_before: Option<String>,
+    pub warn_before: Option<Text>,
 }
 
 #[derive(Deserialize, Debug, Clone)]

@@ -1,1 +1,277 @@
+//! Parsing and checking: the full example resolves; every class of bad input is
+//! reported with its line and field, all at once.
 
+use super::*;
+
+fn ok(text: &str) -> Config {
+    parse(text, Path::new("/etc/certkeeper/config.yaml")).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn errors(text: &str) -> Vec<ConfigError> {
+    match parse(text, Path::new("/etc/certkeeper/config.yaml")) {
+        Ok(_) => panic!("expected errors for:\n{text}"),
+        Err(e) => e.0,
+    }
+}
+
+fn one_error(text: &str) -> ConfigError {
+    let errs = errors(text);
+    assert_eq!(errs.len(), 1, "{errs:#?}");
+    errs.into_iter().next().unwrap()
+}
+
+const FULL: &str = r#"
+state_dir: /var/lib/certkeeper
+ca:
+  organization: XYZ Corporation
+  common_name: XYZ Corporation Internal CA
+  key: ecdsa-p384
+  root_lifetime: 10y
+  intermediate_lifetime: 3y
+defaults:
+  key: ecdsa-p256
+  lifetime: 90d
+  renew_before: 33%
+  owner: root
+  group: root
+  key_mode: "0600"
+servers:
+  nginx:
+    type: nginx
+    pid_file: /run/nginx.pid
+  apache:
+    type: apache
+    pid_file: /run/apache2/apache2.pid
+  haproxy:
+    type: command
+    test: [haproxy, -c, -f, /etc/haproxy/haproxy.cfg]
+    reload: [systemctl, reload, haproxy]
+certificates:
+  - name: www
+    common_name: www.example.internal
+    sans: [www.example.internal, 10.0.0.5]
+    usage: server
+    files:
+      layout: nginx
+      cert: /etc/nginx/tls/www.crt
+      key: /etc/nginx/tls/www.key
+    reload: [nginx]
+    verify:
+      connect: 127.0.0.1:443
+      server_name: www.example.internal
+  - name: api
+    sans: [api.example.internal]
+    renew_before: 30d
+    key: rsa-3072
+    files:
+      layout: apache
+      cert: /etc/apache2/tls/api.crt
+      chain: /etc/apache2/tls/api.chain.crt
+      key: /etc/apache2/tls/api.key
+    reload: [apache]
+  - name: lb
+    sans: [lb.example.internal]
+    usage: server+client
+    files: { layout: combined, cert: /etc/haproxy/certs/lb.pem }
+    reload: [haproxy]
+  - name: vendor-portal
+    watch: /etc/ssl/vendor/portal.crt
+    warn_before: 21d
+trust:
+  - path: /etc/nginx/tls/clients-ca.pem
+    reload: [nginx]
+  - path: /etc/nginx/tls/clients.crl
+    contents: crl
+    reload: [nginx]
+  - path: /usr/local/share/ca-certificates/certkeeper.crt
+    run: [update-ca-certificates]
+issuers:
+  fleet:
+    acme:
+      directory: https://ca.example.internal/acme/acme/directory
+      ca_bundle: /etc/certkeeper/fleet-ca.pem
+      contact: [mailto:ops@example.com]
+      eab: { kid: KEY_ID, hmac_key_file: /etc/certkeeper/eab.key }
+      challenge:
+        http01: { webroot: /var/www/acme }
+metrics:
+  listen: 127.0.0.1:9717
+"#;
+
+#[test]
+fn the_design_example_resolves() {
+    let c = ok(FULL);
+    assert_eq!(c.state_dir, PathBuf::from("/var/lib/certkeeper"));
+    assert_eq!(c.ca.key, KeyType::EcdsaP384);
+    assert_eq!(c.certificates.len(), 3);
+    assert_eq!(c.watched.len(), 1);
+    let www = &c.certificates[0];
+    assert_eq!(www.sans.len(), 2);
+    assert_eq!(www.lifetime, Duration::from_secs(90 * 86400));
+    assert_eq!(www.renew_before, RenewBefore::Share(330));
+    assert_eq!(www.owner.as_ref().map(|o| o.id), Some(0));
+    assert_eq!(www.key_mode, 0o600);
+    assert_eq!(www.verify.as_ref().unwrap().timeout, Duration::from_secs(10));
+    let api = &c.certificates[1];
+    assert_eq!(api.key, KeyType::Rsa3072);
+    assert_eq!(api.common_name, "api.example.internal");
+    assert_eq!(api.files.chain.as_deref(), Some(Path::new("/etc/apache2/tls/api.chain.crt")));
+    assert_eq!(c.certificates[2].usage, Usage::ServerClient);
+    assert_eq!(c.trust[1].contents, TrustContents::Crl);
+    assert_eq!(c.issuers["fleet"].webroot.as_deref(), Some(Path::new("/var/www/acme")));
+    assert_eq!(c.metrics, Some("127.0.0.1:9717".parse().unwrap()));
+}
+
+#[test]
+fn empty_file_manages_nothing() {
+    let c = ok("# nothing yet\n");
+    assert!(c.certificates.is_empty());
+    assert_eq!(c.state_dir, PathBuf::from(DEFAULT_STATE_DIR));
+}
+
+const BASE: &str = "state_dir: /tmp/s\ncertificates:\n";
+
+fn cert(body: &str) -> String {
+    format!("{BASE}{body}")
+}
+
+#[test]
+fn unknown_key_names_line_and_field() {
+    let e = one_error(&cert("  - name: www\n    sanz: [a.b]\n    sans: [a.b]\n    files: { layout: nginx, cert: /a.crt, key: /a.key }\n"));
+    assert_eq!(e.line, Some(4), "{e}");
+    assert_eq!(e.certificate.as_deref(), Some("www"));
+    assert!(e.field.ends_with("sanz"), "{e}");
+    assert!(e.message.contains("unknown field `sanz`"), "{e}");
+    let e = one_error("certficates: []\n");
+    assert_eq!(e.line, Some(1));
+    assert!(e.message.contains("unknown key `certficates`"), "{e}");
+}
+
+#[test]
+fn every_error_is_reported_at_once() {
+    let text = cert(concat!(
+        "  - name: www\n",                                                          // 3
+        "    sans: [www.example.internal, bad_name.example]\n",                      // 4
+        "    key: rsa-1024\n",                                                       // 5
+        "    files: { layout: nginx, cert: tls/www.crt, key: /tls/www.key }\n",      // 6
+        "    reload: [nginx]\n",                                                     // 7
+        "  - name: www\n",                                                          // 8
+        "    sans: [10.0.0.300]\n",                                                  // 9
+        "    lifetime: 1h\n",                                                        // 10
+        "    renew_before: 2h\n",                                                    // 11
+        "    files: { layout: apache, cert: /tls/b.crt, key: /tls/b.key }\n",        // 12
+        "  - sans: [c.example]\n",                                                   // 13
+        "    files: { layout: nginx, cert: /tls/c.crt, key: /tls/www.key }\n",       // 14
+    ));
+    let errs = errors(&text);
+    let find = |needle: &str| {
+        errs.iter()
+            .find(|e| e.to_string().contains(needle))
+            .unwrap_or_else(|| panic!("no error containing {needle:?} in:\n{}", ConfigErrors(errs.clone())))
+    };
+    assert_eq!(find("bad_name.example").line, Some(4));
+    assert_eq!(find("rsa-1024").line, Some(5));
+    assert!(find("rsa-1024").message.contains("too weak"));
+    assert_eq!(find("relative path").line, Some(6));
+    assert_eq!(find("unknown server `nginx`").line, Some(7));
+    assert_eq!(find("10.0.0.300").line, Some(9));
+    assert_eq!(find("not shorter than the lifetime").line, Some(11));
+    assert_eq!(find("is missing: layout `apache`").field, "certificates[1].files.chain");
+    assert!(find("has no `name:`").line == Some(13));
+    assert!(errs.len() >= 8, "{}", ConfigErrors(errs.clone()));
+}
+
+#[test]
+fn duplicate_names_and_shared_paths() {
+    let text = cert(concat!(
+        "  - name: a\n",
+        "    sans: [a.example]\n",
+        "    files: { layout: nginx, cert: /tls/a.crt, key: /tls/a.key }\n",
+        "  - name: a\n",
+        "    sans: [b.example]\n",
+        "    files: { layout: nginx, cert: /tls/b.crt, key: /tls/a.key }\n",
+    ));
+    let errs = errors(&text);
+    assert_eq!(errs.len(), 2, "{}", ConfigErrors(errs.clone()));
+    assert!(errs[0].message.contains("already used by certificates[0] (line 3)"), "{}", errs[0]);
+    assert_eq!(errs[0].line, Some(6));
+    assert!(errs[1].message.contains("/tls/a.key is also written by certificate `a` (files.key)"), "{}", errs[1]);
+    assert_eq!(errs[1].field, "certificates[1].files.key");
+}
+
+#[test]
+fn modes_must_be_quoted_and_keep_keys_private() {
+    let e = one_error(&cert("  - name: a\n    sans: [a.b]\n    key_mode: 640\n    files: { layout: nginx, cert: /a.crt, key: /a.key }\n"));
+    assert!(e.message.contains("quoted octal string"), "{e}");
+    let e = one_error(&cert("  - name: a\n    sans: [a.b]\n    key_mode: \"0644\"\n    files: { layout: nginx, cert: /a.crt, key: /a.key }\n"));
+    assert!(e.message.contains("every user"), "{e}");
+    let c = ok(&cert("  - name: a\n    sans: [a.b]\n    key_mode: \"0640\"\n    files: { layout: nginx, cert: /a.crt, key: /a.key }\n"));
+    assert_eq!(c.certificates[0].key_mode, 0o640);
+}
+
+#[test]
+fn layouts_need_their_files_and_nothing_else() {
+    let e = one_error(&cert("  - name: a\n    sans: [a.b]\n    files: { layout: combined, cert: /a.pem, key: /a.key }\n"));
+    assert!(e.message.contains("does not write a `key` file"), "{e}");
+    let e = one_error(&cert("  - name: a\n    sans: [a.b]\n    files: { layout: separate, cert: /a.crt, chain: /c.crt, key: /a.key }\n"));
+    assert!(e.field.ends_with("files.fullchain"), "{e}");
+    let e = one_error(&cert("  - name: a\n    sans: [a.b]\n    files: { layout: iis, cert: /a.crt }\n"));
+    assert!(e.message.contains("not a layout"), "{e}");
+}
+
+#[test]
+fn durations_and_lifetimes() {
+    let e = one_error(&cert("  - name: a\n    sans: [a.b]\n    lifetime: 90\n    files: { layout: nginx, cert: /a.crt, key: /a.key }\n"));
+    assert!(e.message.contains("has no unit"), "{e}");
+    assert_eq!(e.line, Some(5));
+    let e = one_error(&cert("  - name: a\n    sans: [a.b]\n    lifetime: 10s\n    files: { layout: nginx, cert: /a.crt, key: /a.key }\n"));
+    assert!(e.message.contains("too short"), "{e}");
+    let e = one_error(&cert("  - name: a\n    sans: [a.b]\n    lifetime: 5y\n    files: { layout: nginx, cert: /a.crt, key: /a.key }\n"));
+    assert!(e.message.contains("cannot outlive"), "{e}");
+    let c = ok(&cert("  - name: a\n    sans: [a.b]\n    lifetime: 30s\n    files: { layout: nginx, cert: /a.crt, key: /a.key }\n"));
+    assert_eq!(c.certificates[0].lifetime, Duration::from_secs(30));
+}
+
+#[test]
+fn bad_defaults_are_reported_once_at_defaults() {
+    let text = format!(
+        "defaults:\n  key: dsa\n{}",
+        &cert("  - name: a\n    sans: [a.b]\n    files: { layout: nginx, cert: /a.crt, key: /a.key }\n  - name: b\n    sans: [b.c]\n    files: { layout: nginx, cert: /b.crt, key: /b.key }\n")
+    );
+    let e = one_error(&text);
+    assert_eq!(e.field, "defaults.key");
+    assert_eq!(e.line, Some(2));
+}
+
+#[test]
+fn unknown_users_servers_and_issuers() {
+    let e = one_error(&cert("  - name: a\n    sans: [a.b]\n    owner: no-such-user-here\n    files: { layout: nginx, cert: /a.crt, key: /a.key }\n"));
+    assert!(e.message.contains("no user `no-such-user-here`"), "{e}");
+    let e = one_error(&cert("  - name: a\n    sans: [a.b]\n    issuer: fleet\n    files: { layout: nginx, cert: /a.crt, key: /a.key }\n"));
+    assert!(e.message.contains("unknown issuer `fleet`"), "{e}");
+    let e = one_error("servers:\n  web:\n    type: nginx\n");
+    assert!(e.message.contains("pid_file"), "{e}");
+    let e = one_error("servers:\n  web:\n    type: lighttpd\n    pid_file: /run/x.pid\n");
+    assert!(e.message.contains("not a server type"), "{e}");
+    assert_eq!(e.line, Some(3));
+}
+
+#[test]
+fn watch_only_certificates_take_no_managed_fields() {
+    let e = one_error(&cert("  - name: v\n    watch: /etc/ssl/v.crt\n    sans: [v.example]\n"));
+    assert!(e.message.contains("watch-only"), "{e}");
+}
+
+#[test]
+fn yaml_syntax_errors_have_a_line() {
+    let e = one_error("certificates:\n  - name: [unclosed\n");
+    assert!(e.message.contains("not valid YAML"), "{e}");
+    assert!(e.line.is_some(), "{e}");
+}
+
+#[test]
+fn display_names_file_line_certificate_and_field() {
+    let e = one_error(&cert("  - name: www\n    sans: [a.b]\n    files: { layout: nginx, cert: tls/a.crt, key: /a.key }\n"));
+    let s = e.to_string();
+    assert!(s.starts_with("/etc/certkeeper/config.yaml:5: certificate `www`, field `certificates[0].files.cert`: `tls/a.crt` is a relative path"), "{s}");
+}

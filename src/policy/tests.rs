@@ -1,1 +1,200 @@
+//! Table tests of the renewal decision with an explicit `now`.
 
+use super::*;
+use crate::config::{CertSpec, Files};
+use crate::duration::RenewBefore;
+use crate::model::{KeyType, Layout, San, Usage};
+use crate::x509::CertInfo;
+use std::path::PathBuf;
+use time::macros::datetime;
+
+const T0: OffsetDateTime = datetime!(2026-11-27 12:00 UTC);
+
+fn d(secs: u64) -> Duration {
+    Duration::from_secs(secs)
+}
+
+fn t(secs: i64) -> OffsetDateTime {
+    T0 + time::Duration::seconds(secs)
+}
+
+fn spec(lifetime: u64, renew_before: RenewBefore) -> CertSpec {
+    CertSpec {
+        name: "www".into(),
+        common_name: "www.example.internal".into(),
+        sans: vec![San::Dns("www.example.internal".into())],
+        usage: Usage::Server,
+        key: KeyType::EcdsaP256,
+        lifetime: d(lifetime),
+        renew_before,
+        owner: None,
+        group: None,
+        key_mode: 0o600,
+        cert_mode: 0o644,
+        issuer: "internal".into(),
+        files: Files {
+            layout: Layout::Nginx,
+            cert: "/x/www.crt".into(),
+            chain: None,
+            fullchain: None,
+            key: Some("/x/www.key".into()),
+        },
+        reload: vec![],
+        verify: None,
+        follow_symlinks: false,
+    }
+}
+
+/// A leaf as the internal CA makes it: valid from `nb` to `na` (seconds from T0).
+fn leaf(nb: i64, na: i64) -> CertInfo {
+    CertInfo {
+        der: vec![],
+        subject: "CN=www.example.internal".into(),
+        issuer: "CN=CA".into(),
+        common_name: Some("www.example.internal".into()),
+        sans: vec![San::Dns("www.example.internal".into())],
+        other_names: vec![],
+        not_before: t(nb),
+        not_after: t(na),
+        serial: "1234abcd".into(),
+        is_ca: false,
+        path_len: None,
+        usage: Some(Usage::Server),
+        key_type: Some(KeyType::EcdsaP256),
+        spki: vec![],
+        public_key_raw: vec![],
+        fingerprint: String::new(),
+        subject_key_id: None,
+        authority_key_id: None,
+    }
+}
+
+fn seen(l: CertInfo) -> Seen {
+    Seen::Present(Box::new(Present { leaf: l, chain: vec![], from_issuer: true }))
+}
+
+const DAY: i64 = 86_400;
+
+#[test]
+fn due_at_the_edges() {
+    // 90 days, renew 30 days before: due at day 60 minus the jitter (< 1h).
+    let s = spec(90 * DAY as u64, RenewBefore::Fixed(d(30 * DAY as u64)));
+    let l = leaf(-300, 90 * DAY);
+    let at = renew_at(&s, &l);
+    assert!(at <= t(60 * DAY) && at > t(60 * DAY - 3600), "{at}");
+    let cases = [
+        (0, false),
+        (59 * DAY, false),
+        ((at - T0).whole_seconds() - 1, false),
+        ((at - T0).whole_seconds(), true),
+        (60 * DAY, true),
+        (90 * DAY - 1, true),
+    ];
+    for (now, due) in cases {
+        let v = decide(&s, &seen(l.clone()), t(now));
+        match (due, &v) {
+            (false, Verdict::Fine { renew_at }) => assert_eq!(*renew_at, at),
+            (true, Verdict::Reissue(Reason::Due(r))) => assert_eq!(*r, at),
+            _ => panic!("now = T0+{now}s: expected due={due}, got {v:?}"),
+        }
+    }
+}
+
+#[test]
+fn share_versus_duration() {
+    let l = leaf(0, 100 * DAY);
+    // 25% of 100 days = 25 days before notAfter (jitter at most 1h).
+    let share = renew_at(&spec(100 * DAY as u64, RenewBefore::Share(250)), &l);
+    assert!(share <= t(75 * DAY) && share > t(75 * DAY - 3600), "{share}");
+    let fixed = renew_at(&spec(100 * DAY as u64, RenewBefore::Fixed(d(10 * DAY as u64))), &l);
+    assert!(fixed <= t(90 * DAY) && fixed > t(90 * DAY - 3600), "{fixed}");
+}
+
+#[test]
+fn jitter_is_bounded_and_deterministic() {
+    for window in [d(10), d(600), d(30 * 86_400)] {
+        let max = (window / 10).min(d(3600));
+        let mut distinct = std::collections::HashSet::new();
+        for i in 0..200 {
+            let name = format!("cert-{i}");
+            let j = jitter(&name, "abcdef", window);
+            assert!(j <= max, "{j:?} > {max:?}");
+            assert_eq!(j, jitter(&name, "abcdef", window));
+            distinct.insert(j.as_millis());
+        }
+        assert!(distinct.len() > 50, "jitter does not spread: {}", distinct.len());
+    }
+}
+
+#[test]
+fn backdated_not_before_does_not_loop() {
+    // A 30-second certificate whose notBefore is backdated by 3 s (our own skew margin),
+    // by 5 minutes, or by an hour: right after issue it is fine, not due.
+    for backdate in [3, 300, 3600] {
+        let s = spec(30, RenewBefore::Share(330));
+        let l = leaf(-backdate, 30);
+        match decide(&s, &seen(l.clone()), T0) {
+            Verdict::Fine { renew_at } => {
+                assert!(renew_at >= t(18) && renew_at <= t(21), "backdate {backdate}: {renew_at}")
+            }
+            v => panic!("backdate {backdate}: a fresh certificate is {v:?}"),
+        }
+    }
+}
+
+#[test]
+fn shorter_validity_than_asked_does_not_loop() {
+    // Asked for 90 days with renew_before 30 days, but the CA gave 7 days.
+    let s = spec(90 * DAY as u64, RenewBefore::Fixed(d(30 * DAY as u64)));
+    let l = leaf(0, 7 * DAY);
+    match decide(&s, &seen(l), t(60)) {
+        Verdict::Fine { renew_at } => assert!(renew_at > t(3 * DAY) && renew_at <= t(7 * DAY / 2)),
+        v => panic!("{v:?}"),
+    }
+}
+
+#[test]
+fn expired_and_not_yet_valid() {
+    let s = spec(90 * DAY as u64, RenewBefore::Share(330));
+    let l = leaf(0, 90 * DAY);
+    assert_eq!(decide(&s, &seen(l.clone()), t(90 * DAY)), Verdict::Reissue(Reason::Expired(t(90 * DAY))));
+    assert_eq!(decide(&s, &seen(l.clone()), t(100 * DAY)), Verdict::Reissue(Reason::Expired(t(90 * DAY))));
+    assert_eq!(decide(&s, &seen(l), t(-1)), Verdict::Reissue(Reason::NotYetValid(T0)));
+}
+
+#[test]
+fn config_changes_force_reissue() {
+    let base = spec(90 * DAY as u64, RenewBefore::Share(330));
+    let l = leaf(0, 90 * DAY);
+    let mut s = base.clone();
+    s.sans.push(San::Ip("10.0.0.5".parse().unwrap()));
+    assert!(matches!(decide(&s, &seen(l.clone()), t(1)), Verdict::Reissue(Reason::NamesChanged { .. })));
+    let mut s = base.clone();
+    s.key = KeyType::Ed25519;
+    assert!(matches!(decide(&s, &seen(l.clone()), t(1)), Verdict::Reissue(Reason::KeyTypeChanged { .. })));
+    let mut s = base.clone();
+    s.usage = Usage::ServerClient;
+    assert!(matches!(decide(&s, &seen(l.clone()), t(1)), Verdict::Reissue(Reason::UsageChanged { .. })));
+    let mut s = base.clone();
+    s.common_name = "other".into();
+    assert!(matches!(decide(&s, &seen(l.clone()), t(1)), Verdict::Reissue(Reason::CommonNameChanged { .. })));
+    let foreign = Seen::Present(Box::new(Present { leaf: l.clone(), chain: vec![], from_issuer: false }));
+    assert_eq!(decide(&base, &foreign, t(1)), Verdict::Reissue(Reason::IssuerChanged));
+    assert!(matches!(decide(&base, &seen(l), t(1)), Verdict::Fine { .. }));
+}
+
+#[test]
+fn missing_damaged_and_mismatched_files() {
+    let s = spec(90 * DAY as u64, RenewBefore::Share(330));
+    let p = PathBuf::from("/x/www.key");
+    assert_eq!(decide(&s, &Seen::Missing(p.clone()), T0), Verdict::Reissue(Reason::Missing(p.clone())));
+    assert_eq!(decide(&s, &Seen::KeyMismatch(p.clone()), T0), Verdict::Reissue(Reason::KeyMismatch(p.clone())));
+    let dmg = Seen::Damaged { path: p.clone(), reason: "x".into() };
+    assert!(matches!(decide(&s, &dmg, T0), Verdict::Reissue(Reason::Damaged { .. })));
+}
+
+#[test]
+fn relative_phrases() {
+    assert_eq!(relative(t(90), T0), "in 1m 30s");
+    assert_eq!(relative(t(-3 * DAY), T0), "3d ago");
+}
