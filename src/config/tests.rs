@@ -275,3 +275,15 @@ fn display_names_file_line_certificate_and_field() {
     let s = e.to_string();
     assert!(s.starts_with("/etc/certkeeper/config.yaml:5: certificate `www`, field `certificates[0].files.cert`: `tls/a.crt` is a relative path"), "{s}");
 }
+
+#[test]
+fn shipped_examples_are_valid() {
+    for (name, text) in [
+        ("example.yaml", include_str!("../../config/example.yaml")),
+        ("quickstart.yaml", include_str!("../../config/quickstart.yaml")),
+    ] {
+        if let Err(e) = parse(text, Path::new(name)) {
+            panic!("{name}:\n{e}");
+        }
+    }
+}
