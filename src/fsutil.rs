@@ -183,7 +183,11 @@ pub struct Previous {
 
 impl std::fmt::Debug for Previous {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let state = if self.content.is_some() { "existed" } else { "absent" };
+        let state = if self.content.is_some() {
+            "existed"
+        } else {
+            "absent"
+        };
         write!(f, "Previous({}, {state})", self.path.display())
     }
 }

@@ -14,6 +14,8 @@ pub mod layout;
 pub mod model;
 pub mod policy;
 pub mod reconcile;
+pub mod server;
 pub mod state;
 pub mod status;
+pub mod verify;
 pub mod x509;

@@ -1,32 +1,38 @@
-//! One reconcile pass: observe → decide → issue → install → record, for the selected
-//! certificates. Used by `certkeeper renew` now and by the daemon later. One
-//! certificate failing never stops the others; the report says what happened to each.
+//! One reconcile pass: observe → decide → issue → install → config-test → reload →
+//! verify → record, rolling back on failure. Used by `certkeeper renew` and by the
+//! daemon. Reloads are coalesced: however many certificates a pass installs, each
+//! server gets one config test and one reload. One certificate failing never stops the
+//! others; the reports say what happened to each.
 
-use crate::ca::{make_csr, InternalCa, IssueRequest, Issuer};
-use crate::config::{CertSpec, Config};
-use crate::fsutil::write_all;
+use crate::ca::{make_csr, InternalCa, IssueRequest, Issued, Issuer};
+use crate::config::{CertSpec, Config, ServerSpec};
+use crate::fsutil::{write_all, Previous};
 use crate::keys::PrivateKey;
 use crate::layout::{observe, render};
-use crate::policy::{decide, Reason, Seen, Verdict};
+use crate::policy::{decide, renew_at, rfc3339, Reason, Seen, Verdict};
 use crate::state::{LedgerEntry, StateDir};
 use crate::x509::check_chain_order;
-use std::path::PathBuf;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use time::OffsetDateTime;
 
 #[derive(Debug, Clone)]
 pub enum Outcome {
     Unchanged {
         renew_at: OffsetDateTime,
+        not_after: OffsetDateTime,
     },
     WouldRenew(Reason),
     Renewed {
         reason: Reason,
         serial: String,
         not_after: OffsetDateTime,
+        renew_at: OffsetDateTime,
     },
     Failed {
         reason: Option<Reason>,
         error: String,
+        not_after: Option<OffsetDateTime>,
     },
 }
 
@@ -34,6 +40,13 @@ pub enum Outcome {
 pub struct CertReport {
     pub name: String,
     pub outcome: Outcome,
+}
+
+/// What a pass did to the servers, for logs, the benchmark and tests.
+#[derive(Debug, Clone, Default)]
+pub struct ServerActivity {
+    pub tests: BTreeMap<String, usize>,
+    pub reloads: BTreeMap<String, usize>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -106,12 +119,17 @@ pub fn ensure_ca(
     Ok(ca)
 }
 
+#[derive(Debug, Clone, Default)]
 pub struct RenewOptions {
     pub force: bool,
     pub dry_run: bool,
+    /// Also reload servers whose `verify` target serves something other than the
+    /// (valid) files on disk: the daemon does this at start, to finish an install that
+    /// a crash interrupted before its reload.
+    pub check_served: bool,
 }
 
-/// Renews what needs it among `names` (all when empty).
+/// `certkeeper renew`: takes the lock, makes sure the CA exists, runs one pass.
 pub fn renew(
     config: &Config,
     names: &[String],
@@ -120,71 +138,330 @@ pub fn renew(
 ) -> Result<Vec<CertReport>, RenewError> {
     let selected = select(config, names)?;
     let state = StateDir::new(&config.state_dir);
-    let (_lock, ca) = if opts.dry_run {
-        (None, load_ca(config)?)
-    } else {
-        let lock = state.lock()?;
-        let ca = ensure_ca(config, &state, now)?;
-        (Some(lock), Some(ca))
-    };
-    let mut reports = Vec::new();
-    for spec in selected {
-        let issuer: Option<&dyn Issuer> = match spec.issuer.as_str() {
-            "internal" => ca.as_ref().map(|c| c as &dyn Issuer),
-            _ => None,
-        };
-        let outcome = renew_one(&state, spec, issuer, opts, now);
-        reports.push(CertReport {
-            name: spec.name.clone(),
-            outcome,
-        });
+    if opts.dry_run {
+        let ca = load_ca(config)?;
+        return Ok(run_pass(
+            config,
+            &state,
+            ca.as_ref(),
+            &selected,
+            opts,
+            now,
+            &AtomicBool::new(false),
+        )
+        .0);
     }
-    Ok(reports)
+    let _lock = state.lock()?;
+    let ca = ensure_ca(config, &state, now)?;
+    Ok(run_pass(
+        config,
+        &state,
+        Some(&ca),
+        &selected,
+        opts,
+        now,
+        &AtomicBool::new(false),
+    )
+    .0)
 }
 
-fn renew_one(
+/// A new pair that has been issued and perhaps installed, on its way through the pass.
+struct Staged<'a> {
+    spec: &'a CertSpec,
+    reason: Reason,
+    issued: Issued,
+    /// What the files held before; set once installed.
+    previous: Vec<Previous>,
+    error: Option<String>,
+}
+
+impl Staged<'_> {
+    fn fail(&mut self, error: String) {
+        if self.error.is_none() {
+            self.error = Some(error);
+        }
+    }
+
+    fn roll_back(&mut self) {
+        for p in self.previous.iter().rev() {
+            if let Err(e) = p.restore() {
+                tracing::error!(certificate = %self.spec.name, error = %e, "could not restore a previous file");
+            }
+        }
+        if !self.previous.is_empty() {
+            tracing::warn!(certificate = %self.spec.name, "rolled back to the previous files");
+        }
+        self.previous.clear();
+    }
+}
+
+/// Runs one pass over `selected`. The caller holds the state lock (unless dry-run).
+/// `cancel` is checked between certificates, never in the middle of an install.
+pub fn run_pass(
+    config: &Config,
     state: &StateDir,
-    spec: &CertSpec,
-    issuer: Option<&dyn Issuer>,
+    ca: Option<&InternalCa>,
+    selected: &[&CertSpec],
     opts: &RenewOptions,
     now: OffsetDateTime,
-) -> Outcome {
-    let seen = observe(spec, issuer);
-    let reason = match decide(spec, &seen, now) {
-        Verdict::Fine { renew_at } if !opts.force => return Outcome::Unchanged { renew_at },
-        Verdict::Fine { .. } => Reason::Forced,
-        Verdict::Reissue(r) => r,
-    };
-    if opts.dry_run {
-        return Outcome::WouldRenew(reason);
-    }
-    let Some(issuer) = issuer else {
-        let error = format!(
-            "issuer `{}` is not available in this version of certkeeper",
-            spec.issuer
-        );
-        record_failure(state, spec, &reason, &error, now);
-        return Outcome::Failed {
-            reason: Some(reason),
-            error,
+    cancel: &AtomicBool,
+) -> (Vec<CertReport>, ServerActivity) {
+    let mut reports = Vec::new();
+    let mut staged: Vec<Staged> = Vec::new();
+    let mut stale_servers: BTreeSet<String> = BTreeSet::new();
+    for spec in selected {
+        if cancel.load(Ordering::Relaxed) {
+            break;
+        }
+        let issuer: Option<&dyn Issuer> = match spec.issuer.as_str() {
+            "internal" => ca.map(|c| c as &dyn Issuer),
+            _ => None,
         };
-    };
-    tracing::info!(certificate = %spec.name, reason = %reason, "renewing");
-    match issue_and_install(state, spec, issuer, &reason, &seen, now) {
-        Ok((serial, not_after)) => Outcome::Renewed {
-            reason,
-            serial,
-            not_after,
-        },
-        Err(error) => {
-            tracing::error!(certificate = %spec.name, %error, "renewal failed; the installed files were left as they were");
+        let seen = observe(spec, issuer);
+        let current_not_after = match &seen {
+            Seen::Present(p) => Some(p.leaf.not_after),
+            _ => None,
+        };
+        let reason = match decide(spec, &seen, now) {
+            Verdict::Fine { renew_at } if !opts.force => {
+                if let (true, Some(v), Seen::Present(p)) = (opts.check_served, &spec.verify, &seen)
+                {
+                    match crate::verify::served_leaf(&v.connect, &v.server_name, v.timeout) {
+                        Ok(der) if der == p.leaf.der => {}
+                        Ok(_) => {
+                            tracing::warn!(certificate = %spec.name, connect = %v.connect, "the server does not serve the certificate on disk; reloading it");
+                            stale_servers.extend(spec.reload.iter().cloned());
+                        }
+                        Err(e) => {
+                            tracing::warn!(certificate = %spec.name, error = %e, "cannot check what the server serves")
+                        }
+                    }
+                }
+                let not_after = current_not_after.expect("a fine certificate is present");
+                reports.push(CertReport {
+                    name: spec.name.clone(),
+                    outcome: Outcome::Unchanged {
+                        renew_at,
+                        not_after,
+                    },
+                });
+                continue;
+            }
+            Verdict::Fine { .. } => Reason::Forced,
+            Verdict::Reissue(r) => r,
+        };
+        if opts.dry_run {
+            reports.push(CertReport {
+                name: spec.name.clone(),
+                outcome: Outcome::WouldRenew(reason),
+            });
+            continue;
+        }
+        let Some(issuer) = issuer else {
+            let error = if spec.issuer == "internal" {
+                "the internal CA is not available".to_string()
+            } else {
+                format!(
+                    "issuer `{}` is not available in this version of certkeeper",
+                    spec.issuer
+                )
+            };
             record_failure(state, spec, &reason, &error, now);
-            Outcome::Failed {
-                reason: Some(reason),
-                error,
+            reports.push(CertReport {
+                name: spec.name.clone(),
+                outcome: Outcome::Failed {
+                    reason: Some(reason),
+                    error,
+                    not_after: current_not_after,
+                },
+            });
+            continue;
+        };
+        tracing::info!(certificate = %spec.name, reason = %reason, "renewing");
+        match issue_and_install(state, spec, issuer, &reason, now) {
+            Ok((issued, previous)) => staged.push(Staged {
+                spec,
+                reason,
+                issued,
+                previous,
+                error: None,
+            }),
+            Err(error) => {
+                tracing::error!(certificate = %spec.name, %error, "renewal failed; the installed files were left as they were");
+                record_failure(state, spec, &reason, &error, now);
+                reports.push(CertReport {
+                    name: spec.name.clone(),
+                    outcome: Outcome::Failed {
+                        reason: Some(reason),
+                        error,
+                        not_after: current_not_after,
+                    },
+                });
             }
         }
     }
+
+    let activity = apply_to_servers(config, &mut staged, &stale_servers);
+
+    for mut st in staged {
+        let spec = st.spec;
+        match st.error.take() {
+            None => {
+                let leaf = &st.issued.leaf;
+                let mut e = LedgerEntry::new(now, "installed");
+                e.name = Some(spec.name.clone());
+                e.serial = Some(leaf.serial.clone());
+                e.issuer = Some(spec.issuer.clone());
+                e.not_after = Some(leaf.not_after);
+                e.files = spec
+                    .files
+                    .paths()
+                    .iter()
+                    .map(|(_, p)| p.display().to_string())
+                    .collect();
+                e.reason = Some(st.reason.code().to_string());
+                if let Err(err) = state.record(&e) {
+                    tracing::error!(certificate = %spec.name, error = %err, "cannot record the install in the ledger");
+                }
+                tracing::info!(certificate = %spec.name, serial = %leaf.serial, not_after = %rfc3339(leaf.not_after), reason = %st.reason, "installed");
+                reports.push(CertReport {
+                    name: spec.name.clone(),
+                    outcome: Outcome::Renewed {
+                        reason: st.reason.clone(),
+                        serial: leaf.serial.clone(),
+                        not_after: leaf.not_after,
+                        renew_at: renew_at(spec, leaf),
+                    },
+                });
+            }
+            Some(error) => {
+                record_failure(state, spec, &st.reason, &error, now);
+                let not_after = observe_not_after(spec, ca);
+                reports.push(CertReport {
+                    name: spec.name.clone(),
+                    outcome: Outcome::Failed {
+                        reason: Some(st.reason.clone()),
+                        error,
+                        not_after,
+                    },
+                });
+            }
+        }
+    }
+    (reports, activity)
+}
+
+fn observe_not_after(spec: &CertSpec, ca: Option<&InternalCa>) -> Option<OffsetDateTime> {
+    match observe(spec, ca.map(|c| c as &dyn Issuer)) {
+        Seen::Present(p) => Some(p.leaf.not_after),
+        _ => None,
+    }
+}
+
+/// Config-tests and reloads every server the installed certificates name (once each),
+/// verifies what is served, and rolls back the certificates whose server failed.
+fn apply_to_servers(
+    config: &Config,
+    staged: &mut [Staged],
+    stale: &BTreeSet<String>,
+) -> ServerActivity {
+    let mut activity = ServerActivity::default();
+    let installed = |s: &Staged| s.error.is_none();
+    let mut wanted: BTreeSet<String> = stale.clone();
+    for st in staged.iter().filter(|s| installed(s)) {
+        wanted.extend(st.spec.reload.iter().cloned());
+    }
+    // Config tests first: a failing test rolls back every certificate of that server
+    // before anything is reloaded.
+    let mut failed: BTreeMap<String, String> = BTreeMap::new();
+    for name in &wanted {
+        let Some(server) = config.servers.get(name) else {
+            continue;
+        };
+        *activity.tests.entry(name.clone()).or_default() += 1;
+        if let Err(e) = crate::server::config_test(server) {
+            tracing::error!(server = %name, error = %e, "config test failed; rolling back");
+            failed.insert(
+                name.clone(),
+                format!("config test of server `{name}` failed, previous files restored: {e}"),
+            );
+        }
+    }
+    for st in staged.iter_mut().filter(|s| s.error.is_none()) {
+        if let Some(msg) = st.spec.reload.iter().find_map(|s| failed.get(s)) {
+            st.roll_back();
+            st.fail(msg.clone());
+        }
+    }
+    // Reload each server that passed and still has something new to serve.
+    let mut reloaded: BTreeSet<String> = BTreeSet::new();
+    for name in wanted.iter().filter(|n| !failed.contains_key(*n)) {
+        let needed = stale.contains(name)
+            || staged
+                .iter()
+                .any(|s| s.error.is_none() && s.spec.reload.contains(name));
+        let Some(server) = config.servers.get(name) else {
+            continue;
+        };
+        if !needed {
+            continue;
+        }
+        *activity.reloads.entry(name.clone()).or_default() += 1;
+        match crate::server::reload(server) {
+            Ok(()) => {
+                tracing::info!(server = %name, "reloaded");
+                reloaded.insert(name.clone());
+            }
+            Err(e) => {
+                tracing::error!(server = %name, error = %e, "reload failed; rolling back");
+                for st in staged
+                    .iter_mut()
+                    .filter(|s| s.error.is_none() && s.spec.reload.contains(name))
+                {
+                    st.roll_back();
+                    st.fail(format!(
+                        "reload of server `{name}` failed, previous files restored: {e}"
+                    ));
+                }
+            }
+        }
+    }
+    // Verify: the server must serve the new leaf; if not, roll back and reload again.
+    let mut again: BTreeSet<String> = BTreeSet::new();
+    for st in staged.iter_mut().filter(|s| s.error.is_none()) {
+        let Some(v) = &st.spec.verify else { continue };
+        if !st.spec.reload.iter().any(|s| reloaded.contains(s)) && !st.spec.reload.is_empty() {
+            continue;
+        }
+        match crate::verify::wait_for_leaf(
+            &v.connect,
+            &v.server_name,
+            &st.issued.leaf.der,
+            v.timeout,
+        ) {
+            Ok(()) => {
+                tracing::info!(certificate = %st.spec.name, connect = %v.connect, "verified: the new certificate is served")
+            }
+            Err(e) => {
+                tracing::error!(certificate = %st.spec.name, error = %e, "verify failed; rolling back");
+                st.roll_back();
+                st.fail(format!(
+                    "verify of {} failed, previous files restored: {e}",
+                    v.connect
+                ));
+                again.extend(st.spec.reload.iter().cloned());
+            }
+        }
+    }
+    for name in again {
+        if let Some(server) = config.servers.get(&name) {
+            *activity.reloads.entry(name.clone()).or_default() += 1;
+            if let Err(e) = crate::server::reload(server) {
+                tracing::error!(server = %name, error = %e, "reload after rollback failed");
+            }
+        }
+    }
+    activity
 }
 
 fn record_failure(
@@ -213,16 +490,21 @@ pub fn request_for(spec: &CertSpec) -> IssueRequest {
     }
 }
 
-/// Issues a fresh pair for `spec` and installs it. Nothing is written to the target
-/// paths unless the new pair is complete and consistent.
+/// Issues a fresh pair for `spec`, archives and installs it. Nothing is written to the
+/// target paths unless the new pair is complete and consistent.
 fn issue_and_install(
     state: &StateDir,
     spec: &CertSpec,
     issuer: &dyn Issuer,
     reason: &Reason,
-    _seen: &Seen,
     now: OffsetDateTime,
-) -> Result<(String, OffsetDateTime), String> {
+) -> Result<(Issued, Vec<Previous>), String> {
+    // Refuse unusable targets (a symlink, a file where a directory should be) before
+    // anything is issued, so that a refused install leaves no trace in the CA.
+    for (_, path) in spec.files.paths() {
+        crate::fsutil::preflight(path, spec.follow_symlinks)
+            .map_err(|e| format!("install refused, nothing was issued: {e}"))?;
+    }
     let key = PrivateKey::generate(spec.key).map_err(|e| e.to_string())?;
     let req = request_for(spec);
     let csr = make_csr(&key, &req).map_err(|e| e.to_string())?;
@@ -263,16 +545,12 @@ fn issue_and_install(
         .map_err(|e| format!("cannot archive the new pair: {e}"))?;
 
     let files = render(spec, &key, &issued.leaf, &issued.chain);
-    write_all(&files).map_err(|e| format!("install failed, previous files kept: {e}"))?;
-    let installed: Vec<PathBuf> = files.iter().map(|f| f.path.clone()).collect();
-    tracing::info!(certificate = %spec.name, serial = %serial, not_after = %crate::policy::rfc3339(issued.leaf.not_after), "installed");
+    let previous =
+        write_all(&files).map_err(|e| format!("install failed, previous files kept: {e}"))?;
+    Ok((issued, previous))
+}
 
-    let mut entry = LedgerEntry::new(now, "installed");
-    entry.name = Some(spec.name.clone());
-    entry.serial = Some(serial.clone());
-    entry.issuer = Some(issuer.id().to_string());
-    entry.not_after = Some(issued.leaf.not_after);
-    entry.files = installed.iter().map(|p| p.display().to_string()).collect();
-    state.record(&entry).map_err(|e| e.to_string())?;
-    Ok((serial, issued.leaf.not_after))
+/// Servers named by the configuration, for callers that need them by name.
+pub fn server<'a>(config: &'a Config, name: &str) -> Option<&'a ServerSpec> {
+    config.servers.get(name)
 }

@@ -17,6 +17,12 @@ pub fn run(files: &[PathBuf], now: OffsetDateTime) -> Result<u8, CliError> {
             .map_err(|e| e.to_string())
             .and_then(|b| parse_pem(&b))
         {
+            Ok(items) if items.is_empty() => {
+                println!(
+                    "{name}: ERROR: no PEM blocks (not a certificate or key file, or overwritten)"
+                );
+                failed += 1;
+            }
             Ok(items) => parsed.push((name, items)),
             Err(e) => {
                 println!("{name}: ERROR: {e}");
@@ -50,9 +56,6 @@ pub fn run(files: &[PathBuf], now: OffsetDateTime) -> Result<u8, CliError> {
         .collect();
     for (name, items) in &parsed {
         println!("{name}:");
-        if items.is_empty() {
-            println!("  no PEM blocks");
-        }
         for (i, item) in items.iter().enumerate() {
             match item {
                 PemItem::Cert(c) => {

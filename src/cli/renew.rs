@@ -13,7 +13,17 @@ pub fn run(
     dry_run: bool,
     now: OffsetDateTime,
 ) -> Result<u8, CliError> {
-    let reports = renew(config, names, &RenewOptions { force, dry_run }, now).map_err(|e| {
+    let reports = renew(
+        config,
+        names,
+        &RenewOptions {
+            force,
+            dry_run,
+            check_served: false,
+        },
+        now,
+    )
+    .map_err(|e| {
         if e.is_usage() {
             CliError::Usage(e.to_string())
         } else {
@@ -23,7 +33,7 @@ pub fn run(
     let mut failed = 0;
     for r in &reports {
         match &r.outcome {
-            Outcome::Unchanged { renew_at } => {
+            Outcome::Unchanged { renew_at, .. } => {
                 println!(
                     "{}: ok, next renewal {} ({})",
                     r.name,
@@ -36,12 +46,13 @@ pub fn run(
                 reason,
                 serial,
                 not_after,
+                ..
             } => println!(
                 "{}: renewed ({reason}); serial {serial}, valid until {}",
                 r.name,
                 rfc3339(*not_after)
             ),
-            Outcome::Failed { reason, error } => {
+            Outcome::Failed { reason, error, .. } => {
                 failed += 1;
                 let why = reason
                     .as_ref()

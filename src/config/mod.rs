@@ -7,7 +7,7 @@ mod raw;
 
 use crate::duration::{format_duration, parse_duration, RenewBefore};
 use crate::model::{one_of, validate_dns_name, KeyType, Layout, San, Usage};
-use locate::{join, Locator};
+use locate::Locator;
 use raw::*;
 use serde::de::DeserializeOwned;
 use std::collections::{BTreeMap, HashMap};
@@ -279,7 +279,7 @@ impl Ctx {
             Ok(t) => Some(t),
             Err(e) => {
                 let inner = e.path().to_string();
-                let mut field = if inner == "." || inner.is_empty() {
+                let field = if inner == "." || inner.is_empty() {
                     path.to_string()
                 } else if inner.starts_with('[') || path.is_empty() {
                     format!("{path}{inner}")
@@ -287,10 +287,7 @@ impl Ctx {
                     format!("{path}.{inner}")
                 };
                 let mut message = e.into_inner().to_string();
-                if let Some(rest) = message.strip_prefix("unknown field `") {
-                    if let Some(name) = rest.split('`').next() {
-                        field = join(&field, name);
-                    }
+                if message.starts_with("unknown field `") {
                     message = format!("{message}; remove it or fix its spelling");
                 }
                 self.err(&field, cert, message);
@@ -393,7 +390,7 @@ impl Ctx {
                         match self.resolve_cert(i, item, &defaults, &servers, &issuers, ca.as_ref())
                         {
                             Some(Entry::Managed(c)) => {
-                                certificates.push(c);
+                                certificates.push(*c);
                                 managed_at.push(i);
                             }
                             Some(Entry::Watched(w)) => {
@@ -469,12 +466,18 @@ impl Ctx {
         let root = self.duration(
             "ca.root_lifetime",
             None,
-            raw.root_lifetime.as_ref().map(|t| t.0.as_str()).unwrap_or("10y"),
+            raw.root_lifetime
+                .as_ref()
+                .map(|t| t.0.as_str())
+                .unwrap_or("10y"),
         );
         let inter = self.duration(
             "ca.intermediate_lifetime",
             None,
-            raw.intermediate_lifetime.as_ref().map(|t| t.0.as_str()).unwrap_or("3y"),
+            raw.intermediate_lifetime
+                .as_ref()
+                .map(|t| t.0.as_str())
+                .unwrap_or("3y"),
         );
         if let (Some(r), Some(i)) = (root, inter) {
             if i > r {
@@ -1004,7 +1007,11 @@ impl Ctx {
                 }
             }
         }
-        let (rb_text, own_rb) = pick(&text(&raw.renew_before), &text(&defaults.renew_before), "33%");
+        let (rb_text, own_rb) = pick(
+            &text(&raw.renew_before),
+            &text(&defaults.renew_before),
+            "33%",
+        );
         let rb_field = if own_rb {
             f("renew_before")
         } else {
@@ -1093,7 +1100,7 @@ impl Ctx {
         if self.errors.len() > before {
             return None;
         }
-        Some(Entry::Managed(CertSpec {
+        Some(Entry::Managed(Box::new(CertSpec {
             name: name?,
             common_name: common_name?,
             sans,
@@ -1113,7 +1120,7 @@ impl Ctx {
                 .follow_symlinks
                 .or(defaults.follow_symlinks)
                 .unwrap_or(false),
-        }))
+        })))
     }
 
     fn principal_quiet(&mut self, name: &str, group: bool) -> Option<Principal> {
@@ -1312,7 +1319,14 @@ impl Ctx {
         out
     }
 
-    fn check_unique(&mut self, certs: &[CertSpec], managed_at: &[usize], watched: &[WatchSpec], watched_at: &[usize], trust: &[TrustSpec]) {
+    fn check_unique(
+        &mut self,
+        certs: &[CertSpec],
+        managed_at: &[usize],
+        watched: &[WatchSpec],
+        watched_at: &[usize],
+        trust: &[TrustSpec],
+    ) {
         let index = std::mem::take(&mut self.cert_index);
         let mut first: HashMap<&str, usize> = HashMap::new();
         for (name, i) in &index {
@@ -1382,7 +1396,7 @@ impl Ctx {
 }
 
 enum Entry {
-    Managed(CertSpec),
+    Managed(Box<CertSpec>),
     Watched(WatchSpec),
 }
 

@@ -70,7 +70,11 @@ fn leaf(nb: i64, na: i64) -> CertInfo {
 }
 
 fn seen(l: CertInfo) -> Seen {
-    Seen::Present(Box::new(Present { leaf: l, chain: vec![], from_issuer: true }))
+    Seen::Present(Box::new(Present {
+        leaf: l,
+        chain: vec![],
+        from_issuer: true,
+    }))
 }
 
 const DAY: i64 = 86_400;
@@ -105,9 +109,18 @@ fn share_versus_duration() {
     let l = leaf(0, 100 * DAY);
     // 25% of 100 days = 25 days before notAfter (jitter at most 1h).
     let share = renew_at(&spec(100 * DAY as u64, RenewBefore::Share(250)), &l);
-    assert!(share <= t(75 * DAY) && share > t(75 * DAY - 3600), "{share}");
-    let fixed = renew_at(&spec(100 * DAY as u64, RenewBefore::Fixed(d(10 * DAY as u64))), &l);
-    assert!(fixed <= t(90 * DAY) && fixed > t(90 * DAY - 3600), "{fixed}");
+    assert!(
+        share <= t(75 * DAY) && share > t(75 * DAY - 3600),
+        "{share}"
+    );
+    let fixed = renew_at(
+        &spec(100 * DAY as u64, RenewBefore::Fixed(d(10 * DAY as u64))),
+        &l,
+    );
+    assert!(
+        fixed <= t(90 * DAY) && fixed > t(90 * DAY - 3600),
+        "{fixed}"
+    );
 }
 
 #[test]
@@ -122,7 +135,11 @@ fn jitter_is_bounded_and_deterministic() {
             assert_eq!(j, jitter(&name, "abcdef", window));
             distinct.insert(j.as_millis());
         }
-        assert!(distinct.len() > 50, "jitter does not spread: {}", distinct.len());
+        assert!(
+            distinct.len() > 50,
+            "jitter does not spread: {}",
+            distinct.len()
+        );
     }
 }
 
@@ -135,7 +152,10 @@ fn backdated_not_before_does_not_loop() {
         let l = leaf(-backdate, 30);
         match decide(&s, &seen(l.clone()), T0) {
             Verdict::Fine { renew_at } => {
-                assert!(renew_at >= t(18) && renew_at <= t(21), "backdate {backdate}: {renew_at}")
+                assert!(
+                    renew_at >= t(18) && renew_at <= t(21),
+                    "backdate {backdate}: {renew_at}"
+                )
             }
             v => panic!("backdate {backdate}: a fresh certificate is {v:?}"),
         }
@@ -157,9 +177,18 @@ fn shorter_validity_than_asked_does_not_loop() {
 fn expired_and_not_yet_valid() {
     let s = spec(90 * DAY as u64, RenewBefore::Share(330));
     let l = leaf(0, 90 * DAY);
-    assert_eq!(decide(&s, &seen(l.clone()), t(90 * DAY)), Verdict::Reissue(Reason::Expired(t(90 * DAY))));
-    assert_eq!(decide(&s, &seen(l.clone()), t(100 * DAY)), Verdict::Reissue(Reason::Expired(t(90 * DAY))));
-    assert_eq!(decide(&s, &seen(l), t(-1)), Verdict::Reissue(Reason::NotYetValid(T0)));
+    assert_eq!(
+        decide(&s, &seen(l.clone()), t(90 * DAY)),
+        Verdict::Reissue(Reason::Expired(t(90 * DAY)))
+    );
+    assert_eq!(
+        decide(&s, &seen(l.clone()), t(100 * DAY)),
+        Verdict::Reissue(Reason::Expired(t(90 * DAY)))
+    );
+    assert_eq!(
+        decide(&s, &seen(l), t(-1)),
+        Verdict::Reissue(Reason::NotYetValid(T0))
+    );
 }
 
 #[test]
@@ -168,29 +197,63 @@ fn config_changes_force_reissue() {
     let l = leaf(0, 90 * DAY);
     let mut s = base.clone();
     s.sans.push(San::Ip("10.0.0.5".parse().unwrap()));
-    assert!(matches!(decide(&s, &seen(l.clone()), t(1)), Verdict::Reissue(Reason::NamesChanged { .. })));
+    assert!(matches!(
+        decide(&s, &seen(l.clone()), t(1)),
+        Verdict::Reissue(Reason::NamesChanged { .. })
+    ));
     let mut s = base.clone();
     s.key = KeyType::Ed25519;
-    assert!(matches!(decide(&s, &seen(l.clone()), t(1)), Verdict::Reissue(Reason::KeyTypeChanged { .. })));
+    assert!(matches!(
+        decide(&s, &seen(l.clone()), t(1)),
+        Verdict::Reissue(Reason::KeyTypeChanged { .. })
+    ));
     let mut s = base.clone();
     s.usage = Usage::ServerClient;
-    assert!(matches!(decide(&s, &seen(l.clone()), t(1)), Verdict::Reissue(Reason::UsageChanged { .. })));
+    assert!(matches!(
+        decide(&s, &seen(l.clone()), t(1)),
+        Verdict::Reissue(Reason::UsageChanged { .. })
+    ));
     let mut s = base.clone();
     s.common_name = "other".into();
-    assert!(matches!(decide(&s, &seen(l.clone()), t(1)), Verdict::Reissue(Reason::CommonNameChanged { .. })));
-    let foreign = Seen::Present(Box::new(Present { leaf: l.clone(), chain: vec![], from_issuer: false }));
-    assert_eq!(decide(&base, &foreign, t(1)), Verdict::Reissue(Reason::IssuerChanged));
-    assert!(matches!(decide(&base, &seen(l), t(1)), Verdict::Fine { .. }));
+    assert!(matches!(
+        decide(&s, &seen(l.clone()), t(1)),
+        Verdict::Reissue(Reason::CommonNameChanged { .. })
+    ));
+    let foreign = Seen::Present(Box::new(Present {
+        leaf: l.clone(),
+        chain: vec![],
+        from_issuer: false,
+    }));
+    assert_eq!(
+        decide(&base, &foreign, t(1)),
+        Verdict::Reissue(Reason::IssuerChanged)
+    );
+    assert!(matches!(
+        decide(&base, &seen(l), t(1)),
+        Verdict::Fine { .. }
+    ));
 }
 
 #[test]
 fn missing_damaged_and_mismatched_files() {
     let s = spec(90 * DAY as u64, RenewBefore::Share(330));
     let p = PathBuf::from("/x/www.key");
-    assert_eq!(decide(&s, &Seen::Missing(p.clone()), T0), Verdict::Reissue(Reason::Missing(p.clone())));
-    assert_eq!(decide(&s, &Seen::KeyMismatch(p.clone()), T0), Verdict::Reissue(Reason::KeyMismatch(p.clone())));
-    let dmg = Seen::Damaged { path: p.clone(), reason: "x".into() };
-    assert!(matches!(decide(&s, &dmg, T0), Verdict::Reissue(Reason::Damaged { .. })));
+    assert_eq!(
+        decide(&s, &Seen::Missing(p.clone()), T0),
+        Verdict::Reissue(Reason::Missing(p.clone()))
+    );
+    assert_eq!(
+        decide(&s, &Seen::KeyMismatch(p.clone()), T0),
+        Verdict::Reissue(Reason::KeyMismatch(p.clone()))
+    );
+    let dmg = Seen::Damaged {
+        path: p.clone(),
+        reason: "x".into(),
+    };
+    assert!(matches!(
+        decide(&s, &dmg, T0),
+        Verdict::Reissue(Reason::Damaged { .. })
+    ));
 }
 
 #[test]
