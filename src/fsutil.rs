@@ -172,6 +172,27 @@ fn temp_name(target: &Path) -> PathBuf {
     target.with_file_name(format!(".{name}.certkeeper-tmp-{}", crate::x509::hex(&rnd)))
 }
 
+/// Removes temporary files a killed certkeeper left in `dir` (only names it makes
+/// itself). The caller holds the state lock, so no live writer owns them.
+pub fn remove_stale_temp_files(dir: &Path) -> usize {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with('.')
+            && name.contains(".certkeeper-tmp-")
+            && fs::remove_file(e.path()).is_ok()
+        {
+            tracing::info!(path = %e.path().display(), "removed a temporary file left by an interrupted install");
+            removed += 1;
+        }
+    }
+    removed
+}
+
 /// What a file held before we replaced it, to put it back on failure.
 #[derive(Clone)]
 pub struct Previous {

@@ -7,6 +7,7 @@
 pub mod ca;
 pub mod cli;
 pub mod config;
+pub mod daemon;
 pub mod duration;
 pub mod fsutil;
 pub mod keys;

@@ -127,6 +127,8 @@ pub struct RenewOptions {
     /// (valid) files on disk: the daemon does this at start, to finish an install that
     /// a crash interrupted before its reload.
     pub check_served: bool,
+    /// Remove temporary files an interrupted install left next to the targets.
+    pub clean_temp_files: bool,
 }
 
 /// `certkeeper renew`: takes the lock, makes sure the CA exists, runs one pass.
@@ -208,6 +210,16 @@ pub fn run_pass(
 ) -> (Vec<CertReport>, ServerActivity) {
     let mut reports = Vec::new();
     let mut staged: Vec<Staged> = Vec::new();
+    if opts.clean_temp_files && !opts.dry_run {
+        let dirs: BTreeSet<&std::path::Path> = selected
+            .iter()
+            .flat_map(|c| c.files.paths())
+            .filter_map(|(_, p)| p.parent())
+            .collect();
+        for dir in dirs {
+            crate::fsutil::remove_stale_temp_files(dir);
+        }
+    }
     let mut stale_servers: BTreeSet<String> = BTreeSet::new();
     for spec in selected {
         if cancel.load(Ordering::Relaxed) {

@@ -142,7 +142,8 @@ pub fn wait_for_leaf(
 ) -> Result<(), VerifyError> {
     let started = Instant::now();
     let end = started + deadline;
-    let mut pause = Duration::from_millis(50);
+    // Short at first: nginx usually switches within tens of milliseconds.
+    let mut pause = Duration::from_millis(10);
     loop {
         let remaining = end.saturating_duration_since(Instant::now());
         let attempt = remaining.clamp(Duration::from_millis(200), Duration::from_secs(5));

@@ -37,8 +37,22 @@ impl ConfigArg {
     }
 }
 
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// The daemon: keep every certificate valid and served (foreground; systemd Type=notify)
+    Run {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Log format on stderr
+        #[arg(long, value_enum, default_value = "human")]
+        log_format: LogFormat,
+    },
     /// Validate the configuration and print the plan; exit 2 on errors
     Check {
         #[command(flatten)]
@@ -101,7 +115,11 @@ impl CliError {
 /// Parses the command line, runs the command, prints any error once.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    let format = match &cli.command {
+        Command::Run { log_format, .. } => *log_format,
+        _ => LogFormat::Human,
+    };
+    init_logging(format);
     match run(cli) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
@@ -123,20 +141,29 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn init_logging() {
+fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("CERTKEEPER_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_target(false)
-        .try_init();
+        .with_target(false);
+    let _ = match format {
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Human => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .try_init(),
+    };
 }
 
 fn run(cli: Cli) -> Result<u8, CliError> {
     let now = time::OffsetDateTime::now_utc();
     match cli.command {
+        Command::Run { config, .. } => match crate::daemon::run(&config.path) {
+            Ok(()) => Ok(0),
+            Err(crate::daemon::DaemonError::Config(errs)) => Err(CliError::Config(errs)),
+            Err(e) => Err(CliError::Runtime(e.to_string())),
+        },
         Command::Check { config } => check::run(&config, now),
         Command::Status { config, json } => status::run(&config.load()?, json, now),
         Command::Renew {

@@ -20,6 +20,7 @@ pub fn run(
             force,
             dry_run,
             check_served: false,
+            clean_temp_files: true,
         },
         now,
     )

@@ -1,0 +1,501 @@
+//! `certkeeper run`: the long-running agent. A supervisor loop fed by signals (HUP,
+//! TERM, INT), a directory watcher and a sleep-until-next-due timer; each wake-up runs
+//! one reconcile pass (on a blocking thread, under the state lock) over the
+//! certificates concerned. No polling: when nothing is due and nothing changes, the
+//! process sleeps until the next due time (or the systemd watchdog).
+
+use crate::config::{self, Config};
+use crate::policy::{relative, rfc3339};
+use crate::reconcile::{ensure_ca, run_pass, Outcome, RenewOptions};
+use crate::state::StateDir;
+use notify::{RecursiveMode, Watcher};
+use sd_notify::NotifyState;
+use std::collections::{BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use time::OffsetDateTime;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::mpsc;
+
+/// How long file events must be quiet before a pass runs: our own install writes
+/// several files, and editors save in several steps.
+const SETTLE: Duration = Duration::from_millis(150);
+/// Longest a burst of events may postpone a pass.
+const SETTLE_MAX: Duration = Duration::from_secs(1);
+/// First retry delay after a failure; doubles up to `BACKOFF_MAX`.
+const BACKOFF_MIN: Duration = Duration::from_secs(30);
+const BACKOFF_MAX: Duration = Duration::from_secs(3600);
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("{0}")]
+    Config(config::ConfigErrors),
+    #[error("{0}")]
+    Startup(String),
+}
+
+/// When to look at a certificate next, and how often it failed in a row.
+#[derive(Debug, Clone)]
+struct Track {
+    next: OffsetDateTime,
+    failures: u32,
+    not_after: Option<OffsetDateTime>,
+}
+
+struct Daemon {
+    config_path: PathBuf,
+    config: Arc<Config>,
+    tracks: HashMap<String, Track>,
+    /// Watched-only certificates: when to warn next.
+    watch_next: HashMap<String, OffsetDateTime>,
+    /// Every file we care about → the certificates that own it.
+    index: HashMap<PathBuf, Vec<String>>,
+    watcher: notify::RecommendedWatcher,
+    watched_dirs: BTreeSet<PathBuf>,
+    cancel: Arc<AtomicBool>,
+}
+
+fn notify(states: &[NotifyState]) {
+    if let Err(e) = sd_notify::notify(states) {
+        tracing::debug!(error = %e, "sd_notify failed");
+    }
+}
+
+pub fn backoff(failures: u32) -> Duration {
+    let exp = failures.saturating_sub(1).min(16);
+    (BACKOFF_MIN * 2u32.pow(exp)).min(BACKOFF_MAX)
+}
+
+/// When to retry after `failures` failures in a row: backoff, but never so late that a
+/// still-valid certificate expires first (half of the time it has left, at least 5 s).
+pub fn retry_at(
+    now: OffsetDateTime,
+    failures: u32,
+    not_after: Option<OffsetDateTime>,
+) -> OffsetDateTime {
+    let mut wait = backoff(failures);
+    if let Some(na) = not_after {
+        if na > now {
+            let half = Duration::from_secs(((na - now).whole_seconds() / 2).max(5) as u64);
+            wait = wait.min(half);
+        }
+    }
+    now + time::Duration::seconds(wait.as_secs() as i64)
+}
+
+pub fn run(config_path: &Path) -> Result<(), DaemonError> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| DaemonError::Startup(format!("cannot start the runtime: {e}")))?;
+    rt.block_on(run_async(config_path))
+}
+
+async fn run_async(config_path: &Path) -> Result<(), DaemonError> {
+    let config = config::load(config_path).map_err(DaemonError::Config)?;
+    let (fs_tx, mut fs_rx) = mpsc::unbounded_channel::<Vec<PathBuf>>();
+    let watcher =
+        notify::recommended_watcher(move |res: notify::Result<notify::Event>| match res {
+            // Reading a file (our own checks do) is not a change.
+            Ok(ev) if matches!(ev.kind, notify::EventKind::Access(_)) => {}
+            Ok(ev) => {
+                let _ = fs_tx.send(ev.paths);
+            }
+            Err(e) => tracing::warn!(error = %e, "file watcher error"),
+        })
+        .map_err(|e| DaemonError::Startup(format!("cannot start the file watcher: {e}")))?;
+    let mut d = Daemon {
+        config_path: config_path.to_path_buf(),
+        config: Arc::new(config),
+        tracks: HashMap::new(),
+        watch_next: HashMap::new(),
+        index: HashMap::new(),
+        watcher,
+        watched_dirs: BTreeSet::new(),
+        cancel: Arc::new(AtomicBool::new(false)),
+    };
+    let mut hup = signal(SignalKind::hangup()).map_err(|e| DaemonError::Startup(e.to_string()))?;
+    let mut term =
+        signal(SignalKind::terminate()).map_err(|e| DaemonError::Startup(e.to_string()))?;
+    let mut int =
+        signal(SignalKind::interrupt()).map_err(|e| DaemonError::Startup(e.to_string()))?;
+
+    d.rewatch();
+    tracing::info!(config = %d.config_path.display(), certificates = d.config.certificates.len(), "certkeeper starting");
+    let all: Vec<String> = d
+        .config
+        .certificates
+        .iter()
+        .map(|c| c.name.clone())
+        .collect();
+    d.pass(all, true).await;
+    d.check_watched(OffsetDateTime::now_utc());
+    notify(&[NotifyState::Ready, NotifyState::Status(&d.summary())]);
+
+    let watchdog = sd_notify::watchdog_enabled().map(|t| t / 2);
+    let mut watchdog_tick = tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(86_400)));
+    watchdog_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+
+    loop {
+        let now = OffsetDateTime::now_utc();
+        let next = d.next_wake();
+        let sleep_for = next
+            .map(|t| Duration::from_secs_f64((t - now).as_seconds_f64().max(0.0)))
+            .unwrap_or(Duration::from_secs(86_400));
+        tokio::select! {
+            _ = tokio::time::sleep(sleep_for) => {
+                let now = OffsetDateTime::now_utc();
+                let due: Vec<String> = d.tracks.iter().filter(|(_, t)| t.next <= now).map(|(n, _)| n.clone()).collect();
+                if !due.is_empty() {
+                    d.pass(due, false).await;
+                }
+                d.check_watched(now);
+                notify(&[NotifyState::Status(&d.summary())]);
+            }
+            Some(paths) = fs_rx.recv() => {
+                let mut paths = paths;
+                let deadline = tokio::time::Instant::now() + SETTLE_MAX;
+                // Let a burst settle, collecting every path it touched.
+                while let Ok(Some(more)) =
+                    tokio::time::timeout_at(deadline.min(tokio::time::Instant::now() + SETTLE), fs_rx.recv()).await
+                {
+                    paths.extend(more);
+                }
+                d.on_files(paths).await;
+            }
+            _ = hup.recv() => {
+                notify(&[NotifyState::Reloading, NotifyState::monotonic_usec_now().unwrap_or(NotifyState::Status("reloading"))]);
+                d.reload_config().await;
+                notify(&[NotifyState::Ready, NotifyState::Status(&d.summary())]);
+            }
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = watchdog_tick.tick(), if watchdog.is_some() => {
+                notify(&[NotifyState::Watchdog]);
+            }
+        }
+    }
+    tracing::info!("stopping");
+    notify(&[NotifyState::Stopping]);
+    Ok(())
+}
+
+fn is_own_temp(p: &Path) -> bool {
+    p.file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.contains(".certkeeper-tmp-") || n.starts_with(".ca-init-"))
+}
+
+impl Daemon {
+    /// Watches the directory of the config file and of every managed and watched file.
+    fn rewatch(&mut self) {
+        let mut index: HashMap<PathBuf, Vec<String>> = HashMap::new();
+        for c in &self.config.certificates {
+            for (_, p) in c.files.paths() {
+                index
+                    .entry(p.to_path_buf())
+                    .or_default()
+                    .push(c.name.clone());
+            }
+        }
+        for w in &self.config.watched {
+            index
+                .entry(w.path.clone())
+                .or_default()
+                .push(w.name.clone());
+        }
+        let mut dirs: BTreeSet<PathBuf> = index
+            .keys()
+            .filter_map(|p| p.parent().map(Path::to_path_buf))
+            .collect();
+        if let Some(d) = self.config_path.parent() {
+            dirs.insert(d.to_path_buf());
+        }
+        for gone in self
+            .watched_dirs
+            .difference(&dirs)
+            .cloned()
+            .collect::<Vec<_>>()
+        {
+            let _ = self.watcher.unwatch(&gone);
+            self.watched_dirs.remove(&gone);
+        }
+        for dir in dirs {
+            if self.watched_dirs.contains(&dir) {
+                continue;
+            }
+            // A directory that does not exist yet is created by the first install;
+            // the pass that installs re-arms the watch.
+            if dir.is_dir() {
+                match self.watcher.watch(&dir, RecursiveMode::NonRecursive) {
+                    Ok(()) => {
+                        self.watched_dirs.insert(dir);
+                    }
+                    Err(e) => {
+                        tracing::warn!(dir = %dir.display(), error = %e, "cannot watch directory (inotify limit? see fs.inotify.max_user_watches)")
+                    }
+                }
+            }
+        }
+        self.index = index;
+        let names: BTreeSet<&String> = self.config.certificates.iter().map(|c| &c.name).collect();
+        self.tracks.retain(|n, _| names.contains(n));
+        let watched: BTreeSet<&String> = self.config.watched.iter().map(|w| &w.name).collect();
+        self.watch_next.retain(|n, _| watched.contains(n));
+    }
+
+    fn next_wake(&self) -> Option<OffsetDateTime> {
+        self.tracks
+            .values()
+            .map(|t| t.next)
+            .chain(self.watch_next.values().copied())
+            .min()
+    }
+
+    /// Runs one pass over `names` on a blocking thread, then updates the schedule.
+    async fn pass(&mut self, names: Vec<String>, check_served: bool) {
+        let config = self.config.clone();
+        let cancel = self.cancel.clone();
+        let task = tokio::task::spawn_blocking(move || {
+            // Key generation, fsync and config tests block: keep them off the loop.
+            let now = OffsetDateTime::now_utc();
+            let state = StateDir::new(&config.state_dir);
+            let _lock = state.lock().map_err(|e| e.to_string())?;
+            let ca = ensure_ca(&config, &state, now).map_err(|e| e.to_string())?;
+            let wanted: std::collections::HashSet<&str> =
+                names.iter().map(String::as_str).collect();
+            let selected: Vec<_> = config
+                .certificates
+                .iter()
+                .filter(|c| wanted.contains(c.name.as_str()))
+                .collect();
+            let opts = RenewOptions {
+                check_served,
+                clean_temp_files: check_served,
+                ..Default::default()
+            };
+            let (reports, activity) =
+                run_pass(&config, &state, Some(&ca), &selected, &opts, now, &cancel);
+            Ok::<_, String>((now, names, reports, activity))
+        });
+        let (now, names, reports) = match task.await {
+            Ok(Ok((now, names, reports, _))) => (now, names, reports),
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "reconcile failed; retrying later");
+                let now = OffsetDateTime::now_utc();
+                for t in self.tracks.values_mut() {
+                    t.failures += 1;
+                    t.next = retry_at(now, t.failures, t.not_after);
+                }
+                return;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "reconcile task crashed");
+                return;
+            }
+        };
+        let _ = names;
+        for r in reports {
+            let track = self.tracks.entry(r.name.clone()).or_insert(Track {
+                next: now,
+                failures: 0,
+                not_after: None,
+            });
+            match r.outcome {
+                Outcome::Unchanged {
+                    renew_at,
+                    not_after,
+                } => {
+                    *track = Track {
+                        next: renew_at,
+                        failures: 0,
+                        not_after: Some(not_after),
+                    };
+                }
+                Outcome::Renewed {
+                    renew_at,
+                    not_after,
+                    ..
+                } => {
+                    *track = Track {
+                        next: renew_at,
+                        failures: 0,
+                        not_after: Some(not_after),
+                    };
+                }
+                Outcome::Failed {
+                    error, not_after, ..
+                } => {
+                    track.failures += 1;
+                    track.not_after = not_after;
+                    track.next = retry_at(now, track.failures, not_after);
+                    tracing::warn!(certificate = %r.name, failures = track.failures, retry = %rfc3339(track.next), %error, "will retry");
+                }
+                Outcome::WouldRenew(_) => {}
+            }
+        }
+        // Directories created by this pass can be watched now.
+        self.rewatch();
+    }
+
+    async fn on_files(&mut self, paths: Vec<PathBuf>) {
+        let mut names: BTreeSet<String> = BTreeSet::new();
+        let mut config_changed = false;
+        for p in paths.iter().filter(|p| !is_own_temp(p)) {
+            if p == &self.config_path {
+                config_changed = true;
+            }
+            if let Some(owners) = self.index.get(p) {
+                names.extend(owners.iter().cloned());
+            } else if self.watched_dirs.contains(p) {
+                // The directory itself changed (removed, moved): look at everything in it.
+                for (file, owners) in &self.index {
+                    if file.parent() == Some(p.as_path()) {
+                        names.extend(owners.iter().cloned());
+                    }
+                }
+            }
+        }
+        if config_changed {
+            tracing::info!(config = %self.config_path.display(), "configuration file changed; re-reading it");
+            self.reload_config().await;
+            return;
+        }
+        let config = self.config.clone();
+        let watched: BTreeSet<&str> = config.watched.iter().map(|w| w.name.as_str()).collect();
+        let managed: Vec<String> = names
+            .iter()
+            .filter(|n| !watched.contains(n.as_str()))
+            .cloned()
+            .collect();
+        if !managed.is_empty() {
+            tracing::debug!(certificates = ?managed, "files changed; checking");
+            self.pass(managed, false).await;
+        }
+        if names.iter().any(|n| watched.contains(n.as_str())) {
+            self.check_watched(OffsetDateTime::now_utc());
+        }
+        notify(&[NotifyState::Status(&self.summary())]);
+    }
+
+    async fn reload_config(&mut self) {
+        let new = match config::load(&self.config_path) {
+            Ok(c) => c,
+            Err(errs) => {
+                tracing::error!(errors = %errs, "the new configuration is invalid; keeping the running one");
+                return;
+            }
+        };
+        let old = self.config.clone();
+        let changed: Vec<String> = new
+            .certificates
+            .iter()
+            .filter(|c| old.certificates.iter().find(|o| o.name == c.name) != Some(*c))
+            .map(|c| c.name.clone())
+            .collect();
+        let removed: Vec<&String> = old
+            .certificates
+            .iter()
+            .map(|c| &c.name)
+            .filter(|n| !new.certificates.iter().any(|c| &c.name == *n))
+            .collect();
+        tracing::info!(added_or_changed = ?changed, removed = ?removed, "configuration reloaded");
+        self.config = Arc::new(new);
+        self.rewatch();
+        if !changed.is_empty() {
+            self.pass(changed, false).await;
+        }
+        self.check_watched(OffsetDateTime::now_utc());
+    }
+
+    /// Logs watched-only certificates that are inside their warning window (again
+    /// daily), and schedules the next look.
+    fn check_watched(&mut self, now: OffsetDateTime) {
+        let rows = crate::status::rows(&self.config, None, now, false);
+        for w in &self.config.watched {
+            let Some(row) = rows
+                .iter()
+                .find(|r| r.name == w.name && r.kind == "watched")
+            else {
+                continue;
+            };
+            let next = match (row.state.as_str(), row.not_after) {
+                ("ok", Some(na)) => na - time::Duration::seconds(w.warn_before.as_secs() as i64),
+                (_, _) => {
+                    if self.watch_next.get(&w.name).is_none_or(|t| *t <= now) {
+                        tracing::warn!(certificate = %w.name, path = %w.path.display(), state = %row.state, detail = row.detail.as_deref().unwrap_or(""), "watched certificate needs attention");
+                    }
+                    now + time::Duration::days(1)
+                }
+            };
+            self.watch_next.insert(w.name.clone(), next);
+        }
+    }
+
+    fn summary(&self) -> String {
+        let n = self.config.certificates.len();
+        let failing = self.tracks.values().filter(|t| t.failures > 0).count();
+        let now = OffsetDateTime::now_utc();
+        let next = self
+            .tracks
+            .iter()
+            .filter(|(_, t)| t.failures == 0)
+            .min_by_key(|(_, t)| t.next);
+        let mut s = format!("{n} certificate{}", if n == 1 { "" } else { "s" });
+        if let Some((name, t)) = next {
+            s.push_str(&format!(", next renewal {name} {}", relative(t.next, now)));
+        }
+        if failing > 0 {
+            s.push_str(&format!(", {failing} failing"));
+        }
+        s
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.cancel.store(true, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    #[test]
+    fn backoff_doubles_and_caps() {
+        assert_eq!(backoff(1), Duration::from_secs(30));
+        assert_eq!(backoff(2), Duration::from_secs(60));
+        assert_eq!(backoff(5), Duration::from_secs(480));
+        assert_eq!(backoff(50), BACKOFF_MAX);
+    }
+
+    #[test]
+    fn retry_never_outlives_the_certificate() {
+        let now = datetime!(2026-11-27 12:00 UTC);
+        let in_days = now + time::Duration::days(10);
+        assert_eq!(
+            retry_at(now, 1, Some(in_days)),
+            now + time::Duration::seconds(30)
+        );
+        assert_eq!(
+            retry_at(now, 20, Some(in_days)),
+            now + time::Duration::hours(1)
+        );
+        // 40 minutes left: retry within 20 minutes, not in an hour.
+        let soon = now + time::Duration::minutes(40);
+        assert_eq!(
+            retry_at(now, 20, Some(soon)),
+            now + time::Duration::minutes(20)
+        );
+        // Already expired or missing: plain backoff.
+        assert_eq!(
+            retry_at(now, 3, Some(now - time::Duration::minutes(1))),
+            now + time::Duration::seconds(120)
+        );
+        assert_eq!(retry_at(now, 3, None), now + time::Duration::seconds(120));
+    }
+}

@@ -1,0 +1,495 @@
+//! The daemon end to end, with a harmless `command` server whose config test and
+//! reload append to a log: scheduling, repair, coalescing, signals, systemd
+//! notifications, crash safety. Real nginx and Apache are exercised in `servers.rs`.
+
+mod support;
+
+use std::fs;
+use std::os::unix::net::UnixDatagram;
+use std::path::PathBuf;
+use std::process::{Child, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+use support::*;
+
+/// Polls `pred` every 50 ms until it holds or `limit` passes.
+fn wait_until(limit: Duration, mut pred: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        if pred() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A config with a `demo` command server that logs its tests and reloads.
+fn config_with_server(sb: &Sandbox, certs: &[CertDef]) -> PathBuf {
+    let mut yaml = String::from(
+        "state_dir: $DIR/state\n\
+         ca:\n  organization: Test Org\n  common_name: Test CA\n\
+         servers:\n  demo:\n    type: command\n\
+         \x20   test: [/bin/sh, -c, \"echo test >> $DIR/server.log\"]\n\
+         \x20   reload: [/bin/sh, -c, \"echo reload >> $DIR/server.log\"]\n\
+         certificates:\n",
+    );
+    for c in certs {
+        yaml.push_str(&c.clone().extra("reload: [demo]").yaml());
+    }
+    sb.write_config(&yaml)
+}
+
+fn server_log(sb: &Sandbox) -> (usize, usize) {
+    let text = fs::read_to_string(sb.path("server.log")).unwrap_or_default();
+    (
+        text.lines().filter(|l| *l == "test").count(),
+        text.lines().filter(|l| *l == "reload").count(),
+    )
+}
+
+struct Daemon {
+    child: Child,
+    notify: UnixDatagram,
+    log: PathBuf,
+    messages: Vec<String>,
+}
+
+impl Daemon {
+    fn start(sb: &Sandbox, extra: &[&str]) -> Daemon {
+        let sock = sb.path("notify.sock");
+        let _ = fs::remove_file(&sock);
+        let notify = UnixDatagram::bind(&sock).expect("bind notify socket");
+        let log = sb.path("daemon.log");
+        let config = sb.config();
+        let mut args = vec!["run", "-c", config.as_str()];
+        args.extend(extra);
+        let child = sb
+            .command(&args)
+            .env("NOTIFY_SOCKET", &sock)
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("start the daemon");
+        Daemon {
+            child,
+            notify,
+            log,
+            messages: Vec::new(),
+        }
+    }
+
+    /// Waits for a notification containing `needle`; returns every message seen so far.
+    fn wait_notify(&mut self, needle: &str, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        let mut buf = [0u8; 4096];
+        loop {
+            if self.messages.iter().any(|m| m.contains(needle)) {
+                return true;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            self.notify
+                .set_read_timeout(Some(left.min(Duration::from_millis(200))))
+                .unwrap();
+            if let Ok(n) = self.notify.recv(&mut buf) {
+                self.messages
+                    .push(String::from_utf8_lossy(&buf[..n]).into_owned());
+            }
+        }
+    }
+
+    fn signal(&self, sig: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), sig).unwrap();
+    }
+
+    fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return Some(s);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn alive(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+const READY: Duration = Duration::from_secs(20);
+
+#[test]
+fn notifies_systemd_and_stops_cleanly_on_sigterm() {
+    let sb = Sandbox::new();
+    config_with_server(&sb, &[CertDef::new("www", Layout::Nginx)]);
+    let mut d = Daemon::start(&sb, &[]);
+    assert!(
+        d.wait_notify("READY=1", READY),
+        "no READY=1: {:?}\n{}",
+        d.messages,
+        d.log()
+    );
+    assert!(
+        d.messages
+            .iter()
+            .any(|m| m.contains("STATUS=1 certificate, next renewal www in")),
+        "{:?}",
+        d.messages
+    );
+    // The first reconciliation happened before READY: the certificate is installed.
+    CertDef::new("www", Layout::Nginx)
+        .files(&sb)
+        .check(&sb.root_bundle(), "sslserver");
+
+    d.messages.clear();
+    d.signal(nix::sys::signal::Signal::SIGHUP);
+    assert!(
+        d.wait_notify("READY=1", READY),
+        "no READY=1 after SIGHUP: {:?}",
+        d.messages
+    );
+    let reloading = d.messages.iter().position(|m| m.contains("RELOADING=1"));
+    let ready = d.messages.iter().position(|m| m.contains("READY=1"));
+    assert!(
+        reloading.is_some() && reloading < ready,
+        "RELOADING=1 must come before READY=1: {:?}",
+        d.messages
+    );
+
+    let started = Instant::now();
+    d.signal(nix::sys::signal::Signal::SIGTERM);
+    let status = d
+        .wait_exit(Duration::from_secs(5))
+        .expect("exits within 5 s of SIGTERM");
+    assert!(status.success(), "{status:?}\n{}", d.log());
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert!(
+        d.wait_notify("STOPPING=1", Duration::from_secs(1)),
+        "{:?}",
+        d.messages
+    );
+}
+
+#[test]
+fn watchdog_pings_when_the_unit_asks() {
+    let sb = Sandbox::new();
+    config_with_server(&sb, &[CertDef::new("www", Layout::Nginx)]);
+    let sock = sb.path("notify.sock");
+    let notify = UnixDatagram::bind(&sock).unwrap();
+    let config = sb.config();
+    let mut child = sb
+        .command(&["run", "-c", &config])
+        .env("NOTIFY_SOCKET", &sock)
+        .env("WATCHDOG_USEC", "400000")
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut seen = 0;
+    let mut buf = [0u8; 4096];
+    notify
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let deadline = Instant::now() + READY;
+    while Instant::now() < deadline && seen < 3 {
+        if let Ok(n) = notify.recv(&mut buf) {
+            if String::from_utf8_lossy(&buf[..n]).contains("WATCHDOG=1") {
+                seen += 1;
+            }
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(seen >= 3, "only {seen} WATCHDOG=1 messages");
+}
+
+#[test]
+fn sighup_with_a_bad_config_keeps_the_old_one() {
+    let sb = Sandbox::new();
+    let www = CertDef::new("www", Layout::Nginx);
+    config_with_server(&sb, std::slice::from_ref(&www));
+    let mut d = Daemon::start(&sb, &[]);
+    assert!(d.wait_notify("READY=1", READY), "{}", d.log());
+    let good = fs::read_to_string(sb.config_path()).unwrap();
+
+    fs::write(
+        sb.config_path(),
+        format!("{good}  - name: broken\n    sanz: [x]\n"),
+    )
+    .unwrap();
+    d.signal(nix::sys::signal::Signal::SIGHUP);
+    assert!(
+        wait_until(Duration::from_secs(5), || d
+            .log()
+            .contains("the new configuration is invalid")),
+        "{}",
+        d.log()
+    );
+    assert!(
+        d.log().contains("sanz"),
+        "the reason is logged: {}",
+        d.log()
+    );
+    assert!(d.alive(), "the daemon must survive a bad configuration");
+
+    // A valid change with a new certificate is applied: the new one is issued.
+    let api = CertDef::new("api", Layout::Apache);
+    config_with_server(&sb, &[www, api.clone()]);
+    d.signal(nix::sys::signal::Signal::SIGHUP);
+    assert!(wait_until(Duration::from_secs(10), || api
+        .files(&sb)
+        .cert
+        .exists()
+        && sb.ck(&["status"]).stdout.contains("api")));
+    assert!(wait_until(Duration::from_secs(10), || fs::metadata(
+        &api.files(&sb).key_file
+    )
+    .is_ok()));
+    api.files(&sb).check(&sb.root_bundle(), "sslserver");
+}
+
+#[test]
+fn deleted_or_damaged_files_are_repaired_within_seconds() {
+    let sb = Sandbox::new();
+    let www = CertDef::new("www", Layout::Nginx);
+    let api = CertDef::new("api", Layout::Apache);
+    config_with_server(&sb, &[www.clone(), api.clone()]);
+    let mut d = Daemon::start(&sb, &[]);
+    assert!(d.wait_notify("READY=1", READY), "{}", d.log());
+    let root = sb.root_bundle();
+    let (_, reloads_before) = server_log(&sb);
+    let api_serial = api.files(&sb).serial();
+
+    // Someone deletes the key.
+    let key = www.files(&sb).key.unwrap();
+    fs::remove_file(&key).unwrap();
+    let t = Instant::now();
+    assert!(
+        wait_until(Duration::from_secs(5), || key.exists()),
+        "key not restored: {}",
+        d.log()
+    );
+    assert!(wait_until(Duration::from_secs(5), || server_log(&sb).1
+        > reloads_before));
+    eprintln!("key repaired in {:?}", t.elapsed());
+    www.files(&sb).check(&root, "sslserver");
+
+    // Someone damages the chain file of the other certificate.
+    let chain = api.files(&sb).chain.unwrap();
+    fs::write(&chain, "-----BEGIN CERTIFICATE-----\ngarbage\n").unwrap();
+    assert!(
+        wait_until(Duration::from_secs(5), || fs::read_to_string(&chain)
+            .is_ok_and(|c| c.contains("END CERTIFICATE"))),
+        "chain not repaired: {}",
+        d.log()
+    );
+    assert!(wait_until(Duration::from_secs(5), || api
+        .files(&sb)
+        .serial()
+        != api_serial));
+    api.files(&sb).check(&root, "sslserver");
+    assert!(d.alive());
+}
+
+#[test]
+fn simultaneous_renewals_get_one_config_test_and_one_reload() {
+    let sb = Sandbox::new();
+    let certs: Vec<CertDef> = (0..6)
+        .map(|i| {
+            CertDef::new(
+                &format!("c{i}"),
+                [Layout::Nginx, Layout::Apache, Layout::Combined][i % 3],
+            )
+        })
+        .collect();
+    config_with_server(&sb, &certs);
+    let mut d = Daemon::start(&sb, &[]);
+    assert!(d.wait_notify("READY=1", READY), "{}", d.log());
+    assert_eq!(
+        server_log(&sb),
+        (1, 1),
+        "six new certificates, one test and one reload"
+    );
+    let installed = count_events(&sb.ledger(), "installed", None);
+    assert_eq!(installed, 6);
+
+    // Our own writes fired inotify events; the pass they caused must find nothing to
+    // do. Give the watcher a quiet window to prove the absence of a loop.
+    let deadline = Instant::now() + Duration::from_millis(1500);
+    while Instant::now() < deadline {
+        assert_eq!(
+            count_events(&sb.ledger(), "installed", None),
+            6,
+            "work loop: {}",
+            d.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(server_log(&sb), (1, 1));
+}
+
+#[test]
+fn short_lived_certificates_renew_again_and_again() {
+    let sb = Sandbox::new();
+    let www = CertDef::new("www", Layout::Nginx)
+        .extra("lifetime: 30s")
+        .extra("renew_before: 50%");
+    config_with_server(&sb, std::slice::from_ref(&www));
+    let mut d = Daemon::start(&sb, &[]);
+    assert!(d.wait_notify("READY=1", READY), "{}", d.log());
+    let mut serials = vec![www.files(&sb).serial()];
+    for _ in 0..2 {
+        let last = serials.last().unwrap().clone();
+        assert!(
+            wait_until(Duration::from_secs(25), || www.files(&sb).serial() != last),
+            "no renewal: {}",
+            d.log()
+        );
+        serials.push(www.files(&sb).serial());
+    }
+    www.files(&sb).check(&sb.root_bundle(), "sslserver");
+    assert!(server_log(&sb).1 >= 3, "{:?}", server_log(&sb));
+    let status = sb.ck(&["status", "--json"]);
+    let rows: serde_json::Value = serde_json::from_str(&status.stdout).unwrap();
+    assert_eq!(rows[0]["state"], "ok", "{rows}");
+    assert_eq!(rows[0]["last_result"]["event"], "installed", "{rows}");
+}
+
+#[test]
+fn json_logs_name_the_certificate_and_hold_no_key_material() {
+    let sb = Sandbox::new();
+    config_with_server(&sb, &[CertDef::new("www", Layout::Nginx)]);
+    let mut d = Daemon::start(&sb, &["--log-format", "json"]);
+    assert!(d.wait_notify("READY=1", READY));
+    d.signal(nix::sys::signal::Signal::SIGTERM);
+    d.wait_exit(Duration::from_secs(5)).expect("exit");
+    let log = d.log();
+    let mut installed = 0;
+    for line in log.lines() {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        if v["message"] == "installed" {
+            assert_eq!(v["certificate"], "www");
+            installed += 1;
+        }
+    }
+    assert_eq!(installed, 1, "{log}");
+    assert!(!log.contains("PRIVATE KEY"));
+}
+
+#[test]
+fn a_failing_config_test_keeps_the_old_pair_and_status_says_why() {
+    let sb = Sandbox::new();
+    let www = CertDef::new("www", Layout::Nginx);
+    config_with_server(&sb, std::slice::from_ref(&www));
+    sb.renew_all().ok();
+    let before = sb.snapshot();
+    let text = fs::read_to_string(sb.config_path()).unwrap();
+    fs::write(
+        sb.config_path(),
+        text.replace(
+            "test: [/bin/sh, -c, \"echo test",
+            "test: [/bin/sh, -c, \"echo broken >&2; exit 1; echo test",
+        ),
+    )
+    .unwrap();
+    let r = sb.ck(&["renew", "--force", "www"]);
+    r.expect_code(1)
+        .stdout_has("config test of server `demo` failed")
+        .stdout_has("previous files restored");
+    let after = sb.snapshot();
+    for p in www.files(&sb).paths() {
+        assert_eq!(before.0.get(&p), after.0.get(&p), "{} changed", p.display());
+    }
+    let status = sb.ck(&["status", "--json"]);
+    let rows: serde_json::Value = serde_json::from_str(&status.stdout).unwrap();
+    assert_eq!(rows[0]["last_result"]["event"], "failed", "{rows}");
+    assert!(
+        rows[0]["last_result"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("broken"),
+        "{rows}"
+    );
+    assert_eq!(
+        rows[0]["state"], "ok",
+        "the old pair is still valid: {rows}"
+    );
+}
+
+/// SIGKILL at many points during renewals, then a start of the daemon: every pair is
+/// whole and matching, no temporary file is left, the ledger still parses.
+#[test]
+fn killed_at_any_point_the_next_start_repairs_everything() {
+    let sb = Sandbox::new();
+    let certs = vec![
+        CertDef::new("a", Layout::Nginx),
+        CertDef::new("b", Layout::Apache).key("rsa-2048"),
+        CertDef::new("c", Layout::Separate),
+        CertDef::new("d", Layout::Combined),
+    ];
+    config_with_server(&sb, &certs);
+    sb.renew_all().ok();
+    let root = sb.root_bundle();
+    let config = sb.config();
+    // Kill points spread over a renewal of everything (about 50-300 ms here).
+    for i in 0..24u64 {
+        let mut child = sb
+            .command(&["renew", "--all", "--force", "-c", &config])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let delay = Duration::from_micros(2_000 + i * 13_000 % 280_000);
+        let t = Instant::now();
+        while t.elapsed() < delay && child.try_wait().unwrap().is_none() {
+            std::thread::sleep(Duration::from_micros(500));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    let mut d = Daemon::start(&sb, &[]);
+    assert!(d.wait_notify("READY=1", READY), "{}", d.log());
+    for c in &certs {
+        c.files(&sb).check(&root, "sslserver");
+    }
+    let leftovers: Vec<_> = fs::read_dir(sb.path("tls"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().contains("certkeeper-tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    let text = fs::read_to_string(sb.state_dir().join("ledger.jsonl")).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    for (n, l) in lines.iter().enumerate() {
+        // Only a torn final line may be left by a kill in the middle of an append.
+        if serde_json::from_str::<serde_json::Value>(l).is_err() {
+            assert_eq!(n + 1, lines.len(), "ledger line {} is damaged: {l}", n + 1);
+        }
+    }
+    let status = sb.ck(&["status", "--json"]);
+    let rows: serde_json::Value = serde_json::from_str(&status.stdout).unwrap();
+    for row in rows.as_array().unwrap() {
+        assert_eq!(row["state"], "ok", "{row}");
+    }
+}
