@@ -89,7 +89,7 @@ pub enum ServerError {
         #[source]
         source: io::Error,
     },
-    #[error("server `{server}`: pid file {} holds `{content}`, not a process id; restart {daemon} so it rewrites it, or fix servers.{server}.pid_file", path.display())]
+    #[error("server `{server}`: pid file {} holds {}, not a process id; restart {daemon} so it rewrites it, or fix servers.{server}.pid_file", path.display(), if content.is_empty() { "nothing".to_string() } else { format!("`{content}`") })]
     PidFileInvalid {
         server: String,
         path: PathBuf,
@@ -139,23 +139,8 @@ pub fn config_test(spec: &ServerSpec) -> Result<(), ServerError> {
 }
 
 fn config_test_within(spec: &ServerSpec, timeout: Duration) -> Result<(), ServerError> {
-    let (argv, hint_field) = match (&spec.test, spec.kind) {
-        (Some(test), _) => (test.clone(), "test"),
-        (None, ServerKind::Nginx) => {
-            let mut argv = vec![binary(spec, "/usr/sbin/nginx"), "-t".into(), "-q".into()];
-            if let Some(config) = &spec.config {
-                argv.extend(["-c".into(), config.display().to_string()]);
-            }
-            (argv, "binary")
-        }
-        (None, ServerKind::Apache) => {
-            let mut argv = vec![binary(spec, "/usr/sbin/apachectl"), "-t".into()];
-            if let Some(config) = &spec.config {
-                argv.extend(["-f".into(), config.display().to_string()]);
-            }
-            (argv, "binary")
-        }
-        (None, ServerKind::Systemd | ServerKind::Command) => return Ok(()),
+    let Some((argv, hint_field)) = test_command(spec) else {
+        return Ok(());
     };
     let done = run(&spec.name, "test", hint_field, &argv, timeout)?;
     if done.status.success() {
@@ -167,6 +152,29 @@ fn config_test_within(spec: &ServerSpec, timeout: Duration) -> Result<(), Server
             status: done.status,
             output: done.output,
         })
+    }
+}
+
+/// The config test command and the config field that chose its program; None when
+/// there is nothing to test.
+fn test_command(spec: &ServerSpec) -> Option<(Vec<String>, &'static str)> {
+    match (&spec.test, spec.kind) {
+        (Some(test), _) => Some((test.clone(), "test")),
+        (None, ServerKind::Nginx) => {
+            let mut argv = vec![binary(spec, "/usr/sbin/nginx"), "-t".into(), "-q".into()];
+            if let Some(config) = &spec.config {
+                argv.extend(["-c".into(), config.display().to_string()]);
+            }
+            Some((argv, "binary"))
+        }
+        (None, ServerKind::Apache) => {
+            let mut argv = vec![binary(spec, "/usr/sbin/apachectl"), "-t".into()];
+            if let Some(config) = &spec.config {
+                argv.extend(["-f".into(), config.display().to_string()]);
+            }
+            Some((argv, "binary"))
+        }
+        (None, ServerKind::Systemd | ServerKind::Command) => None,
     }
 }
 
@@ -776,26 +784,27 @@ mod tests {
     }
 
     #[test]
-    fn default_commands() {
-        // The default test commands point at the system binaries; with `binary:` and
-        // `config:` they change accordingly. Checked through a binary that prints its
-        // arguments.
-        let dir = tempfile::tempdir().unwrap();
-        let fake = dir.path().join("fake-nginx");
-        std::fs::write(&fake, "#!/bin/sh\necho \"$@\"\nexit 1\n").unwrap();
-        std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-            .unwrap();
+    fn default_test_commands() {
+        let argv = |spec: &ServerSpec| test_command(spec).map(|(a, _)| a.join(" "));
         let mut spec = nginx(Path::new("/x"));
-        spec.binary = Some(fake.clone());
+        assert_eq!(argv(&spec).unwrap(), "/usr/sbin/nginx -t -q");
+        spec.binary = Some("/opt/nginx/sbin/nginx".into());
         spec.config = Some("/etc/nginx/other.conf".into());
-        let ServerError::ConfigTest { output, .. } = config_test(&spec).unwrap_err() else {
-            panic!("expected ConfigTest");
-        };
-        assert_eq!(output, "-t -q -c /etc/nginx/other.conf");
+        assert_eq!(
+            argv(&spec).unwrap(),
+            "/opt/nginx/sbin/nginx -t -q -c /etc/nginx/other.conf"
+        );
         spec.kind = ServerKind::Apache;
-        let ServerError::ConfigTest { output, .. } = config_test(&spec).unwrap_err() else {
-            panic!("expected ConfigTest");
-        };
-        assert_eq!(output, "-t -f /etc/nginx/other.conf");
+        spec.binary = None;
+        assert_eq!(
+            argv(&spec).unwrap(),
+            "/usr/sbin/apachectl -t -f /etc/nginx/other.conf"
+        );
+        spec.test = Some(vec!["check".into(), "--all".into()]);
+        assert_eq!(argv(&spec).unwrap(), "check --all");
+        assert_eq!(argv(&command(None, Some(&["true"]))), None);
+        let mut systemd = command(None, None);
+        systemd.kind = ServerKind::Systemd;
+        assert_eq!(argv(&systemd), None);
     }
 }
