@@ -49,7 +49,7 @@ pub enum IssueError {
 }
 
 /// Something that turns a CSR into a certificate: the internal CA now, ACME later.
-pub trait Issuer {
+pub trait Issuer: Sync {
     /// The name certificates use in `issuer:`.
     fn id(&self) -> &str;
     fn issue(
@@ -58,7 +58,8 @@ pub trait Issuer {
         req: &IssueRequest,
         now: OffsetDateTime,
     ) -> Result<Issued, IssueError>;
-    /// Whether a served leaf + chain comes from this issuer as it is now.
+    /// Whether a leaf + chain comes from this issuer as it is now. The caller has
+    /// already checked that the chain is in order (each signed by the next).
     fn issued(&self, leaf: &CertInfo, chain: &[CertInfo]) -> bool;
 }
 
@@ -432,10 +433,11 @@ impl Issuer for InternalCa {
         })
     }
 
-    fn issued(&self, leaf: &CertInfo, chain: &[CertInfo]) -> bool {
+    fn issued(&self, _leaf: &CertInfo, chain: &[CertInfo]) -> bool {
+        // The leaf's signature by chain[0] was verified with the chain order; the
+        // intermediate being ours byte for byte completes the proof.
         chain
             .first()
             .is_some_and(|c| c.der == self.intermediate.der)
-            && leaf.signed_by(&self.intermediate)
     }
 }

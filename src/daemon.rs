@@ -4,6 +4,7 @@
 //! certificates concerned. No polling: when nothing is due and nothing changes, the
 //! process sleeps until the next due time (or the systemd watchdog).
 
+use crate::cache::ObserveCache;
 use crate::config::{self, Config};
 use crate::policy::{relative, rfc3339};
 use crate::reconcile::{ensure_ca, run_pass, Outcome, RenewOptions};
@@ -55,6 +56,8 @@ struct Daemon {
     watcher: notify::RecommendedWatcher,
     watched_dirs: BTreeSet<PathBuf>,
     cancel: Arc<AtomicBool>,
+    /// What was last fully checked, shared with the blocking pass.
+    cache: Arc<std::sync::Mutex<Option<ObserveCache>>>,
 }
 
 fn notify(states: &[NotifyState]) {
@@ -115,6 +118,7 @@ async fn run_async(config_path: &Path) -> Result<(), DaemonError> {
         watcher,
         watched_dirs: BTreeSet::new(),
         cancel: Arc::new(AtomicBool::new(false)),
+        cache: Arc::new(std::sync::Mutex::new(None)),
     };
     let mut hup = signal(SignalKind::hangup()).map_err(|e| DaemonError::Startup(e.to_string()))?;
     let mut term =
@@ -258,6 +262,7 @@ impl Daemon {
     async fn pass(&mut self, names: Vec<String>, check_served: bool) {
         let config = self.config.clone();
         let cancel = self.cancel.clone();
+        let cache = self.cache.clone();
         let task = tokio::task::spawn_blocking(move || {
             // Key generation, fsync and config tests block: keep them off the loop.
             let now = OffsetDateTime::now_utc();
@@ -271,13 +276,43 @@ impl Daemon {
                 .iter()
                 .filter(|c| wanted.contains(c.name.as_str()))
                 .collect();
+            let started = std::time::Instant::now();
             let opts = RenewOptions {
                 check_served,
                 clean_temp_files: check_served,
                 ..Default::default()
             };
-            let (reports, activity) =
-                run_pass(&config, &state, Some(&ca), &selected, &opts, now, &cancel);
+            let mut cache = cache.lock().unwrap_or_else(|p| p.into_inner());
+            let fingerprint = &ca.intermediate.fingerprint;
+            if cache
+                .as_ref()
+                .is_none_or(|c| c.intermediate() != fingerprint)
+            {
+                *cache = Some(ObserveCache::load(&state, fingerprint));
+            }
+            let cache = cache.as_mut().expect("cache loaded");
+            let (reports, activity) = run_pass(
+                &config,
+                &state,
+                Some(&ca),
+                &selected,
+                &opts,
+                now,
+                &cancel,
+                Some(&mut *cache),
+            );
+            let names_now: std::collections::HashSet<&str> = config
+                .certificates
+                .iter()
+                .map(|c| c.name.as_str())
+                .collect();
+            cache.retain(&names_now);
+            cache.save(&state);
+            tracing::debug!(
+                certificates = selected.len(),
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "pass done"
+            );
             Ok::<_, String>((now, names, reports, activity))
         });
         let (now, names, reports) = match task.await {
@@ -413,7 +448,7 @@ impl Daemon {
     /// Logs watched-only certificates that are inside their warning window (again
     /// daily), and schedules the next look.
     fn check_watched(&mut self, now: OffsetDateTime) {
-        let rows = crate::status::rows(&self.config, None, now, false);
+        let rows = crate::status::watched_rows(&self.config, now);
         for w in &self.config.watched {
             let Some(row) = rows
                 .iter()

@@ -126,6 +126,121 @@ impl PrivateKey {
     }
 }
 
+/// What the agent needs to know about a key file: its public half and type. Found
+/// without cryptography for EC keys (their encoding carries the public point, which
+/// is also all OpenSSL compares when it checks a key against a certificate), by a
+/// full parse otherwise. Holds no secret.
+#[derive(Debug, Clone)]
+pub struct KeyInfo {
+    pub public_key_raw: Vec<u8>,
+    pub key_type: Option<KeyType>,
+}
+
+impl KeyInfo {
+    /// `label` is the PEM label (`PRIVATE KEY`, `EC PRIVATE KEY`, `RSA PRIVATE KEY`).
+    pub fn from_der(label: &str, der: &[u8]) -> Result<KeyInfo, KeyError> {
+        if let Some(info) = ec_fast_path(label, der) {
+            return Ok(info);
+        }
+        let pem = Zeroizing::new(crate::x509::pem_encode(label, der));
+        let key = PrivateKey::from_pem(&pem)?;
+        Ok(KeyInfo {
+            public_key_raw: key.public_key_raw().to_vec(),
+            key_type: key.key_type(),
+        })
+    }
+}
+
+/// One DER element: (tag, contents, rest).
+fn tlv(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let (&tag, rest) = input.split_first()?;
+    let (&first, rest) = rest.split_first()?;
+    let (len, rest) = match first {
+        n if n < 0x80 => (n as usize, rest),
+        0x81 => (*rest.first()? as usize, &rest[1..]),
+        0x82 => (
+            (*rest.first()? as usize) << 8 | *rest.get(1)? as usize,
+            rest.get(2..)?,
+        ),
+        _ => return None,
+    };
+    (rest.len() >= len).then(|| (tag, &rest[..len], &rest[len..]))
+}
+
+const OID_EC_PUBLIC_KEY: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01];
+const OID_P256: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
+const OID_P384: &[u8] = &[0x2b, 0x81, 0x04, 0x00, 0x22];
+
+/// The public point of a PKCS#8 or SEC1 EC key that carries it, with the curve.
+fn ec_fast_path(label: &str, der: &[u8]) -> Option<KeyInfo> {
+    let (ec_key, mut curve) = match label {
+        "PRIVATE KEY" => {
+            let (0x30, body, _) = tlv(der)? else {
+                return None;
+            };
+            let (0x02, _version, rest) = tlv(body)? else {
+                return None;
+            };
+            let (0x30, alg, rest) = tlv(rest)? else {
+                return None;
+            };
+            let (0x06, oid, params) = tlv(alg)? else {
+                return None;
+            };
+            if oid != OID_EC_PUBLIC_KEY {
+                return None;
+            }
+            let (0x06, curve, _) = tlv(params)? else {
+                return None;
+            };
+            let (0x04, inner, _) = tlv(rest)? else {
+                return None;
+            };
+            (inner, Some(curve))
+        }
+        "EC PRIVATE KEY" => (der, None),
+        _ => return None,
+    };
+    let (0x30, body, _) = tlv(ec_key)? else {
+        return None;
+    };
+    let (0x02, _version, mut rest) = tlv(body)? else {
+        return None;
+    };
+    let (0x04, scalar, r) = tlv(rest)? else {
+        return None;
+    };
+    rest = r;
+    let mut point = None;
+    while !rest.is_empty() {
+        let (tag, value, r) = tlv(rest)?;
+        rest = r;
+        match tag {
+            0xa0 => curve = curve.or(tlv(value).filter(|t| t.0 == 0x06).map(|t| t.1)),
+            0xa1 => {
+                let (0x03, bits, _) = tlv(value)? else {
+                    return None;
+                };
+                point = bits.strip_prefix(&[0u8]).map(<[u8]>::to_vec);
+            }
+            _ => return None,
+        }
+    }
+    let (key_type, size) = match curve? {
+        c if c == OID_P256 => (KeyType::EcdsaP256, 32),
+        c if c == OID_P384 => (KeyType::EcdsaP384, 48),
+        _ => return None,
+    };
+    let point = point?;
+    if scalar.len() != size || point.len() != 1 + 2 * size || point[0] != 4 {
+        return None;
+    }
+    Some(KeyInfo {
+        public_key_raw: point,
+        key_type: Some(key_type),
+    })
+}
+
 /// The key type of a DER SubjectPublicKeyInfo.
 pub fn key_type_of_spki(spki: &[u8]) -> Result<KeyType, KeyError> {
     use x509_parser::prelude::FromDer;
@@ -184,6 +299,31 @@ mod tests {
             .collect();
         // 48 bytes of DER = 64 base64 characters; v2 would be longer.
         assert_eq!(b64.len(), 64, "{}", key.pem());
+    }
+
+    #[test]
+    fn key_info_finds_the_public_half_of_every_type() {
+        for kind in [
+            KeyType::EcdsaP256,
+            KeyType::EcdsaP384,
+            KeyType::Ed25519,
+            KeyType::Rsa2048,
+        ] {
+            let key = PrivateKey::generate(kind).unwrap();
+            let der = ::pem::parse(key.pem()).unwrap();
+            let info = KeyInfo::from_der(der.tag(), der.contents()).unwrap();
+            assert_eq!(info.public_key_raw, key.public_key_raw(), "{kind}");
+            assert_eq!(info.key_type, Some(kind));
+        }
+        let key = PrivateKey::generate(KeyType::EcdsaP256).unwrap();
+        let der = ::pem::parse(key.pem()).unwrap();
+        assert!(
+            ec_fast_path("PRIVATE KEY", der.contents()).is_some(),
+            "EC keys take the fast path"
+        );
+        let mut bad = der.contents().to_vec();
+        bad.truncate(bad.len() - 5);
+        assert!(KeyInfo::from_der("PRIVATE KEY", &bad).is_err());
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use crate::ca::Issuer;
 use crate::config::CertSpec;
 use crate::fsutil::FileSpec;
-use crate::keys::PrivateKey;
+use crate::keys::{KeyInfo, PrivateKey};
 use crate::model::Layout;
 use crate::policy::{Present, Seen};
 use crate::x509::{check_chain_order, parse_pem, CertInfo, PemItem};
@@ -82,7 +82,7 @@ pub fn render(
 struct Parsed {
     path: PathBuf,
     certs: Vec<CertInfo>,
-    keys: Vec<PrivateKey>,
+    keys: Vec<KeyInfo>,
 }
 
 fn read(path: &Path) -> Result<Parsed, Seen> {
@@ -143,7 +143,7 @@ fn only_certs(p: &Parsed, min: usize, max: Option<usize>, what: &str) -> Result<
     Ok(())
 }
 
-fn only_key(p: &Parsed) -> Result<&PrivateKey, Seen> {
+fn only_key(p: &Parsed) -> Result<&KeyInfo, Seen> {
     match (p.keys.len(), p.certs.len()) {
         (1, 0) => Ok(&p.keys[0]),
         (0, _) => Err(damaged(p, "no private key in the key file")),
@@ -191,7 +191,7 @@ fn observe_inner(spec: &CertSpec) -> Result<(CertInfo, Vec<CertInfo>), Seen> {
     for p in &paths {
         parsed.push(read(p)?);
     }
-    let (certs, key, key_path): (Vec<CertInfo>, &PrivateKey, &Path) = match f.layout {
+    let (certs, key, key_path): (Vec<CertInfo>, &KeyInfo, &Path) = match f.layout {
         Layout::Nginx => {
             let (cert, keyf) = (&parsed[0], &parsed[1]);
             only_certs(cert, 2, None, "certificate")?;
@@ -236,7 +236,7 @@ fn observe_inner(spec: &CertSpec) -> Result<(CertInfo, Vec<CertInfo>), Seen> {
         }
     };
     let leaf = certs[0].clone();
-    if !leaf.matches_key(key) {
+    if !leaf.matches(key) {
         return Err(Seen::KeyMismatch(key_path.to_path_buf()));
     }
     check_chain_order(&certs).map_err(|reason| Seen::Damaged {

@@ -5,6 +5,7 @@
 //! (`reconcile`, `status`) and the command line (`cli`).
 
 pub mod ca;
+pub mod cache;
 pub mod cli;
 pub mod config;
 pub mod daemon;

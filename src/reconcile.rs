@@ -5,6 +5,7 @@
 //! others; the reports say what happened to each.
 
 use crate::ca::{make_csr, InternalCa, IssueRequest, Issued, Issuer};
+use crate::cache::{Learned, ObserveCache};
 use crate::config::{CertSpec, Config, ServerSpec};
 use crate::fsutil::{write_all, Previous};
 use crate::keys::PrivateKey;
@@ -150,6 +151,7 @@ pub fn renew(
             opts,
             now,
             &AtomicBool::new(false),
+            None,
         )
         .0);
     }
@@ -163,6 +165,7 @@ pub fn renew(
         opts,
         now,
         &AtomicBool::new(false),
+        None,
     )
     .0)
 }
@@ -199,6 +202,7 @@ impl Staged<'_> {
 
 /// Runs one pass over `selected`. The caller holds the state lock (unless dry-run).
 /// `cancel` is checked between certificates, never in the middle of an install.
+#[allow(clippy::too_many_arguments)]
 pub fn run_pass(
     config: &Config,
     state: &StateDir,
@@ -207,6 +211,7 @@ pub fn run_pass(
     opts: &RenewOptions,
     now: OffsetDateTime,
     cancel: &AtomicBool,
+    mut cache: Option<&mut ObserveCache>,
 ) -> (Vec<CertReport>, ServerActivity) {
     let mut reports = Vec::new();
     let mut staged: Vec<Staged> = Vec::new();
@@ -221,15 +226,29 @@ pub fn run_pass(
         }
     }
     let mut stale_servers: BTreeSet<String> = BTreeSet::new();
-    for spec in selected {
+    let issuer_of = |spec: &CertSpec| -> Option<&dyn Issuer> {
+        match spec.issuer.as_str() {
+            "internal" => ca.map(|c| c as &dyn Issuer),
+            _ => None,
+        }
+    };
+    // Observed in slices, so that memory stays flat with thousands of certificates.
+    let slices = selected.chunks(OBSERVE_SLICE).flat_map(|part| {
+        let observed = observe_all(part, &issuer_of, cache.as_deref());
+        let mut seen_part = Vec::with_capacity(part.len());
+        for (seen, learned) in observed {
+            if let (Some(c), Some(l)) = (cache.as_deref_mut(), learned) {
+                c.insert(l);
+            }
+            seen_part.push(seen);
+        }
+        part.iter().zip(seen_part).collect::<Vec<_>>()
+    });
+    for (spec, seen) in slices {
         if cancel.load(Ordering::Relaxed) {
             break;
         }
-        let issuer: Option<&dyn Issuer> = match spec.issuer.as_str() {
-            "internal" => ca.map(|c| c as &dyn Issuer),
-            _ => None,
-        };
-        let seen = observe(spec, issuer);
+        let issuer = issuer_of(spec);
         let current_not_after = match &seen {
             Seen::Present(p) => Some(p.leaf.not_after),
             _ => None,
@@ -239,7 +258,7 @@ pub fn run_pass(
                 if let (true, Some(v), Seen::Present(p)) = (opts.check_served, &spec.verify, &seen)
                 {
                     match crate::verify::served_leaf(&v.connect, &v.server_name, v.timeout) {
-                        Ok(der) if der == p.leaf.der => {}
+                        Ok(der) if crate::x509::sha256_hex(&der) == p.leaf.fingerprint => {}
                         Ok(_) => {
                             tracing::warn!(certificate = %spec.name, connect = %v.connect, "the server does not serve the certificate on disk; reloading it");
                             stale_servers.extend(spec.reload.iter().cloned());
@@ -361,6 +380,50 @@ pub fn run_pass(
         }
     }
     (reports, activity)
+}
+
+/// How many certificates are observed before their decisions are acted on.
+const OBSERVE_SLICE: usize = 1024;
+
+/// Observes certificates, on all cores when there are many: start-up with thousands
+/// of certificates is mostly parsing and signature checks. With a cache, files whose
+/// identity is unchanged since their last full check are not read again.
+fn observe_all<'a>(
+    selected: &[&CertSpec],
+    issuer_of: &(dyn Fn(&CertSpec) -> Option<&'a dyn Issuer> + Sync),
+    cache: Option<&ObserveCache>,
+) -> Vec<(Seen, Option<Learned>)> {
+    let one = |spec: &CertSpec| -> (Seen, Option<Learned>) {
+        let Some(cache) = cache else {
+            return (observe(spec, issuer_of(spec)), None);
+        };
+        let stamps = ObserveCache::stamps(spec);
+        if let Some(seen) = stamps.as_ref().and_then(|st| cache.lookup(spec, st)) {
+            return (seen, None);
+        }
+        let seen = observe(spec, issuer_of(spec));
+        // Stamps taken before reading: a change during the read shows up next time.
+        let learned = stamps.and_then(|st| ObserveCache::learn(spec, st, &seen));
+        (seen, learned)
+    };
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .min(8);
+    if threads == 1 || selected.len() < 64 {
+        return selected.iter().map(|s| one(s)).collect();
+    }
+    let chunk = selected.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = selected
+            .chunks(chunk)
+            .map(|part| scope.spawn(move || part.iter().map(|s| one(s)).collect::<Vec<_>>()))
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("observer thread"))
+            .collect()
+    })
 }
 
 fn observe_not_after(spec: &CertSpec, ca: Option<&InternalCa>) -> Option<OffsetDateTime> {

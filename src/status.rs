@@ -64,6 +64,18 @@ pub fn rows(
         Default::default()
     };
     let mut out = Vec::new();
+    out.extend(managed_rows(config, issuer, now, &last));
+    out.extend(watched_rows(config, now));
+    out
+}
+
+fn managed_rows(
+    config: &Config,
+    issuer: Option<&dyn Issuer>,
+    now: OffsetDateTime,
+    last: &std::collections::HashMap<String, LedgerEntry>,
+) -> Vec<Row> {
+    let mut out = Vec::new();
     for spec in &config.certificates {
         let iss = if spec.issuer == "internal" {
             issuer
@@ -99,6 +111,12 @@ pub fn rows(
                 .collect(),
         });
     }
+    out
+}
+
+/// Rows of the watch-only certificates alone.
+pub fn watched_rows(config: &Config, now: OffsetDateTime) -> Vec<Row> {
+    let mut out = Vec::new();
     for w in &config.watched {
         let read = std::fs::read(&w.path)
             .map_err(|e| e.to_string())

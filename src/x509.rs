@@ -1,7 +1,7 @@
 //! Reading certificates: PEM bundles into facts (names, validity, serial, key, usage),
 //! chain order and signature checks. Bytes in, facts out: no files, no clock.
 
-use crate::keys::{key_type_of_spki, PrivateKey};
+use crate::keys::{key_type_of_spki, KeyInfo, PrivateKey};
 use crate::model::{KeyType, San, Usage};
 use ::time::OffsetDateTime;
 use std::net::IpAddr;
@@ -100,7 +100,7 @@ impl CertInfo {
             key_type: key_type_of_spki(&spki).ok(),
             public_key_raw: cert.public_key().subject_public_key.data.to_vec(),
             spki,
-            fingerprint: hex(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, der).as_ref()),
+            fingerprint: sha256_hex(der),
             subject_key_id: ski,
             authority_key_id: aki,
         })
@@ -125,6 +125,10 @@ impl CertInfo {
         self.public_key_raw == key.public_key_raw()
     }
 
+    pub fn matches(&self, key: &KeyInfo) -> bool {
+        self.public_key_raw == key.public_key_raw
+    }
+
     pub fn is_self_signed(&self) -> bool {
         self.subject == self.issuer && self.signed_by(self)
     }
@@ -134,7 +138,7 @@ impl CertInfo {
 #[derive(Debug)]
 pub enum PemItem {
     Cert(Box<CertInfo>),
-    Key(PrivateKey),
+    Key(KeyInfo),
     Other(String),
 }
 
@@ -157,11 +161,8 @@ pub fn parse_pem(bytes: &[u8]) -> Result<Vec<PemItem>, String> {
                 CertInfo::from_der(b.contents()).map_err(|e| format!("block {}: {e}", i + 1))?,
             ))),
             "PRIVATE KEY" | "EC PRIVATE KEY" | "RSA PRIVATE KEY" => {
-                let key = PrivateKey::from_pem(&zeroize::Zeroizing::new(pem_encode(
-                    b.tag(),
-                    b.contents(),
-                )))
-                .map_err(|e| format!("block {}: {e}", i + 1))?;
+                let key = KeyInfo::from_der(b.tag(), b.contents())
+                    .map_err(|e| format!("block {}: {e}", i + 1))?;
                 out.push(PemItem::Key(key));
             }
             other => out.push(PemItem::Other(other.to_string())),
@@ -208,6 +209,10 @@ pub fn check_chain_order(certs: &[CertInfo]) -> Result<(), String> {
 pub fn pem_encode(tag: &str, der: &[u8]) -> String {
     let config = ::pem::EncodeConfig::new().set_line_ending(::pem::LineEnding::LF);
     ::pem::encode_config(&::pem::Pem::new(tag, der.to_vec()), config)
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes).as_ref())
 }
 
 pub fn serial_hex(raw: &[u8]) -> String {

@@ -493,3 +493,37 @@ fn killed_at_any_point_the_next_start_repairs_everything() {
         assert_eq!(row["state"], "ok", "{row}");
     }
 }
+
+/// The daemon remembers what it checked (so a restart with thousands of certificates
+/// is fast) but a file changed while it was down is noticed at the next start.
+#[test]
+fn changes_made_while_stopped_are_noticed_at_start() {
+    let sb = Sandbox::new();
+    let www = CertDef::new("www", Layout::Nginx);
+    let api = CertDef::new("api", Layout::Nginx);
+    config_with_server(&sb, &[www.clone(), api.clone()]);
+    let mut d = Daemon::start(&sb, &[]);
+    assert!(d.wait_notify("READY=1", READY), "{}", d.log());
+    d.signal(nix::sys::signal::Signal::SIGTERM);
+    d.wait_exit(Duration::from_secs(5)).expect("exit");
+    let mut d = Daemon::start(&sb, &[]);
+    assert!(d.wait_notify("READY=1", READY), "{}", d.log());
+    d.signal(nix::sys::signal::Signal::SIGTERM);
+    d.wait_exit(Duration::from_secs(5)).expect("exit");
+    assert!(sb.state_dir().join("observed.json").exists());
+
+    // While stopped: www's key is swapped for api's (a valid key, the wrong one).
+    let www_serial = www.files(&sb).serial();
+    let api_serial = api.files(&sb).serial();
+    fs::copy(api.files(&sb).key.unwrap(), www.files(&sb).key.unwrap()).unwrap();
+    let mut d = Daemon::start(&sb, &[]);
+    assert!(d.wait_notify("READY=1", READY), "{}", d.log());
+    assert!(
+        d.log().contains("does not match the certificate"),
+        "{}",
+        d.log()
+    );
+    assert_ne!(www.files(&sb).serial(), www_serial, "www must be reissued");
+    assert_eq!(api.files(&sb).serial(), api_serial, "api is untouched");
+    www.files(&sb).check(&sb.root_bundle(), "sslserver");
+}

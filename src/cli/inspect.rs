@@ -3,7 +3,7 @@
 
 use super::ca::print_cert;
 use super::CliError;
-use crate::keys::PrivateKey;
+use crate::keys::KeyInfo;
 use crate::x509::{check_chain_order, parse_pem, CertInfo, PemItem};
 use std::path::PathBuf;
 use time::OffsetDateTime;
@@ -42,7 +42,7 @@ pub fn run(files: &[PathBuf], now: OffsetDateTime) -> Result<u8, CliError> {
                 })
         })
         .collect();
-    let keys: Vec<(String, usize, &PrivateKey)> = parsed
+    let keys: Vec<(String, usize, &KeyInfo)> = parsed
         .iter()
         .flat_map(|(n, items)| {
             items
@@ -63,7 +63,7 @@ pub fn run(files: &[PathBuf], now: OffsetDateTime) -> Result<u8, CliError> {
                     print_cert(c, now, "      ");
                     let owners: Vec<String> = keys
                         .iter()
-                        .filter(|(_, _, k)| c.matches_key(k))
+                        .filter(|(_, _, k)| c.matches(k))
                         .map(|(n, j, _)| format!("{n} [{j}]"))
                         .collect();
                     if !owners.is_empty() {
@@ -71,13 +71,10 @@ pub fn run(files: &[PathBuf], now: OffsetDateTime) -> Result<u8, CliError> {
                     }
                 }
                 PemItem::Key(k) => {
-                    let kind = k
-                        .key_type()
-                        .map(|t| t.as_str())
-                        .unwrap_or("unsupported type");
+                    let kind = k.key_type.map(|t| t.as_str()).unwrap_or("unsupported type");
                     let matches: Vec<String> = certs
                         .iter()
-                        .filter(|(_, _, c)| c.matches_key(k))
+                        .filter(|(_, _, c)| c.matches(k))
                         .map(|(n, j, _)| format!("{n} [{j}]"))
                         .collect();
                     let m = if matches.is_empty() {

@@ -225,7 +225,8 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
 pub fn parse(text: &str, file: &Path) -> Result<Config, ConfigErrors> {
     let mut cx = Ctx {
         file: file.to_path_buf(),
-        loc: Locator::new(text),
+        text: text.to_string(),
+        loc: std::cell::OnceCell::new(),
         errors: Vec::new(),
         cert_index: Vec::new(),
     };
@@ -233,6 +234,13 @@ pub fn parse(text: &str, file: &Path) -> Result<Config, ConfigErrors> {
     if cx.errors.is_empty() {
         Ok(config.expect("a config when there are no errors"))
     } else {
+        // Lines are looked up only now: a valid file never pays for the second parse.
+        for i in 0..cx.errors.len() {
+            if cx.errors[i].line.is_none() {
+                let field = cx.errors[i].field.clone();
+                cx.errors[i].line = cx.loc().line(&field);
+            }
+        }
         cx.errors.sort_by_key(|e| e.line.unwrap_or(0));
         Err(ConfigErrors(cx.errors))
     }
@@ -240,7 +248,8 @@ pub fn parse(text: &str, file: &Path) -> Result<Config, ConfigErrors> {
 
 struct Ctx {
     file: PathBuf,
-    loc: Locator,
+    text: String,
+    loc: std::cell::OnceCell<Locator>,
     errors: Vec<ConfigError>,
     /// Names of the certificates resolved so far, with their list index.
     cert_index: Vec<(String, usize)>,
@@ -258,10 +267,14 @@ const TOP_KEYS: &[&str] = &[
 ];
 
 impl Ctx {
+    fn loc(&self) -> &Locator {
+        self.loc.get_or_init(|| Locator::new(&self.text))
+    }
+
     fn err(&mut self, field: &str, cert: Option<&str>, message: impl Into<String>) {
         self.errors.push(ConfigError {
             file: self.file.clone(),
-            line: self.loc.line(field),
+            line: None,
             field: field.to_string(),
             certificate: cert.map(str::to_string),
             message: message.into(),
@@ -1332,7 +1345,7 @@ impl Ctx {
         for (name, i) in &index {
             if let Some(j) = first.get(name.as_str()) {
                 let line = self
-                    .loc
+                    .loc()
                     .line(&format!("certificates[{j}]"))
                     .map(|l| format!(" (line {l})"))
                     .unwrap_or_default();
@@ -1403,7 +1416,8 @@ enum Entry {
 fn quiet_mode(raw: &RawMode, secret: bool) -> Option<u32> {
     let mut cx = Ctx {
         file: PathBuf::new(),
-        loc: Locator::default(),
+        text: String::new(),
+        loc: std::cell::OnceCell::new(),
         errors: Vec::new(),
         cert_index: Vec::new(),
     };

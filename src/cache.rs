@@ -1,0 +1,191 @@
+//! The daemon's memory of what it last checked: per certificate, the identity of each
+//! file (device, inode, size, mtime, ctime) when it was fully read and verified, and
+//! the leaf facts the renewal decision needs. A file whose identity is unchanged is
+//! not read again, which keeps start-up with thousands of certificates fast. Any change
+//! to a file (a rename, a write, a chmod: ctime cannot be set back) or to the CA
+//! invalidates the entry. Persisted in `state_dir/observed.json`; a cache that cannot
+//! be read is ignored, never trusted.
+
+use crate::config::CertSpec;
+use crate::fsutil::{write_atomic, FileSpec};
+use crate::model::{KeyType, San, Usage};
+use crate::policy::{Present, Seen};
+use crate::state::StateDir;
+use crate::x509::CertInfo;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::os::unix::fs::MetadataExt;
+use time::OffsetDateTime;
+use zeroize::Zeroizing;
+
+const VERSION: u32 = 1;
+
+/// A file's identity: path, device, inode, size, mtime and ctime (nanoseconds).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stamp(String, u64, u64, u64, i128, i128);
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Entry {
+    stamps: Vec<Stamp>,
+    serial: String,
+    not_before: i64,
+    not_after: i64,
+    common_name: Option<String>,
+    sans: Vec<String>,
+    other_names: Vec<String>,
+    key_type: Option<String>,
+    usage: Option<String>,
+    fingerprint: String,
+    from_issuer: bool,
+}
+
+#[derive(Serialize, Deserialize, Default)]
+struct CacheFile {
+    version: u32,
+    /// Fingerprint of the intermediate the entries were checked against.
+    intermediate: String,
+    entries: HashMap<String, Entry>,
+}
+
+#[derive(Default)]
+pub struct ObserveCache {
+    file: CacheFile,
+    dirty: bool,
+}
+
+/// What one observation adds to the cache.
+pub struct Learned(String, Entry);
+
+impl ObserveCache {
+    /// Loads the cache for the CA whose intermediate has `intermediate` as fingerprint.
+    pub fn load(state: &StateDir, intermediate: &str) -> ObserveCache {
+        let path = state.root.join("observed.json");
+        let file = std::fs::read(&path)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<CacheFile>(&b).ok())
+            .filter(|f| f.version == VERSION && f.intermediate == intermediate)
+            .unwrap_or_else(|| CacheFile {
+                version: VERSION,
+                intermediate: intermediate.to_string(),
+                entries: HashMap::new(),
+            });
+        ObserveCache { file, dirty: false }
+    }
+
+    pub fn intermediate(&self) -> &str {
+        &self.file.intermediate
+    }
+
+    pub fn save(&mut self, state: &StateDir) {
+        if !self.dirty {
+            return;
+        }
+        let bytes = serde_json::to_vec(&self.file).expect("cache serializes");
+        let spec = FileSpec {
+            path: state.root.join("observed.json"),
+            bytes: Zeroizing::new(bytes),
+            mode: 0o600,
+            uid: None,
+            gid: None,
+            follow_symlinks: false,
+        };
+        match write_atomic(&spec) {
+            Ok(()) => self.dirty = false,
+            Err(e) => tracing::warn!(error = %e, "cannot save the observation cache"),
+        }
+    }
+
+    /// Forgets certificates no longer in the configuration.
+    pub fn retain(&mut self, names: &std::collections::HashSet<&str>) {
+        let before = self.file.entries.len();
+        self.file.entries.retain(|n, _| names.contains(n.as_str()));
+        self.dirty |= before != self.file.entries.len();
+    }
+
+    /// The identities of a certificate's files, or None when one cannot be stat'ed.
+    pub fn stamps(spec: &CertSpec) -> Option<Vec<Stamp>> {
+        spec.files
+            .paths()
+            .iter()
+            .map(|(_, p)| {
+                let m = std::fs::metadata(p).ok()?;
+                Some(Stamp(
+                    p.display().to_string(),
+                    m.dev(),
+                    m.ino(),
+                    m.size(),
+                    m.mtime() as i128 * 1_000_000_000 + m.mtime_nsec() as i128,
+                    m.ctime() as i128 * 1_000_000_000 + m.ctime_nsec() as i128,
+                ))
+            })
+            .collect()
+    }
+
+    /// What the cache knows of `spec` when its files are unchanged.
+    pub fn lookup(&self, spec: &CertSpec, stamps: &[Stamp]) -> Option<Seen> {
+        let e = self.file.entries.get(&spec.name)?;
+        if e.stamps != stamps {
+            return None;
+        }
+        let leaf = CertInfo {
+            der: Vec::new(),
+            subject: String::new(),
+            issuer: String::new(),
+            common_name: e.common_name.clone(),
+            sans: e
+                .sans
+                .iter()
+                .map(|s| San::parse(s))
+                .collect::<Result<_, _>>()
+                .ok()?,
+            other_names: e.other_names.clone(),
+            not_before: OffsetDateTime::from_unix_timestamp(e.not_before).ok()?,
+            not_after: OffsetDateTime::from_unix_timestamp(e.not_after).ok()?,
+            serial: e.serial.clone(),
+            is_ca: false,
+            path_len: None,
+            usage: e.usage.as_deref().and_then(|u| u.parse::<Usage>().ok()),
+            key_type: e
+                .key_type
+                .as_deref()
+                .and_then(|k| k.parse::<KeyType>().ok()),
+            spki: Vec::new(),
+            public_key_raw: Vec::new(),
+            fingerprint: e.fingerprint.clone(),
+            subject_key_id: None,
+            authority_key_id: None,
+        };
+        Some(Seen::Present(Box::new(Present {
+            leaf,
+            chain: Vec::new(),
+            from_issuer: e.from_issuer,
+        })))
+    }
+
+    /// The entry to remember for a certificate found present at `stamps`.
+    pub fn learn(spec: &CertSpec, stamps: Vec<Stamp>, seen: &Seen) -> Option<Learned> {
+        let Seen::Present(p) = seen else { return None };
+        let l = &p.leaf;
+        Some(Learned(
+            spec.name.clone(),
+            Entry {
+                stamps,
+                serial: l.serial.clone(),
+                not_before: l.not_before.unix_timestamp(),
+                not_after: l.not_after.unix_timestamp(),
+                common_name: l.common_name.clone(),
+                sans: l.sans.iter().map(|s| s.to_string()).collect(),
+                other_names: l.other_names.clone(),
+                key_type: l.key_type.map(|k| k.to_string()),
+                usage: l.usage.map(|u| u.to_string()),
+                fingerprint: l.fingerprint.clone(),
+                from_issuer: p.from_issuer,
+            },
+        ))
+    }
+
+    pub fn insert(&mut self, learned: Learned) {
+        self.file.entries.insert(learned.0, learned.1);
+        self.dirty = true;
+    }
+}
