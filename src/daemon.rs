@@ -125,6 +125,19 @@ async fn run_async(config_path: &Path) -> Result<(), DaemonError> {
         signal(SignalKind::terminate()).map_err(|e| DaemonError::Startup(e.to_string()))?;
     let mut int =
         signal(SignalKind::interrupt()).map_err(|e| DaemonError::Startup(e.to_string()))?;
+    // TERM/INT raise the cancel flag at once, even while a pass runs: the pass stops
+    // between certificates (never inside an install) and the loop ends.
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let cancel = d.cancel.clone();
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        tracing::info!("stop requested");
+        cancel.store(true, Ordering::Relaxed);
+        let _ = stop_tx.send(true);
+    });
 
     d.rewatch();
     tracing::info!(config = %d.config_path.display(), certificates = d.config.certificates.len(), "certkeeper starting");
@@ -136,13 +149,15 @@ async fn run_async(config_path: &Path) -> Result<(), DaemonError> {
         .collect();
     d.pass(all, true).await;
     d.check_watched(OffsetDateTime::now_utc());
-    notify(&[NotifyState::Ready, NotifyState::Status(&d.summary())]);
+    if !d.cancel.load(Ordering::Relaxed) {
+        notify(&[NotifyState::Ready, NotifyState::Status(&d.summary())]);
+    }
 
     let watchdog = sd_notify::watchdog_enabled().map(|t| t / 2);
     let mut watchdog_tick = tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(86_400)));
     watchdog_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
-    loop {
+    while !d.cancel.load(Ordering::Relaxed) {
         let now = OffsetDateTime::now_utc();
         let next = d.next_wake();
         let sleep_for = next
@@ -174,8 +189,7 @@ async fn run_async(config_path: &Path) -> Result<(), DaemonError> {
                 d.reload_config().await;
                 notify(&[NotifyState::Ready, NotifyState::Status(&d.summary())]);
             }
-            _ = term.recv() => break,
-            _ = int.recv() => break,
+            _ = stop_rx.changed() => break,
             _ = watchdog_tick.tick(), if watchdog.is_some() => {
                 notify(&[NotifyState::Watchdog]);
             }
@@ -385,7 +399,10 @@ impl Daemon {
             if let Some(owners) = self.index.get(p) {
                 names.extend(owners.iter().cloned());
             } else if self.watched_dirs.contains(p) {
-                // The directory itself changed (removed, moved): look at everything in it.
+                // The directory itself changed (removed, moved): its watch is gone; it is
+                // re-armed after the pass recreates it. Look at everything in it.
+                let _ = self.watcher.unwatch(p);
+                self.watched_dirs.remove(p);
                 for (file, owners) in &self.index {
                     if file.parent() == Some(p.as_path()) {
                         names.extend(owners.iter().cloned());

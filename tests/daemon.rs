@@ -527,3 +527,77 @@ fn changes_made_while_stopped_are_noticed_at_start() {
     assert_eq!(api.files(&sb).serial(), api_serial, "api is untouched");
     www.files(&sb).check(&sb.root_bundle(), "sslserver");
 }
+
+#[test]
+fn a_deleted_directory_is_recreated_and_watched_again() {
+    let sb = Sandbox::new();
+    let www = CertDef::new("www", Layout::Nginx);
+    config_with_server(&sb, std::slice::from_ref(&www));
+    let mut d = Daemon::start(&sb, &[]);
+    assert!(d.wait_notify("READY=1", READY), "{}", d.log());
+    fs::remove_dir_all(sb.path("tls")).unwrap();
+    let key = www.files(&sb).key.unwrap();
+    assert!(
+        wait_until(Duration::from_secs(5), || key.exists()
+            && www.files(&sb).cert.exists()),
+        "{}",
+        d.log()
+    );
+    // The new directory is watched: a second deletion is repaired too.
+    assert!(wait_until(Duration::from_secs(5), || fs::read(&key).is_ok()));
+    let serial = www.files(&sb).serial();
+    fs::remove_file(&key).unwrap();
+    assert!(
+        wait_until(Duration::from_secs(5), || key.exists()),
+        "{}",
+        d.log()
+    );
+    assert!(wait_until(Duration::from_secs(5), || www
+        .files(&sb)
+        .serial()
+        != serial));
+    www.files(&sb).check(&sb.root_bundle(), "sslserver");
+}
+
+#[test]
+fn sigterm_in_the_middle_of_a_long_pass_stops_between_certificates() {
+    let sb = Sandbox::new();
+    // Slow keys, so that the first pass is still running when SIGTERM arrives.
+    let certs: Vec<CertDef> = (0..30)
+        .map(|i| CertDef::new(&format!("c{i}"), Layout::Nginx).key("rsa-4096"))
+        .collect();
+    config_with_server(&sb, &certs);
+    let mut d = Daemon::start(&sb, &[]);
+    assert!(
+        wait_until(Duration::from_secs(20), || d
+            .log()
+            .contains("renewing certificate=c1")),
+        "{}",
+        d.log()
+    );
+    let t = Instant::now();
+    d.signal(nix::sys::signal::Signal::SIGTERM);
+    let status = d
+        .wait_exit(Duration::from_secs(10))
+        .expect("stops within 10 s");
+    assert!(status.success(), "{status:?}: {}", d.log());
+    eprintln!("stopped {:?} after SIGTERM", t.elapsed());
+    assert!(
+        !d.messages.iter().any(|m| m.contains("READY=1"))
+            || d.wait_notify("STOPPING=1", Duration::from_secs(1))
+    );
+    // Whatever was installed is whole; the rest is simply not there yet.
+    let root = sb.root_bundle();
+    let mut installed = 0;
+    for c in &certs {
+        let f = c.files(&sb);
+        if f.cert.exists() || f.key_file.exists() {
+            f.check(&root, "sslserver");
+            installed += 1;
+        }
+    }
+    assert!(
+        installed < certs.len(),
+        "the pass should have been cut short"
+    );
+}
