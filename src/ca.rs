@@ -345,6 +345,67 @@ impl InternalCa {
         }
     }
 
+    /// Signs a CRL with the intermediate key (leaves) or, when `root` and the root key is
+    /// on this host, with the root key (intermediates).
+    pub fn sign_crl(
+        &self,
+        root: bool,
+        revoked: &[(String, OffsetDateTime, Option<rcgen::RevocationReason>)],
+        this_update: OffsetDateTime,
+        next_update: OffsetDateTime,
+        number: u64,
+    ) -> Result<String, CaError> {
+        let root_key;
+        let (cert, key) = if root {
+            let path = self.dir.join(ROOT_KEY);
+            let pem = Zeroizing::new(fs::read_to_string(&path).map_err(|source| FsError::Io {
+                path: path.clone(),
+                action: "cannot read (the root key is needed to sign the root CRL)",
+                source,
+            })?);
+            root_key = PrivateKey::from_pem(&pem).map_err(|e| CaError::Damaged {
+                path,
+                reason: e.to_string(),
+            })?;
+            (&self.root, &root_key)
+        } else {
+            (&self.intermediate, &self.intermediate_key)
+        };
+        let issuer = rcgen::Issuer::from_ca_cert_der(&cert.der.clone().into(), key.pair())
+            .map_err(|e| CaError::Create(e.to_string()))?;
+        let mut revoked_certs = Vec::new();
+        for (serial, time, reason) in revoked {
+            let serial = if serial.len() % 2 == 1 {
+                format!("0{serial}")
+            } else {
+                serial.clone()
+            };
+            let bytes = (0..serial.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&serial[i..(i + 2).min(serial.len())], 16))
+                .collect::<Result<Vec<u8>, _>>()
+                .map_err(|_| CaError::Create(format!("bad serial {serial}")))?;
+            revoked_certs.push(rcgen::RevokedCertParams {
+                serial_number: SerialNumber::from_slice(&bytes),
+                revocation_time: *time,
+                reason_code: *reason,
+                invalidity_date: None,
+            });
+        }
+        let params = rcgen::CertificateRevocationListParams {
+            this_update,
+            next_update,
+            crl_number: SerialNumber::from_slice(&number.to_be_bytes()),
+            issuing_distribution_point: None,
+            revoked_certs,
+            key_identifier_method: rcgen::KeyIdMethod::Sha256,
+        };
+        let crl = params
+            .signed_by(&issuer)
+            .map_err(|e| CaError::Create(format!("cannot sign the CRL: {e}")))?;
+        Ok(crate::x509::pem_encode("X509 CRL", crl.der()))
+    }
+
     pub fn root_pem(&self) -> String {
         self.root.to_pem()
     }

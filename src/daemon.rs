@@ -28,6 +28,8 @@ const SETTLE_MAX: Duration = Duration::from_secs(1);
 /// First retry delay after a failure; doubles up to `BACKOFF_MAX`.
 const BACKOFF_MIN: Duration = Duration::from_secs(30);
 const BACKOFF_MAX: Duration = Duration::from_secs(3600);
+/// The pseudo-name under which trust targets appear in the file index.
+const TRUST: &str = "#trust";
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -56,6 +58,8 @@ struct Daemon {
     watcher: notify::RecommendedWatcher,
     watched_dirs: BTreeSet<PathBuf>,
     cancel: Arc<AtomicBool>,
+    /// When the CRL of the trust targets must be re-signed.
+    trust_next: Option<OffsetDateTime>,
     /// What was last fully checked, shared with the blocking pass.
     cache: Arc<std::sync::Mutex<Option<ObserveCache>>>,
 }
@@ -119,6 +123,7 @@ async fn run_async(config_path: &Path) -> Result<(), DaemonError> {
         watched_dirs: BTreeSet::new(),
         cancel: Arc::new(AtomicBool::new(false)),
         cache: Arc::new(std::sync::Mutex::new(None)),
+        trust_next: None,
     };
     let mut hup = signal(SignalKind::hangup()).map_err(|e| DaemonError::Startup(e.to_string()))?;
     let mut term =
@@ -167,7 +172,8 @@ async fn run_async(config_path: &Path) -> Result<(), DaemonError> {
             _ = tokio::time::sleep(sleep_for) => {
                 let now = OffsetDateTime::now_utc();
                 let due: Vec<String> = d.tracks.iter().filter(|(_, t)| t.next <= now).map(|(n, _)| n.clone()).collect();
-                if !due.is_empty() {
+                let trust_due = d.trust_next.is_some_and(|t| t <= now);
+                if !due.is_empty() || trust_due {
                     d.pass(due, false).await;
                 }
                 d.check_watched(now);
@@ -217,6 +223,12 @@ impl Daemon {
                     .or_default()
                     .push(c.name.clone());
             }
+        }
+        for t in &self.config.trust {
+            index
+                .entry(t.path.clone())
+                .or_default()
+                .push(TRUST.to_string());
         }
         for w in &self.config.watched {
             index
@@ -269,6 +281,7 @@ impl Daemon {
             .values()
             .map(|t| t.next)
             .chain(self.watch_next.values().copied())
+            .chain(self.trust_next)
             .min()
     }
 
@@ -330,7 +343,10 @@ impl Daemon {
             Ok::<_, String>((now, names, reports, activity))
         });
         let (now, names, reports) = match task.await {
-            Ok(Ok((now, names, reports, _))) => (now, names, reports),
+            Ok(Ok((now, names, reports, activity))) => {
+                self.trust_next = activity.trust_refresh_at;
+                (now, names, reports)
+            }
             Ok(Err(e)) => {
                 tracing::error!(error = %e, "reconcile failed; retrying later");
                 let now = OffsetDateTime::now_utc();
@@ -422,8 +438,10 @@ impl Daemon {
             .filter(|n| !watched.contains(n.as_str()))
             .cloned()
             .collect();
-        if !managed.is_empty() {
-            tracing::debug!(certificates = ?managed, "files changed; checking");
+        let trust_touched = managed.iter().any(|n| n == TRUST);
+        let managed: Vec<String> = managed.into_iter().filter(|n| n != TRUST).collect();
+        if !managed.is_empty() || trust_touched {
+            tracing::debug!(certificates = ?managed, trust = trust_touched, "files changed; checking");
             self.pass(managed, false).await;
         }
         if names.iter().any(|n| watched.contains(n.as_str())) {

@@ -48,6 +48,8 @@ pub struct CertReport {
 pub struct ServerActivity {
     pub tests: BTreeMap<String, usize>,
     pub reloads: BTreeMap<String, usize>,
+    /// When the CRL must be re-signed next (when there are trust targets).
+    pub trust_refresh_at: Option<OffsetDateTime>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -332,7 +334,19 @@ pub fn run_pass(
         }
     }
 
-    let activity = apply_to_servers(config, &mut staged, &stale_servers);
+    // Trust targets (CA bundle, CRLs) follow the CA; their servers join this pass's
+    // single round of config tests and reloads.
+    let mut trust = crate::trust::TrustSync::default();
+    if let (false, Some(ca)) = (opts.dry_run, ca) {
+        trust = crate::trust::sync(config, state, ca, now);
+        for e in &trust.errors {
+            tracing::error!(error = %e, "trust target not updated");
+        }
+        stale_servers.extend(trust.reload.iter().cloned());
+    }
+    let mut activity = apply_to_servers(config, &mut staged, &stale_servers);
+    crate::trust::run_commands(&trust.run);
+    activity.trust_refresh_at = trust.refresh_at;
 
     for mut st in staged {
         let spec = st.spec;

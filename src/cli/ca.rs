@@ -27,6 +27,22 @@ pub enum CaCommand {
         #[command(flatten)]
         config: ConfigArg,
     },
+    /// Revoke a certificate this CA issued, refresh CRL trust targets, reload their servers
+    Revoke {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Serial in hex, as `status`, `inspect` or the ledger print it (colons allowed)
+        serial: String,
+        /// unspecified, key-compromise, ca-compromise, affiliation-changed, superseded,
+        /// cessation-of-operation, privilege-withdrawn
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Print the current CRLs (intermediate's, then root's) in PEM
+    Crl {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
 }
 
 fn runtime(e: impl std::fmt::Display) -> CliError {
@@ -58,6 +74,67 @@ pub fn run(cmd: CaCommand, now: OffsetDateTime) -> Result<u8, CliError> {
             let ca =
                 InternalCa::load(&StateDir::new(&config.state_dir).ca_dir()).map_err(runtime)?;
             describe(&ca, now);
+            Ok(0)
+        }
+        CaCommand::Revoke {
+            config,
+            serial,
+            reason,
+        } => {
+            let config = config.load()?;
+            let state = StateDir::new(&config.state_dir);
+            let _lock = state.lock().map_err(runtime)?;
+            let ca = InternalCa::load(&state.ca_dir()).map_err(runtime)?;
+            let already = crate::trust::revoked(&state)
+                .iter()
+                .any(|r| r.serial == crate::trust::normalize_serial(&serial));
+            let r = crate::trust::revoke(&state, &ca, &serial, reason.as_deref(), now).map_err(
+                |e| match e {
+                    crate::trust::TrustError::UnknownSerial(_)
+                    | crate::trust::TrustError::BadReason(_) => CliError::Usage(e.to_string()),
+                    e => runtime(e),
+                },
+            )?;
+            let who = r
+                .name
+                .as_deref()
+                .map(|n| format!(" (`{n}`)"))
+                .unwrap_or_default();
+            if already {
+                println!(
+                    "serial {}{who} was already revoked at {}",
+                    r.serial,
+                    crate::policy::rfc3339(r.time)
+                );
+            } else {
+                println!("revoked serial {}{who}", r.serial);
+            }
+            // Bring the CRL trust targets up to date and reload their servers, exactly as
+            // a renewal pass would.
+            let opts = crate::reconcile::RenewOptions::default();
+            let cancel = std::sync::atomic::AtomicBool::new(false);
+            let (_, activity) = crate::reconcile::run_pass(
+                &config,
+                &state,
+                Some(&ca),
+                &[],
+                &opts,
+                now,
+                &cancel,
+                None,
+            );
+            for (server, n) in &activity.reloads {
+                println!("reloaded `{server}` ({n}x)");
+            }
+            Ok(0)
+        }
+        CaCommand::Crl { config } => {
+            let config = config.load()?;
+            let state = StateDir::new(&config.state_dir);
+            let _lock = state.lock().map_err(runtime)?;
+            let ca = InternalCa::load(&state.ca_dir()).map_err(runtime)?;
+            let crls = crate::trust::refresh_crls(&state, &ca, now, false).map_err(runtime)?;
+            print!("{}{}", crls.leaf_crl, crls.root_crl);
             Ok(0)
         }
         CaCommand::Bundle { config } => {

@@ -1,0 +1,349 @@
+//! Trust material for peers that verify our certificates (mutual TLS): the CA bundle,
+//! revocations, the CRLs of both CA levels, and the `trust:` targets that receive them.
+//! CRLs are signed once and kept in `state_dir/ca/`, so a target is rewritten (and its
+//! servers reloaded) only when its content really changes: on revoke, on a new CA, or
+//! when a CRL is re-signed before its nextUpdate.
+
+use crate::ca::{CaError, InternalCa};
+use crate::config::{Config, TrustContents, TrustSpec};
+use crate::fsutil::{write_atomic, FileSpec, FsError};
+use crate::policy::rfc3339;
+use crate::state::{LedgerEntry, StateDir};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use time::OffsetDateTime;
+use zeroize::Zeroizing;
+
+/// The intermediate's CRL (listing revoked leaves) is valid this long...
+const LEAF_CRL_VALIDITY: time::Duration = time::Duration::days(7);
+/// ...and re-signed once this much of it has passed.
+const LEAF_CRL_REFRESH: time::Duration = time::Duration::days(3);
+/// The root's CRL (listing revoked intermediates: none so far) lives long, because the
+/// root key may be kept offline; it is re-signed when the key is here and half is gone.
+const ROOT_CRL_VALIDITY: time::Duration = time::Duration::days(365);
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Revoked {
+    pub serial: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub time: OffsetDateTime,
+    #[serde(default)]
+    pub reason: Option<String>,
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TrustError {
+    #[error(
+        "serial {0} was not issued by this CA (see `certkeeper status` or the ledger for serials)"
+    )]
+    UnknownSerial(String),
+    #[error("`{0}` is not a revocation reason; use one of: unspecified, key-compromise, ca-compromise, affiliation-changed, superseded, cessation-of-operation, privilege-withdrawn")]
+    BadReason(String),
+    #[error("{0}")]
+    Ca(#[from] CaError),
+    #[error("{0}")]
+    Fs(#[from] FsError),
+}
+
+pub fn parse_reason(text: &str) -> Result<rcgen::RevocationReason, TrustError> {
+    use rcgen::RevocationReason as R;
+    Ok(match text {
+        "unspecified" => R::Unspecified,
+        "key-compromise" => R::KeyCompromise,
+        "ca-compromise" => R::CaCompromise,
+        "affiliation-changed" => R::AffiliationChanged,
+        "superseded" => R::Superseded,
+        "cessation-of-operation" => R::CessationOfOperation,
+        "privilege-withdrawn" => R::PrivilegeWithdrawn,
+        other => return Err(TrustError::BadReason(other.to_string())),
+    })
+}
+
+/// `AB:CD:01` or `abcd01` → `abcd01` (lower case, no separators, no leading zeros).
+pub fn normalize_serial(text: &str) -> String {
+    let hex: String = text
+        .chars()
+        .filter(|c| *c != ':')
+        .collect::<String>()
+        .to_ascii_lowercase();
+    let t = hex.trim_start_matches("0x").trim_start_matches('0');
+    if t.is_empty() {
+        "0".into()
+    } else {
+        t.to_string()
+    }
+}
+
+fn revoked_path(state: &StateDir) -> PathBuf {
+    state.root.join("revoked.json")
+}
+
+pub fn revoked(state: &StateDir) -> Vec<Revoked> {
+    std::fs::read(revoked_path(state))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default()
+}
+
+/// Revokes a serial this CA issued. The caller holds the state lock.
+pub fn revoke(
+    state: &StateDir,
+    ca: &InternalCa,
+    serial: &str,
+    reason: Option<&str>,
+    now: OffsetDateTime,
+) -> Result<Revoked, TrustError> {
+    let serial = normalize_serial(serial);
+    if let Some(r) = reason {
+        parse_reason(r)?;
+    }
+    let issued = state
+        .ledger()
+        .into_iter()
+        .find(|e| e.event == "issued" && e.serial.as_deref() == Some(serial.as_str()));
+    let Some(issued) = issued else {
+        return Err(TrustError::UnknownSerial(serial));
+    };
+    let mut list = revoked(state);
+    if let Some(existing) = list.iter().find(|r| r.serial == serial) {
+        return Ok(existing.clone());
+    }
+    let entry = Revoked {
+        serial: serial.clone(),
+        time: now,
+        reason: reason.map(str::to_string),
+        name: issued.name.clone(),
+    };
+    list.push(entry.clone());
+    write_atomic(&FileSpec {
+        path: revoked_path(state),
+        bytes: Zeroizing::new(serde_json::to_vec_pretty(&list).expect("serializes")),
+        mode: 0o600,
+        uid: None,
+        gid: None,
+        follow_symlinks: false,
+    })?;
+    let mut e = LedgerEntry::new(now, "revoked");
+    e.name = issued.name;
+    e.serial = Some(serial);
+    e.reason = reason.map(str::to_string);
+    state.record(&e)?;
+    // Re-sign the leaf CRL now, with the new entry.
+    refresh_crls(state, ca, now, true)?;
+    Ok(entry)
+}
+
+/// The stored CRLs: the intermediate's (leaves) and the root's (intermediates).
+pub struct Crls {
+    pub leaf_crl: String,
+    pub root_crl: String,
+    /// When the leaf CRL must be re-signed next.
+    pub refresh_at: OffsetDateTime,
+}
+
+fn crl_next_update(pem: &str) -> Option<(OffsetDateTime, OffsetDateTime)> {
+    use x509_parser::prelude::FromDer;
+    let der = ::pem::parse(pem).ok()?;
+    let (_, crl) =
+        x509_parser::revocation_list::CertificateRevocationList::from_der(der.contents()).ok()?;
+    Some((
+        crl.last_update().to_datetime(),
+        crl.next_update()?.to_datetime(),
+    ))
+}
+
+fn store(path: &Path, text: &str) -> Result<(), FsError> {
+    write_atomic(&FileSpec {
+        path: path.to_path_buf(),
+        bytes: Zeroizing::new(text.as_bytes().to_vec()),
+        mode: 0o644,
+        uid: None,
+        gid: None,
+        follow_symlinks: false,
+    })
+}
+
+/// Makes sure both CRLs exist and are fresh; re-signs what is missing, stale, from
+/// another CA, or (with `force`) the leaf CRL after a revocation.
+pub fn refresh_crls(
+    state: &StateDir,
+    ca: &InternalCa,
+    now: OffsetDateTime,
+    force: bool,
+) -> Result<Crls, TrustError> {
+    let dir = state.ca_dir();
+    let leaf_path = dir.join("intermediate.crl");
+    let root_path = dir.join("root.crl");
+    let number = now.unix_timestamp().max(1) as u64;
+    let signed_by = |pem: &str, issuer: &crate::x509::CertInfo| -> bool {
+        use x509_parser::prelude::FromDer;
+        let Ok(der) = ::pem::parse(pem) else {
+            return false;
+        };
+        let Ok((_, crl)) =
+            x509_parser::revocation_list::CertificateRevocationList::from_der(der.contents())
+        else {
+            return false;
+        };
+        let Ok((_, cert)) = x509_parser::certificate::X509Certificate::from_der(&issuer.der) else {
+            return false;
+        };
+        crl.verify_signature(cert.public_key()).is_ok()
+    };
+
+    let leaf = std::fs::read_to_string(&leaf_path)
+        .ok()
+        .filter(|p| signed_by(p, &ca.intermediate));
+    let leaf_due = match leaf.as_deref().and_then(crl_next_update) {
+        Some((this, _)) => now >= this + LEAF_CRL_REFRESH,
+        None => true,
+    };
+    let leaf = match leaf {
+        Some(pem) if !leaf_due && !force => pem,
+        _ => {
+            let list: Vec<_> = revoked(state)
+                .into_iter()
+                .map(|r| {
+                    (
+                        r.serial,
+                        r.time,
+                        r.reason.as_deref().and_then(|x| parse_reason(x).ok()),
+                    )
+                })
+                .collect();
+            let next = (now + LEAF_CRL_VALIDITY).min(ca.intermediate.not_after);
+            let pem = ca.sign_crl(false, &list, now, next, number)?;
+            store(&leaf_path, &pem)?;
+            tracing::info!(revoked = list.len(), next_update = %rfc3339(next), "signed the intermediate's CRL");
+            pem
+        }
+    };
+
+    let root = std::fs::read_to_string(&root_path)
+        .ok()
+        .filter(|p| signed_by(p, &ca.root));
+    let root_times = root.as_deref().and_then(crl_next_update);
+    let root_due = match root_times {
+        Some((this, next)) => now >= this + (next - this) / 2,
+        None => true,
+    };
+    let root = match root {
+        Some(pem) if !root_due || !ca.has_root_key() => {
+            if root_due {
+                tracing::warn!("the root CRL is past half its life and the root key is not on this host; sign a new one where the root key is");
+            }
+            pem
+        }
+        _ => {
+            let next = (now + ROOT_CRL_VALIDITY).min(ca.root.not_after);
+            let pem = ca.sign_crl(true, &[], now, next, number)?;
+            store(&root_path, &pem)?;
+            tracing::info!(next_update = %rfc3339(next), "signed the root's CRL");
+            pem
+        }
+    };
+    let this = crl_next_update(&leaf).map(|t| t.0).unwrap_or(now);
+    Ok(Crls {
+        leaf_crl: leaf,
+        root_crl: root,
+        refresh_at: this + LEAF_CRL_REFRESH,
+    })
+}
+
+/// What a trust target must hold.
+fn contents(spec: &TrustSpec, ca: &InternalCa, crls: &Crls) -> String {
+    match spec.contents {
+        TrustContents::Roots => ca.root.to_pem(),
+        TrustContents::Chain => format!("{}{}", ca.root.to_pem(), ca.intermediate.to_pem()),
+        TrustContents::Crl => format!("{}{}", crls.leaf_crl, crls.root_crl),
+    }
+}
+
+/// The result of bringing the trust targets up to date.
+#[derive(Debug, Default)]
+pub struct TrustSync {
+    /// Servers to reload because a target of theirs changed.
+    pub reload: Vec<String>,
+    /// Commands to run after the reloads (`run:` of targets that changed).
+    pub run: Vec<Vec<String>>,
+    pub errors: Vec<String>,
+    pub refresh_at: Option<OffsetDateTime>,
+}
+
+/// Writes every trust target whose content differs from what it must hold.
+/// The caller holds the state lock.
+pub fn sync(config: &Config, state: &StateDir, ca: &InternalCa, now: OffsetDateTime) -> TrustSync {
+    let mut out = TrustSync::default();
+    if config.trust.is_empty() {
+        return out;
+    }
+    let crls = match refresh_crls(state, ca, now, false) {
+        Ok(c) => c,
+        Err(e) => {
+            out.errors.push(format!("cannot prepare CRLs: {e}"));
+            return out;
+        }
+    };
+    out.refresh_at = Some(crls.refresh_at);
+    for t in &config.trust {
+        let want = contents(t, ca, &crls);
+        let target = match crate::fsutil::resolve_target(&t.path, t.follow_symlinks) {
+            Ok(p) => p,
+            Err(e) => {
+                out.errors.push(e.to_string());
+                continue;
+            }
+        };
+        if std::fs::read(&target).is_ok_and(|have| have == want.as_bytes()) {
+            continue;
+        }
+        let spec = FileSpec {
+            path: t.path.clone(),
+            bytes: Zeroizing::new(want.into_bytes()),
+            // Trust material is public: readable by all, writable by none but the owner.
+            mode: 0o644,
+            uid: t.owner.as_ref().map(|p| p.id),
+            gid: t.group.as_ref().map(|p| p.id),
+            follow_symlinks: t.follow_symlinks,
+        };
+        match write_atomic(&spec) {
+            Ok(()) => {
+                tracing::info!(path = %t.path.display(), "trust file updated");
+                out.reload.extend(t.reload.iter().cloned());
+                if let Some(cmd) = &t.run {
+                    out.run.push(cmd.clone());
+                }
+            }
+            Err(e) => out.errors.push(e.to_string()),
+        }
+    }
+    out.reload.sort();
+    out.reload.dedup();
+    out
+}
+
+/// Runs the `run:` commands of changed trust targets.
+pub fn run_commands(cmds: &[Vec<String>]) {
+    for cmd in cmds {
+        let Some((prog, args)) = cmd.split_first() else {
+            continue;
+        };
+        match std::process::Command::new(prog)
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .output()
+        {
+            Ok(out) if out.status.success() => {
+                tracing::info!(command = %cmd.join(" "), "trust command ran")
+            }
+            Ok(out) => {
+                tracing::error!(command = %cmd.join(" "), status = %out.status, output = %String::from_utf8_lossy(&out.stderr).trim(), "trust command failed")
+            }
+            Err(e) => {
+                tracing::error!(command = %cmd.join(" "), error = %e, "cannot run trust command")
+            }
+        }
+    }
+}
