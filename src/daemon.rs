@@ -6,6 +6,7 @@
 
 use crate::cache::ObserveCache;
 use crate::config::{self, Config};
+use crate::metrics::{Metrics, ReloadLabel, RenewalLabel};
 use crate::policy::{relative, rfc3339};
 use crate::reconcile::{ensure_ca, run_pass, Outcome, RenewOptions};
 use crate::state::StateDir;
@@ -60,6 +61,7 @@ struct Daemon {
     cancel: Arc<AtomicBool>,
     /// When the CRL of the trust targets must be re-signed.
     trust_next: Option<OffsetDateTime>,
+    metrics: Arc<Metrics>,
     /// What was last fully checked, shared with the blocking pass.
     cache: Arc<std::sync::Mutex<Option<ObserveCache>>>,
 }
@@ -124,7 +126,15 @@ async fn run_async(config_path: &Path) -> Result<(), DaemonError> {
         cancel: Arc::new(AtomicBool::new(false)),
         cache: Arc::new(std::sync::Mutex::new(None)),
         trust_next: None,
+        metrics: Arc::new(Metrics::default()),
     };
+    if let Some(addr) = d.config.metrics {
+        let listener = crate::metrics::bind(addr).await.map_err(|e| {
+            DaemonError::Startup(format!("metrics.listen: cannot listen on {addr}: {e}"))
+        })?;
+        tracing::info!(%addr, "serving metrics at /metrics");
+        tokio::spawn(crate::metrics::serve(listener, d.metrics.clone()));
+    }
     let mut hup = signal(SignalKind::hangup()).map_err(|e| DaemonError::Startup(e.to_string()))?;
     let mut term =
         signal(SignalKind::terminate()).map_err(|e| DaemonError::Startup(e.to_string()))?;
@@ -345,6 +355,16 @@ impl Daemon {
         let (now, names, reports) = match task.await {
             Ok(Ok((now, names, reports, activity))) => {
                 self.trust_next = activity.trust_refresh_at;
+                for (server, ok) in &activity.reload_results {
+                    let result = if *ok { "success" } else { "failure" };
+                    self.metrics
+                        .reloads
+                        .get_or_create(&ReloadLabel {
+                            server: server.clone(),
+                            result: result.into(),
+                        })
+                        .inc();
+                }
                 (now, names, reports)
             }
             Ok(Err(e)) => {
@@ -368,15 +388,15 @@ impl Daemon {
                 failures: 0,
                 not_after: None,
             });
-            match r.outcome {
+            match &r.outcome {
                 Outcome::Unchanged {
                     renew_at,
                     not_after,
                 } => {
                     *track = Track {
-                        next: renew_at,
+                        next: *renew_at,
                         failures: 0,
-                        not_after: Some(not_after),
+                        not_after: Some(*not_after),
                     };
                 }
                 Outcome::Renewed {
@@ -385,20 +405,46 @@ impl Daemon {
                     ..
                 } => {
                     *track = Track {
-                        next: renew_at,
+                        next: *renew_at,
                         failures: 0,
-                        not_after: Some(not_after),
+                        not_after: Some(*not_after),
                     };
                 }
                 Outcome::Failed {
                     error, not_after, ..
                 } => {
                     track.failures += 1;
-                    track.not_after = not_after;
-                    track.next = retry_at(now, track.failures, not_after);
+                    track.not_after = *not_after;
+                    track.next = retry_at(now, track.failures, *not_after);
                     tracing::warn!(certificate = %r.name, failures = track.failures, retry = %rfc3339(track.next), %error, "will retry");
                 }
                 Outcome::WouldRenew(_) => {}
+            }
+            let label = Metrics::name(&r.name);
+            let m = &self.metrics;
+            m.next_renewal
+                .get_or_create(&label)
+                .set(track.next.unix_timestamp());
+            if let Some(na) = track.not_after {
+                m.not_after.get_or_create(&label).set(na.unix_timestamp());
+            }
+            if track.failures == 0 {
+                m.last_success
+                    .get_or_create(&label)
+                    .set(now.unix_timestamp());
+            }
+            let result = match r.outcome {
+                Outcome::Renewed { .. } => Some("success"),
+                Outcome::Failed { .. } => Some("failure"),
+                _ => None,
+            };
+            if let Some(result) = result {
+                m.renewals
+                    .get_or_create(&RenewalLabel {
+                        name: r.name.clone(),
+                        result: result.into(),
+                    })
+                    .inc();
             }
         }
         // Directories created by this pass can be watched now.
@@ -472,6 +518,16 @@ impl Daemon {
             .filter(|n| !new.certificates.iter().any(|c| &c.name == *n))
             .collect();
         tracing::info!(added_or_changed = ?changed, removed = ?removed, "configuration reloaded");
+        for name in removed.iter().chain(
+            old.watched
+                .iter()
+                .map(|w| &w.name)
+                .filter(|n| !new.watched.iter().any(|w| &w.name == *n))
+                .collect::<Vec<_>>()
+                .iter(),
+        ) {
+            self.metrics.forget(name);
+        }
         self.config = Arc::new(new);
         self.rewatch();
         if !changed.is_empty() {
@@ -491,6 +547,17 @@ impl Daemon {
             else {
                 continue;
             };
+            match row.not_after {
+                Some(na) => {
+                    self.metrics
+                        .not_after
+                        .get_or_create(&Metrics::name(&w.name))
+                        .set(na.unix_timestamp());
+                }
+                None => {
+                    self.metrics.not_after.remove(&Metrics::name(&w.name));
+                }
+            }
             let next = match (row.state.as_str(), row.not_after) {
                 ("ok", Some(na)) => na - time::Duration::seconds(w.warn_before.as_secs() as i64),
                 (_, _) => {

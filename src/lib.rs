@@ -13,6 +13,7 @@ pub mod duration;
 pub mod fsutil;
 pub mod keys;
 pub mod layout;
+pub mod metrics;
 pub mod model;
 pub mod policy;
 pub mod reconcile;

@@ -50,6 +50,8 @@ pub struct ServerActivity {
     pub reloads: BTreeMap<String, usize>,
     /// When the CRL must be re-signed next (when there are trust targets).
     pub trust_refresh_at: Option<OffsetDateTime>,
+    /// Every reload with whether it worked, in order.
+    pub reload_results: Vec<(String, bool)>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -496,7 +498,9 @@ fn apply_to_servers(
             continue;
         }
         *activity.reloads.entry(name.clone()).or_default() += 1;
-        match crate::server::reload(server) {
+        let result = crate::server::reload(server);
+        activity.reload_results.push((name.clone(), result.is_ok()));
+        match result {
             Ok(()) => {
                 tracing::info!(server = %name, "reloaded");
                 reloaded.insert(name.clone());
@@ -545,7 +549,9 @@ fn apply_to_servers(
     for name in again {
         if let Some(server) = config.servers.get(&name) {
             *activity.reloads.entry(name.clone()).or_default() += 1;
-            if let Err(e) = crate::server::reload(server) {
+            let result = crate::server::reload(server);
+            activity.reload_results.push((name.clone(), result.is_ok()));
+            if let Err(e) = result {
                 tracing::error!(server = %name, error = %e, "reload after rollback failed");
             }
         }

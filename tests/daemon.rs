@@ -601,3 +601,118 @@ fn sigterm_in_the_middle_of_a_long_pass_stops_between_certificates() {
         "the pass should have been cut short"
     );
 }
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn http_get(port: u16, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    Some(out)
+}
+
+#[test]
+fn metrics_cover_every_managed_and_watched_certificate() {
+    let sb = Sandbox::new();
+    // A certificate certkeeper does not own: a one-off, watched only.
+    let www = CertDef::new("www", Layout::Nginx);
+    config_with_server(&sb, std::slice::from_ref(&www));
+    sb.ck(&[
+        "issue",
+        "--name",
+        "vendor",
+        "--san",
+        "vendor.example",
+        "--out",
+        &sb.path("vendor").display().to_string(),
+    ])
+    .ok();
+    let port = free_port();
+    let text = fs::read_to_string(sb.config_path()).unwrap();
+    let text = text.replace(
+        "certificates:\n",
+        &format!("metrics:\n  listen: 127.0.0.1:{port}\ncertificates:\n  - name: vendor\n    watch: {}\n    warn_before: 30d\n", sb.path("vendor/vendor.crt").display()),
+    );
+    fs::write(sb.config_path(), text).unwrap();
+    let mut d = Daemon::start(&sb, &[]);
+    assert!(d.wait_notify("READY=1", READY), "{}", d.log());
+    let body = http_get(port, "/metrics").expect("metrics answer");
+    assert!(body.starts_with("HTTP/1.1 200"), "{body}");
+    for needle in [
+        "certkeeper_certificate_not_after_seconds{name=\"www\"}",
+        "certkeeper_certificate_not_after_seconds{name=\"vendor\"}",
+        "certkeeper_certificate_next_renewal_seconds{name=\"www\"}",
+        "certkeeper_renewals_total{name=\"www\",result=\"success\"} 1",
+        "certkeeper_reloads_total{server=\"demo\",result=\"success\"} 1",
+        "certkeeper_last_success_timestamp_seconds{name=\"www\"}",
+        "certkeeper_build_info{version=",
+    ] {
+        assert!(body.contains(needle), "{needle} missing in:\n{body}");
+    }
+    // The vendor certificate expires in 90 days; it is within its 30-day warning? No.
+    assert!(
+        !d.log().contains("watched certificate needs attention"),
+        "{}",
+        d.log()
+    );
+    let other = http_get(port, "/").unwrap();
+    assert!(other.starts_with("HTTP/1.1 404"), "{other}");
+    // The watched certificate is shown by status too.
+    let status = sb.ck(&["status", "--json"]);
+    assert!(
+        status.stdout.contains("\"kind\": \"watched\""),
+        "{}",
+        status.stdout
+    );
+}
+
+#[test]
+fn a_watched_certificate_close_to_expiry_is_logged_as_a_warning() {
+    let sb = Sandbox::new();
+    let www = CertDef::new("www", Layout::Nginx);
+    config_with_server(&sb, std::slice::from_ref(&www));
+    sb.ck(&[
+        "issue",
+        "--name",
+        "vendor",
+        "--san",
+        "vendor.example",
+        "--lifetime",
+        "10d",
+        "--out",
+        &sb.path("vendor").display().to_string(),
+    ])
+    .ok();
+    let text = fs::read_to_string(sb.config_path()).unwrap();
+    let text = text.replace(
+        "certificates:\n",
+        &format!(
+            "certificates:\n  - name: vendor\n    watch: {}\n    warn_before: 21d\n",
+            sb.path("vendor/vendor.crt").display()
+        ),
+    );
+    fs::write(sb.config_path(), text).unwrap();
+    let before = fs::read(sb.path("vendor/vendor.crt")).unwrap();
+    let mut d = Daemon::start(&sb, &[]);
+    assert!(d.wait_notify("READY=1", READY), "{}", d.log());
+    assert!(
+        d.log()
+            .contains("watched certificate needs attention certificate=vendor"),
+        "{}",
+        d.log()
+    );
+    assert_eq!(
+        fs::read(sb.path("vendor/vendor.crt")).unwrap(),
+        before,
+        "never written"
+    );
+}

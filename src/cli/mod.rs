@@ -94,6 +94,21 @@ enum Command {
     },
     /// Issue a one-off certificate into a directory (e.g. a client certificate)
     Issue(issue::IssueArgs),
+    /// Print shell completions
+    Completions {
+        #[arg(value_enum)]
+        shell: Shell,
+    },
+    /// Print the manual page (roff), as packages install it
+    #[command(hide = true)]
+    Manpage,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum Shell {
+    Bash,
+    Zsh,
+    Fish,
 }
 
 #[derive(Debug)]
@@ -184,5 +199,25 @@ fn run(cli: Cli) -> Result<u8, CliError> {
         Command::Inspect { files } => inspect::run(&files, now),
         Command::Ca { command } => ca::run(command, now),
         Command::Issue(args) => issue::run(args, now),
+        Command::Completions { shell } => {
+            let shell = match shell {
+                Shell::Bash => clap_complete::Shell::Bash,
+                Shell::Zsh => clap_complete::Shell::Zsh,
+                Shell::Fish => clap_complete::Shell::Fish,
+            };
+            clap_complete::generate(
+                shell,
+                &mut <Cli as clap::CommandFactory>::command(),
+                "certkeeper",
+                &mut std::io::stdout(),
+            );
+            Ok(0)
+        }
+        Command::Manpage => {
+            clap_mangen::Man::new(<Cli as clap::CommandFactory>::command())
+                .render(&mut std::io::stdout())
+                .map_err(|e| CliError::Runtime(e.to_string()))?;
+            Ok(0)
+        }
     }
 }

@@ -1,0 +1,164 @@
+//! Prometheus metrics of the daemon, served as text at `/metrics` on `metrics.listen`.
+//! The HTTP side is deliberately tiny: one GET route, one response, connection closed.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::info::Info;
+use prometheus_client::registry::Registry;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NameLabel {
+    pub name: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RenewalLabel {
+    pub name: String,
+    pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReloadLabel {
+    pub server: String,
+    pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabel {
+    version: String,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub not_after: Family<NameLabel, Gauge>,
+    pub next_renewal: Family<NameLabel, Gauge>,
+    pub renewals: Family<RenewalLabel, Counter>,
+    pub reloads: Family<ReloadLabel, Counter>,
+    pub last_success: Family<NameLabel, Gauge>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("certkeeper");
+        let not_after = Family::<NameLabel, Gauge>::default();
+        let next_renewal = Family::<NameLabel, Gauge>::default();
+        let renewals = Family::<RenewalLabel, Counter>::default();
+        let reloads = Family::<ReloadLabel, Counter>::default();
+        let last_success = Family::<NameLabel, Gauge>::default();
+        registry.register(
+            "certificate_not_after_seconds",
+            "notAfter of the certificate in place (Unix time), managed and watched",
+            not_after.clone(),
+        );
+        registry.register(
+            "certificate_next_renewal_seconds",
+            "When certkeeper will next try to renew the certificate (Unix time)",
+            next_renewal.clone(),
+        );
+        registry.register("renewals", "Renewal attempts by result", renewals.clone());
+        registry.register("reloads", "Server reloads by result", reloads.clone());
+        registry.register(
+            "last_success_timestamp_seconds",
+            "When the certificate was last found valid or renewed (Unix time)",
+            last_success.clone(),
+        );
+        registry.register(
+            "build",
+            "certkeeper build information",
+            Info::new(BuildLabel {
+                version: env!("CARGO_PKG_VERSION").to_string(),
+            }),
+        );
+        Metrics {
+            registry,
+            not_after,
+            next_renewal,
+            renewals,
+            reloads,
+            last_success,
+        }
+    }
+}
+
+impl Metrics {
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("text encoding");
+        out
+    }
+
+    pub fn name(name: &str) -> NameLabel {
+        NameLabel {
+            name: name.to_string(),
+        }
+    }
+
+    /// Forgets series of certificates that are no longer configured.
+    pub fn forget(&self, name: &str) {
+        let l = Self::name(name);
+        self.not_after.remove(&l);
+        self.next_renewal.remove(&l);
+        self.last_success.remove(&l);
+    }
+}
+
+/// Serves `/metrics` until the task is dropped.
+pub async fn serve(listener: tokio::net::TcpListener, metrics: Arc<Metrics>) {
+    loop {
+        let Ok((mut stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let metrics = metrics.clone();
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 2048];
+            let mut n = 0;
+            // Read the request head, bounded in size and time.
+            let read = tokio::time::timeout(Duration::from_secs(5), async {
+                while n < buf.len() {
+                    match stream.read(&mut buf[n..]).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(k) => n += k,
+                    }
+                    if buf[..n].windows(4).any(|w| w == b"\r\n\r\n") {
+                        break;
+                    }
+                }
+            })
+            .await;
+            if read.is_err() {
+                return;
+            }
+            let head = String::from_utf8_lossy(&buf[..n]);
+            let (status, ctype, body) = match head.split_whitespace().take(2).collect::<Vec<_>>()[..]
+            {
+                ["GET", "/metrics"] => (
+                    "200 OK",
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    metrics.render(),
+                ),
+                ["GET", _] => ("404 Not Found", "text/plain", "see /metrics\n".to_string()),
+                _ => (
+                    "405 Method Not Allowed",
+                    "text/plain",
+                    "GET only\n".to_string(),
+                ),
+            };
+            let resp = format!(
+                "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = stream.write_all(resp.as_bytes()).await;
+            let _ = stream.shutdown().await;
+        });
+    }
+}
+
+pub async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr).await
+}
