@@ -104,22 +104,23 @@ pub fn preflight(path: &Path, follow_symlinks: bool) -> Result<PathBuf, FsError>
     Ok(target)
 }
 
-/// Creates `dir` and missing parents with `mode` (new directories only).
+/// Creates `dir` and missing parents with `mode` (new directories only; the mode is
+/// set explicitly, so the process umask does not narrow it).
 pub fn ensure_dir(dir: &Path, mode: u32) -> Result<(), FsError> {
     match fs::metadata(dir) {
         Ok(m) if m.is_dir() => return Ok(()),
-        Ok(_) => {
-            return Err(FsError::NotADirectory {
-                path: dir.to_path_buf(),
-            })
-        }
+        Ok(_) => return Err(FsError::NotADirectory { path: dir.to_path_buf() }),
         Err(_) => {}
     }
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(mode)
-        .create(dir)
-        .map_err(io_err(dir, "cannot create directory"))
+    if let Some(parent) = dir.parent() {
+        ensure_dir(parent, mode)?;
+    }
+    match fs::DirBuilder::new().mode(mode).create(dir) {
+        Ok(()) => fs::set_permissions(dir, Permissions::from_mode(mode))
+            .map_err(io_err(dir, "cannot set the mode of new directory")),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && dir.is_dir() => Ok(()),
+        Err(e) => Err(io_err(dir, "cannot create directory")(e)),
+    }
 }
 
 /// Writes one file atomically (see the module comment).

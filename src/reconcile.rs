@@ -346,7 +346,7 @@ pub fn run_pass(
         }
         stale_servers.extend(trust.reload.iter().cloned());
     }
-    let mut activity = apply_to_servers(config, &mut staged, &stale_servers);
+    let mut activity = apply_to_servers(config, &mut staged, &stale_servers, cancel);
     crate::trust::run_commands(&trust.run);
     activity.trust_refresh_at = trust.refresh_at;
 
@@ -455,6 +455,7 @@ fn apply_to_servers(
     config: &Config,
     staged: &mut [Staged],
     stale: &BTreeSet<String>,
+    cancel: &AtomicBool,
 ) -> ServerActivity {
     let mut activity = ServerActivity::default();
     let installed = |s: &Staged| s.error.is_none();
@@ -520,29 +521,67 @@ fn apply_to_servers(
         }
     }
     // Verify: the server must serve the new leaf; if not, roll back and reload again.
+    // All certificates are verified at once, so a pass waits at most one timeout. When
+    // a stop was requested the wait is skipped: the files are installed and reloaded,
+    // and the next start checks what is served (and reloads if it is stale).
     let mut again: BTreeSet<String> = BTreeSet::new();
-    for st in staged.iter_mut().filter(|s| s.error.is_none()) {
-        let Some(v) = &st.spec.verify else { continue };
-        if !st.spec.reload.iter().any(|s| reloaded.contains(s)) && !st.spec.reload.is_empty() {
-            continue;
-        }
-        match crate::verify::wait_for_leaf(
-            &v.connect,
-            &v.server_name,
-            &st.issued.leaf.der,
-            v.timeout,
-        ) {
-            Ok(()) => {
-                tracing::info!(certificate = %st.spec.name, connect = %v.connect, "verified: the new certificate is served")
-            }
-            Err(e) => {
-                tracing::error!(certificate = %st.spec.name, error = %e, "verify failed; rolling back");
-                st.roll_back();
-                st.fail(format!(
-                    "verify of {} failed, previous files restored: {e}",
-                    v.connect
-                ));
-                again.extend(st.spec.reload.iter().cloned());
+    let to_verify: Vec<usize> = staged
+        .iter()
+        .enumerate()
+        .filter(|(_, st)| st.error.is_none() && st.spec.verify.is_some())
+        .filter(|(_, st)| {
+            st.spec.reload.is_empty() || st.spec.reload.iter().any(|s| reloaded.contains(s))
+        })
+        .map(|(i, _)| i)
+        .collect();
+    if cancel.load(Ordering::Relaxed) && !to_verify.is_empty() {
+        tracing::warn!(
+            certificates = to_verify.len(),
+            "stopping: verification skipped; the next start checks what is served"
+        );
+    } else {
+        let results: Vec<(usize, Result<(), crate::verify::VerifyError>)> =
+            std::thread::scope(|scope| {
+                let handles: Vec<_> = to_verify
+                    .iter()
+                    .map(|&i| {
+                        let st = &staged[i];
+                        let v = st.spec.verify.as_ref().expect("filtered on verify");
+                        let der = &st.issued.leaf.der;
+                        scope.spawn(move || {
+                            (
+                                i,
+                                crate::verify::wait_for_leaf(
+                                    &v.connect,
+                                    &v.server_name,
+                                    der,
+                                    v.timeout,
+                                ),
+                            )
+                        })
+                    })
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| h.join().expect("verify thread"))
+                    .collect()
+            });
+        for (i, result) in results {
+            let st = &mut staged[i];
+            let v = st.spec.verify.clone().expect("filtered on verify");
+            match result {
+                Ok(()) => {
+                    tracing::info!(certificate = %st.spec.name, connect = %v.connect, "verified: the new certificate is served")
+                }
+                Err(e) => {
+                    tracing::error!(certificate = %st.spec.name, error = %e, "verify failed; rolling back");
+                    st.roll_back();
+                    st.fail(format!(
+                        "verify of {} failed, previous files restored: {e}",
+                        v.connect
+                    ));
+                    again.extend(st.spec.reload.iter().cloned());
+                }
             }
         }
     }
