@@ -59,8 +59,10 @@ struct Daemon {
     watcher: notify::RecommendedWatcher,
     watched_dirs: BTreeSet<PathBuf>,
     cancel: Arc<AtomicBool>,
-    /// When the CRL of the trust targets must be re-signed.
+    /// When the CRL of the trust targets must be re-signed (or a failed trust reload
+    /// retried).
     trust_next: Option<OffsetDateTime>,
+    trust_failures: u32,
     metrics: Arc<Metrics>,
     /// What was last fully checked, shared with the blocking pass.
     cache: Arc<std::sync::Mutex<Option<ObserveCache>>>,
@@ -126,6 +128,7 @@ async fn run_async(config_path: &Path) -> Result<(), DaemonError> {
         cancel: Arc::new(AtomicBool::new(false)),
         cache: Arc::new(std::sync::Mutex::new(None)),
         trust_next: None,
+        trust_failures: 0,
         metrics: Arc::new(Metrics::default()),
     };
     if let Some(addr) = d.config.metrics {
@@ -355,6 +358,13 @@ impl Daemon {
         let (now, names, reports) = match task.await {
             Ok(Ok((now, names, reports, activity))) => {
                 self.trust_next = activity.trust_refresh_at;
+                if activity.trust_pending.is_empty() {
+                    self.trust_failures = 0;
+                } else {
+                    self.trust_failures += 1;
+                    let retry = retry_at(now, self.trust_failures, None);
+                    self.trust_next = Some(self.trust_next.map_or(retry, |t| t.min(retry)));
+                }
                 for (server, ok) in &activity.reload_results {
                     let result = if *ok { "success" } else { "failure" };
                     self.metrics

@@ -52,6 +52,10 @@ pub struct ServerActivity {
     pub trust_refresh_at: Option<OffsetDateTime>,
     /// Every reload with whether it worked, in order.
     pub reload_results: Vec<(String, bool)>,
+    /// Servers whose config test or reload failed in this pass, with the reason.
+    pub failed_servers: BTreeMap<String, String>,
+    /// Servers that still owe a reload for changed trust material (retried later).
+    pub trust_pending: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -349,6 +353,25 @@ pub fn run_pass(
     let mut activity = apply_to_servers(config, &mut staged, &stale_servers, cancel);
     crate::trust::run_commands(&trust.run);
     activity.trust_refresh_at = trust.refresh_at;
+    if !opts.dry_run && (!trust.reload.is_empty() || !trust.pending_before.is_empty()) {
+        // A server that did not take new trust material (a revocation!) is remembered
+        // and reloaded again by the next pass, until it does.
+        let pending: BTreeSet<String> = trust
+            .reload
+            .iter()
+            .filter(|s| {
+                activity.failed_servers.contains_key(*s) || !config.servers.contains_key(*s)
+            })
+            .cloned()
+            .collect();
+        for s in &pending {
+            tracing::error!(server = %s, "new trust material is not loaded by this server yet; will retry");
+        }
+        if let Err(e) = crate::trust::set_pending(state, &pending) {
+            tracing::error!(error = %e, "cannot record pending trust reloads");
+        }
+        activity.trust_pending = pending.into_iter().collect();
+    }
 
     for mut st in staged {
         let spec = st.spec;
@@ -473,6 +496,9 @@ fn apply_to_servers(
         *activity.tests.entry(name.clone()).or_default() += 1;
         if let Err(e) = crate::server::config_test(server) {
             tracing::error!(server = %name, error = %e, "config test failed; rolling back");
+            activity
+                .failed_servers
+                .insert(name.clone(), format!("config test failed: {e}"));
             failed.insert(
                 name.clone(),
                 format!("config test of server `{name}` failed, previous files restored: {e}"),
@@ -508,6 +534,9 @@ fn apply_to_servers(
             }
             Err(e) => {
                 tracing::error!(server = %name, error = %e, "reload failed; rolling back");
+                activity
+                    .failed_servers
+                    .insert(name.clone(), format!("reload failed: {e}"));
                 for st in staged
                     .iter_mut()
                     .filter(|s| s.error.is_none() && s.spec.reload.contains(name))

@@ -154,6 +154,19 @@ fn crl_next_update(pem: &str) -> Option<(OffsetDateTime, OffsetDateTime)> {
     ))
 }
 
+fn crl_number(pem: &str) -> Option<u64> {
+    use x509_parser::prelude::FromDer;
+    let der = ::pem::parse(pem).ok()?;
+    let (_, crl) =
+        x509_parser::revocation_list::CertificateRevocationList::from_der(der.contents()).ok()?;
+    let digits = crl.crl_number()?.to_u64_digits();
+    match digits.as_slice() {
+        [] => Some(0),
+        [n] => Some(*n),
+        _ => None,
+    }
+}
+
 fn store(path: &Path, text: &str) -> Result<(), FsError> {
     write_atomic(&FileSpec {
         path: path.to_path_buf(),
@@ -176,7 +189,12 @@ pub fn refresh_crls(
     let dir = state.ca_dir();
     let leaf_path = dir.join("intermediate.crl");
     let root_path = dir.join("root.crl");
-    let number = now.unix_timestamp().max(1) as u64;
+    // CRL numbers must grow with every CRL (RFC 5280 5.2.3), also within one second.
+    let previous_number = std::fs::read_to_string(&leaf_path)
+        .ok()
+        .and_then(|p| crl_number(&p))
+        .unwrap_or(0);
+    let number = (now.unix_timestamp().max(1) as u64).max(previous_number + 1);
     let signed_by = |pem: &str, issuer: &crate::x509::CertInfo| -> bool {
         use x509_parser::prelude::FromDer;
         let Ok(der) = ::pem::parse(pem) else {
@@ -270,12 +288,54 @@ pub struct TrustSync {
     pub run: Vec<Vec<String>>,
     pub errors: Vec<String>,
     pub refresh_at: Option<OffsetDateTime>,
+    /// Servers that still owed a reload from an earlier pass.
+    pub pending_before: Vec<String>,
+}
+
+fn pending_path(state: &StateDir) -> PathBuf {
+    state.root.join("pending-reloads.json")
+}
+
+/// Servers that have not yet loaded the current trust material.
+pub fn pending(state: &StateDir) -> std::collections::BTreeSet<String> {
+    std::fs::read(pending_path(state))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default()
+}
+
+pub fn set_pending(
+    state: &StateDir,
+    servers: &std::collections::BTreeSet<String>,
+) -> Result<(), FsError> {
+    if servers.is_empty() {
+        return match std::fs::remove_file(pending_path(state)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(FsError::Io {
+                path: pending_path(state),
+                action: "cannot remove",
+                source: e,
+            }),
+            _ => Ok(()),
+        };
+    }
+    write_atomic(&FileSpec {
+        path: pending_path(state),
+        bytes: Zeroizing::new(serde_json::to_vec(servers).expect("serializes")),
+        mode: 0o600,
+        uid: None,
+        gid: None,
+        follow_symlinks: false,
+    })
 }
 
 /// Writes every trust target whose content differs from what it must hold.
 /// The caller holds the state lock.
 pub fn sync(config: &Config, state: &StateDir, ca: &InternalCa, now: OffsetDateTime) -> TrustSync {
     let mut out = TrustSync::default();
+    // Servers that missed earlier trust updates are reloaded again, whatever changes now.
+    let before = pending(state);
+    out.pending_before = before.iter().cloned().collect();
+    out.reload.extend(before);
     if config.trust.is_empty() {
         return out;
     }

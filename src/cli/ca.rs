@@ -123,8 +123,24 @@ pub fn run(cmd: CaCommand, now: OffsetDateTime) -> Result<u8, CliError> {
                 &cancel,
                 None,
             );
-            for (server, n) in &activity.reloads {
-                println!("reloaded `{server}` ({n}x)");
+            for (server, ok) in &activity.reload_results {
+                if *ok {
+                    println!("reloaded `{server}`");
+                }
+            }
+            if !activity.trust_pending.is_empty() {
+                for server in &activity.trust_pending {
+                    let why = activity
+                        .failed_servers
+                        .get(server)
+                        .map(String::as_str)
+                        .unwrap_or("not reloaded");
+                    eprintln!("error: server `{server}` has not loaded the new CRL: {why}");
+                }
+                eprintln!(
+                    "the revocation is recorded; the reload is retried by the next `certkeeper renew` or by the running daemon. Fix the server and run `certkeeper renew --all`."
+                );
+                return Ok(1);
             }
             Ok(0)
         }
