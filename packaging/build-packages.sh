@@ -39,5 +39,7 @@ rpmbuild -bb packaging/certkeeper.spec \
     --define "_build_name_fmt %%{NAME}-%%{VERSION}-%%{RELEASE}.%%{ARCH}.rpm" \
     --define "ck_version $version" \
     --define "ck_arch $(uname -m)" \
-    --define "ck_stage $stage" >/dev/null
+    --define "ck_stage $stage" \
+    --define "__os_install_post %{nil}" \
+    --define "_build_id_links none" >/dev/null
 ls -l target/packages/

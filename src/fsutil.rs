@@ -109,7 +109,11 @@ pub fn preflight(path: &Path, follow_symlinks: bool) -> Result<PathBuf, FsError>
 pub fn ensure_dir(dir: &Path, mode: u32) -> Result<(), FsError> {
     match fs::metadata(dir) {
         Ok(m) if m.is_dir() => return Ok(()),
-        Ok(_) => return Err(FsError::NotADirectory { path: dir.to_path_buf() }),
+        Ok(_) => {
+            return Err(FsError::NotADirectory {
+                path: dir.to_path_buf(),
+            })
+        }
         Err(_) => {}
     }
     if let Some(parent) = dir.parent() {

@@ -19,7 +19,7 @@ pub mod policy;
 pub mod reconcile;
 pub mod server;
 pub mod state;
-pub mod trust;
 pub mod status;
+pub mod trust;
 pub mod verify;
 pub mod x509;
