@@ -402,14 +402,8 @@ impl Daemon {
                 Outcome::Unchanged {
                     renew_at,
                     not_after,
-                } => {
-                    *track = Track {
-                        next: *renew_at,
-                        failures: 0,
-                        not_after: Some(*not_after),
-                    };
                 }
-                Outcome::Renewed {
+                | Outcome::Renewed {
                     renew_at,
                     not_after,
                     ..

@@ -305,15 +305,7 @@ pub fn run_pass(
                     spec.issuer
                 )
             };
-            record_failure(state, spec, &reason, &error, now);
-            reports.push(CertReport {
-                name: spec.name.clone(),
-                outcome: Outcome::Failed {
-                    reason: Some(reason),
-                    error,
-                    not_after: current_not_after,
-                },
-            });
+            reports.push(failed(state, spec, reason, error, current_not_after, now));
             continue;
         };
         tracing::info!(certificate = %spec.name, reason = %reason, "renewing");
@@ -327,15 +319,7 @@ pub fn run_pass(
             }),
             Err(error) => {
                 tracing::error!(certificate = %spec.name, %error, "renewal failed; the installed files were left as they were");
-                record_failure(state, spec, &reason, &error, now);
-                reports.push(CertReport {
-                    name: spec.name.clone(),
-                    outcome: Outcome::Failed {
-                        reason: Some(reason),
-                        error,
-                        not_after: current_not_after,
-                    },
-                });
+                reports.push(failed(state, spec, reason, error, current_not_after, now));
             }
         }
     }
@@ -405,16 +389,15 @@ pub fn run_pass(
                 });
             }
             Some(error) => {
-                record_failure(state, spec, &st.reason, &error, now);
                 let not_after = observe_not_after(spec, ca);
-                reports.push(CertReport {
-                    name: spec.name.clone(),
-                    outcome: Outcome::Failed {
-                        reason: Some(st.reason.clone()),
-                        error,
-                        not_after,
-                    },
-                });
+                reports.push(failed(
+                    state,
+                    spec,
+                    st.reason.clone(),
+                    error,
+                    not_after,
+                    now,
+                ));
             }
         }
     }
@@ -625,6 +608,26 @@ fn apply_to_servers(
         }
     }
     activity
+}
+
+/// Records a failure in the ledger and makes its report.
+fn failed(
+    state: &StateDir,
+    spec: &CertSpec,
+    reason: Reason,
+    error: String,
+    not_after: Option<OffsetDateTime>,
+    now: OffsetDateTime,
+) -> CertReport {
+    record_failure(state, spec, &reason, &error, now);
+    CertReport {
+        name: spec.name.clone(),
+        outcome: Outcome::Failed {
+            reason: Some(reason),
+            error,
+            not_after,
+        },
+    }
 }
 
 fn record_failure(

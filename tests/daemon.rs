@@ -7,23 +7,10 @@ mod support;
 use std::fs;
 use std::os::unix::net::UnixDatagram;
 use std::path::PathBuf;
-use std::process::{Child, ExitStatus, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
+use support::daemon::{wait_until, Daemon, READY};
 use support::*;
-
-/// Polls `pred` every 50 ms until it holds or `limit` passes.
-fn wait_until(limit: Duration, mut pred: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    loop {
-        if pred() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
 
 /// A config with a `demo` command server that logs its tests and reloads.
 fn config_with_server(sb: &Sandbox, certs: &[CertDef]) -> PathBuf {
@@ -48,96 +35,6 @@ fn server_log(sb: &Sandbox) -> (usize, usize) {
         text.lines().filter(|l| *l == "reload").count(),
     )
 }
-
-struct Daemon {
-    child: Child,
-    notify: UnixDatagram,
-    log: PathBuf,
-    messages: Vec<String>,
-}
-
-impl Daemon {
-    fn start(sb: &Sandbox, extra: &[&str]) -> Daemon {
-        let sock = sb.path("notify.sock");
-        let _ = fs::remove_file(&sock);
-        let notify = UnixDatagram::bind(&sock).expect("bind notify socket");
-        let log = sb.path("daemon.log");
-        let config = sb.config();
-        let mut args = vec!["run", "-c", config.as_str()];
-        args.extend(extra);
-        let child = sb
-            .command(&args)
-            .env("NOTIFY_SOCKET", &sock)
-            .stdout(Stdio::null())
-            .stderr(fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("start the daemon");
-        Daemon {
-            child,
-            notify,
-            log,
-            messages: Vec::new(),
-        }
-    }
-
-    /// Waits for a notification containing `needle`; returns every message seen so far.
-    fn wait_notify(&mut self, needle: &str, limit: Duration) -> bool {
-        let deadline = Instant::now() + limit;
-        let mut buf = [0u8; 4096];
-        loop {
-            if self.messages.iter().any(|m| m.contains(needle)) {
-                return true;
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return false;
-            }
-            self.notify
-                .set_read_timeout(Some(left.min(Duration::from_millis(200))))
-                .unwrap();
-            if let Ok(n) = self.notify.recv(&mut buf) {
-                self.messages
-                    .push(String::from_utf8_lossy(&buf[..n]).into_owned());
-            }
-        }
-    }
-
-    fn signal(&self, sig: nix::sys::signal::Signal) {
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), sig).unwrap();
-    }
-
-    fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(s) = self.child.try_wait().unwrap() {
-                return Some(s);
-            }
-            if Instant::now() >= deadline {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn log(&self) -> String {
-        fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn alive(&mut self) -> bool {
-        self.child.try_wait().unwrap().is_none()
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if self.child.try_wait().ok().flatten().is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-const READY: Duration = Duration::from_secs(20);
 
 #[test]
 fn notifies_systemd_and_stops_cleanly_on_sigterm() {

@@ -20,17 +20,14 @@ use rustls::{ClientConfig, ClientConnection, RootCertStore};
 use servers_support::{Apache, Nginx, SERVER_NAME};
 use std::fs;
 use std::net::{SocketAddr, TcpStream};
-use std::os::unix::net::UnixDatagram;
-use std::path::{Path, PathBuf};
-use std::process::{Child, ExitStatus, Stdio};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+use support::daemon::{wait_until, Daemon, READY};
 use support::*;
 
-/// How long the daemon may take to send READY=1.
-const READY: Duration = Duration::from_secs(20);
 /// One handshake's bound (connect, every read and write).
 const HANDSHAKE: Duration = Duration::from_secs(5);
 /// Pause between two handshakes of the continuous client: enough to leave the two
@@ -43,20 +40,6 @@ const TRANSITION: Duration = Duration::from_secs(2);
 
 // ---------------------------------------------------------------------------------------
 // Waiting
-
-/// Polls `pred` every 10 ms until it holds or `limit` passes.
-fn wait_until(limit: Duration, mut pred: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    loop {
-        if pred() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
 
 // ---------------------------------------------------------------------------------------
 // Configurations
@@ -550,105 +533,6 @@ fn s_client_verifies(connect: &str, root: &Path) -> String {
 // ---------------------------------------------------------------------------------------
 // The daemon (as in tests/daemon.rs)
 
-struct Daemon {
-    child: Child,
-    notify: UnixDatagram,
-    log: PathBuf,
-    messages: Vec<String>,
-}
-
-impl Daemon {
-    fn start(sb: &Sandbox) -> Daemon {
-        let sock = sb.path("notify.sock");
-        let _ = fs::remove_file(&sock);
-        let notify = UnixDatagram::bind(&sock).expect("bind notify socket");
-        let log = sb.path("daemon.log");
-        let config = sb.config();
-        let child = sb
-            .command(&["run", "-c", config.as_str()])
-            .env("NOTIFY_SOCKET", &sock)
-            .stdout(Stdio::null())
-            .stderr(fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("start the daemon");
-        Daemon {
-            child,
-            notify,
-            log,
-            messages: Vec::new(),
-        }
-    }
-
-    /// Starts the daemon and waits for READY=1.
-    #[track_caller]
-    fn start_ready(sb: &Sandbox) -> Daemon {
-        let mut d = Daemon::start(sb);
-        assert!(
-            d.wait_notify("READY=1", READY),
-            "no READY=1: {:?}\n{}",
-            d.messages,
-            d.log()
-        );
-        d
-    }
-
-    /// Waits for a notification containing `needle`.
-    fn wait_notify(&mut self, needle: &str, limit: Duration) -> bool {
-        let deadline = Instant::now() + limit;
-        let mut buf = [0u8; 4096];
-        loop {
-            if self.messages.iter().any(|m| m.contains(needle)) {
-                return true;
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return false;
-            }
-            self.notify
-                .set_read_timeout(Some(left.min(Duration::from_millis(200))))
-                .unwrap();
-            if let Ok(n) = self.notify.recv(&mut buf) {
-                self.messages
-                    .push(String::from_utf8_lossy(&buf[..n]).into_owned());
-            }
-        }
-    }
-
-    fn signal(&self, sig: nix::sys::signal::Signal) {
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), sig).unwrap();
-    }
-
-    fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(s) = self.child.try_wait().unwrap() {
-                return Some(s);
-            }
-            if Instant::now() >= deadline {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    fn log(&self) -> String {
-        fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn alive(&mut self) -> bool {
-        self.child.try_wait().unwrap().is_none()
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if self.child.try_wait().ok().flatten().is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
 // ---------------------------------------------------------------------------------------
 // Tests
 
@@ -671,7 +555,7 @@ fn nginx_renewals_never_fail_a_handshake() {
     let client = TlsClient::new(&root, &nginx.connect());
     assert_eq!(client.leaf().unwrap(), leaf_on_disk(&sb, &cert));
 
-    let mut d = Daemon::start_ready(&sb);
+    let mut d = Daemon::start_ready(&sb, &[]);
     let hs = Handshaker::start(client.clone());
     let t = Instant::now();
     let renewed_twice = wait_until(Duration::from_secs(45), || hs.distinct() >= 3);
@@ -731,7 +615,7 @@ fn apache_renewal_never_fails_a_handshake() {
     let client = TlsClient::new(&root, &apache.connect());
     assert_eq!(client.leaf().unwrap(), leaf_on_disk(&sb, &cert));
 
-    let mut d = Daemon::start_ready(&sb);
+    let mut d = Daemon::start_ready(&sb, &[]);
     let hs = Handshaker::start(client.clone());
     let t = Instant::now();
     let renewed = wait_until(Duration::from_secs(30), || hs.distinct() >= 2);
@@ -780,7 +664,7 @@ fn nginx_broken_config_rolls_back_and_keeps_serving() {
         &[served_by(&cert, "nginx", &nginx.connect(), None)],
     );
     let client = TlsClient::new(&root, &nginx.connect());
-    let mut d = Daemon::start_ready(&sb);
+    let mut d = Daemon::start_ready(&sb, &[]);
     let old = leaf_on_disk(&sb, &cert);
     assert_eq!(client.leaf().unwrap(), old);
     let before = tls_snapshot(&sb);
@@ -912,7 +796,7 @@ fn startup_reloads_a_server_that_serves_a_stale_certificate() {
         &[served_by(&cert, "nginx", &nginx.connect(), None)],
     );
     let t = Instant::now();
-    let mut d = Daemon::start(&sb);
+    let mut d = Daemon::start(&sb, &[]);
     assert!(
         client.wait_for(&b, Duration::from_secs(10)),
         "nginx still serves {} after 10 s, not {}:\n{}",
@@ -970,7 +854,7 @@ fn sigterm_during_a_renewal_exits_cleanly() {
     let client = TlsClient::new(&root, &nginx.connect());
     let first = leaf_on_disk(&sb, &cert);
 
-    let mut d = Daemon::start_ready(&sb);
+    let mut d = Daemon::start_ready(&sb, &[]);
     let hs = Handshaker::start(client.clone());
     assert!(
         wait_until(Duration::from_secs(20), || d.log().contains("renewing")),
@@ -1045,7 +929,7 @@ fn sigterm_during_verifies_stops_between_certificates() {
     let served = leaf_on_disk(&sb, &cert);
 
     // The first pass installs a, b and c, "reloads" nginx, then verifies each in turn.
-    let mut d = Daemon::start(&sb);
+    let mut d = Daemon::start(&sb, &[]);
     assert!(
         wait_until(Duration::from_secs(20), || d.log().contains("reloaded")),
         "no reload:\n{}",
