@@ -4,6 +4,7 @@
 
 mod locate;
 mod raw;
+mod split;
 
 use crate::duration::{format_duration, parse_duration, RenewBefore};
 use crate::model::{one_of, validate_dns_name, KeyType, Layout, San, Usage};
@@ -310,7 +311,11 @@ impl Ctx {
     }
 
     fn resolve(&mut self, text: &str) -> Option<Config> {
-        let value: serde_yaml::Value = match serde_yaml::from_str(text) {
+        // Certificates are deserialized one by one when the list can be cut out of the
+        // document: memory then stays flat with thousands of them.
+        let split = split::split_certificates(text);
+        let doc = split.as_ref().map_or(text, |s| s.rest.as_str());
+        let value: serde_yaml::Value = match serde_yaml::from_str(doc) {
             Ok(v) => v,
             Err(e) => {
                 self.errors.push(ConfigError {
@@ -396,29 +401,55 @@ impl Ctx {
         // The list index of each resolved entry, for error paths.
         let mut managed_at = Vec::new();
         let mut watched_at = Vec::new();
-        if let Some(v) = certs_value {
-            match v {
-                serde_yaml::Value::Sequence(items) => {
-                    for (i, item) in items.into_iter().enumerate() {
-                        match self.resolve_cert(i, item, &defaults, &servers, &issuers, ca.as_ref())
-                        {
-                            Some(Entry::Managed(c)) => {
-                                certificates.push(*c);
-                                managed_at.push(i);
-                            }
-                            Some(Entry::Watched(w)) => {
-                                watched.push(w);
-                                watched_at.push(i);
-                            }
-                            None => {}
-                        }
-                    }
-                }
-                _ => self.err(
+        // Each certificate as text to parse (cut out of the file) or as a parsed value.
+        let items: Vec<CertItem> = match (split, certs_value) {
+            (Some(split), _) => split
+                .items
+                .into_iter()
+                .map(|(t, l)| CertItem::Text(t, l))
+                .collect(),
+            (None, Some(serde_yaml::Value::Sequence(items))) => {
+                items.into_iter().map(CertItem::Value).collect()
+            }
+            (None, Some(_)) => {
+                self.err(
                     "certificates",
                     None,
                     "must be a list of certificates (`- name: ...`)",
-                ),
+                );
+                Vec::new()
+            }
+            (None, None) => Vec::new(),
+        };
+        for (i, item) in items.into_iter().enumerate() {
+            let item = match item {
+                CertItem::Value(v) => v,
+                CertItem::Text(chunk, line) => {
+                    match serde_yaml::from_str::<serde_yaml::Value>(&chunk) {
+                        Ok(v) => v,
+                        Err(e) => {
+                            self.errors.push(ConfigError {
+                                file: self.file.clone(),
+                                line: Some(line + e.location().map_or(1, |l| l.line()) - 1),
+                                field: format!("certificates[{i}]"),
+                                certificate: None,
+                                message: format!("not valid YAML: {e}"),
+                            });
+                            continue;
+                        }
+                    }
+                }
+            };
+            match self.resolve_cert(i, item, &defaults, &servers, &issuers, ca.as_ref()) {
+                Some(Entry::Managed(c)) => {
+                    certificates.push(*c);
+                    managed_at.push(i);
+                }
+                Some(Entry::Watched(w)) => {
+                    watched.push(w);
+                    watched_at.push(i);
+                }
+                None => {}
             }
         }
         let trust = trust_value
@@ -1406,6 +1437,11 @@ impl Ctx {
             );
         }
     }
+}
+
+enum CertItem {
+    Text(String, usize),
+    Value(serde_yaml::Value),
 }
 
 enum Entry {
