@@ -199,6 +199,15 @@ fn bench(n: usize, idle_secs: u64) {
         }
     }
     let (tests2, reloads2) = server_counts(dir);
+    let rounds: Vec<String> = startup
+        .iter()
+        .zip(&rss)
+        .map(|(t, r)| format!("{:.3} s / {:.1} MB", t.as_secs_f64(), *r as f64 / 1024.0))
+        .collect();
+    println!(
+        "start-up rounds (the first without the daemon's cache of checked files): {}",
+        rounds.join(", ")
+    );
     let (m, b) = (median(startup), median(base));
     rss.sort();
     println!(

@@ -18,11 +18,12 @@ use std::os::unix::fs::MetadataExt;
 use time::OffsetDateTime;
 use zeroize::Zeroizing;
 
-const VERSION: u32 = 1;
+const VERSION: u32 = 2;
 
-/// A file's identity: path, device, inode, size, mtime and ctime (nanoseconds).
+/// A file's identity: device, inode, size, mtime and ctime (nanoseconds). Stamps are
+/// kept in the order of the certificate's files.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Stamp(String, u64, u64, u64, i128, i128);
+pub struct Stamp(u64, u64, u64, i128, i128);
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Entry {
@@ -60,9 +61,9 @@ impl ObserveCache {
     /// Loads the cache for the CA whose intermediate has `intermediate` as fingerprint.
     pub fn load(state: &StateDir, intermediate: &str) -> ObserveCache {
         let path = state.root.join("observed.json");
-        let file = std::fs::read(&path)
+        let file = std::fs::File::open(&path)
             .ok()
-            .and_then(|b| serde_json::from_slice::<CacheFile>(&b).ok())
+            .and_then(|f| serde_json::from_reader::<_, CacheFile>(std::io::BufReader::new(f)).ok())
             .filter(|f| f.version == VERSION && f.intermediate == intermediate)
             .unwrap_or_else(|| CacheFile {
                 version: VERSION,
@@ -110,7 +111,6 @@ impl ObserveCache {
             .map(|(_, p)| {
                 let m = std::fs::metadata(p).ok()?;
                 Some(Stamp(
-                    p.display().to_string(),
                     m.dev(),
                     m.ino(),
                     m.size(),

@@ -29,8 +29,6 @@ const SETTLE_MAX: Duration = Duration::from_secs(1);
 /// First retry delay after a failure; doubles up to `BACKOFF_MAX`.
 const BACKOFF_MIN: Duration = Duration::from_secs(30);
 const BACKOFF_MAX: Duration = Duration::from_secs(3600);
-/// The pseudo-name under which trust targets appear in the file index.
-const TRUST: &str = "#trust";
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -48,6 +46,14 @@ struct Track {
     not_after: Option<OffsetDateTime>,
 }
 
+/// Who owns a file of the configuration.
+#[derive(Debug, Clone, Copy)]
+enum Owner {
+    Managed(usize),
+    Watched,
+    Trust,
+}
+
 struct Daemon {
     config_path: PathBuf,
     config: Arc<Config>,
@@ -55,7 +61,9 @@ struct Daemon {
     /// Watched-only certificates: when to warn next.
     watch_next: HashMap<String, OffsetDateTime>,
     /// Every file we care about → the certificates that own it.
-    index: HashMap<PathBuf, Vec<String>>,
+    index: HashMap<PathBuf, Vec<Owner>>,
+    /// The directories of every indexed file, and of the configuration file.
+    dirs: BTreeSet<PathBuf>,
     watcher: notify::RecommendedWatcher,
     watched_dirs: BTreeSet<PathBuf>,
     cancel: Arc<AtomicBool>,
@@ -97,6 +105,13 @@ pub fn retry_at(
 }
 
 pub fn run(config_path: &Path) -> Result<(), DaemonError> {
+    // One malloc arena: the daemon is mostly one thread, and memory freed after parsing
+    // the configuration is then reused by the passes instead of staying mapped in
+    // another arena (about 3 MB less with 10,000 certificates).
+    // SAFETY: mallopt only tunes the allocator; called before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 1);
+    }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -123,6 +138,7 @@ async fn run_async(config_path: &Path) -> Result<(), DaemonError> {
         tracks: HashMap::new(),
         watch_next: HashMap::new(),
         index: HashMap::new(),
+        dirs: BTreeSet::new(),
         watcher,
         watched_dirs: BTreeSet::new(),
         cancel: Arc::new(AtomicBool::new(false)),
@@ -157,7 +173,7 @@ async fn run_async(config_path: &Path) -> Result<(), DaemonError> {
         let _ = stop_tx.send(true);
     });
 
-    d.rewatch();
+    d.reindex();
     tracing::info!(config = %d.config_path.display(), certificates = d.config.certificates.len(), "certkeeper starting");
     let all: Vec<String> = d
         .config
@@ -226,28 +242,26 @@ fn is_own_temp(p: &Path) -> bool {
 }
 
 impl Daemon {
-    /// Watches the directory of the config file and of every managed and watched file.
-    fn rewatch(&mut self) {
-        let mut index: HashMap<PathBuf, Vec<String>> = HashMap::new();
-        for c in &self.config.certificates {
+    /// Indexes every file of the configuration by the certificates that own it, and
+    /// the directories to watch. Done when the configuration is (re)loaded.
+    fn reindex(&mut self) {
+        let mut index: HashMap<PathBuf, Vec<Owner>> = HashMap::new();
+        for (i, c) in self.config.certificates.iter().enumerate() {
             for (_, p) in c.files.paths() {
                 index
                     .entry(p.to_path_buf())
                     .or_default()
-                    .push(c.name.clone());
+                    .push(Owner::Managed(i));
             }
         }
         for t in &self.config.trust {
-            index
-                .entry(t.path.clone())
-                .or_default()
-                .push(TRUST.to_string());
+            index.entry(t.path.clone()).or_default().push(Owner::Trust);
         }
         for w in &self.config.watched {
             index
                 .entry(w.path.clone())
                 .or_default()
-                .push(w.name.clone());
+                .push(Owner::Watched);
         }
         let mut dirs: BTreeSet<PathBuf> = index
             .keys()
@@ -256,25 +270,37 @@ impl Daemon {
         if let Some(d) = self.config_path.parent() {
             dirs.insert(d.to_path_buf());
         }
+        self.index = index;
+        self.dirs = dirs;
+        let names: BTreeSet<&String> = self.config.certificates.iter().map(|c| &c.name).collect();
+        self.tracks.retain(|n, _| names.contains(n));
+        let watched: BTreeSet<&String> = self.config.watched.iter().map(|w| &w.name).collect();
+        self.watch_next.retain(|n, _| watched.contains(n));
+        self.rewatch();
+    }
+
+    /// Watches every directory of the index that exists (one inotify watch each,
+    /// however many certificates share it) and drops watches no longer needed.
+    fn rewatch(&mut self) {
         for gone in self
             .watched_dirs
-            .difference(&dirs)
+            .difference(&self.dirs)
             .cloned()
             .collect::<Vec<_>>()
         {
             let _ = self.watcher.unwatch(&gone);
             self.watched_dirs.remove(&gone);
         }
-        for dir in dirs {
-            if self.watched_dirs.contains(&dir) {
+        for dir in &self.dirs {
+            if self.watched_dirs.contains(dir) {
                 continue;
             }
             // A directory that does not exist yet is created by the first install;
             // the pass that installs re-arms the watch.
             if dir.is_dir() {
-                match self.watcher.watch(&dir, RecursiveMode::NonRecursive) {
+                match self.watcher.watch(dir, RecursiveMode::NonRecursive) {
                     Ok(()) => {
-                        self.watched_dirs.insert(dir);
+                        self.watched_dirs.insert(dir.clone());
                     }
                     Err(e) => {
                         tracing::warn!(dir = %dir.display(), error = %e, "cannot watch directory (inotify limit? see fs.inotify.max_user_watches)")
@@ -282,11 +308,6 @@ impl Daemon {
                 }
             }
         }
-        self.index = index;
-        let names: BTreeSet<&String> = self.config.certificates.iter().map(|c| &c.name).collect();
-        self.tracks.retain(|n, _| names.contains(n));
-        let watched: BTreeSet<&String> = self.config.watched.iter().map(|w| &w.name).collect();
-        self.watch_next.retain(|n, _| watched.contains(n));
     }
 
     fn next_wake(&self) -> Option<OffsetDateTime> {
@@ -456,22 +477,22 @@ impl Daemon {
     }
 
     async fn on_files(&mut self, paths: Vec<PathBuf>) {
-        let mut names: BTreeSet<String> = BTreeSet::new();
+        let mut owners: Vec<Owner> = Vec::new();
         let mut config_changed = false;
         for p in paths.iter().filter(|p| !is_own_temp(p)) {
             if p == &self.config_path {
                 config_changed = true;
             }
-            if let Some(owners) = self.index.get(p) {
-                names.extend(owners.iter().cloned());
+            if let Some(o) = self.index.get(p) {
+                owners.extend(o.iter().copied());
             } else if self.watched_dirs.contains(p) {
                 // The directory itself changed (removed, moved): its watch is gone; it is
                 // re-armed after the pass recreates it. Look at everything in it.
                 let _ = self.watcher.unwatch(p);
                 self.watched_dirs.remove(p);
-                for (file, owners) in &self.index {
+                for (file, o) in &self.index {
                     if file.parent() == Some(p.as_path()) {
-                        names.extend(owners.iter().cloned());
+                        owners.extend(o.iter().copied());
                     }
                 }
             }
@@ -481,20 +502,22 @@ impl Daemon {
             self.reload_config().await;
             return;
         }
-        let config = self.config.clone();
-        let watched: BTreeSet<&str> = config.watched.iter().map(|w| w.name.as_str()).collect();
-        let managed: Vec<String> = names
-            .iter()
-            .filter(|n| !watched.contains(n.as_str()))
-            .cloned()
-            .collect();
-        let trust_touched = managed.iter().any(|n| n == TRUST);
-        let managed: Vec<String> = managed.into_iter().filter(|n| n != TRUST).collect();
+        let mut managed: BTreeSet<String> = BTreeSet::new();
+        let (mut trust_touched, mut watched_touched) = (false, false);
+        for o in owners {
+            match o {
+                Owner::Managed(i) => {
+                    managed.insert(self.config.certificates[i].name.clone());
+                }
+                Owner::Watched => watched_touched = true,
+                Owner::Trust => trust_touched = true,
+            }
+        }
         if !managed.is_empty() || trust_touched {
             tracing::debug!(certificates = ?managed, trust = trust_touched, "files changed; checking");
-            self.pass(managed, false).await;
+            self.pass(managed.into_iter().collect(), false).await;
         }
-        if names.iter().any(|n| watched.contains(n.as_str())) {
+        if watched_touched {
             self.check_watched(OffsetDateTime::now_utc());
         }
         notify(&[NotifyState::Status(&self.summary())]);
@@ -533,7 +556,7 @@ impl Daemon {
             self.metrics.forget(name);
         }
         self.config = Arc::new(new);
-        self.rewatch();
+        self.reindex();
         if !changed.is_empty() {
             self.pass(changed, false).await;
         }

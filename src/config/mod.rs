@@ -458,6 +458,7 @@ impl Ctx {
             .unwrap_or_default();
 
         self.check_unique(&certificates, &managed_at, &watched, &watched_at, &trust);
+        certificates.shrink_to_fit();
 
         Some(Config {
             file: self.file.clone(),
