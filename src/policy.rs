@@ -68,6 +68,8 @@ pub enum Reason {
         want: Usage,
     },
     IssuerChanged,
+    /// The certificate in place was revoked (`certkeeper ca revoke`).
+    Revoked(String),
     Forced,
 }
 
@@ -85,6 +87,7 @@ impl Reason {
             Reason::KeyTypeChanged { .. } => "key-changed",
             Reason::UsageChanged { .. } => "usage-changed",
             Reason::IssuerChanged => "issuer-changed",
+            Reason::Revoked(_) => "revoked",
             Reason::Forced => "forced",
         }
     }
@@ -127,6 +130,7 @@ impl fmt::Display for Reason {
                 have.map(|u| u.as_str()).unwrap_or("none")
             ),
             Reason::IssuerChanged => f.write_str("not issued by the current CA"),
+            Reason::Revoked(serial) => write!(f, "serial {serial} was revoked"),
             Reason::Forced => f.write_str("renewal forced"),
         }
     }
@@ -191,6 +195,22 @@ pub fn decide(spec: &CertSpec, seen: &Seen, now: OffsetDateTime) -> Verdict {
         Verdict::Reissue(Reason::Due(renew_at))
     } else {
         Verdict::Fine { renew_at }
+    }
+}
+
+/// `decide`, and a certificate whose serial is in `revoked` is reissued at once: a
+/// revoked certificate in place would be refused by every peer that checks the CRL.
+pub fn decide_with_revocations(
+    spec: &CertSpec,
+    seen: &Seen,
+    now: OffsetDateTime,
+    revoked: &std::collections::HashSet<String>,
+) -> Verdict {
+    match seen {
+        Seen::Present(p) if revoked.contains(&p.leaf.serial) => {
+            Verdict::Reissue(Reason::Revoked(p.leaf.serial.clone()))
+        }
+        _ => decide(spec, seen, now),
     }
 }
 

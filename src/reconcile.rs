@@ -10,7 +10,7 @@ use crate::config::{CertSpec, Config, ServerSpec};
 use crate::fsutil::{write_all, Previous};
 use crate::keys::PrivateKey;
 use crate::layout::{observe, render};
-use crate::policy::{decide, renew_at, rfc3339, Reason, Seen, Verdict};
+use crate::policy::{decide_with_revocations, renew_at, rfc3339, Reason, Seen, Verdict};
 use crate::state::{LedgerEntry, StateDir};
 use crate::x509::check_chain_order;
 use std::collections::{BTreeMap, BTreeSet};
@@ -234,6 +234,10 @@ pub fn run_pass(
         }
     }
     let mut stale_servers: BTreeSet<String> = BTreeSet::new();
+    let revoked: std::collections::HashSet<String> = crate::trust::revoked(state)
+        .into_iter()
+        .map(|r| r.serial)
+        .collect();
     let issuer_of = |spec: &CertSpec| -> Option<&dyn Issuer> {
         match spec.issuer.as_str() {
             "internal" => ca.map(|c| c as &dyn Issuer),
@@ -261,7 +265,7 @@ pub fn run_pass(
             Seen::Present(p) => Some(p.leaf.not_after),
             _ => None,
         };
-        let reason = match decide(spec, &seen, now) {
+        let reason = match decide_with_revocations(spec, &seen, now, &revoked) {
             Verdict::Fine { renew_at } if !opts.force => {
                 if let (true, Some(v), Seen::Present(p)) = (opts.check_served, &spec.verify, &seen)
                 {

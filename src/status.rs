@@ -4,7 +4,7 @@
 use crate::ca::Issuer;
 use crate::config::Config;
 use crate::layout::observe;
-use crate::policy::{decide, relative, rfc3339, Seen, Verdict};
+use crate::policy::{decide_with_revocations, relative, rfc3339, Seen, Verdict};
 use crate::state::{LedgerEntry, StateDir};
 use crate::x509::parse_certs;
 use serde::Serialize;
@@ -63,8 +63,12 @@ pub fn rows(
     } else {
         Default::default()
     };
+    let revoked = crate::trust::revoked(&StateDir::new(&config.state_dir))
+        .into_iter()
+        .map(|r| r.serial)
+        .collect();
     let mut out = Vec::new();
-    out.extend(managed_rows(config, issuer, now, &last));
+    out.extend(managed_rows(config, issuer, now, &last, &revoked));
     out.extend(watched_rows(config, now));
     out
 }
@@ -74,6 +78,7 @@ fn managed_rows(
     issuer: Option<&dyn Issuer>,
     now: OffsetDateTime,
     last: &std::collections::HashMap<String, LedgerEntry>,
+    revoked: &std::collections::HashSet<String>,
 ) -> Vec<Row> {
     let mut out = Vec::new();
     for spec in &config.certificates {
@@ -83,7 +88,7 @@ fn managed_rows(
             None
         };
         let seen = observe(spec, iss);
-        let verdict = decide(spec, &seen, now);
+        let verdict = decide_with_revocations(spec, &seen, now, revoked);
         let not_after = match &seen {
             Seen::Present(p) => Some(p.leaf.not_after),
             _ => None,

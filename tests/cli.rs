@@ -1163,3 +1163,38 @@ fn concurrent_renews_are_consistent() {
         );
     }
 }
+
+#[test]
+fn revoking_a_managed_certificate_reissues_it() {
+    let sb = Sandbox::new();
+    let www = CertDef::new("www", Layout::Nginx);
+    let api = CertDef::new("api", Layout::Nginx);
+    sb.write_certs(&[www.clone(), api.clone()]);
+    sb.renew_all().ok();
+    let old = www.files(&sb).serial().to_ascii_lowercase();
+    let api_serial = api.files(&sb).serial();
+    sb.ck(&["ca", "revoke", &old, "--reason", "key-compromise"])
+        .ok()
+        .stdout_has("reissued `www`");
+    let new = www.files(&sb).serial().to_ascii_lowercase();
+    assert_ne!(new, old, "the revoked certificate must be replaced");
+    assert_eq!(
+        api.files(&sb).serial(),
+        api_serial,
+        "other certificates are untouched"
+    );
+    www.files(&sb).check(&sb.root_bundle(), "sslserver");
+    // The CRL lists the old serial; the next renew finds nothing to do.
+    let crl = sb.ck(&["ca", "crl"]);
+    let crl_path = sb.path("all.crl");
+    std::fs::write(&crl_path, &crl.stdout).unwrap();
+    let text = openssl(&["crl", "-in", path_str(&crl_path), "-noout", "-text"]);
+    assert!(
+        text.stdout.to_ascii_lowercase().contains(&old),
+        "{}",
+        text.stdout
+    );
+    let again = sb.renew_all();
+    again.ok();
+    assert!(again.stdout.contains("www: ok"), "{again:?}");
+}

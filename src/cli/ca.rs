@@ -110,19 +110,38 @@ pub fn run(cmd: CaCommand, now: OffsetDateTime) -> Result<u8, CliError> {
                 println!("revoked serial {}{who}", r.serial);
             }
             // Bring the CRL trust targets up to date and reload their servers, exactly as
-            // a renewal pass would.
+            // a renewal pass would; a managed certificate that carried the serial is
+            // reissued in the same pass (its peers would refuse it from now on).
             let opts = crate::reconcile::RenewOptions::default();
             let cancel = std::sync::atomic::AtomicBool::new(false);
-            let (_, activity) = crate::reconcile::run_pass(
+            let owner: Vec<_> = config
+                .certificates
+                .iter()
+                .filter(|c| r.name.as_deref() == Some(c.name.as_str()))
+                .collect();
+            let (reports, activity) = crate::reconcile::run_pass(
                 &config,
                 &state,
                 Some(&ca),
-                &[],
+                &owner,
                 &opts,
                 now,
                 &cancel,
                 None,
             );
+            let mut failed = false;
+            for report in &reports {
+                match &report.outcome {
+                    crate::reconcile::Outcome::Renewed { serial, .. } => {
+                        println!("reissued `{}`: new serial {serial}", report.name)
+                    }
+                    crate::reconcile::Outcome::Failed { error, .. } => {
+                        failed = true;
+                        eprintln!("error: `{}` could not be reissued: {error}", report.name);
+                    }
+                    _ => {}
+                }
+            }
             for (server, ok) in &activity.reload_results {
                 if *ok {
                     println!("reloaded `{server}`");
@@ -140,6 +159,9 @@ pub fn run(cmd: CaCommand, now: OffsetDateTime) -> Result<u8, CliError> {
                 eprintln!(
                     "the revocation is recorded; the reload is retried by the next `certkeeper renew` or by the running daemon. Fix the server and run `certkeeper renew --all`."
                 );
+                return Ok(1);
+            }
+            if failed {
                 return Ok(1);
             }
             Ok(0)

@@ -261,3 +261,19 @@ fn relative_phrases() {
     assert_eq!(relative(t(90), T0), "in 1m 30s");
     assert_eq!(relative(t(-3 * DAY), T0), "3d ago");
 }
+
+#[test]
+fn a_revoked_certificate_is_reissued_at_once() {
+    let s = spec(90 * DAY as u64, RenewBefore::Share(330));
+    let l = leaf(0, 90 * DAY);
+    let mut revoked = std::collections::HashSet::new();
+    assert!(matches!(
+        decide_with_revocations(&s, &seen(l.clone()), t(1), &revoked),
+        Verdict::Fine { .. }
+    ));
+    revoked.insert(l.serial.clone());
+    assert_eq!(
+        decide_with_revocations(&s, &seen(l.clone()), t(1), &revoked),
+        Verdict::Reissue(Reason::Revoked(l.serial.clone()))
+    );
+}
