@@ -4,6 +4,7 @@
 //! `layout::render`), effects (`keys`, `ca`, `fsutil`, `state`), orchestration
 //! (`reconcile`, `status`) and the command line (`cli`).
 
+pub mod acme;
 pub mod ca;
 pub mod cache;
 pub mod cli;

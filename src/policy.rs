@@ -181,7 +181,16 @@ pub fn decide(spec: &CertSpec, seen: &Seen, now: OffsetDateTime) -> Verdict {
             want: spec.key,
         });
     }
-    if leaf.usage != Some(spec.usage) {
+    let usage_ok = if spec.issuer == "internal" {
+        leaf.usage == Some(spec.usage)
+    } else {
+        // An ACME CA picks the extended key usages itself (RFC 8555 cannot ask for
+        // them): a leaf that allows at least what the config wants is fine.
+        leaf.usage.is_some_and(|u| {
+            (u.server() || !spec.usage.server()) && (u.client() || !spec.usage.client())
+        })
+    };
+    if !usage_ok {
         return Verdict::Reissue(Reason::UsageChanged {
             have: leaf.usage,
             want: spec.usage,

@@ -4,6 +4,7 @@
 //! server gets one config test and one reload. One certificate failing never stops the
 //! others; the reports say what happened to each.
 
+use crate::acme::AcmeIssuer;
 use crate::ca::{make_csr, InternalCa, IssueRequest, Issued, Issuer};
 use crate::cache::{Learned, ObserveCache};
 use crate::config::{CertSpec, Config, ServerSpec};
@@ -238,10 +239,16 @@ pub fn run_pass(
         .into_iter()
         .map(|r| r.serial)
         .collect();
+    // ACME issuers are cheap to build (no I/O until they issue): once per pass.
+    let acme: BTreeMap<&str, AcmeIssuer> = config
+        .issuers
+        .iter()
+        .map(|(name, spec)| (name.as_str(), AcmeIssuer::new(spec, &config.state_dir)))
+        .collect();
     let issuer_of = |spec: &CertSpec| -> Option<&dyn Issuer> {
         match spec.issuer.as_str() {
             "internal" => ca.map(|c| c as &dyn Issuer),
-            _ => None,
+            name => acme.get(name).map(|a| a as &dyn Issuer),
         }
     };
     // Observed in slices, so that memory stays flat with thousands of certificates.

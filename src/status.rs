@@ -174,7 +174,15 @@ pub fn watched_rows(config: &Config, now: OffsetDateTime) -> Vec<Row> {
 /// Renders rows as an aligned table.
 pub fn table(rows: &[Row], now: OffsetDateTime, with_last: bool) -> String {
     let mut lines: Vec<Vec<String>> = vec![{
-        let mut h = vec!["NAME", "SANS", "NOT AFTER", "LEFT", "NEXT RENEWAL", "STATE"];
+        let mut h = vec![
+            "NAME",
+            "ISSUER",
+            "SANS",
+            "NOT AFTER",
+            "LEFT",
+            "NEXT RENEWAL",
+            "STATE",
+        ];
         if with_last {
             h.push("LAST RESULT");
         }
@@ -188,6 +196,7 @@ pub fn table(rows: &[Row], now: OffsetDateTime, with_last: bool) -> String {
             } else {
                 r.name.clone()
             },
+            r.issuer.clone().unwrap_or_else(|| "-".into()),
             r.sans.join(","),
             r.not_after.map(rfc3339).unwrap_or_else(|| "-".into()),
             r.not_after

@@ -9,6 +9,7 @@ command -v openssl >/dev/null 2>&1 || need+=(openssl)
 [ -x /usr/sbin/nginx ] || need+=(nginx-light)
 [ -x /usr/sbin/apache2 ] || need+=(apache2)
 command -v curl >/dev/null 2>&1 || need+=(curl)
+[ -x /usr/bin/pebble ] || need+=(pebble)
 if [ "${#need[@]}" -gt 0 ]; then
     sudo=""
     [ "$(id -u)" -eq 0 ] || sudo=sudo

@@ -277,3 +277,29 @@ fn a_revoked_certificate_is_reissued_at_once() {
         Verdict::Reissue(Reason::Revoked(l.serial.clone()))
     );
 }
+
+#[test]
+fn acme_leaves_may_allow_more_usage_than_asked_internal_ones_may_not() {
+    let base = spec(90 * DAY as u64, RenewBefore::Share(330));
+    let mut l = leaf(0, 90 * DAY);
+    l.usage = Some(Usage::ServerClient);
+    // The internal CA sets usage itself: an exact match is required.
+    assert!(matches!(
+        decide(&base, &seen(l.clone()), t(1)),
+        Verdict::Reissue(Reason::UsageChanged { .. })
+    ));
+    // An ACME CA picks the EKUs; server+client covers server.
+    let mut s = base.clone();
+    s.issuer = "fleet".into();
+    assert!(matches!(
+        decide(&s, &seen(l.clone()), t(1)),
+        Verdict::Fine { .. }
+    ));
+    // ...but a server-only leaf does not cover a client certificate.
+    s.usage = Usage::Client;
+    l.usage = Some(Usage::Server);
+    assert!(matches!(
+        decide(&s, &seen(l), t(1)),
+        Verdict::Reissue(Reason::UsageChanged { .. })
+    ));
+}

@@ -1,0 +1,453 @@
+//! An RFC 8555 (ACME) issuer: account, order, http-01 challenge, finalize with our own
+//! CSR (the private key never leaves the host), download the chain.
+//!
+//! The rest of certkeeper is synchronous; the ACME client is async. `issue` runs the
+//! flow on the caller's tokio runtime when there is one (the daemon runs passes on a
+//! `spawn_blocking` thread) and on a private current-thread runtime otherwise (the CLI).
+
+use crate::ca::{IssueError, IssueRequest, Issued, Issuer};
+use crate::config::AcmeSpec;
+use crate::fsutil::{ensure_dir, write_atomic, FileSpec};
+use crate::model::San;
+use crate::x509::{parse_certs, CertInfo};
+use base64::Engine as _;
+use instant_acme::{
+    Account, AccountCredentials, AuthorizationStatus, BodyWrapper, ChallengeType,
+    ExternalAccountKey, HttpClient, Identifier, NewAccount, NewOrder, OrderStatus, RetryPolicy,
+};
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use time::OffsetDateTime;
+use zeroize::Zeroizing;
+
+/// How long one whole issuance may take (account, order, validation, finalize).
+const ISSUE_DEADLINE: Duration = Duration::from_secs(180);
+/// How long a TCP connect to the ACME server may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Polling the order: first after 250 ms, then 1.5× longer each time, within this bound.
+const POLL_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// One `issuers: NAME: acme:` entry, ready to issue.
+pub struct AcmeIssuer {
+    spec: AcmeSpec,
+    account_file: PathBuf,
+}
+
+impl AcmeIssuer {
+    /// The account credentials live in `state_dir/acme/NAME/account.json` (mode 0600).
+    pub fn new(spec: &AcmeSpec, state_dir: &Path) -> AcmeIssuer {
+        AcmeIssuer {
+            spec: spec.clone(),
+            account_file: account_file(state_dir, &spec.name),
+        }
+    }
+
+    pub fn directory(&self) -> &str {
+        &self.spec.directory
+    }
+
+    fn http_client(&self) -> Result<Box<dyn HttpClient>, String> {
+        let mut roots = rustls::RootCertStore::empty();
+        match &self.spec.ca_bundle {
+            Some(bundle) => {
+                let bytes = std::fs::read(bundle)
+                    .map_err(|e| format!("cannot read ca_bundle {}: {e}", bundle.display()))?;
+                let certs = parse_certs(&bytes, &format!("ca_bundle {}", bundle.display()))?;
+                for c in certs {
+                    roots
+                        .add(rustls::pki_types::CertificateDer::from(c.der.clone()))
+                        .map_err(|e| format!("ca_bundle {}: {e}", bundle.display()))?;
+                }
+            }
+            None => {
+                let loaded = rustls_native_roots();
+                if loaded.is_empty() {
+                    return Err("no system CA certificates found; set `ca_bundle:`".into());
+                }
+                for c in loaded {
+                    let _ = roots.add(c);
+                }
+            }
+        }
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let tls = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
+        http.set_connect_timeout(Some(CONNECT_TIMEOUT));
+        http.enforce_http(false);
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
+        let client =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .build::<_, BodyWrapper<bytes::Bytes>>(connector);
+        Ok(Box::new(client))
+    }
+
+    /// Restores the stored account, or creates one and stores its credentials.
+    async fn account(&self) -> Result<Account, String> {
+        let dir = &self.spec.directory;
+        if self.account_file.exists() {
+            let text = Zeroizing::new(
+                std::fs::read_to_string(&self.account_file)
+                    .map_err(|e| format!("cannot read {}: {e}", self.account_file.display()))?,
+            );
+            let damaged = |e: serde_json::Error| {
+                format!(
+                    "{} is damaged ({e}); move it away to register a new account",
+                    self.account_file.display()
+                )
+            };
+            // The credentials name the directory they belong to, and instant-acme talks
+            // to that one: an account for another directory is set aside, not used.
+            let stored: serde_json::Value = serde_json::from_str(&text).map_err(damaged)?;
+            if stored.get("directory").and_then(|d| d.as_str()) == Some(dir.as_str()) {
+                let creds: AccountCredentials = serde_json::from_value(stored).map_err(damaged)?;
+                return Account::builder_with_http(self.http_client()?)
+                    .from_credentials(creds)
+                    .await
+                    .map_err(|e| format!("cannot use the stored account: {}", chain(&e)));
+            }
+            tracing::warn!(issuer = %self.spec.name, directory = %dir, file = %self.account_file.display(), "the stored ACME account belongs to another directory; registering a new one");
+        }
+        let eab = match &self.spec.eab {
+            Some((kid, file)) => {
+                let raw = Zeroizing::new(
+                    std::fs::read_to_string(file)
+                        .map_err(|e| format!("cannot read {}: {e}", file.display()))?,
+                );
+                let key = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                    .decode(raw.trim().trim_end_matches('='))
+                    .map_err(|e| format!("{}: not a base64url HMAC key: {e}", file.display()))?;
+                Some(ExternalAccountKey::new(kid.clone(), &key))
+            }
+            None => None,
+        };
+        let contact: Vec<&str> = self.spec.contact.iter().map(|s| s.as_str()).collect();
+        let (account, creds) = Account::builder_with_http(self.http_client()?)
+            .create(
+                &NewAccount {
+                    contact: &contact,
+                    terms_of_service_agreed: true,
+                    only_return_existing: false,
+                },
+                dir.clone(),
+                eab.as_ref(),
+            )
+            .await
+            .map_err(|e| format!("cannot register an account: {}", chain(&e)))?;
+        let json = Zeroizing::new(serde_json::to_vec_pretty(&creds).map_err(|e| e.to_string())?);
+        if let Some(parent) = self.account_file.parent() {
+            ensure_dir(parent, 0o700).map_err(|e| e.to_string())?;
+        }
+        if self.account_file.exists() {
+            let old = self.account_file.with_extension("json.previous");
+            std::fs::rename(&self.account_file, &old)
+                .map_err(|e| format!("cannot set aside {}: {e}", self.account_file.display()))?;
+        }
+        write_atomic(&FileSpec {
+            path: self.account_file.clone(),
+            bytes: Zeroizing::new(json.to_vec()),
+            mode: 0o600,
+            uid: None,
+            gid: None,
+            follow_symlinks: false,
+        })
+        .map_err(|e| format!("cannot store the new account: {e}"))?;
+        tracing::info!(issuer = %self.spec.name, directory = %dir, account = %account.id(), "registered an ACME account");
+        Ok(account)
+    }
+
+    async fn issue_async(&self, csr_der: &[u8], req: &IssueRequest) -> Result<String, String> {
+        let account = self.account().await?;
+        let ids: Vec<Identifier> = req
+            .sans
+            .iter()
+            .map(|s| match s {
+                San::Dns(d) => Identifier::Dns(d.clone()),
+                San::Ip(ip) => Identifier::Ip(*ip),
+            })
+            .collect();
+        if ids.is_empty() {
+            return Err("the certificate has no names to order".into());
+        }
+        let mut order = account
+            .new_order(&NewOrder::new(&ids))
+            .await
+            .map_err(|e| format!("new order refused: {}", chain(&e)))?;
+        let mut responder = Responder::start(&self.spec).await?;
+        let mut authzs = order.authorizations();
+        while let Some(authz) = authzs.next().await {
+            let mut authz =
+                authz.map_err(|e| format!("cannot read an authorization: {}", chain(&e)))?;
+            match authz.status {
+                AuthorizationStatus::Valid => continue,
+                AuthorizationStatus::Pending => {}
+                other => {
+                    return Err(format!(
+                        "authorization for {} is {other:?}",
+                        authz.identifier()
+                    ))
+                }
+            }
+            let ident = authz.identifier().to_string();
+            let mut ch = authz
+                .challenge(ChallengeType::Http01)
+                .ok_or_else(|| format!("the CA offers no http-01 challenge for {ident}"))?;
+            let key_auth = ch.key_authorization().as_str().to_string();
+            responder.add(&ch.token, &key_auth)?;
+            ch.set_ready()
+                .await
+                .map_err(|e| format!("challenge for {ident} refused: {}", chain(&e)))?;
+        }
+        let retry = RetryPolicy::new()
+            .initial_delay(Duration::from_millis(250))
+            .backoff(1.5)
+            .timeout(POLL_TIMEOUT);
+        let status = order
+            .poll_ready(&retry)
+            .await
+            .map_err(|e| format!("waiting for validation: {}", chain(&e)))?;
+        responder.stop();
+        if status != OrderStatus::Ready {
+            let mut why = Vec::new();
+            let mut authzs = order.authorizations();
+            while let Some(Ok(a)) = authzs.next().await {
+                for c in &a.challenges {
+                    if let Some(p) = &c.error {
+                        why.push(format!("{}: {p}", a.identifier()));
+                    }
+                }
+            }
+            return Err(format!(
+                "the order is {status:?}: {}",
+                if why.is_empty() {
+                    "no reason given".to_string()
+                } else {
+                    why.join("; ")
+                }
+            ));
+        }
+        order
+            .finalize_csr(csr_der)
+            .await
+            .map_err(|e| format!("finalize refused: {}", chain(&e)))?;
+        order
+            .poll_certificate(&retry)
+            .await
+            .map_err(|e| format!("waiting for the certificate: {}", chain(&e)))
+    }
+}
+
+pub fn account_file(state_dir: &Path, name: &str) -> PathBuf {
+    state_dir.join("acme").join(name).join("account.json")
+}
+
+fn rustls_native_roots() -> Vec<rustls::pki_types::CertificateDer<'static>> {
+    // The Debian bundle; other systems set `ca_bundle:`.
+    let path = Path::new("/etc/ssl/certs/ca-certificates.crt");
+    std::fs::read(path)
+        .ok()
+        .and_then(|b| parse_certs(&b, "system CA bundle").ok())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|c| rustls::pki_types::CertificateDer::from(c.der))
+        .collect()
+}
+
+/// An error with its causes: hyper's "client error (Connect)" alone says little.
+fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        let s_text = s.to_string();
+        if !out.contains(&s_text) {
+            out.push_str(": ");
+            out.push_str(&s_text);
+        }
+        cur = s.source();
+    }
+    out
+}
+
+/// Runs `fut` to completion from synchronous code.
+fn block_on<F: Future>(fut: F) -> Result<F::Output, String> {
+    match tokio::runtime::Handle::try_current() {
+        // On a spawn_blocking thread of the daemon's runtime.
+        Ok(handle) => Ok(handle.block_on(fut)),
+        Err(_) => {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| format!("cannot start a runtime: {e}"))?;
+            Ok(rt.block_on(fut))
+        }
+    }
+}
+
+/// Answers http-01 challenges for the duration of one order: a tiny HTTP server
+/// (`standalone:`) or token files under `webroot:`; removed when dropped.
+struct Responder {
+    tokens: Arc<Mutex<HashMap<String, String>>>,
+    server: Option<tokio::task::JoinHandle<()>>,
+    webroot: Option<PathBuf>,
+    written: Vec<PathBuf>,
+}
+
+impl Responder {
+    async fn start(spec: &AcmeSpec) -> Result<Responder, String> {
+        let tokens: Arc<Mutex<HashMap<String, String>>> = Arc::default();
+        let server = match spec.standalone {
+            Some(addr) => Some(serve(addr, tokens.clone()).await?),
+            None => None,
+        };
+        Ok(Responder {
+            tokens,
+            server,
+            webroot: spec.webroot.clone(),
+            written: Vec::new(),
+        })
+    }
+
+    fn add(&mut self, token: &str, key_auth: &str) -> Result<(), String> {
+        if token.is_empty()
+            || !token
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(format!("the CA sent an unusable challenge token `{token}`"));
+        }
+        if let Some(root) = &self.webroot {
+            let dir = root.join(".well-known").join("acme-challenge");
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+            let path = dir.join(token);
+            std::fs::write(&path, key_auth)
+                .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+            use std::os::unix::fs::PermissionsExt;
+            let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644));
+            self.written.push(path);
+        }
+        self.tokens
+            .lock()
+            .expect("token map")
+            .insert(token.to_string(), key_auth.to_string());
+        Ok(())
+    }
+
+    fn stop(&mut self) {
+        if let Some(h) = self.server.take() {
+            h.abort();
+        }
+        for p in self.written.drain(..) {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+impl Drop for Responder {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+async fn serve(
+    addr: SocketAddr,
+    tokens: Arc<Mutex<HashMap<String, String>>>,
+) -> Result<tokio::task::JoinHandle<()>, String> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("cannot listen on {addr} for http-01: {e}"))?;
+    Ok(tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let tokens = tokens.clone();
+            tokio::spawn(async move {
+                let _ = tokio::time::timeout(Duration::from_secs(10), answer(stream, tokens)).await;
+            });
+        }
+    }))
+}
+
+/// One HTTP/1.x request: GET /.well-known/acme-challenge/TOKEN → the key authorization.
+async fn answer(
+    mut stream: tokio::net::TcpStream,
+    tokens: Arc<Mutex<HashMap<String, String>>>,
+) -> std::io::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 1024];
+    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 || buf.len() > 8192 {
+            return Ok(());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let head = String::from_utf8_lossy(&buf);
+    let mut parts = head.split_whitespace();
+    let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    let found = target
+        .strip_prefix("/.well-known/acme-challenge/")
+        .and_then(|t| tokens.lock().expect("token map").get(t).cloned());
+    let response = match (method, found) {
+        ("GET" | "HEAD", Some(body)) => format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{}",
+            body.len(),
+            if method == "GET" { body.as_str() } else { "" }
+        ),
+        _ => "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_string(),
+    };
+    stream.write_all(response.as_bytes()).await?;
+    stream.shutdown().await
+}
+
+impl Issuer for AcmeIssuer {
+    fn id(&self) -> &str {
+        &self.spec.name
+    }
+
+    fn issue(
+        &self,
+        csr_der: &[u8],
+        req: &IssueRequest,
+        _now: OffsetDateTime,
+    ) -> Result<Issued, IssueError> {
+        let ca = &self.spec.directory;
+        let fail = |msg: String| {
+            IssueError::Other(format!("ACME CA {ca}, certificate `{}`: {msg}", req.name))
+        };
+        let pem = block_on(async {
+            match tokio::time::timeout(ISSUE_DEADLINE, self.issue_async(csr_der, req)).await {
+                Ok(r) => r,
+                Err(_) => Err(format!("no certificate within {ISSUE_DEADLINE:?}")),
+            }
+        })
+        .and_then(|r| r)
+        .map_err(fail)?;
+        let mut certs = parse_certs(pem.as_bytes(), "the certificate the CA returned")
+            .map_err(|e| fail(e.to_string()))?;
+        if certs.is_empty() {
+            return Err(fail("the CA returned no certificate".into()));
+        }
+        let leaf = certs.remove(0);
+        Ok(Issued { leaf, chain: certs })
+    }
+
+    fn issued(&self, leaf: &CertInfo, chain: &[CertInfo]) -> bool {
+        // The caller verified that chain[0] signed the leaf. ACME CAs rotate
+        // intermediates, so nothing is pinned: a leaf that came with its issuer counts.
+        chain.first().is_some_and(|c| c.subject == leaf.issuer)
+    }
+}

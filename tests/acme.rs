@@ -1,0 +1,292 @@
+//! End-to-end tests of the ACME issuer against Pebble (Let's Encrypt's test server, the
+//! Debian package `pebble`). Each test starts its own Pebble on ports picked free at run
+//! time, with a listener certificate from certkeeper's own CA, and stops it by the pid
+//! it started. Pebble's root changes on every start: it is fetched from `/roots/0`.
+
+#[path = "support/servers.rs"]
+mod servers_support;
+mod support;
+
+use servers_support::{free_port, wait_until, TestCa};
+use std::fs;
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use support::*;
+
+const PEBBLE: &str = "/usr/bin/pebble";
+
+/// A private Pebble: `dir` holds its config, listener certificate and log.
+struct Pebble {
+    child: Child,
+    dir: PathBuf,
+    port: u16,
+    mgmt_port: u16,
+    /// Where Pebble's VA connects for http-01 (certkeeper's standalone responder).
+    http_port: u16,
+    /// Trust for Pebble's HTTPS listener (certkeeper's test CA root).
+    listener_ca: PathBuf,
+}
+
+impl Pebble {
+    fn start(dir: &Path, always_valid: bool) -> Pebble {
+        fs::create_dir_all(dir).unwrap();
+        let ca = TestCa::new(dir);
+        let pair = ca.issue_for(&["localhost", "127.0.0.1"]);
+        let cert = dir.join("listener.crt");
+        let key = dir.join("listener.key");
+        fs::write(&cert, pair.fullchain_pem()).unwrap();
+        fs::write(&key, &pair.key_pem).unwrap();
+        let listener_ca = dir.join("ca").join("root.crt");
+        assert!(listener_ca.exists(), "{}", listener_ca.display());
+        let (port, mgmt_port, http_port, tls_port) =
+            (free_port(), free_port(), free_port(), free_port());
+        let config = serde_json::json!({
+            "pebble": {
+                "listenAddress": format!("127.0.0.1:{port}"),
+                "managementListenAddress": format!("127.0.0.1:{mgmt_port}"),
+                "certificate": cert,
+                "privateKey": key,
+                "httpPort": http_port,
+                "tlsPort": tls_port,
+                "ocspResponderURL": "",
+                "externalAccountBindingRequired": false
+            }
+        });
+        let config_file = dir.join("pebble.json");
+        fs::write(&config_file, config.to_string()).unwrap();
+        let log = fs::File::create(dir.join("pebble.log")).unwrap();
+        let mut cmd = Command::new(PEBBLE);
+        cmd.arg("-config")
+            .arg(&config_file)
+            .env("PEBBLE_WFE_NONCEREJECT", "0")
+            .env("PEBBLE_VA_NOSLEEP", "1")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log);
+        if always_valid {
+            cmd.env("PEBBLE_VA_ALWAYS_VALID", "1");
+        } else {
+            cmd.env_remove("PEBBLE_VA_ALWAYS_VALID");
+        }
+        let child = cmd.spawn().expect("start pebble");
+        let p = Pebble {
+            child,
+            dir: dir.to_path_buf(),
+            port,
+            mgmt_port,
+            http_port,
+            listener_ca,
+        };
+        wait_until(Duration::from_secs(20), "pebble to listen", || {
+            TcpStream::connect(("127.0.0.1", p.port)).is_ok()
+                && TcpStream::connect(("127.0.0.1", p.mgmt_port)).is_ok()
+        });
+        p
+    }
+
+    fn directory(&self) -> String {
+        format!("https://127.0.0.1:{}/dir", self.port)
+    }
+
+    /// Pebble's current root (it changes on every start), written to `root.pem`.
+    fn root(&self) -> PathBuf {
+        let out = Command::new("curl")
+            .args([
+                "-sSfk",
+                &format!("https://127.0.0.1:{}/roots/0", self.mgmt_port),
+            ])
+            .output()
+            .expect("run curl");
+        assert!(out.status.success(), "fetch pebble root: {out:?}");
+        let p = self.dir.join("pebble-root.pem");
+        fs::write(&p, &out.stdout).unwrap();
+        p
+    }
+
+    fn log(&self) -> String {
+        fs::read_to_string(self.dir.join("pebble.log")).unwrap_or_default()
+    }
+
+    /// The `issuers:` section for this Pebble, with a standalone http-01 responder.
+    fn issuers_yaml(&self, name: &str) -> String {
+        format!(
+            "issuers:\n  {name}:\n    acme:\n      directory: {}\n      ca_bundle: {}\n      \
+             contact: [mailto:ops@example.com]\n      challenge:\n        http01: {{ standalone: \"127.0.0.1:{}\" }}\n",
+            self.directory(),
+            self.listener_ca.display(),
+            self.http_port
+        )
+    }
+}
+
+impl Drop for Pebble {
+    fn drop(&mut self) {
+        // Our own child, by its pid.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn config_with(sb: &Sandbox, certs: &[CertDef], issuers: &str) {
+    let mut yaml = header();
+    for c in certs {
+        yaml.push_str(&c.yaml());
+    }
+    yaml.push_str(issuers);
+    sb.write_config(&yaml);
+}
+
+/// openssl verify (not -x509_strict: Pebble's CA certificates are its own business).
+fn verify_pebble(root: &Path, files: &Installed) {
+    openssl(&[
+        "verify",
+        "-no-CAfile",
+        "-no-CApath",
+        "-no-CAstore",
+        "-CAfile",
+        path_str(root),
+        "-untrusted",
+        path_str(&files.untrusted),
+        "-purpose",
+        "sslserver",
+        path_str(&files.cert),
+    ])
+    .ok();
+    assert_eq!(
+        pubkey_of_key(&files.key_file),
+        pubkey_of_cert(&files.cert),
+        "key and certificate do not match"
+    );
+}
+
+#[test]
+fn acme_issues_renews_with_the_same_account_and_internal_keeps_working() {
+    let sb = Sandbox::new();
+    let pebble = Pebble::start(&sb.path("pebble"), true);
+    let acme = CertDef::new("web", Layout::Nginx)
+        .sans(&["web.example.com", "www.example.com"])
+        .extra("issuer: pebble");
+    let internal = CertDef::new("inner", Layout::Apache);
+    config_with(
+        &sb,
+        &[acme.clone(), internal.clone()],
+        &pebble.issuers_yaml("pebble"),
+    );
+
+    let t = Instant::now();
+    let r = sb.renew_all();
+    eprintln!("first ACME issuance: {:?}", t.elapsed());
+    assert_eq!(r.code, 0, "{r:?}\n--- pebble log ---\n{}", pebble.log());
+    assert!(r.line_for("web").contains("renewed"), "{r:?}");
+    assert!(r.line_for("inner").contains("renewed"), "{r:?}");
+
+    // The ACME chain verifies against Pebble's root; the leaf names what we asked.
+    let root = pebble.root();
+    let files = acme.files(&sb);
+    verify_pebble(&root, &files);
+    let text = cert_text(&files.cert);
+    assert!(text.contains("DNS:web.example.com"), "{text}");
+    assert!(text.contains("DNS:www.example.com"), "{text}");
+    assert_eq!(
+        pem_blocks(&files.cert, "CERTIFICATE").len(),
+        2,
+        "leaf + intermediate"
+    );
+    // The internal CA certificate in the same config is unaffected.
+    internal.files(&sb).check(&sb.root_bundle(), "sslserver");
+
+    // The account is stored once, private, and reused.
+    let account = sb.state_dir().join("acme/pebble/account.json");
+    assert_eq!(mode(&account), 0o600);
+    let account_before = fs::read(&account).unwrap();
+    let serial_before = files.serial();
+
+    // A second plain pass leaves it alone (it is from its issuer and not due).
+    let r = sb.renew_all();
+    r.ok();
+    assert!(!r.line_for("web").contains("renewed"), "{r:?}");
+
+    let t = Instant::now();
+    let r = sb.ck(&["renew", "--all", "--force"]);
+    eprintln!("forced ACME reissue: {:?}", t.elapsed());
+    assert_eq!(r.code, 0, "{r:?}\n--- pebble log ---\n{}", pebble.log());
+    assert!(r.line_for("web").contains("renewed"), "{r:?}");
+    verify_pebble(&root, &files);
+    assert_ne!(files.serial(), serial_before, "a new serial");
+    assert_eq!(
+        fs::read(&account).unwrap(),
+        account_before,
+        "the same account is reused"
+    );
+    // One account registration in Pebble's log at most (it logs new accounts).
+    let ledger = sb.ledger();
+    assert_eq!(count_events(&ledger, "issued", Some("web")), 2);
+    assert!(ledger
+        .iter()
+        .any(|e| e["name"] == "web" && e["issuer"] == "pebble"));
+}
+
+#[test]
+fn unreachable_acme_directory_fails_clearly_and_keeps_the_old_pair() {
+    let sb = Sandbox::new();
+    let pebble = Pebble::start(&sb.path("pebble"), true);
+    let acme = CertDef::new("web", Layout::Separate)
+        .sans(&["web.example.com"])
+        .extra("issuer: pebble");
+    config_with(
+        &sb,
+        std::slice::from_ref(&acme),
+        &pebble.issuers_yaml("pebble"),
+    );
+    sb.renew_all().ok();
+    let files = acme.files(&sb);
+    let before: Vec<Vec<u8>> = files.paths().iter().map(|p| fs::read(p).unwrap()).collect();
+
+    // Same config, but the CA is gone: a port nobody listens on.
+    let dead = format!("https://127.0.0.1:{}/dir", free_port());
+    let issuers = pebble
+        .issuers_yaml("pebble")
+        .replace(&pebble.directory(), &dead);
+    config_with(&sb, std::slice::from_ref(&acme), &issuers);
+    let t = Instant::now();
+    let r = sb.ck(&["renew", "--all", "--force"]);
+    eprintln!("unreachable CA failed after {:?}", t.elapsed());
+    eprintln!("{}", r.all());
+    r.expect_code(1);
+    assert!(r.all().contains(&dead), "the message names the CA: {r:?}");
+    assert!(
+        r.all().contains("web"),
+        "the message names the certificate: {r:?}"
+    );
+    let after: Vec<Vec<u8>> = files.paths().iter().map(|p| fs::read(p).unwrap()).collect();
+    assert_eq!(before, after, "the old pair is kept");
+}
+
+#[test]
+fn acme_real_http01_validation_with_standalone_responder() {
+    let sb = Sandbox::new();
+    // No PEBBLE_VA_ALWAYS_VALID: Pebble's VA fetches the token from 127.0.0.1:httpPort.
+    let pebble = Pebble::start(&sb.path("pebble"), false);
+    let acme = CertDef::new("local", Layout::Nginx)
+        .sans(&["localhost"])
+        .extra("issuer: pebble");
+    config_with(
+        &sb,
+        std::slice::from_ref(&acme),
+        &pebble.issuers_yaml("pebble"),
+    );
+    let t = Instant::now();
+    let r = sb.renew_all();
+    eprintln!("real http-01 issuance: {:?}", t.elapsed());
+    assert_eq!(r.code, 0, "{r:?}\n--- pebble log ---\n{}", pebble.log());
+    verify_pebble(&pebble.root(), &acme.files(&sb));
+    assert!(
+        pebble.log().contains("set VALID by completed challenge"),
+        "Pebble really validated: {}",
+        pebble.log()
+    );
+    // The responder is gone once the order is done.
+    assert!(TcpStream::connect(("127.0.0.1", pebble.http_port)).is_err());
+}
