@@ -179,6 +179,15 @@ pub fn renew(
     .0)
 }
 
+/// The configured ACME issuers by name. Cheap to build (no I/O until they issue).
+pub fn acme_issuers(config: &Config) -> BTreeMap<&str, AcmeIssuer> {
+    config
+        .issuers
+        .iter()
+        .map(|(name, spec)| (name.as_str(), AcmeIssuer::new(spec, &config.state_dir)))
+        .collect()
+}
+
 /// A new pair that has been issued and perhaps installed, on its way through the pass.
 struct Staged<'a> {
     spec: &'a CertSpec,
@@ -239,12 +248,7 @@ pub fn run_pass(
         .into_iter()
         .map(|r| r.serial)
         .collect();
-    // ACME issuers are cheap to build (no I/O until they issue): once per pass.
-    let acme: BTreeMap<&str, AcmeIssuer> = config
-        .issuers
-        .iter()
-        .map(|(name, spec)| (name.as_str(), AcmeIssuer::new(spec, &config.state_dir)))
-        .collect();
+    let acme = acme_issuers(config);
     let issuer_of = |spec: &CertSpec| -> Option<&dyn Issuer> {
         match spec.issuer.as_str() {
             "internal" => ca.map(|c| c as &dyn Issuer),

@@ -81,11 +81,11 @@ fn managed_rows(
     revoked: &std::collections::HashSet<String>,
 ) -> Vec<Row> {
     let mut out = Vec::new();
+    let acme = crate::reconcile::acme_issuers(config);
     for spec in &config.certificates {
-        let iss = if spec.issuer == "internal" {
-            issuer
-        } else {
-            None
+        let iss = match spec.issuer.as_str() {
+            "internal" => issuer,
+            name => acme.get(name).map(|a| a as &dyn Issuer),
         };
         let seen = observe(spec, iss);
         let verdict = decide_with_revocations(spec, &seen, now, revoked);

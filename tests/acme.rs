@@ -31,6 +31,11 @@ struct Pebble {
 
 impl Pebble {
     fn start(dir: &Path, always_valid: bool) -> Pebble {
+        Pebble::start_with(dir, always_valid, 0)
+    }
+
+    /// `nonce_reject`: the share (percent) of requests Pebble answers with badNonce.
+    fn start_with(dir: &Path, always_valid: bool, nonce_reject: u32) -> Pebble {
         fs::create_dir_all(dir).unwrap();
         let ca = TestCa::new(dir);
         let pair = ca.issue_for(&["localhost", "127.0.0.1"]);
@@ -60,7 +65,7 @@ impl Pebble {
         let mut cmd = Command::new(PEBBLE);
         cmd.arg("-config")
             .arg(&config_file)
-            .env("PEBBLE_WFE_NONCEREJECT", "0")
+            .env("PEBBLE_WFE_NONCEREJECT", nonce_reject.to_string())
             .env("PEBBLE_VA_NOSLEEP", "1")
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
@@ -289,4 +294,80 @@ fn acme_real_http01_validation_with_standalone_responder() {
     );
     // The responder is gone once the order is done.
     assert!(TcpStream::connect(("127.0.0.1", pebble.http_port)).is_err());
+}
+
+/// Pebble's default: 5 % of requests are refused with badNonce, as real CAs sometimes do.
+/// Every renewal must still succeed (the client retries with the fresh nonce).
+#[test]
+fn acme_survives_bad_nonce_rejections() {
+    let sb = Sandbox::new();
+    let pebble = Pebble::start_with(&sb.path("pebble"), true, 5);
+    let acme = CertDef::new("web", Layout::Nginx)
+        .sans(&["web.example.com"])
+        .extra("issuer: pebble");
+    config_with(
+        &sb,
+        std::slice::from_ref(&acme),
+        &pebble.issuers_yaml("pebble"),
+    );
+    sb.renew_all().ok();
+    let root = pebble.root();
+    let mut serials = vec![acme.files(&sb).serial()];
+    for _ in 0..4 {
+        sb.ck(&["renew", "--force", "web"]).ok();
+        serials.push(acme.files(&sb).serial());
+    }
+    serials.sort();
+    serials.dedup();
+    assert_eq!(
+        serials.len(),
+        5,
+        "every forced renewal gives a new certificate"
+    );
+    verify_pebble(&root, &acme.files(&sb));
+}
+
+/// The daemon issues from the ACME CA on its own (the issuer runs on the daemon's
+/// blocking pool, bridged to its runtime) and reports READY=1 afterwards.
+#[test]
+fn the_daemon_issues_from_the_acme_ca() {
+    let sb = Sandbox::new();
+    let pebble = Pebble::start(&sb.path("pebble"), true);
+    let acme = CertDef::new("web", Layout::Apache)
+        .sans(&["web.example.com"])
+        .extra("issuer: pebble");
+    let internal = CertDef::new("api", Layout::Nginx);
+    config_with(
+        &sb,
+        &[acme.clone(), internal.clone()],
+        &pebble.issuers_yaml("pebble"),
+    );
+    let mut d = support::daemon::Daemon::start(&sb, &[]);
+    assert!(
+        d.wait_notify("READY=1", Duration::from_secs(60)),
+        "no READY=1: {}\n{}",
+        d.log(),
+        pebble.log()
+    );
+    verify_pebble(&pebble.root(), &acme.files(&sb));
+    internal.files(&sb).check(&sb.root_bundle(), "sslserver");
+    let status = sb.ck(&["status", "--json"]);
+    let rows: serde_json::Value = serde_json::from_str(&status.stdout).unwrap();
+    let web = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "web")
+        .unwrap();
+    assert_eq!(web["issuer"], "pebble", "{web}");
+    assert_eq!(web["state"], "ok", "{web}");
+    assert!(
+        status.stdout.contains("\"issuer\": \"internal\""),
+        "{}",
+        status.stdout
+    );
+    d.signal(nix::sys::signal::Signal::SIGTERM);
+    assert!(d
+        .wait_exit(Duration::from_secs(10))
+        .is_some_and(|s| s.success()));
 }
