@@ -31,11 +31,17 @@ struct Pebble {
 
 impl Pebble {
     fn start(dir: &Path, always_valid: bool) -> Pebble {
-        Pebble::start_with(dir, always_valid, 0)
+        Pebble::start_with(dir, always_valid, 0, None)
     }
 
-    /// `nonce_reject`: the share (percent) of requests Pebble answers with badNonce.
-    fn start_with(dir: &Path, always_valid: bool, nonce_reject: u32) -> Pebble {
+    /// `nonce_reject`: the share (percent) of requests Pebble answers with badNonce;
+    /// `eab`: (kid, base64url HMAC key) to require External Account Binding.
+    fn start_with(
+        dir: &Path,
+        always_valid: bool,
+        nonce_reject: u32,
+        eab: Option<(&str, &str)>,
+    ) -> Pebble {
         fs::create_dir_all(dir).unwrap();
         let ca = TestCa::new(dir);
         let pair = ca.issue_for(&["localhost", "127.0.0.1"]);
@@ -47,7 +53,7 @@ impl Pebble {
         assert!(listener_ca.exists(), "{}", listener_ca.display());
         let (port, mgmt_port, http_port, tls_port) =
             (free_port(), free_port(), free_port(), free_port());
-        let config = serde_json::json!({
+        let mut config = serde_json::json!({
             "pebble": {
                 "listenAddress": format!("127.0.0.1:{port}"),
                 "managementListenAddress": format!("127.0.0.1:{mgmt_port}"),
@@ -59,6 +65,10 @@ impl Pebble {
                 "externalAccountBindingRequired": false
             }
         });
+        if let Some((kid, key)) = eab {
+            config["pebble"]["externalAccountBindingRequired"] = true.into();
+            config["pebble"]["externalAccountMACKeys"] = serde_json::json!({ kid: key });
+        }
         let config_file = dir.join("pebble.json");
         fs::write(&config_file, config.to_string()).unwrap();
         let log = fs::File::create(dir.join("pebble.log")).unwrap();
@@ -301,7 +311,7 @@ fn acme_real_http01_validation_with_standalone_responder() {
 #[test]
 fn acme_survives_bad_nonce_rejections() {
     let sb = Sandbox::new();
-    let pebble = Pebble::start_with(&sb.path("pebble"), true, 5);
+    let pebble = Pebble::start_with(&sb.path("pebble"), true, 5, None);
     let acme = CertDef::new("web", Layout::Nginx)
         .sans(&["web.example.com"])
         .extra("issuer: pebble");
@@ -370,4 +380,98 @@ fn the_daemon_issues_from_the_acme_ca() {
     assert!(d
         .wait_exit(Duration::from_secs(10))
         .is_some_and(|s| s.success()));
+}
+
+/// A CA that requires External Account Binding refuses an account without it, and
+/// accepts one bound with the configured key id and HMAC key.
+#[test]
+fn external_account_binding_is_used_when_configured() {
+    const KID: &str = "kid-1";
+    const KEY: &str = "zWNDZM6eQGHWpSRTPal5eIUYFTu7EajVIoguysqZ9wG44nMEtx3MUAsUDkMTQ12W";
+    let sb = Sandbox::new();
+    let pebble = Pebble::start_with(&sb.path("pebble"), true, 0, Some((KID, KEY)));
+    let acme = CertDef::new("web", Layout::Nginx)
+        .sans(&["web.example.com"])
+        .extra("issuer: pebble");
+    config_with(
+        &sb,
+        std::slice::from_ref(&acme),
+        &pebble.issuers_yaml("pebble"),
+    );
+    let r = sb.renew_all();
+    r.expect_code(1).stdout_has(&pebble.directory());
+    assert!(r.all().to_lowercase().contains("external"), "{r:?}");
+    assert!(!acme.files(&sb).cert.exists());
+
+    let key_file = sb.path("eab.key");
+    fs::write(&key_file, format!("{KEY}\n")).unwrap();
+    let issuers = pebble.issuers_yaml("pebble").replace(
+        "      challenge:",
+        &format!(
+            "      eab: {{ kid: {KID}, hmac_key_file: {} }}\n      challenge:",
+            key_file.display()
+        ),
+    );
+    config_with(&sb, std::slice::from_ref(&acme), &issuers);
+    sb.renew_all().ok();
+    verify_pebble(&pebble.root(), &acme.files(&sb));
+}
+
+/// http-01 through a webroot served by a web server that is already running: certkeeper
+/// only writes the token file (and removes it afterwards); Pebble really validates.
+#[test]
+fn acme_webroot_challenge_is_served_by_the_existing_web_server() {
+    let sb = Sandbox::new();
+    let pebble = Pebble::start(&sb.path("pebble"), false);
+    let webroot = sb.path("www");
+    fs::create_dir_all(&webroot).unwrap();
+    // A plain static web server on Pebble's http-01 port, serving the webroot.
+    let access_log = sb.path("web.log");
+    let mut web = Command::new("python3")
+        .args([
+            "-m",
+            "http.server",
+            &pebble.http_port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--directory",
+        ])
+        .arg(&webroot)
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(&access_log).unwrap())
+        .spawn()
+        .expect("start a static web server");
+    wait_until(Duration::from_secs(10), "the web server to listen", || {
+        TcpStream::connect(("127.0.0.1", pebble.http_port)).is_ok()
+    });
+    let acme = CertDef::new("local", Layout::Nginx)
+        .sans(&["localhost"])
+        .extra("issuer: pebble");
+    let issuers = pebble.issuers_yaml("pebble").replace(
+        &format!("{{ standalone: \"127.0.0.1:{}\" }}", pebble.http_port),
+        &format!("{{ webroot: {} }}", webroot.display()),
+    );
+    assert!(issuers.contains("webroot"), "{issuers}");
+    config_with(&sb, std::slice::from_ref(&acme), &issuers);
+    let r = sb.renew_all();
+    let log = fs::read_to_string(&access_log).unwrap_or_default();
+    let _ = web.kill();
+    let _ = web.wait();
+    assert_eq!(
+        r.code,
+        0,
+        "{r:?}\n--- pebble ---\n{}\n--- web ---\n{log}",
+        pebble.log()
+    );
+    verify_pebble(&pebble.root(), &acme.files(&sb));
+    assert!(log.contains("GET /.well-known/acme-challenge/"), "{log}");
+    assert!(
+        pebble.log().contains("set VALID by completed challenge"),
+        "{}",
+        pebble.log()
+    );
+    let left: Vec<_> = fs::read_dir(webroot.join(".well-known/acme-challenge"))
+        .map(|d| d.flatten().collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "token files must be removed: {left:?}");
 }

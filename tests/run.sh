@@ -9,6 +9,7 @@ command -v openssl >/dev/null 2>&1 || need+=(openssl)
 [ -x /usr/sbin/nginx ] || need+=(nginx-light)
 [ -x /usr/sbin/apache2 ] || need+=(apache2)
 command -v curl >/dev/null 2>&1 || need+=(curl)
+command -v python3 >/dev/null 2>&1 || need+=(python3)
 [ -x /usr/bin/pebble ] || need+=(pebble)
 if [ "${#need[@]}" -gt 0 ]; then
     sudo=""
