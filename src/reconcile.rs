@@ -7,7 +7,7 @@
 use crate::acme::AcmeIssuer;
 use crate::ca::{make_csr, InternalCa, IssueRequest, Issued, Issuer};
 use crate::cache::{Learned, ObserveCache};
-use crate::config::{CertSpec, Config, ServerSpec};
+use crate::config::{CertSpec, Config};
 use crate::fsutil::{write_all, Previous};
 use crate::keys::PrivateKey;
 use crate::layout::{observe, render};
@@ -44,11 +44,9 @@ pub struct CertReport {
     pub outcome: Outcome,
 }
 
-/// What a pass did to the servers, for logs, the benchmark and tests.
+/// What a pass did to the servers and trust targets, for the daemon and `ca revoke`.
 #[derive(Debug, Clone, Default)]
 pub struct ServerActivity {
-    pub tests: BTreeMap<String, usize>,
-    pub reloads: BTreeMap<String, usize>,
     /// When the CRL must be re-signed next (when there are trust targets).
     pub trust_refresh_at: Option<OffsetDateTime>,
     /// Every reload with whether it worked, in order.
@@ -491,7 +489,6 @@ fn apply_to_servers(
         let Some(server) = config.servers.get(name) else {
             continue;
         };
-        *activity.tests.entry(name.clone()).or_default() += 1;
         if let Err(e) = crate::server::config_test(server) {
             tracing::error!(server = %name, error = %e, "config test failed; rolling back");
             activity
@@ -522,7 +519,6 @@ fn apply_to_servers(
         if !needed {
             continue;
         }
-        *activity.reloads.entry(name.clone()).or_default() += 1;
         let result = crate::server::reload(server);
         activity.reload_results.push((name.clone(), result.is_ok()));
         match result {
@@ -614,7 +610,6 @@ fn apply_to_servers(
     }
     for name in again {
         if let Some(server) = config.servers.get(&name) {
-            *activity.reloads.entry(name.clone()).or_default() += 1;
             let result = crate::server::reload(server);
             activity.reload_results.push((name.clone(), result.is_ok()));
             if let Err(e) = result {
@@ -729,9 +724,4 @@ fn issue_and_install(
     let previous =
         write_all(&files).map_err(|e| format!("install failed, previous files kept: {e}"))?;
     Ok((issued, previous))
-}
-
-/// Servers named by the configuration, for callers that need them by name.
-pub fn server<'a>(config: &'a Config, name: &str) -> Option<&'a ServerSpec> {
-    config.servers.get(name)
 }

@@ -268,31 +268,8 @@ pub fn header() -> String {
         .to_string()
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Layout {
-    Nginx,
-    Apache,
-    Combined,
-    Separate,
-}
-
-impl Layout {
-    pub const ALL: [Layout; 4] = [
-        Layout::Nginx,
-        Layout::Apache,
-        Layout::Combined,
-        Layout::Separate,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Layout::Nginx => "nginx",
-            Layout::Apache => "apache",
-            Layout::Combined => "combined",
-            Layout::Separate => "separate",
-        }
-    }
-}
+/// The layouts, as the product names them.
+pub use certkeeper::model::Layout;
 
 /// One managed certificate in a generated config; its files live in `$DIR/tls/`.
 #[derive(Clone, Debug)]
