@@ -19,11 +19,6 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-/// How long a config test or reload command may run before it is killed. `nginx -t`
-/// takes milliseconds; a minute means something hangs (DNS look-ups in the config, a
-/// stuck `systemctl`).
-pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
-
 /// How many trailing lines of a failed command's output an error carries.
 const OUTPUT_LINES: usize = 20;
 /// How many trailing bytes of output are kept while a command runs.
@@ -134,8 +129,10 @@ pub enum ServerError {
 /// Runs the server's configuration test: `test:` when set, otherwise `nginx -t -q` or
 /// `apachectl -t` (with `-c`/`-f` when `config:` is set). Systemd and command servers
 /// without `test:` have nothing to test and pass.
+/// Killed after `servers.NAME.timeout`: `nginx -t` takes milliseconds; a minute means
+/// something hangs (DNS look-ups in the config, a stuck `systemctl`).
 pub fn config_test(spec: &ServerSpec) -> Result<(), ServerError> {
-    config_test_within(spec, COMMAND_TIMEOUT)
+    config_test_within(spec, spec.timeout)
 }
 
 fn config_test_within(spec: &ServerSpec, timeout: Duration) -> Result<(), ServerError> {
@@ -182,7 +179,7 @@ fn test_command(spec: &ServerSpec) -> Option<(Vec<String>, &'static str)> {
 /// set, otherwise SIGHUP (nginx) or SIGUSR1 (Apache graceful restart) to the pid in
 /// `pid_file`, or `systemctl reload UNIT`. Does not run the config test first.
 pub fn reload(spec: &ServerSpec) -> Result<(), ServerError> {
-    reload_within(spec, COMMAND_TIMEOUT)
+    reload_within(spec, spec.timeout)
 }
 
 fn reload_within(spec: &ServerSpec, timeout: Duration) -> Result<(), ServerError> {
@@ -537,6 +534,7 @@ mod tests {
             unit: None,
             test: None,
             reload: None,
+            timeout: crate::config::DEFAULT_COMMAND_TIMEOUT,
         }
     }
 
@@ -551,6 +549,7 @@ mod tests {
             unit: None,
             test: test.map(v),
             reload: reload.map(v),
+            timeout: crate::config::DEFAULT_COMMAND_TIMEOUT,
         }
     }
 

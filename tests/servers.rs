@@ -243,6 +243,7 @@ fn pid_spec(kind: ServerKind, pid_file: &Path) -> ServerSpec {
         unit: None,
         test: None,
         reload: None,
+        timeout: certkeeper::config::DEFAULT_COMMAND_TIMEOUT,
     }
 }
 

@@ -33,6 +33,45 @@ pub struct Config {
     pub trust: Vec<TrustSpec>,
     pub issuers: BTreeMap<String, AcmeSpec>,
     pub metrics: Option<SocketAddr>,
+    /// How many superseded pairs each certificate keeps in `state_dir/archive/NAME/`.
+    pub archive_keep: usize,
+    /// Commands run on events of every certificate (`hooks:` at the top level).
+    pub hooks: Hooks,
+}
+
+/// The default `archive.keep`.
+pub const DEFAULT_ARCHIVE_KEEP: usize = 5;
+/// The default deadline of a server's config test or reload, and of a hook.
+pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Commands to run when something happens to a certificate. Each is an argv list.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Hooks {
+    /// After a new pair was installed (and reloaded and verified).
+    pub renewed: Vec<Vec<String>>,
+    /// After each failed attempt.
+    pub failed: Vec<Vec<String>>,
+    /// Once when a certificate enters its last 10 % of validity without a renewal.
+    pub expiring: Vec<Vec<String>>,
+    /// How long one command may run before it is killed.
+    pub timeout: Duration,
+}
+
+impl Default for Hooks {
+    fn default() -> Self {
+        Hooks {
+            renewed: Vec::new(),
+            failed: Vec::new(),
+            expiring: Vec::new(),
+            timeout: DEFAULT_COMMAND_TIMEOUT,
+        }
+    }
+}
+
+impl Hooks {
+    pub fn is_empty(&self) -> bool {
+        self.renewed.is_empty() && self.failed.is_empty() && self.expiring.is_empty()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -69,6 +108,8 @@ pub struct CertSpec {
     pub reload: Vec<String>,
     pub verify: Option<VerifySpec>,
     pub follow_symlinks: bool,
+    /// This certificate's own hooks, run after the global ones.
+    pub hooks: Hooks,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -147,6 +188,8 @@ pub struct ServerSpec {
     pub unit: Option<String>,
     pub test: Option<Vec<String>>,
     pub reload: Option<Vec<String>>,
+    /// Deadline of the config test and of the reload command.
+    pub timeout: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -265,6 +308,8 @@ const TOP_KEYS: &[&str] = &[
     "trust",
     "issuers",
     "metrics",
+    "archive",
+    "hooks",
 ];
 
 impl Ctx {
@@ -388,6 +433,27 @@ impl Ctx {
                 None
             }
         });
+        let archive_keep = take("archive")
+            .and_then(|v| self.section::<RawArchive>("archive", v, None))
+            .and_then(|a| a.keep)
+            .map_or(Some(DEFAULT_ARCHIVE_KEEP), |k| {
+                if (0..=1000).contains(&k) {
+                    Some(k as usize)
+                } else {
+                    self.err(
+                        "archive.keep",
+                        None,
+                        format!("{k} is not a number of pairs from 0 to 1000 (default {DEFAULT_ARCHIVE_KEEP})"),
+                    );
+                    None
+                }
+            });
+        let hooks = match take("hooks") {
+            Some(v) => self
+                .section::<RawHooks>("hooks", v, None)
+                .and_then(|raw| self.resolve_hooks("hooks", None, &raw, DEFAULT_COMMAND_TIMEOUT)),
+            None => Some(Hooks::default()),
+        };
         let certs_value = take("certificates");
         let trust_value = take("trust");
 
@@ -440,7 +506,16 @@ impl Ctx {
                     }
                 }
             };
-            match self.resolve_cert(i, item, &defaults, &servers, &issuers, ca.as_ref()) {
+            let hook_timeout = hooks.as_ref().map_or(DEFAULT_COMMAND_TIMEOUT, |h| h.timeout);
+            match self.resolve_cert(
+                i,
+                item,
+                &defaults,
+                &servers,
+                &issuers,
+                ca.as_ref(),
+                hook_timeout,
+            ) {
                 Some(Entry::Managed(c)) => {
                     certificates.push(*c);
                     managed_at.push(i);
@@ -470,6 +545,56 @@ impl Ctx {
             trust,
             issuers,
             metrics,
+            archive_keep: archive_keep?,
+            hooks: hooks?,
+        })
+    }
+
+    /// Resolves a `hooks:` section; `timeout` is the default when it sets none.
+    fn resolve_hooks(
+        &mut self,
+        path: &str,
+        cert: Option<&str>,
+        raw: &RawHooks,
+        timeout: Duration,
+    ) -> Option<Hooks> {
+        let before = self.errors.len();
+        let commands = |cx: &mut Ctx, field: &str, raw: &Option<RawCommands>| {
+            let list = match raw {
+                None => Vec::new(),
+                Some(RawCommands::One(c)) => vec![c.clone()],
+                Some(RawCommands::Many(cs)) => cs.clone(),
+            };
+            for (i, c) in list.iter().enumerate() {
+                if c.is_empty() || c[0].is_empty() {
+                    let at = match raw {
+                        Some(RawCommands::Many(_)) => format!("{path}.{field}[{i}]"),
+                        _ => format!("{path}.{field}"),
+                    };
+                    cx.err(
+                        &at,
+                        cert,
+                        "is an empty command; give the program and its arguments as a list, e.g. [systemctl, reload, postfix]",
+                    );
+                }
+            }
+            list
+        };
+        let renewed = commands(self, "renewed", &raw.renewed);
+        let failed = commands(self, "failed", &raw.failed);
+        let expiring = commands(self, "expiring", &raw.expiring);
+        let timeout = match &raw.timeout {
+            Some(t) => self.duration(&format!("{path}.timeout"), cert, &t.0),
+            None => Some(timeout),
+        };
+        if self.errors.len() > before {
+            return None;
+        }
+        Some(Hooks {
+            renewed,
+            failed,
+            expiring,
+            timeout: timeout?,
         })
     }
 
@@ -739,6 +864,21 @@ impl Ctx {
                 }
                 _ => {}
             }
+            let timeout = match &s.timeout {
+                Some(t) => match parse_duration(&t.0) {
+                    Ok(d) if d.is_zero() => {
+                        self.err(&format!("{path}.timeout"), None, "must be longer than 0s");
+                        None
+                    }
+                    Ok(d) => Some(d),
+                    Err(e) => {
+                        self.err(&format!("{path}.timeout"), None, e);
+                        None
+                    }
+                },
+                None => Some(DEFAULT_COMMAND_TIMEOUT),
+            };
+            ok &= timeout.is_some();
             if matches!(kind, ServerKind::Systemd | ServerKind::Command)
                 && (s.binary.is_some() || s.config.is_some())
             {
@@ -757,6 +897,7 @@ impl Ctx {
                         unit: s.unit,
                         test: s.test,
                         reload: s.reload,
+                        timeout: timeout.unwrap_or(DEFAULT_COMMAND_TIMEOUT),
                     },
                 );
             }
@@ -885,6 +1026,7 @@ impl Ctx {
         servers: &BTreeMap<String, ServerSpec>,
         issuers: &BTreeMap<String, AcmeSpec>,
         ca: Option<&CaSpec>,
+        hook_timeout: Duration,
     ) -> Option<Entry> {
         let path = format!("certificates[{i}]");
         let label = value
@@ -930,6 +1072,7 @@ impl Ctx {
                 ("key", raw.key.is_some()),
                 ("lifetime", raw.lifetime.is_some()),
                 ("verify", raw.verify.is_some()),
+                ("hooks", raw.hooks.is_some()),
             ];
             for (field, set) in managed_fields {
                 if set {
@@ -1142,6 +1285,13 @@ impl Ctx {
             None => None,
             Some(v) => self.resolve_verify(&f("verify"), cert, v, &sans),
         };
+        let hooks = match &raw.hooks {
+            None => Some(Hooks {
+                timeout: hook_timeout,
+                ..Hooks::default()
+            }),
+            Some(h) => self.resolve_hooks(&f("hooks"), cert, h, hook_timeout),
+        };
         if self.errors.len() > before {
             return None;
         }
@@ -1165,6 +1315,7 @@ impl Ctx {
                 .follow_symlinks
                 .or(defaults.follow_symlinks)
                 .unwrap_or(false),
+            hooks: hooks?,
         })))
     }
 

@@ -102,6 +102,30 @@ pub struct RawCertificate {
     pub follow_symlinks: Option<bool>,
     pub watch: Option<String>,
     pub warn_before: Option<Text>,
+    pub hooks: Option<RawHooks>,
+}
+
+/// One command (`[systemctl, reload, postfix]`) or several (`[[a, b], [c]]`).
+#[derive(Deserialize, Debug, Clone)]
+#[serde(untagged)]
+pub enum RawCommands {
+    One(Vec<String>),
+    Many(Vec<Vec<String>>),
+}
+
+#[derive(Deserialize, Debug, Default, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct RawHooks {
+    pub renewed: Option<RawCommands>,
+    pub failed: Option<RawCommands>,
+    pub expiring: Option<RawCommands>,
+    pub timeout: Option<Text>,
+}
+
+#[derive(Deserialize, Debug, Default, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct RawArchive {
+    pub keep: Option<i64>,
 }
 
 #[derive(Deserialize, Debug, Clone)]
@@ -115,6 +139,7 @@ pub struct RawServer {
     pub unit: Option<String>,
     pub test: Option<Vec<String>>,
     pub reload: Option<Vec<String>>,
+    pub timeout: Option<Text>,
 }
 
 #[derive(Deserialize, Debug, Clone)]

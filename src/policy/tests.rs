@@ -42,6 +42,7 @@ fn spec(lifetime: u64, renew_before: RenewBefore) -> CertSpec {
         reload: vec![],
         verify: None,
         follow_symlinks: false,
+        hooks: Default::default(),
     }
 }
 

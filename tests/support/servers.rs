@@ -488,6 +488,7 @@ http {{
                 .to_vec(),
             ),
             reload: None,
+            timeout: certkeeper::config::DEFAULT_COMMAND_TIMEOUT,
         }
     }
 
@@ -636,6 +637,7 @@ DirectoryIndex index.html
                     .to_vec(),
             ),
             reload: None,
+            timeout: certkeeper::config::DEFAULT_COMMAND_TIMEOUT,
         }
     }
 
