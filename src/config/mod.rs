@@ -506,7 +506,9 @@ impl Ctx {
                     }
                 }
             };
-            let hook_timeout = hooks.as_ref().map_or(DEFAULT_COMMAND_TIMEOUT, |h| h.timeout);
+            let hook_timeout = hooks
+                .as_ref()
+                .map_or(DEFAULT_COMMAND_TIMEOUT, |h| h.timeout);
             match self.resolve_cert(
                 i,
                 item,

@@ -329,15 +329,21 @@ fn archive_hooks_and_server_timeouts() {
     let c = ok("state_dir: /tmp/s\n\
          archive: { keep: 2 }\n\
          hooks:\n  renewed: [logger, renewed]\n  failed: [[a, b], [c]]\n  timeout: 5s\n\
-         servers:\n  web: { type: command, reload: ["true"], timeout: 3s }\n\
+         servers:\n  web: { type: command, reload: ['true'], timeout: 3s }\n\
          certificates:\n  - name: www\n    sans: [www.example.internal]\n    files: { layout: combined, cert: /tmp/x/www.pem }\n    hooks: { expiring: [notify-send, soon] }\n");
     assert_eq!(c.archive_keep, 2);
-    assert_eq!(c.hooks.renewed, vec![vec!["logger".to_string(), "renewed".into()]]);
+    assert_eq!(
+        c.hooks.renewed,
+        vec![vec!["logger".to_string(), "renewed".into()]]
+    );
     assert_eq!(c.hooks.failed.len(), 2);
     assert_eq!(c.hooks.timeout, std::time::Duration::from_secs(5));
     assert_eq!(c.servers["web"].timeout, std::time::Duration::from_secs(3));
     let h = &c.certificates[0].hooks;
-    assert_eq!(h.expiring, vec![vec!["notify-send".to_string(), "soon".into()]]);
+    assert_eq!(
+        h.expiring,
+        vec![vec!["notify-send".to_string(), "soon".into()]]
+    );
     // A certificate's hooks inherit the global timeout.
     assert_eq!(h.timeout, std::time::Duration::from_secs(5));
 
@@ -350,7 +356,7 @@ fn archive_hooks_and_server_timeouts() {
 fn bad_archive_hooks_and_timeouts_name_their_field() {
     let errs = errors(
         "state_dir: /tmp/s\narchive: { keep: -1 }\nhooks: { renewed: [], bogus: 1 }\n\
-         servers:\n  web: { type: command, reload: ["true"], timeout: 0s }\ncertificates: []\n",
+         servers:\n  web: { type: command, reload: ['true'], timeout: 0s }\ncertificates: []\n",
     );
     let fields: Vec<&str> = errs.iter().map(|e| e.field.as_str()).collect();
     assert!(fields.contains(&"archive.keep"), "{errs:?}");
