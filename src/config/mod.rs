@@ -273,6 +273,7 @@ pub fn parse(text: &str, file: &Path) -> Result<Config, ConfigErrors> {
         loc: std::cell::OnceCell::new(),
         errors: Vec::new(),
         cert_index: Vec::new(),
+        hook_timeout: DEFAULT_COMMAND_TIMEOUT,
     };
     let config = cx.resolve(text);
     if cx.errors.is_empty() {
@@ -297,6 +298,8 @@ struct Ctx {
     errors: Vec<ConfigError>,
     /// Names of the certificates resolved so far, with their list index.
     cert_index: Vec<(String, usize)>,
+    /// `hooks.timeout`: the default of every certificate's own hooks.
+    hook_timeout: Duration,
 }
 
 const TOP_KEYS: &[&str] = &[
@@ -506,18 +509,10 @@ impl Ctx {
                     }
                 }
             };
-            let hook_timeout = hooks
+            self.hook_timeout = hooks
                 .as_ref()
                 .map_or(DEFAULT_COMMAND_TIMEOUT, |h| h.timeout);
-            match self.resolve_cert(
-                i,
-                item,
-                &defaults,
-                &servers,
-                &issuers,
-                ca.as_ref(),
-                hook_timeout,
-            ) {
+            match self.resolve_cert(i, item, &defaults, &servers, &issuers, ca.as_ref()) {
                 Some(Entry::Managed(c)) => {
                     certificates.push(*c);
                     managed_at.push(i);
@@ -1028,8 +1023,8 @@ impl Ctx {
         servers: &BTreeMap<String, ServerSpec>,
         issuers: &BTreeMap<String, AcmeSpec>,
         ca: Option<&CaSpec>,
-        hook_timeout: Duration,
     ) -> Option<Entry> {
+        let hook_timeout = self.hook_timeout;
         let path = format!("certificates[{i}]");
         let label = value
             .get("name")
@@ -1610,6 +1605,7 @@ fn quiet_mode(raw: &RawMode, secret: bool) -> Option<u32> {
         loc: std::cell::OnceCell::new(),
         errors: Vec::new(),
         cert_index: Vec::new(),
+        hook_timeout: DEFAULT_COMMAND_TIMEOUT,
     };
     cx.mode("", None, raw, secret)
 }
