@@ -8,7 +8,7 @@ use crate::cache::ObserveCache;
 use crate::config::{self, Config};
 use crate::metrics::{Metrics, ReloadLabel, RenewalLabel};
 use crate::policy::{relative, rfc3339};
-use crate::reconcile::{ensure_ca, run_pass, Outcome, RenewOptions};
+use crate::reconcile::{ensure_ca, run_pass, Outcome, RenewOptions, ServerActivity};
 use crate::state::StateDir;
 use notify::{RecursiveMode, Watcher};
 use sd_notify::NotifyState;
@@ -29,6 +29,15 @@ const SETTLE_MAX: Duration = Duration::from_secs(1);
 /// First retry delay after a failure; doubles up to `BACKOFF_MAX`.
 const BACKOFF_MIN: Duration = Duration::from_secs(30);
 const BACKOFF_MAX: Duration = Duration::from_secs(3600);
+/// The soonest a certificate is looked at again after a successful renewal, whatever
+/// its new renewal time says: a CA that issues shorter certificates than asked must
+/// not turn into a renewal loop.
+const MIN_RENEWAL_GAP: time::Duration = time::Duration::seconds(5);
+/// How long the configuration file must stay the same before it is read: an editor or
+/// a config-management run may write it in several steps.
+const CONFIG_SETTLE: Duration = Duration::from_millis(500);
+/// Longest the configuration may keep changing before it is read anyway.
+const CONFIG_SETTLE_MAX: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -44,6 +53,18 @@ struct Track {
     next: OffsetDateTime,
     failures: u32,
     not_after: Option<OffsetDateTime>,
+}
+
+/// A server whose reload (or config test) failed, or that was not running when it
+/// should have been reloaded.
+#[derive(Debug, Clone)]
+struct ServerTrack {
+    /// Failed reloads or config tests in a row (0 when it is only not running).
+    failures: u32,
+    /// Not running at its last reload: it loads the files when it starts; look again
+    /// at `next` whether it runs and serves them.
+    waiting_start: u32,
+    next: OffsetDateTime,
 }
 
 /// Who owns a file of the configuration.
@@ -71,6 +92,9 @@ struct Daemon {
     /// retried).
     trust_next: Option<OffsetDateTime>,
     trust_failures: u32,
+    /// Servers in backoff after a failed reload, or not running: certificates that
+    /// reload them wait for `next`.
+    servers: HashMap<String, ServerTrack>,
     metrics: Arc<Metrics>,
     /// What was last fully checked, shared with the blocking pass.
     cache: Arc<std::sync::Mutex<Option<ObserveCache>>>,
@@ -159,6 +183,7 @@ async fn run_async(config_path: &Path) -> Result<(), DaemonError> {
         cache: Arc::new(std::sync::Mutex::new(None)),
         trust_next: None,
         trust_failures: 0,
+        servers: HashMap::new(),
         metrics: Arc::new(Metrics::default()),
     };
     if let Some(addr) = d.config.metrics {
@@ -214,10 +239,14 @@ async fn run_async(config_path: &Path) -> Result<(), DaemonError> {
         tokio::select! {
             _ = tokio::time::sleep(sleep_for) => {
                 let now = OffsetDateTime::now_utc();
-                let due: Vec<String> = d.tracks.iter().filter(|(_, t)| t.next <= now).map(|(n, _)| n.clone()).collect();
+                let due = d.due(now);
                 let trust_due = d.trust_next.is_some_and(|t| t <= now);
                 if !due.is_empty() || trust_due {
                     d.pass(due, false).await;
+                }
+                let waiting = d.servers_to_look_at(now);
+                if !waiting.is_empty() {
+                    d.pass(waiting, true).await;
                 }
                 d.check_watched(now);
                 notify(&[NotifyState::Status(&d.summary())]);
@@ -330,11 +359,80 @@ impl Daemon {
             .map(|t| t.next)
             .chain(self.watch_next.values().copied())
             .chain(self.trust_next)
+            .chain(self.servers.values().map(|s| s.next))
             .min()
+    }
+
+    /// When `name` may be attempted next: its own retry time, and no sooner than every
+    /// server it reloads is out of backoff. None when it may go now.
+    fn held_until(&self, name: &str, now: OffsetDateTime) -> Option<OffsetDateTime> {
+        let own = self
+            .tracks
+            .get(name)
+            .filter(|t| t.failures > 0 && t.next > now)
+            .map(|t| t.next);
+        let spec = self.config.certificates.iter().find(|c| c.name == name);
+        let servers = spec
+            .into_iter()
+            .flat_map(|c| c.reload.iter())
+            .filter_map(|s| self.servers.get(s))
+            .filter(|s| s.failures > 0 && s.next > now)
+            .map(|s| s.next);
+        own.into_iter().chain(servers).max()
+    }
+
+    /// The certificates whose time has come, leaving out those held back by a server in
+    /// backoff (their next look moves to the server's retry time).
+    fn due(&mut self, now: OffsetDateTime) -> Vec<String> {
+        let due: Vec<String> = self
+            .tracks
+            .iter()
+            .filter(|(_, t)| t.next <= now)
+            .map(|(n, _)| n.clone())
+            .collect();
+        let mut go = Vec::new();
+        for name in due {
+            match self.held_until(&name, now) {
+                Some(until) => {
+                    if let Some(t) = self.tracks.get_mut(&name) {
+                        t.next = until;
+                    }
+                }
+                None => go.push(name),
+            }
+        }
+        go
+    }
+
+    /// Servers that were not running at their reload and whose time to look again has
+    /// come: the certificates that reload them, for a pass that checks what is served.
+    fn servers_to_look_at(&mut self, now: OffsetDateTime) -> Vec<String> {
+        let due: BTreeSet<String> = self
+            .servers
+            .iter()
+            .filter(|(_, s)| s.failures == 0 && s.waiting_start > 0 && s.next <= now)
+            .map(|(n, _)| n.clone())
+            .collect();
+        if due.is_empty() {
+            return Vec::new();
+        }
+        for name in &due {
+            if let Some(s) = self.servers.get_mut(name) {
+                // Rescheduled by the pass if it still does not run.
+                s.next = now + time::Duration::seconds(backoff(s.waiting_start).as_secs() as i64);
+            }
+        }
+        self.config
+            .certificates
+            .iter()
+            .filter(|c| c.reload.iter().any(|s| due.contains(s)))
+            .map(|c| c.name.clone())
+            .collect()
     }
 
     /// Runs one pass over `names` on a blocking thread, then updates the schedule.
     async fn pass(&mut self, names: Vec<String>, check_served: bool) {
+        let names_of_pass = names.clone();
         let config = self.config.clone();
         let cancel = self.cancel.clone();
         let cache = self.cache.clone();
@@ -410,11 +508,21 @@ impl Daemon {
                         })
                         .inc();
                 }
+                self.track_servers(now, &activity);
                 (now, names, reports)
             }
             Ok(Err(e)) => {
                 tracing::error!(error = %e, "reconcile failed; retrying later");
                 let now = OffsetDateTime::now_utc();
+                // Certificates never looked at yet (a failed first pass) get a track
+                // too, or nothing would ever wake them.
+                for name in names_of_pass {
+                    self.tracks.entry(name).or_insert(Track {
+                        next: now,
+                        failures: 0,
+                        not_after: None,
+                    });
+                }
                 for (name, t) in self.tracks.iter_mut() {
                     t.failures += 1;
                     t.next = retry_at_spread(name, now, t.failures, t.not_after);
@@ -437,14 +545,21 @@ impl Daemon {
                 Outcome::Unchanged {
                     renew_at,
                     not_after,
+                } => {
+                    // Looked at, fine: its failures (if any) are over.
+                    *track = Track {
+                        next: *renew_at,
+                        failures: 0,
+                        not_after: Some(*not_after),
+                    };
                 }
-                | Outcome::Renewed {
+                Outcome::Renewed {
                     renew_at,
                     not_after,
                     ..
                 } => {
                     *track = Track {
-                        next: *renew_at,
+                        next: (*renew_at).max(now + MIN_RENEWAL_GAP),
                         failures: 0,
                         not_after: Some(*not_after),
                     };
@@ -455,6 +570,22 @@ impl Daemon {
                     track.failures += 1;
                     track.not_after = *not_after;
                     track.next = retry_at_spread(&r.name, now, track.failures, *not_after);
+                    // A server in backoff holds back every certificate it reloads, so
+                    // that they are retried together, with one reload.
+                    if let Some(until) = self
+                        .config
+                        .certificates
+                        .iter()
+                        .find(|c| c.name == r.name)
+                        .into_iter()
+                        .flat_map(|c| c.reload.iter())
+                        .filter_map(|s| self.servers.get(s))
+                        .filter(|s| s.failures > 0)
+                        .map(|s| s.next)
+                        .max()
+                    {
+                        track.next = track.next.max(until);
+                    }
                     tracing::warn!(certificate = %r.name, failures = track.failures, retry = %rfc3339(track.next), %error, "will retry");
                 }
                 Outcome::WouldRenew(_) => {}
@@ -490,6 +621,49 @@ impl Daemon {
         self.rewatch();
     }
 
+    /// Updates the servers' backoff from what a pass did to them: a failed config test
+    /// or reload backs the server off (per server, whatever certificate asked); a
+    /// server that was not running is looked at again later; one that reloaded is fine.
+    fn track_servers(&mut self, now: OffsetDateTime, activity: &ServerActivity) {
+        for (name, ok) in &activity.reload_results {
+            if *ok {
+                self.servers.remove(name);
+            }
+        }
+        for (name, why) in &activity.failed_servers {
+            let s = self.servers.entry(name.clone()).or_insert(ServerTrack {
+                failures: 0,
+                waiting_start: 0,
+                next: now,
+            });
+            s.failures += 1;
+            s.waiting_start = 0;
+            s.next = retry_at_spread(name, now, s.failures, None);
+            tracing::warn!(server = %name, failures = s.failures, retry = %rfc3339(s.next), error = %why, "server in backoff: certificates that reload it wait until then");
+        }
+        for name in activity.not_running.keys() {
+            if activity.failed_servers.contains_key(name) {
+                continue;
+            }
+            let s = self.servers.entry(name.clone()).or_insert(ServerTrack {
+                failures: 0,
+                waiting_start: 0,
+                next: now,
+            });
+            s.failures = 0;
+            s.waiting_start += 1;
+            s.next = now + time::Duration::seconds(backoff(s.waiting_start).as_secs() as i64);
+        }
+        // A server checked and found running (no reload needed, nothing failed).
+        for name in &activity.running {
+            if let Some(s) = self.servers.get(name) {
+                if s.failures == 0 && !activity.not_running.contains_key(name) {
+                    self.servers.remove(name);
+                }
+            }
+        }
+    }
+
     async fn on_files(&mut self, paths: Vec<PathBuf>) {
         let mut owners: Vec<Owner> = Vec::new();
         let mut config_changed = false;
@@ -512,16 +686,29 @@ impl Daemon {
             }
         }
         if config_changed {
-            tracing::info!(config = %self.config_path.display(), "configuration file changed; re-reading it");
-            self.reload_config().await;
+            tracing::info!(config = %self.config_path.display(), "configuration file changed; re-reading it once it has settled");
+            let text = self.settled_config().await;
+            self.reload_config_from(text).await;
             return;
         }
         let mut managed: BTreeSet<String> = BTreeSet::new();
         let (mut trust_touched, mut watched_touched) = (false, false);
+        let now = OffsetDateTime::now_utc();
         for o in owners {
             match o {
                 Owner::Managed(i) => {
-                    managed.insert(self.config.certificates[i].name.clone());
+                    let name = &self.config.certificates[i].name;
+                    // A certificate in backoff is not touched before its retry time,
+                    // whoever changed its files (our own rollback included); a healthy
+                    // one is repaired at once.
+                    match self.held_until(name, now) {
+                        Some(until) => {
+                            tracing::debug!(certificate = %name, retry = %rfc3339(until), "files changed while in backoff; waiting for the retry time");
+                        }
+                        None => {
+                            managed.insert(name.clone());
+                        }
+                    }
                 }
                 Owner::Watched => watched_touched = true,
                 Owner::Trust => trust_touched = true,
@@ -537,8 +724,42 @@ impl Daemon {
         notify(&[NotifyState::Status(&self.summary())]);
     }
 
+    /// The configuration file's text once it has stayed the same for `CONFIG_SETTLE`
+    /// (at most `CONFIG_SETTLE_MAX`): what is parsed is what was read, never a file
+    /// that is still being written.
+    async fn settled_config(&self) -> std::io::Result<String> {
+        let started = tokio::time::Instant::now();
+        let mut last = tokio::fs::read(&self.config_path).await;
+        loop {
+            tokio::time::sleep(CONFIG_SETTLE).await;
+            let now = tokio::fs::read(&self.config_path).await;
+            let same = match (&last, &now) {
+                (Ok(a), Ok(b)) => a == b,
+                (Err(a), Err(b)) => a.kind() == b.kind(),
+                _ => false,
+            };
+            if same || started.elapsed() >= CONFIG_SETTLE_MAX {
+                return now.and_then(|b| {
+                    String::from_utf8(b).map_err(|e| {
+                        std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string())
+                    })
+                });
+            }
+            last = now;
+        }
+    }
+
     async fn reload_config(&mut self) {
-        let new = match config::load(&self.config_path) {
+        let text = tokio::fs::read_to_string(&self.config_path).await;
+        self.reload_config_from(text).await;
+    }
+
+    async fn reload_config_from(&mut self, text: std::io::Result<String>) {
+        let parsed = match text {
+            Ok(text) => config::parse(&text, &self.config_path),
+            Err(_) => config::load(&self.config_path),
+        };
+        let new = match parsed {
             Ok(c) => c,
             Err(errs) => {
                 tracing::error!(errors = %errs, "the new configuration is invalid; keeping the running one");
@@ -546,12 +767,30 @@ impl Daemon {
             }
         };
         let old = self.config.clone();
+        // A certificate whose own entry or one of whose servers changed is looked at at
+        // once, even in backoff: the user acted. The others keep their schedule.
         let changed: Vec<String> = new
             .certificates
             .iter()
-            .filter(|c| old.certificates.iter().find(|o| o.name == c.name) != Some(*c))
+            .filter(|c| {
+                old.certificates.iter().find(|o| o.name == c.name) != Some(*c)
+                    || c
+                        .reload
+                        .iter()
+                        .any(|s| old.servers.get(s) != new.servers.get(s))
+            })
             .map(|c| c.name.clone())
             .collect();
+        for name in &changed {
+            if let Some(t) = self.tracks.get_mut(name) {
+                t.next = OffsetDateTime::now_utc();
+            }
+        }
+        for (name, server) in &new.servers {
+            if old.servers.get(name) != Some(server) {
+                self.servers.remove(name);
+            }
+        }
         let removed: Vec<&String> = old
             .certificates
             .iter()

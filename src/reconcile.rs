@@ -30,6 +30,9 @@ pub enum Outcome {
         serial: String,
         not_after: OffsetDateTime,
         renew_at: OffsetDateTime,
+        /// What the user should know although it worked (a reload skipped because the
+        /// server is not running).
+        notes: Vec<String>,
     },
     Failed {
         reason: Option<Reason>,
@@ -55,6 +58,11 @@ pub struct ServerActivity {
     pub failed_servers: BTreeMap<String, String>,
     /// Servers that still owe a reload for changed trust material (retried later).
     pub trust_pending: Vec<String>,
+    /// Servers that were not reloaded because they are not running: they load the
+    /// installed files when they start.
+    pub not_running: BTreeMap<String, crate::server::NotRunning>,
+    /// Servers found running when the pass looked.
+    pub running: BTreeSet<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -194,6 +202,8 @@ struct Staged<'a> {
     /// What the files held before; set once installed.
     previous: Vec<Previous>,
     error: Option<String>,
+    /// Facts for the ledger and the report although it worked.
+    notes: Vec<String>,
 }
 
 impl Staged<'_> {
@@ -242,6 +252,23 @@ pub fn run_pass(
         }
     }
     let mut stale_servers: BTreeSet<String> = BTreeSet::new();
+    // Whether each server of these certificates runs, when what is served is checked:
+    // a server that does not run serves nothing to compare.
+    let liveness: BTreeMap<String, Result<(), crate::server::NotRunning>> =
+        if opts.check_served && !opts.dry_run {
+            selected
+                .iter()
+                .flat_map(|c| c.reload.iter())
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .filter_map(|n| {
+                    let server = config.servers.get(n)?;
+                    Some((n.clone(), crate::server::running(server)))
+                })
+                .collect()
+        } else {
+            BTreeMap::new()
+        };
     let revoked: std::collections::HashSet<String> = crate::trust::revoked(state)
         .into_iter()
         .map(|r| r.serial)
@@ -276,10 +303,17 @@ pub fn run_pass(
         };
         let reason = match decide_with_revocations(spec, &seen, now, &revoked) {
             Verdict::Fine { renew_at } if !opts.force => {
-                if let (true, Some(v), Seen::Present(p)) = (opts.check_served, &spec.verify, &seen)
+                let serving = spec
+                    .reload
+                    .iter()
+                    .all(|s| !matches!(liveness.get(s), Some(Err(_))));
+                if let (true, true, Some(v), Seen::Present(p)) =
+                    (opts.check_served, serving, &spec.verify, &seen)
                 {
                     match crate::verify::served_leaf(&v.connect, &v.server_name, v.timeout) {
-                        Ok(der) if crate::x509::sha256_hex(&der) == p.leaf.fingerprint => {}
+                        Ok(der) if crate::x509::sha256_hex(&der) == p.leaf.fingerprint => {
+                            tracing::info!(certificate = %spec.name, connect = %v.connect, "verified: the server serves the certificate on disk");
+                        }
                         Ok(_) => {
                             tracing::warn!(certificate = %spec.name, connect = %v.connect, "the server does not serve the certificate on disk; reloading it");
                             stale_servers.extend(spec.reload.iter().cloned());
@@ -329,6 +363,7 @@ pub fn run_pass(
                 issued,
                 previous,
                 error: None,
+                notes: Vec::new(),
             }),
             Err(error) => {
                 tracing::error!(certificate = %spec.name, %error, "renewal failed; the installed files were left as they were");
@@ -348,6 +383,16 @@ pub fn run_pass(
         stale_servers.extend(trust.reload.iter().cloned());
     }
     let mut activity = apply_to_servers(config, &mut staged, &stale_servers, cancel);
+    for (name, live) in liveness {
+        match live {
+            Ok(()) => {
+                activity.running.insert(name);
+            }
+            Err(why) => {
+                activity.not_running.entry(name).or_insert(why);
+            }
+        }
+    }
     crate::trust::run_commands(&trust.run);
     activity.trust_refresh_at = trust.refresh_at;
     if !opts.dry_run && (!trust.reload.is_empty() || !trust.pending_before.is_empty()) {
@@ -387,6 +432,7 @@ pub fn run_pass(
                     .map(|(_, p)| p.display().to_string())
                     .collect();
                 e.reason = Some(st.reason.code().to_string());
+                e.note = (!st.notes.is_empty()).then(|| st.notes.join("; "));
                 if let Err(err) = state.record(&e) {
                     tracing::error!(certificate = %spec.name, error = %err, "cannot record the install in the ledger");
                 }
@@ -398,6 +444,7 @@ pub fn run_pass(
                         serial: leaf.serial.clone(),
                         not_after: leaf.not_after,
                         renew_at: renew_at(spec, leaf),
+                        notes: std::mem::take(&mut st.notes),
                     },
                 });
             }
@@ -483,12 +530,21 @@ fn apply_to_servers(
         wanted.extend(st.spec.reload.iter().cloned());
     }
     // Config tests first: a failing test rolls back every certificate of that server
-    // before anything is reloaded.
+    // before anything is reloaded. A server that is not running is tested too (it will
+    // read these files when it starts) but has nothing to reload.
     let mut failed: BTreeMap<String, String> = BTreeMap::new();
     for name in &wanted {
         let Some(server) = config.servers.get(name) else {
             continue;
         };
+        match crate::server::running(server) {
+            Ok(()) => {
+                activity.running.insert(name.clone());
+            }
+            Err(why) => {
+                activity.not_running.insert(name.clone(), why);
+            }
+        }
         if let Err(e) = crate::server::config_test(server) {
             tracing::error!(server = %name, error = %e, "config test failed; rolling back");
             activity
@@ -517,6 +573,23 @@ fn apply_to_servers(
             continue;
         };
         if !needed {
+            continue;
+        }
+        if let Some(why) = activity.not_running.get(name) {
+            let kind = server_kind(server);
+            let mut installed = 0;
+            for st in staged
+                .iter_mut()
+                .filter(|s| s.error.is_none() && s.spec.reload.contains(name))
+            {
+                st.notes.push(format!(
+                    "server `{name}` is not running ({why}): reload skipped; {kind} will load the new files when it starts"
+                ));
+                installed += 1;
+            }
+            if installed > 0 {
+                tracing::warn!(server = %name, reason = %why, "{kind} is not running; it will load the new files when it starts (reload skipped)");
+            }
             continue;
         }
         let result = crate::server::reload(server);
@@ -618,6 +691,15 @@ fn apply_to_servers(
         }
     }
     activity
+}
+
+/// What to call a server in messages: the program for nginx and Apache, else its name.
+fn server_kind(server: &crate::config::ServerSpec) -> String {
+    match server.kind {
+        crate::config::ServerKind::Nginx => "nginx".into(),
+        crate::config::ServerKind::Apache => "apache".into(),
+        _ => format!("server `{}`", server.name),
+    }
 }
 
 /// Records a failure in the ledger and makes its report.

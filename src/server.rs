@@ -229,6 +229,89 @@ fn reload_within(spec: &ServerSpec, timeout: Duration) -> Result<(), ServerError
     }
 }
 
+/// Why a server has nothing to reload: it is not running, so it will read the installed
+/// files when it starts. Only what certkeeper can know for sure counts: a pid file that
+/// is missing, empty or names no live process, or a systemd unit that is not active.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NotRunning {
+    NoPidFile { path: PathBuf },
+    EmptyPidFile { path: PathBuf },
+    NoProcess { path: PathBuf, pid: i32 },
+    UnitInactive { unit: String, state: String },
+}
+
+impl fmt::Display for NotRunning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            NotRunning::NoPidFile { path } => write!(f, "pid file {} does not exist", path.display()),
+            NotRunning::EmptyPidFile { path } => write!(f, "pid file {} is empty", path.display()),
+            NotRunning::NoProcess { path, pid } => {
+                write!(f, "pid file {} names pid {pid}, which has exited", path.display())
+            }
+            NotRunning::UnitInactive { unit, state } => write!(f, "unit {unit} is {state}"),
+        }
+    }
+}
+
+/// Whether `spec`'s server runs, as far as can be told: `Err` when it certainly does not
+/// (see `NotRunning`); `Ok` when it runs or when there is no way to know (a `command`
+/// server, a reload command without a pid file). A pid file that names another program
+/// is not "not running" but a reload error: it may be the wrong file.
+pub fn running(spec: &ServerSpec) -> Result<(), NotRunning> {
+    match spec.kind {
+        ServerKind::Nginx | ServerKind::Apache => {
+            let Some(path) = &spec.pid_file else {
+                return Ok(());
+            };
+            let text = match std::fs::read_to_string(path) {
+                Ok(t) => t,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    return Err(NotRunning::NoPidFile { path: path.clone() })
+                }
+                Err(_) => return Ok(()),
+            };
+            if text.trim().is_empty() {
+                // `nginx -t` leaves an empty pid file behind when none exists.
+                return Err(NotRunning::EmptyPidFile { path: path.clone() });
+            }
+            let Some(pid) = parse_pid(&text).filter(|p| *p > 1) else {
+                return Ok(());
+            };
+            let proc_dir = PathBuf::from(format!("/proc/{pid}"));
+            if kill(Pid::from_raw(pid), None) == Err(Errno::ESRCH) || is_zombie(&proc_dir) {
+                return Err(NotRunning::NoProcess {
+                    path: path.clone(),
+                    pid,
+                });
+            }
+            Ok(())
+        }
+        ServerKind::Systemd => {
+            let Some(unit) = &spec.unit else {
+                return Ok(());
+            };
+            let argv: Vec<String> = vec!["systemctl".into(), "is-active".into(), unit.clone()];
+            match run(&spec.name, "is-active", "unit", &argv, spec.timeout) {
+                Ok(done) => {
+                    let state = done.output.lines().last().unwrap_or("").trim().to_string();
+                    // Only states that certainly mean "no process to reload".
+                    if ["inactive", "failed", "dead"].contains(&state.as_str()) {
+                        Err(NotRunning::UnitInactive {
+                            unit: unit.clone(),
+                            state,
+                        })
+                    } else {
+                        Ok(())
+                    }
+                }
+                // No systemctl, or it hangs: let the reload itself report the problem.
+                Err(_) => Ok(()),
+            }
+        }
+        ServerKind::Command => Ok(()),
+    }
+}
+
 fn binary(spec: &ServerSpec, default: &str) -> String {
     spec.binary
         .as_ref()

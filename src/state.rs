@@ -46,6 +46,9 @@ pub struct LedgerEntry {
     /// Why it happened (`due`, `missing`...) or why it failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// What else happened, e.g. a reload skipped because the server is not running.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 impl LedgerEntry {
@@ -60,6 +63,7 @@ impl LedgerEntry {
             sans: Vec::new(),
             files: Vec::new(),
             reason: None,
+            note: None,
         }
     }
 }

@@ -38,6 +38,9 @@ pub struct LastResult {
     pub time: OffsetDateTime,
     pub serial: Option<String>,
     pub reason: Option<String>,
+    /// E.g. a reload skipped because the server is not running.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 impl From<&LedgerEntry> for LastResult {
@@ -47,6 +50,7 @@ impl From<&LedgerEntry> for LastResult {
             time: e.time,
             serial: e.serial.clone(),
             reason: e.reason.clone(),
+            note: e.note.clone(),
         }
     }
 }
@@ -215,12 +219,16 @@ pub fn table(rows: &[Row], now: OffsetDateTime, with_last: bool) -> String {
         if with_last {
             l.push(match &r.last_result {
                 Some(lr) => format!(
-                    "{} {}{}",
+                    "{} {}{}{}",
                     lr.event,
                     relative(lr.time, now),
                     lr.reason
                         .as_ref()
                         .map(|x| format!(" ({x})"))
+                        .unwrap_or_default(),
+                    lr.note
+                        .as_ref()
+                        .map(|x| format!("; {x}"))
                         .unwrap_or_default()
                 ),
                 None => "-".into(),

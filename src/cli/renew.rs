@@ -47,12 +47,18 @@ pub fn run(
                 reason,
                 serial,
                 not_after,
+                notes,
                 ..
-            } => println!(
-                "{}: renewed ({reason}); serial {serial}, valid until {}",
-                r.name,
-                rfc3339(*not_after)
-            ),
+            } => {
+                println!(
+                    "{}: renewed ({reason}); serial {serial}, valid until {}",
+                    r.name,
+                    rfc3339(*not_after)
+                );
+                for note in notes {
+                    println!("{}: warning: {note}", r.name);
+                }
+            }
             Outcome::Failed { reason, error, .. } => {
                 failed += 1;
                 let why = reason
