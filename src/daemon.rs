@@ -774,8 +774,7 @@ impl Daemon {
             .iter()
             .filter(|c| {
                 old.certificates.iter().find(|o| o.name == c.name) != Some(*c)
-                    || c
-                        .reload
+                    || c.reload
                         .iter()
                         .any(|s| old.servers.get(s) != new.servers.get(s))
             })

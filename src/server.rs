@@ -243,10 +243,16 @@ pub enum NotRunning {
 impl fmt::Display for NotRunning {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            NotRunning::NoPidFile { path } => write!(f, "pid file {} does not exist", path.display()),
+            NotRunning::NoPidFile { path } => {
+                write!(f, "pid file {} does not exist", path.display())
+            }
             NotRunning::EmptyPidFile { path } => write!(f, "pid file {} is empty", path.display()),
             NotRunning::NoProcess { path, pid } => {
-                write!(f, "pid file {} names pid {pid}, which has exited", path.display())
+                write!(
+                    f,
+                    "pid file {} names pid {pid}, which has exited",
+                    path.display()
+                )
             }
             NotRunning::UnitInactive { unit, state } => write!(f, "unit {unit} is {state}"),
         }

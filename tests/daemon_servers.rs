@@ -12,12 +12,11 @@
 mod servers_support;
 mod support;
 
-use certkeeper::config::{ServerKind, ServerSpec};
 use certkeeper::x509::CertInfo;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::{ClientConfig, ClientConnection, RootCertStore};
-use servers_support::{Apache, Nginx, SERVER_NAME};
+use servers_support::{q, server_yaml, Apache, Nginx, SERVER_NAME};
 use std::fs;
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
@@ -43,43 +42,6 @@ const TRANSITION: Duration = Duration::from_secs(2);
 
 // ---------------------------------------------------------------------------------------
 // Configurations
-
-/// A YAML double-quoted string (JSON's escapes are YAML's).
-fn q(s: &str) -> String {
-    serde_json::to_string(s).unwrap()
-}
-
-fn yaml_list(items: &[String]) -> String {
-    format!(
-        "[{}]",
-        items.iter().map(|s| q(s)).collect::<Vec<_>>().join(", ")
-    )
-}
-
-/// One `servers:` entry for a harness server: its type, pid file and config test
-/// exactly as the harness's `server_spec` gives them, and an optional `test:` or
-/// `reload:` override.
-fn server_yaml(spec: &ServerSpec, test: Option<Vec<String>>, reload: Option<&[&str]>) -> String {
-    let kind = match spec.kind {
-        ServerKind::Nginx => "nginx",
-        ServerKind::Apache => "apache",
-        other => panic!("not a harness server: {other:?}"),
-    };
-    let pid_file = spec.pid_file.as_ref().expect("the harness sets pid_file");
-    let mut y = format!(
-        "  {}:\n    type: {kind}\n    pid_file: {}\n",
-        spec.name,
-        q(path_str(pid_file))
-    );
-    if let Some(test) = test.or_else(|| spec.test.clone()) {
-        y.push_str(&format!("    test: {}\n", yaml_list(&test)));
-    }
-    if let Some(reload) = reload {
-        let reload: Vec<String> = reload.iter().map(|s| s.to_string()).collect();
-        y.push_str(&format!("    reload: {}\n", yaml_list(&reload)));
-    }
-    y
-}
 
 /// Writes `config.yaml`: state dir, CA, the given `servers:` entries, the certificates.
 fn write_config(sb: &Sandbox, servers: &[String], certs: &[CertDef]) {

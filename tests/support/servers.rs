@@ -50,6 +50,50 @@ pub fn wait_until(deadline: Duration, what: &str, mut done: impl FnMut() -> bool
     }
 }
 
+// ---------------------------------------------------------------------------------
+// Configuration snippets
+
+/// A YAML double-quoted string (JSON's escapes are YAML's).
+pub fn q(s: &str) -> String {
+    serde_json::to_string(s).unwrap()
+}
+
+pub fn yaml_list(items: &[String]) -> String {
+    format!(
+        "[{}]",
+        items.iter().map(|s| q(s)).collect::<Vec<_>>().join(", ")
+    )
+}
+
+/// One `servers:` entry for a harness server: its type, pid file and config test
+/// exactly as the harness's `server_spec` gives them, and an optional `test:` or
+/// `reload:` override.
+pub fn server_yaml(
+    spec: &ServerSpec,
+    test: Option<Vec<String>>,
+    reload: Option<&[&str]>,
+) -> String {
+    let kind = match spec.kind {
+        ServerKind::Nginx => "nginx",
+        ServerKind::Apache => "apache",
+        other => panic!("not a harness server: {other:?}"),
+    };
+    let pid_file = spec.pid_file.as_ref().expect("the harness sets pid_file");
+    let mut y = format!(
+        "  {}:\n    type: {kind}\n    pid_file: {}\n",
+        spec.name,
+        q(&pid_file.display().to_string())
+    );
+    if let Some(test) = test.or_else(|| spec.test.clone()) {
+        y.push_str(&format!("    test: {}\n", yaml_list(&test)));
+    }
+    if let Some(reload) = reload {
+        let reload: Vec<String> = reload.iter().map(|s| s.to_string()).collect();
+        y.push_str(&format!("    reload: {}\n", yaml_list(&reload)));
+    }
+    y
+}
+
 /// A port on 127.0.0.1 that was free a moment ago (bound and released).
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
