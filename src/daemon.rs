@@ -100,10 +100,30 @@ struct Daemon {
     cache: Arc<std::sync::Mutex<Option<ObserveCache>>>,
 }
 
+/// Tells systemd (`$NOTIFY_SOCKET`) about state changes. Never blocks: a service manager
+/// that does not read its socket (a full queue) costs a dropped status line, not a
+/// daemon stuck in `send` while certificates come due.
 fn notify(states: &[NotifyState]) {
-    if let Err(e) = sd_notify::notify(states) {
+    if let Err(e) = notify_nonblocking(states) {
         tracing::debug!(error = %e, "sd_notify failed");
     }
+}
+
+fn notify_nonblocking(states: &[NotifyState]) -> std::io::Result<()> {
+    use std::os::linux::net::SocketAddrExt;
+    use std::os::unix::net::{SocketAddr, UnixDatagram};
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
+        return Ok(());
+    };
+    let msg: String = states.iter().map(|s| format!("{s}\n")).collect();
+    let sock = UnixDatagram::unbound()?;
+    sock.set_nonblocking(true)?;
+    let bytes = std::os::unix::ffi::OsStrExt::as_bytes(path.as_os_str());
+    let addr = match bytes.strip_prefix(b"@") {
+        Some(name) => SocketAddr::from_abstract_name(name)?,
+        None => SocketAddr::from_pathname(&path)?,
+    };
+    sock.send_to_addr(msg.as_bytes(), &addr).map(|_| ())
 }
 
 pub fn backoff(failures: u32) -> Duration {

@@ -748,6 +748,46 @@ mod tests {
     }
 
     #[test]
+    fn a_server_without_a_live_process_is_not_running() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("absent.pid");
+        assert_eq!(
+            running(&nginx(&missing)),
+            Err(NotRunning::NoPidFile {
+                path: missing.clone()
+            })
+        );
+        // `nginx -t` leaves an empty pid file when nginx is stopped.
+        let empty = pid_file_with(dir.path(), "\n");
+        assert!(matches!(
+            running(&nginx(&empty)),
+            Err(NotRunning::EmptyPidFile { .. })
+        ));
+        let mut child = Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        child.wait().unwrap();
+        let stale = pid_file_with(dir.path(), &pid.to_string());
+        assert_eq!(
+            running(&nginx(&stale)),
+            Err(NotRunning::NoProcess {
+                path: stale.clone(),
+                pid: pid as i32
+            })
+        );
+        let msg = running(&nginx(&stale)).unwrap_err().to_string();
+        assert!(msg.contains("which has exited"), "{msg}");
+        // A live process counts as running, whoever it is: whether it is the server
+        // is for the reload to check (and refuse).
+        let me = pid_file_with(dir.path(), &std::process::id().to_string());
+        assert_eq!(running(&nginx(&me)), Ok(()));
+        // Garbage is not "not running" but an error the reload reports.
+        let garbage = pid_file_with(dir.path(), "nginx");
+        assert_eq!(running(&nginx(&garbage)), Ok(()));
+        // Nothing to know about a command server.
+        assert_eq!(running(&command(None, Some(&["true"]))), Ok(()));
+    }
+
+    #[test]
     fn apache_accepts_its_names_and_a_configured_binary() {
         let mut spec = nginx(Path::new("/x"));
         spec.kind = ServerKind::Apache;
