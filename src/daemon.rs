@@ -437,6 +437,7 @@ impl Daemon {
                 Outcome::Unchanged {
                     renew_at,
                     not_after,
+                    ..
                 }
                 | Outcome::Renewed {
                     renew_at,
