@@ -128,6 +128,10 @@ pub struct HookCommand {
 /// certificate's own, each with its section's timeout.
 pub fn commands_for(config: &Config, kind: HookKind, name: &str) -> Vec<HookCommand> {
     let spec = config.certificates.iter().find(|c| c.name == name);
+    commands_of(config, spec, kind)
+}
+
+fn commands_of(config: &Config, spec: Option<&CertSpec>, kind: HookKind) -> Vec<HookCommand> {
     std::iter::once(&config.hooks)
         .chain(spec.map(|s| &s.hooks))
         .flat_map(|h| {
@@ -143,6 +147,13 @@ fn has_commands(config: &Config, spec: &CertSpec, kind: HookKind) -> bool {
     !kind.commands(&config.hooks).is_empty() || !kind.commands(&spec.hooks).is_empty()
 }
 
+/// When a certificate valid from `not_before` to `not_after` enters its last 10 % of
+/// validity: when its `expiring` hooks are due (a daemon with such hooks wakes then).
+pub fn expiring_at(not_before: OffsetDateTime, not_after: OffsetDateTime) -> OffsetDateTime {
+    let lifetime = (not_after - not_before).max(time::Duration::ZERO);
+    not_after - lifetime / EXPIRING_SHARE
+}
+
 /// Whether a certificate valid from `not_before` to `not_after` is in its last 10 % of
 /// validity at `now`. An expired certificate still is: its warning is late, but
 /// exactly what the operator needs to hear. Pure.
@@ -151,8 +162,7 @@ pub fn in_last_tenth(
     not_after: OffsetDateTime,
     now: OffsetDateTime,
 ) -> bool {
-    let lifetime = (not_after - not_before).max(time::Duration::ZERO);
-    now >= not_after - lifetime / EXPIRING_SHARE
+    now >= expiring_at(not_before, not_after)
 }
 
 /// Certificate name → the serial whose `expiring` hooks already ran.
@@ -208,7 +218,12 @@ pub fn pass_events(config: &Config, reports: &[CertReport], now: OffsetDateTime)
             name: r.name.clone(),
             serial: serial.cloned(),
             not_after,
-            files: spec.files.paths().iter().map(|(_, p)| p.to_path_buf()).collect(),
+            files: spec
+                .files
+                .paths()
+                .iter()
+                .map(|(_, p)| p.to_path_buf())
+                .collect(),
             error: error.cloned(),
         };
         let in_place = match &r.outcome {
@@ -216,8 +231,12 @@ pub fn pass_events(config: &Config, reports: &[CertReport], now: OffsetDateTime)
                 serial, not_after, ..
             } => {
                 if has_commands(config, spec, HookKind::Renewed) {
-                    out.events
-                        .push(event(HookKind::Renewed, Some(serial), Some(*not_after), None));
+                    out.events.push(event(
+                        HookKind::Renewed,
+                        Some(serial),
+                        Some(*not_after),
+                        None,
+                    ));
                 }
                 None
             }
@@ -253,8 +272,12 @@ pub fn pass_events(config: &Config, reports: &[CertReport], now: OffsetDateTime)
             if has_commands(config, spec, HookKind::Expiring)
                 && in_last_tenth(not_before, not_after, now)
             {
-                out.expiring
-                    .push(event(HookKind::Expiring, Some(serial), Some(not_after), None));
+                out.expiring.push(event(
+                    HookKind::Expiring,
+                    Some(serial),
+                    Some(not_after),
+                    None,
+                ));
             }
         }
     }
@@ -283,7 +306,12 @@ impl PassEvents {
         let fresh = not_yet_fired(&mut fired, self.expiring);
         if !fresh.is_empty() {
             // Certificates no longer configured are forgotten, so the file stays small.
-            fired.retain(|name, _| config.certificates.iter().any(|c| &c.name == name));
+            let names: std::collections::HashSet<&str> = config
+                .certificates
+                .iter()
+                .map(|c| c.name.as_str())
+                .collect();
+            fired.retain(|name, _| names.contains(name.as_str()));
             if let Err(e) = store_fired(state, &fired) {
                 // Firing anyway: a warning twice is better than none.
                 tracing::error!(error = %e, "cannot remember which certificates had their `expiring` hooks; they may run again");
@@ -432,10 +460,19 @@ impl HookRunner {
     /// returns at once. Events without commands are skipped. Returns how many were
     /// queued.
     pub fn fire(&self, config: &Config, events: Vec<HookEvent>) -> usize {
+        if events.is_empty() {
+            return 0;
+        }
+        let specs: BTreeMap<&str, &CertSpec> = config
+            .certificates
+            .iter()
+            .map(|c| (c.name.as_str(), c))
+            .collect();
         events
             .into_iter()
             .filter_map(|event| {
-                let commands = commands_for(config, event.kind, &event.name);
+                let spec = specs.get(event.name.as_str()).copied();
+                let commands = commands_of(config, spec, event.kind);
                 (!commands.is_empty()).then(|| self.fire_commands(event, commands))
             })
             .filter(|queued| *queued)

@@ -232,7 +232,12 @@ mod tests {
     fn keeps_the_order_of_stdout_and_stderr() {
         let script = "for i in 1 2 3 4 5 6; do \
                       if [ $((i % 2)) = 0 ]; then echo err$i >&2; else echo out$i; fi; done; exit 4";
-        let done = run(&argv(&["sh", "-c", script]), NO_ENV, Duration::from_secs(10)).unwrap();
+        let done = run(
+            &argv(&["sh", "-c", script]),
+            NO_ENV,
+            Duration::from_secs(10),
+        )
+        .unwrap();
         assert_eq!(done.status.code(), Some(4));
         assert_eq!(done.output, "out1\nerr2\nout3\nerr4\nout5\nerr6");
     }

@@ -403,7 +403,10 @@ fn run_command(cmd: &[String], timeout: std::time::Duration) -> Result<(), Strin
             Ok(())
         }
         Ok(done) => {
-            let error = format!("trust command `{command}` failed ({}):\n{}", done.status, done.output);
+            let error = format!(
+                "trust command `{command}` failed ({}):\n{}",
+                done.status, done.output
+            );
             tracing::error!(%command, status = %done.status, output = %done.output, "trust command failed; fix it and run it by hand (the trust file is already updated)");
             Err(error)
         }
@@ -432,14 +435,20 @@ mod run_tests {
             Duration::from_secs(10),
         )
         .unwrap_err();
-        assert!(err.contains("`sh -c 'echo no ca dir >&2; exit 2'` failed"), "{err}");
+        assert!(
+            err.contains("`sh -c 'echo no ca dir >&2; exit 2'` failed"),
+            "{err}"
+        );
         assert!(err.contains("no ca dir"), "{err}");
         let started = Instant::now();
         let err = run_command(&argv(&["sleep", "600"]), Duration::from_millis(200)).unwrap_err();
         assert!(started.elapsed() < Duration::from_secs(5));
         assert!(err.contains("`sleep 600` did not finish"), "{err}");
-        let err = run_command(&argv(&["/nonexistent/update-ca"]), Duration::from_secs(1))
-            .unwrap_err();
-        assert!(err.contains("cannot start `/nonexistent/update-ca`"), "{err}");
+        let err =
+            run_command(&argv(&["/nonexistent/update-ca"]), Duration::from_secs(1)).unwrap_err();
+        assert!(
+            err.contains("cannot start `/nonexistent/update-ca`"),
+            "{err}"
+        );
     }
 }

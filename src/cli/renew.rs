@@ -35,7 +35,9 @@ pub fn run(
             CliError::Runtime(e.to_string())
         }
     })?;
-    let hooks = (!dry_run).then(|| fire_hooks(config, &reports, now)).flatten();
+    let hooks = (!dry_run)
+        .then(|| fire_hooks(config, &reports, now))
+        .flatten();
     let code = report(&reports, now);
     if let Some(runner) = hooks {
         // Every hook is killed at its deadline, so this bound is never reached unless

@@ -78,8 +78,14 @@ fn expiring_starts_in_the_last_tenth_of_validity() {
         (NB + days(1), NB, NB, true),
     ];
     for (i, (nb, na, now, want)) in cases.into_iter().enumerate() {
-        assert_eq!(in_last_tenth(nb, na, now), want, "case {i}: {nb} {na} {now}");
+        assert_eq!(
+            in_last_tenth(nb, na, now),
+            want,
+            "case {i}: {nb} {na} {now}"
+        );
     }
+    assert_eq!(expiring_at(NB, na), NB + days(90));
+    assert_eq!(expiring_at(NB + days(1), NB), NB);
 }
 
 #[test]
@@ -314,6 +320,13 @@ fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
 }
 
 #[test]
+fn a_runner_can_be_shared_between_threads() {
+    // The daemon keeps one in an `Arc` and fires from its blocking pass threads.
+    fn shareable<T: Send + Sync + 'static>() {}
+    shareable::<HookRunner>();
+}
+
+#[test]
 fn fire_returns_at_once_while_a_hook_runs() {
     let dir = tempfile::tempdir().unwrap();
     let started = dir.path().join("started");
@@ -397,23 +410,31 @@ fn a_hanging_hook_is_killed_at_its_deadline_and_the_next_runs() {
                 &format!("echo $$ > {}; exec sleep 600", pid_file.display()),
                 Duration::from_millis(300),
             ),
-            sh(&format!("touch {}", after.display()), Duration::from_secs(5)),
+            sh(
+                &format!("touch {}", after.display()),
+                Duration::from_secs(5),
+            ),
         ],
     );
     assert!(runner.drain(Instant::now() + Duration::from_secs(10)));
     let took = t0.elapsed();
     assert!(took >= Duration::from_millis(300), "{took:?}");
     assert!(took < Duration::from_secs(5), "{took:?}");
-    assert!(after.exists(), "the command after the hanging one did not run");
+    assert!(
+        after.exists(),
+        "the command after the hanging one did not run"
+    );
     let pid: i32 = std::fs::read_to_string(&pid_file)
         .unwrap()
         .trim()
         .parse()
         .unwrap();
     // Reaped by the runner, so the pid no longer exists.
-    wait_until("the hanging hook to be gone", Duration::from_secs(5), || {
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_err()
-    });
+    wait_until(
+        "the hanging hook to be gone",
+        Duration::from_secs(5),
+        || nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_err(),
+    );
 }
 
 #[test]
@@ -471,8 +492,5 @@ fn fire_looks_up_the_commands_in_the_configuration() {
     );
     assert_eq!(queued, 1);
     assert!(runner.drain(Instant::now() + Duration::from_secs(10)));
-    assert_eq!(
-        std::fs::read_to_string(&log).unwrap(),
-        "global www\nown\n"
-    );
+    assert_eq!(std::fs::read_to_string(&log).unwrap(), "global www\nown\n");
 }
