@@ -53,6 +53,9 @@ struct Track {
     next: OffsetDateTime,
     failures: u32,
     not_after: Option<OffsetDateTime>,
+    /// When the certificate in place enters its last tenth, for `expiring` hooks that
+    /// must fire then even when its renewal is planned later (`renew_before` < 10 %).
+    expiring_at: Option<OffsetDateTime>,
 }
 
 /// A server whose reload (or config test) failed, or that was not running when it
@@ -95,6 +98,8 @@ struct Daemon {
     /// Servers in backoff after a failed reload, or not running: certificates that
     /// reload them wait for `next`.
     servers: HashMap<String, ServerTrack>,
+    /// Runs hook commands in the background; kept across configuration reloads.
+    hooks: Arc<crate::hooks::HookRunner>,
     metrics: Arc<Metrics>,
     /// What was last fully checked, shared with the blocking pass.
     cache: Arc<std::sync::Mutex<Option<ObserveCache>>>,
@@ -204,6 +209,7 @@ async fn run_async(config_path: &Path) -> Result<(), DaemonError> {
         trust_next: None,
         trust_failures: 0,
         servers: HashMap::new(),
+        hooks: Arc::new(crate::hooks::HookRunner::new()),
         metrics: Arc::new(Metrics::default()),
     };
     if let Some(addr) = d.config.metrics {
@@ -294,6 +300,13 @@ async fn run_async(config_path: &Path) -> Result<(), DaemonError> {
         }
     }
     tracing::info!("stopping");
+    // Hooks already started may finish, briefly: SIGTERM must stop within seconds
+    // (systemd removes whatever is left with the cgroup).
+    let hooks = d.hooks.clone();
+    let _ = tokio::task::spawn_blocking(move || {
+        hooks.drain(std::time::Instant::now() + hooks.budget().min(Duration::from_secs(5)))
+    })
+    .await;
     notify(&[NotifyState::Stopping]);
     Ok(())
 }
@@ -376,7 +389,7 @@ impl Daemon {
     fn next_wake(&self) -> Option<OffsetDateTime> {
         self.tracks
             .values()
-            .map(|t| t.next)
+            .map(|t| t.expiring_at.map_or(t.next, |e| e.min(t.next)))
             .chain(self.watch_next.values().copied())
             .chain(self.trust_next)
             .chain(self.servers.values().map(|s| s.next))
@@ -407,7 +420,7 @@ impl Daemon {
         let due: Vec<String> = self
             .tracks
             .iter()
-            .filter(|(_, t)| t.next <= now)
+            .filter(|(_, t)| t.next <= now || t.expiring_at.is_some_and(|e| e <= now))
             .map(|(n, _)| n.clone())
             .collect();
         let mut go = Vec::new();
@@ -416,6 +429,7 @@ impl Daemon {
                 Some(until) => {
                     if let Some(t) = self.tracks.get_mut(&name) {
                         t.next = until;
+                        t.expiring_at = None;
                     }
                 }
                 None => go.push(name),
@@ -456,6 +470,7 @@ impl Daemon {
         let config = self.config.clone();
         let cancel = self.cancel.clone();
         let cache = self.cache.clone();
+        let hooks = self.hooks.clone();
         let task = tokio::task::spawn_blocking(move || {
             // Key generation, fsync and config tests block: keep them off the loop.
             let now = OffsetDateTime::now_utc();
@@ -501,6 +516,9 @@ impl Daemon {
                 .collect();
             cache.retain(&names_now);
             cache.save(&state);
+            // Under the lock: `expiring` remembers in state_dir what it fired.
+            let events = crate::hooks::events_for_pass(&config, &state, &reports, now);
+            hooks.fire(&config, events);
             tracing::debug!(
                 certificates = selected.len(),
                 elapsed_ms = started.elapsed().as_millis() as u64,
@@ -541,6 +559,7 @@ impl Daemon {
                         next: now,
                         failures: 0,
                         not_after: None,
+                        expiring_at: None,
                     });
                 }
                 for (name, t) in self.tracks.iter_mut() {
@@ -556,21 +575,33 @@ impl Daemon {
         };
         let _ = names;
         for r in reports {
+            let has_expiring_hooks = !self.config.hooks.expiring.is_empty()
+                || self
+                    .config
+                    .certificates
+                    .iter()
+                    .find(|c| c.name == r.name)
+                    .is_some_and(|c| !c.hooks.expiring.is_empty());
             let track = self.tracks.entry(r.name.clone()).or_insert(Track {
                 next: now,
                 failures: 0,
                 not_after: None,
+                expiring_at: None,
             });
             match &r.outcome {
                 Outcome::Unchanged {
                     renew_at,
                     not_after,
+                    not_before,
+                    ..
                 } => {
                     // Looked at, fine: its failures (if any) are over.
+                    let expiring = crate::hooks::expiring_at(*not_before, *not_after);
                     *track = Track {
                         next: *renew_at,
                         failures: 0,
                         not_after: Some(*not_after),
+                        expiring_at: (expiring > now && has_expiring_hooks).then_some(expiring),
                     };
                 }
                 Outcome::Renewed {
@@ -582,6 +613,7 @@ impl Daemon {
                         next: (*renew_at).max(now + MIN_RENEWAL_GAP),
                         failures: 0,
                         not_after: Some(*not_after),
+                        expiring_at: None,
                     };
                 }
                 Outcome::Failed {
@@ -589,6 +621,9 @@ impl Daemon {
                 } => {
                     track.failures += 1;
                     track.not_after = *not_after;
+                    // The failed pass fired `expiring` if it was time; retries come
+                    // sooner than that anyway (at most half the time left).
+                    track.expiring_at = None;
                     track.next = retry_at_spread(&r.name, now, track.failures, *not_after);
                     // A server in backoff holds back every certificate it reloads, so
                     // that they are retried together, with one reload.

@@ -13,7 +13,7 @@ use crate::keys::PrivateKey;
 use crate::layout::{observe, render};
 use crate::policy::{decide_with_revocations, renew_at, rfc3339, Reason, Seen, Verdict};
 use crate::state::{LedgerEntry, StateDir};
-use crate::x509::check_chain_order;
+use crate::x509::{check_chain_order, CertInfo};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use time::OffsetDateTime;
@@ -23,6 +23,9 @@ pub enum Outcome {
     Unchanged {
         renew_at: OffsetDateTime,
         not_after: OffsetDateTime,
+        /// The certificate in place (for hooks: `expiring` fires once per serial).
+        serial: String,
+        not_before: OffsetDateTime,
     },
     WouldRenew(Reason),
     Renewed {
@@ -37,7 +40,10 @@ pub enum Outcome {
     Failed {
         reason: Option<Reason>,
         error: String,
+        /// The certificate still in place, if any.
         not_after: Option<OffsetDateTime>,
+        serial: Option<String>,
+        not_before: Option<OffsetDateTime>,
     },
 }
 
@@ -297,8 +303,8 @@ pub fn run_pass(
             break;
         }
         let issuer = issuer_of(spec);
-        let current_not_after = match &seen {
-            Seen::Present(p) => Some(p.leaf.not_after),
+        let current = match &seen {
+            Seen::Present(p) => Some(&p.leaf),
             _ => None,
         };
         let reason = match decide_with_revocations(spec, &seen, now, &revoked) {
@@ -323,12 +329,14 @@ pub fn run_pass(
                         }
                     }
                 }
-                let not_after = current_not_after.expect("a fine certificate is present");
+                let leaf = current.expect("a fine certificate is present");
                 reports.push(CertReport {
                     name: spec.name.clone(),
                     outcome: Outcome::Unchanged {
                         renew_at,
-                        not_after,
+                        not_after: leaf.not_after,
+                        serial: leaf.serial.clone(),
+                        not_before: leaf.not_before,
                     },
                 });
                 continue;
@@ -352,7 +360,7 @@ pub fn run_pass(
                     spec.issuer
                 )
             };
-            reports.push(failed(state, spec, reason, error, current_not_after, now));
+            reports.push(failed(state, spec, reason, error, current, now));
             continue;
         };
         tracing::info!(certificate = %spec.name, reason = %reason, "renewing");
@@ -367,7 +375,7 @@ pub fn run_pass(
             }),
             Err(error) => {
                 tracing::error!(certificate = %spec.name, %error, "renewal failed; the installed files were left as they were");
-                reports.push(failed(state, spec, reason, error, current_not_after, now));
+                reports.push(failed(state, spec, reason, error, current, now));
             }
         }
     }
@@ -449,13 +457,13 @@ pub fn run_pass(
                 });
             }
             Some(error) => {
-                let not_after = observe_not_after(spec, ca);
+                let in_place = observe_leaf(spec, ca);
                 reports.push(failed(
                     state,
                     spec,
                     st.reason.clone(),
                     error,
-                    not_after,
+                    in_place.as_ref(),
                     now,
                 ));
             }
@@ -508,9 +516,9 @@ fn observe_all<'a>(
     })
 }
 
-fn observe_not_after(spec: &CertSpec, ca: Option<&InternalCa>) -> Option<OffsetDateTime> {
+fn observe_leaf(spec: &CertSpec, ca: Option<&InternalCa>) -> Option<CertInfo> {
     match observe(spec, ca.map(|c| c as &dyn Issuer)) {
-        Seen::Present(p) => Some(p.leaf.not_after),
+        Seen::Present(p) => Some(p.leaf),
         _ => None,
     }
 }
@@ -708,7 +716,7 @@ fn failed(
     spec: &CertSpec,
     reason: Reason,
     error: String,
-    not_after: Option<OffsetDateTime>,
+    in_place: Option<&CertInfo>,
     now: OffsetDateTime,
 ) -> CertReport {
     record_failure(state, spec, &reason, &error, now);
@@ -717,7 +725,9 @@ fn failed(
         outcome: Outcome::Failed {
             reason: Some(reason),
             error,
-            not_after,
+            not_after: in_place.map(|l| l.not_after),
+            serial: in_place.map(|l| l.serial.clone()),
+            not_before: in_place.map(|l| l.not_before),
         },
     }
 }

@@ -5,27 +5,14 @@
 //! certificate files.
 
 use crate::config::{ServerKind, ServerSpec};
+use crate::process::{self, show_command, Finished, RunError};
 use nix::errno::Errno;
-use nix::sys::signal::{kill, killpg, Signal};
+use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use std::collections::VecDeque;
-use std::fmt;
-use std::fs::File;
-use std::io::{self, Read};
-use std::os::unix::process::CommandExt;
+use std::io;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Stdio};
-use std::sync::{mpsc, Arc, Mutex};
-use std::thread;
-use std::time::{Duration, Instant};
-
-/// How many trailing lines of a failed command's output an error carries.
-const OUTPUT_LINES: usize = 20;
-/// How many trailing bytes of output are kept while a command runs.
-const OUTPUT_BYTES: usize = 64 * 1024;
-/// After a command exits, how long to wait for the rest of its output. A daemon it
-/// started may hold the pipe open for ever; we do not wait for that.
-const OUTPUT_GRACE: Duration = Duration::from_millis(500);
+use std::process::ExitStatus;
+use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -240,8 +227,8 @@ pub enum NotRunning {
     UnitInactive { unit: String, state: String },
 }
 
-impl fmt::Display for NotRunning {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+impl std::fmt::Display for NotRunning {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             NotRunning::NoPidFile { path } => {
                 write!(f, "pid file {} does not exist", path.display())
@@ -458,63 +445,9 @@ fn is_zombie(proc_dir: &Path) -> bool {
         .unwrap_or(false)
 }
 
-/// A command as a shell would show it, for messages.
-fn show_command(argv: &[String]) -> String {
-    argv.iter()
-        .map(|a| {
-            if !a.is_empty()
-                && a.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"-_./=:,+@%".contains(&b))
-            {
-                a.clone()
-            } else {
-                format!("'{}'", a.replace('\'', r"'\''"))
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
-struct Finished {
-    status: ExitStatus,
-    output: String,
-}
-
-/// The last bytes a command wrote (stdout and stderr through one pipe, in order).
-#[derive(Default)]
-struct Tail(VecDeque<u8>);
-
-impl Tail {
-    fn push(&mut self, bytes: &[u8]) {
-        self.0.extend(bytes);
-        let excess = self.0.len().saturating_sub(OUTPUT_BYTES);
-        self.0.drain(..excess);
-    }
-
-    /// The last lines, trimmed.
-    fn text(&self) -> String {
-        let bytes: Vec<u8> = self.0.iter().copied().collect();
-        let text = String::from_utf8_lossy(&bytes);
-        let lines: Vec<&str> = text.trim().lines().collect();
-        let start = lines.len().saturating_sub(OUTPUT_LINES);
-        let out = lines[start..].join("\n");
-        if out.is_empty() {
-            "(no output)".into()
-        } else {
-            out
-        }
-    }
-}
-
-impl fmt::Debug for Tail {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Tail({} bytes)", self.0.len())
-    }
-}
-
-/// Runs `argv` with stdin from /dev/null, stdout and stderr captured together, in its
-/// own process group so a timeout kills everything it started. `hint_field` names the
-/// config field that chose the program, for the "cannot start" message.
+/// Runs `argv` through the common runner (own process group, killed at `timeout`) and
+/// gives its errors the server's name. `hint_field` names the config field that chose
+/// the program, for the "cannot start" message.
 fn run(
     server: &str,
     what: &'static str,
@@ -522,96 +455,43 @@ fn run(
     argv: &[String],
     timeout: Duration,
 ) -> Result<Finished, ServerError> {
-    let Some((program, args)) = argv.split_first() else {
-        return Err(ServerError::EmptyCommand {
+    process::run(argv, process::NO_ENV, timeout).map_err(|e| match e {
+        RunError::Empty => ServerError::EmptyCommand {
             server: server.into(),
             what,
-        });
-    };
-    let spawn_err = |source: io::Error| {
-        let hint = if source.kind() == io::ErrorKind::NotFound {
-            format!("it is not installed or not on PATH; install it or give its full path in servers.{server}.{hint_field}")
-        } else {
-            format!("check that it is executable, or change servers.{server}.{hint_field}")
-        };
-        ServerError::Spawn {
-            server: server.into(),
-            program: program.clone(),
-            hint,
-            source,
-        }
-    };
-    // One pipe for both streams keeps their lines in order. Close-on-exec, so children
-    // started concurrently by other threads do not inherit it.
-    let (read_end, write_end) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-        .map_err(|e| spawn_err(io::Error::from(e)))?;
-    let write_err = write_end.try_clone().map_err(spawn_err)?;
-    let mut child = {
-        // The Command owns our copies of the write end: it must be dropped right after
-        // the spawn, or the reader would never see end-of-file.
-        let mut cmd = Command::new(program);
-        cmd.args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(write_end))
-            .stderr(Stdio::from(write_err))
-            .process_group(0);
-        cmd.spawn().map_err(spawn_err)?
-    };
-    let tail = Arc::new(Mutex::new(Tail::default()));
-    let (eof_tx, eof_rx) = mpsc::channel::<()>();
-    {
-        let tail = Arc::clone(&tail);
-        let mut reader = File::from(read_end);
-        thread::spawn(move || {
-            let mut buf = [0u8; 8192];
-            while let Ok(n) = reader.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                tail.lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .push(&buf[..n]);
-            }
-            let _ = eof_tx.send(());
-        });
-    }
-    let output = |tail: &Arc<Mutex<Tail>>| tail.lock().unwrap_or_else(|e| e.into_inner()).text();
-    let deadline = Instant::now() + timeout;
-    let mut pause = Duration::from_millis(1);
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break status,
-            Ok(None) => {}
-            Err(source) => return Err(spawn_err(source)),
-        }
-        let now = Instant::now();
-        if now >= deadline {
-            // The group id is the child's pid, which cannot be reused before we reap it.
-            let _ = killpg(Pid::from_raw(child.id() as i32), Signal::SIGKILL);
-            let _ = child.kill();
-            let _ = child.wait();
-            let _ = eof_rx.recv_timeout(OUTPUT_GRACE);
-            return Err(ServerError::Timeout {
+        },
+        RunError::Spawn { program, source } => {
+            let hint = if source.kind() == io::ErrorKind::NotFound {
+                format!("it is not installed or not on PATH; install it or give its full path in servers.{server}.{hint_field}")
+            } else {
+                format!("check that it is executable, or change servers.{server}.{hint_field}")
+            };
+            ServerError::Spawn {
                 server: server.into(),
-                command: show_command(argv),
-                after: timeout,
-                output: output(&tail),
-            });
+                program,
+                hint,
+                source,
+            }
         }
-        thread::sleep(pause.min(deadline - now));
-        pause = (pause * 2).min(Duration::from_millis(25));
-    };
-    let _ = eof_rx.recv_timeout(OUTPUT_GRACE);
-    Ok(Finished {
-        status,
-        output: output(&tail),
+        RunError::TimedOut {
+            command,
+            after,
+            output,
+        } => ServerError::Timeout {
+            server: server.into(),
+            command,
+            after,
+            output,
+        },
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::process::Child;
+    use std::process::{Child, Command};
+    use std::thread;
+    use std::time::Instant;
 
     fn nginx(pid_file: &Path) -> ServerSpec {
         ServerSpec {

@@ -384,26 +384,71 @@ pub fn sync(config: &Config, state: &StateDir, ca: &InternalCa, now: OffsetDateT
     out
 }
 
-/// Runs the `run:` commands of changed trust targets.
+/// Runs the `run:` commands of changed trust targets, one after the other, each killed
+/// after `config::DEFAULT_COMMAND_TIMEOUT`; failures are logged with the command and
+/// its output (the trust file is already in place, so there is nothing to undo).
 pub fn run_commands(cmds: &[Vec<String>]) {
     for cmd in cmds {
-        let Some((prog, args)) = cmd.split_first() else {
-            continue;
-        };
-        match std::process::Command::new(prog)
-            .args(args)
-            .stdin(std::process::Stdio::null())
-            .output()
-        {
-            Ok(out) if out.status.success() => {
-                tracing::info!(command = %cmd.join(" "), "trust command ran")
-            }
-            Ok(out) => {
-                tracing::error!(command = %cmd.join(" "), status = %out.status, output = %String::from_utf8_lossy(&out.stderr).trim(), "trust command failed")
-            }
-            Err(e) => {
-                tracing::error!(command = %cmd.join(" "), error = %e, "cannot run trust command")
-            }
+        let _ = run_command(cmd, crate::config::DEFAULT_COMMAND_TIMEOUT);
+    }
+}
+
+/// Runs one `run:` command and logs how it went; the error is what was logged.
+fn run_command(cmd: &[String], timeout: std::time::Duration) -> Result<(), String> {
+    use crate::process::{run, show_command, NO_ENV};
+    let command = show_command(cmd);
+    match run(cmd, NO_ENV, timeout) {
+        Ok(done) if done.status.success() => {
+            tracing::info!(%command, output = %done.output, "trust command ran");
+            Ok(())
         }
+        Ok(done) => {
+            let error = format!(
+                "trust command `{command}` failed ({}):\n{}",
+                done.status, done.output
+            );
+            tracing::error!(%command, status = %done.status, output = %done.output, "trust command failed; fix it and run it by hand (the trust file is already updated)");
+            Err(error)
+        }
+        Err(e) => {
+            let error = format!("trust command: {e}");
+            tracing::error!(%command, error = %e, "trust command did not run to its end; fix it and run it by hand (the trust file is already updated)");
+            Err(error)
+        }
+    }
+}
+
+#[cfg(test)]
+mod run_tests {
+    use super::run_command;
+    use std::time::{Duration, Instant};
+
+    fn argv(a: &[&str]) -> Vec<String> {
+        a.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn trust_commands_report_failures_and_are_killed_at_their_deadline() {
+        run_command(&argv(&["true"]), Duration::from_secs(10)).unwrap();
+        let err = run_command(
+            &argv(&["sh", "-c", "echo no ca dir >&2; exit 2"]),
+            Duration::from_secs(10),
+        )
+        .unwrap_err();
+        assert!(
+            err.contains("`sh -c 'echo no ca dir >&2; exit 2'` failed"),
+            "{err}"
+        );
+        assert!(err.contains("no ca dir"), "{err}");
+        let started = Instant::now();
+        let err = run_command(&argv(&["sleep", "600"]), Duration::from_millis(200)).unwrap_err();
+        assert!(started.elapsed() < Duration::from_secs(5));
+        assert!(err.contains("`sleep 600` did not finish"), "{err}");
+        let err =
+            run_command(&argv(&["/nonexistent/update-ca"]), Duration::from_secs(1)).unwrap_err();
+        assert!(
+            err.contains("cannot start `/nonexistent/update-ca`"),
+            "{err}"
+        );
     }
 }

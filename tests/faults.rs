@@ -399,10 +399,10 @@ fn a_configuration_written_in_two_steps_never_drops_a_certificate() {
             .truncate(true)
             .open(&path)
             .unwrap();
-        file.write_all(extended[..cut].as_bytes()).unwrap();
+        file.write_all(&extended.as_bytes()[..cut]).unwrap();
         file.sync_all().unwrap();
         std::thread::sleep(Duration::from_millis(200));
-        file.write_all(extended[cut..].as_bytes()).unwrap();
+        file.write_all(&extended.as_bytes()[cut..]).unwrap();
         file.sync_all().unwrap();
     }
     let dd = CertDef::new("d", Layout::Combined).files(&sb);

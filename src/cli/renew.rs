@@ -1,9 +1,13 @@
-//! `certkeeper renew`: issue and install what needs it; exit 1 if any renewal failed.
+//! `certkeeper renew`: issue and install what needs it, run the hooks of what happened;
+//! exit 1 if any renewal failed (hooks never change the exit code).
 
 use super::CliError;
 use crate::config::Config;
+use crate::hooks::{pass_events, HookRunner};
 use crate::policy::{relative, rfc3339};
-use crate::reconcile::{renew, Outcome, RenewOptions};
+use crate::reconcile::{renew, CertReport, Outcome, RenewOptions};
+use crate::state::StateDir;
+use std::time::Instant;
 use time::OffsetDateTime;
 
 pub fn run(
@@ -31,8 +35,58 @@ pub fn run(
             CliError::Runtime(e.to_string())
         }
     })?;
+    let hooks = (!dry_run)
+        .then(|| fire_hooks(config, &reports, now))
+        .flatten();
+    let code = report(&reports, now);
+    if let Some(runner) = hooks {
+        // Every hook is killed at its deadline, so this bound is never reached unless
+        // something is badly wrong; then we exit rather than hang.
+        let budget = runner.budget();
+        if !runner.drain(Instant::now() + budget) {
+            tracing::warn!(
+                waited_s = budget.as_secs(),
+                "hooks are still running; exiting without them"
+            );
+        }
+    }
+    Ok(code)
+}
+
+/// Fires the hooks of this pass (on a background worker) and returns the runner to
+/// drain, or None when there is nothing to run.
+fn fire_hooks(config: &Config, reports: &[CertReport], now: OffsetDateTime) -> Option<HookRunner> {
+    let planned = pass_events(config, reports, now);
+    if planned.is_empty() {
+        return None;
+    }
+    let state = StateDir::new(&config.state_dir);
+    let events = if planned.needs_state() {
+        // `expiring` remembers what it fired in the state directory, shared with the
+        // daemon: take the lock for that read and write.
+        match state.lock() {
+            Ok(lock) => {
+                let events = planned.settle(config, &state);
+                drop(lock);
+                events
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot lock the state directory; `expiring` hooks wait for the next run");
+                planned.without_expiring()
+            }
+        }
+    } else {
+        planned.settle(config, &state)
+    };
+    let runner = HookRunner::new();
+    runner.fire(config, events);
+    Some(runner)
+}
+
+/// Prints one line per certificate; returns the exit code.
+fn report(reports: &[CertReport], now: OffsetDateTime) -> u8 {
     let mut failed = 0;
-    for r in &reports {
+    for r in reports {
         match &r.outcome {
             Outcome::Unchanged { renew_at, .. } => {
                 println!(
@@ -74,7 +128,7 @@ pub fn run(
             "{failed} of {} certificate(s) failed; the files already in place were kept",
             reports.len()
         );
-        return Ok(1);
+        return 1;
     }
-    Ok(0)
+    0
 }
