@@ -27,10 +27,16 @@ const SCENARIO: Duration = Duration::from_secs(180);
 const LIFETIME: i64 = 30;
 
 fn write_config(sb: &Sandbox, servers: &[String], certs: &[CertDef]) {
+    write_config_with(sb, "", servers, certs)
+}
+
+/// `write_config` with more top-level YAML (`hooks:`...).
+fn write_config_with(sb: &Sandbox, top: &str, servers: &[String], certs: &[CertDef]) {
     let mut y = String::from(
         "state_dir: $DIR/state\n\
          ca:\n  organization: Test Org\n  common_name: Test CA\n",
     );
+    y.push_str(top);
     if !servers.is_empty() {
         y.push_str("servers:\n");
         for s in servers {
@@ -135,7 +141,14 @@ fn failing_certificates_back_off_and_never_starve_a_healthy_one() {
         badtest.clone().extra("reload: [broken]"),
         badreload.clone().extra("reload: [flaky]"),
     ];
-    write_config(&sb, &servers, &certs);
+    // Every hook run leaves a line: a storm of failures would be a storm of lines.
+    let record =
+        r#"echo "$CERTKEEPER_EVENT $CERTKEEPER_NAME $CERTKEEPER_SERIAL" >> $DIR/hooks.log"#;
+    let hooks = format!(
+        "hooks:\n  renewed: [sh, -c, {r}]\n  failed: [sh, -c, {r}]\n  expiring: [sh, -c, {r}]\n",
+        r = q(&sb.expand(record))
+    );
+    write_config_with(&sb, &hooks, &servers, &certs);
 
     let bootstrap_not_after = |name: &str| {
         not_after_of(
@@ -274,6 +287,45 @@ fn failing_certificates_back_off_and_never_starve_a_healthy_one() {
                 .collect::<Vec<_>>()
         );
     }
+    // Hooks: one `renewed` per install, one `failed` per failed attempt, one `expiring`
+    // for each failing certificate's kept pair (it entered its last tenth once).
+    let hook_lines = fs::read_to_string(sb.path("hooks.log")).unwrap_or_default();
+    let hook_count = |event: &str, name: &str| {
+        hook_lines
+            .lines()
+            .filter(|l| l.starts_with(&format!("{event} {name} ")))
+            .count()
+    };
+    assert_eq!(
+        hook_count("renewed", "healthy"),
+        installs.len(),
+        "{hook_lines}"
+    );
+    for name in ["badtest", "badreload"] {
+        assert_eq!(
+            hook_count("failed", name),
+            events(&sb, name, "failed", t0).len(),
+            "{hook_lines}"
+        );
+        assert_eq!(hook_count("expiring", name), 1, "{hook_lines}");
+    }
+    assert_eq!(hook_count("failed", "healthy"), 0, "{hook_lines}");
+    eprintln!(
+        "hooks: {} lines ({} renewed, {} failed, {} expiring)",
+        hook_lines.lines().count(),
+        hook_lines
+            .lines()
+            .filter(|l| l.starts_with("renewed"))
+            .count(),
+        hook_lines
+            .lines()
+            .filter(|l| l.starts_with("failed"))
+            .count(),
+        hook_lines
+            .lines()
+            .filter(|l| l.starts_with("expiring"))
+            .count()
+    );
     let share = cpu / wall;
     eprintln!(
         "daemon CPU: {cpu:.2} s in {wall:.0} s ({:.2} %)",
@@ -417,4 +469,50 @@ fn a_configuration_written_in_two_steps_never_drops_a_certificate() {
         "the half-written configuration was applied:\n{log}"
     );
     assert!(d.alive());
+}
+
+#[test]
+fn a_hanging_config_test_is_killed_at_its_deadline_and_the_daemon_goes_on() {
+    let sb = Sandbox::new();
+    // Due two seconds after it is issued, so the daemon renews it at once.
+    let www = CertDef::new("www", Layout::Nginx)
+        .extra("lifetime: 30s")
+        .extra("renew_before: 28s");
+    write_config(&sb, &[], std::slice::from_ref(&www));
+    sb.renew_all().ok();
+    let serial = www.files(&sb).serial();
+    write_config(
+        &sb,
+        &["  slow:\n    type: command\n    test: [sleep, \"600\"]\n    reload: [\"true\"]\n    timeout: 2s\n".to_string()],
+        &[www.clone().extra("reload: [slow]")],
+    );
+    let started = Instant::now();
+    let d = Daemon::start(&sb, &[]);
+    assert!(
+        wait_until(Duration::from_secs(20), || d
+            .log()
+            .contains("did not finish within 2s and was killed")),
+        "{}",
+        d.log()
+    );
+    let killed_after = started.elapsed();
+    // The lock is free once the pass is over: nothing waits for the hung command.
+    let lock = sb.state_dir().join("lock");
+    assert!(
+        wait_until(Duration::from_secs(5), || {
+            let f = fs::OpenOptions::new().write(true).open(&lock).unwrap();
+            nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock).is_ok()
+        }),
+        "the state lock is still held:\n{}",
+        d.log()
+    );
+    // The pair in place was kept, and the certificate waits for its backoff.
+    assert_eq!(www.files(&sb).serial(), serial);
+    std::thread::sleep(Duration::from_secs(3));
+    let failed = count_events(&sb.ledger(), "failed", Some("www"));
+    assert_eq!(failed, 1, "{}", d.log());
+    eprintln!(
+        "config test killed {:.1} s after start; 1 failed attempt",
+        killed_after.as_secs_f64()
+    );
 }
