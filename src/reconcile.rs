@@ -275,6 +275,8 @@ pub fn run_pass(
         } else {
             BTreeMap::new()
         };
+    // Certificates with a new pair in the archive (installed or not), pruned at the end.
+    let mut attempted: Vec<&CertSpec> = Vec::new();
     let revoked: std::collections::HashSet<String> = crate::trust::revoked(state)
         .into_iter()
         .map(|r| r.serial)
@@ -364,6 +366,7 @@ pub fn run_pass(
             continue;
         };
         tracing::info!(certificate = %spec.name, reason = %reason, "renewing");
+        attempted.push(spec);
         match issue_and_install(state, spec, issuer, &reason, now) {
             Ok((issued, previous)) => staged.push(Staged {
                 spec,
@@ -444,6 +447,9 @@ pub fn run_pass(
                 if let Err(err) = state.record(&e) {
                     tracing::error!(certificate = %spec.name, error = %err, "cannot record the install in the ledger");
                 }
+                if let Err(err) = state.mark_installed(&spec.name, &leaf.serial) {
+                    tracing::warn!(certificate = %spec.name, error = %err, "cannot mark the installed pair in the archive");
+                }
                 tracing::info!(certificate = %spec.name, serial = %leaf.serial, not_after = %rfc3339(leaf.not_after), reason = %st.reason, "installed");
                 reports.push(CertReport {
                     name: spec.name.clone(),
@@ -467,6 +473,17 @@ pub fn run_pass(
                     now,
                 ));
             }
+        }
+    }
+    // The archive keeps the installed pair (and the one on disk, should they differ after
+    // a crash) plus `archive.keep` superseded ones.
+    for spec in attempted {
+        let on_disk = match observe(spec, None) {
+            Seen::Present(p) => Some(p.leaf.serial),
+            _ => None,
+        };
+        if let Err(err) = state.prune_archive(&spec.name, config.archive_keep, on_disk.as_deref()) {
+            tracing::warn!(certificate = %spec.name, error = %err, "cannot prune the archive");
         }
     }
     (reports, activity)

@@ -1,19 +1,54 @@
-//! The state directory: the lock that serializes writers, the archive of every pair
-//! ever installed, and the ledger (one JSON line per issuance, install, failure).
+//! The state directory: the lock that serializes writers, the archive of recent pairs
+//! (bounded: the installed pair plus `archive.keep` superseded ones per certificate), and
+//! the ledger (one JSON line per issuance, install, failure; rotated by size, never left
+//! with a torn line that later appends build on).
+//!
+//! Writers hold the state lock; readers (`status`) do not, and must never block or fail
+//! because of the ledger: damaged lines are reported and skipped. Nothing here knows
+//! about layouts, servers or issuers.
 
-use crate::fsutil::{ensure_dir, write_atomic, FileSpec, FsError};
+use crate::fsutil::{ensure_dir, sync_dir, write_atomic, FileSpec, FsError};
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::{self, OpenOptions};
-use std::io::{BufRead, BufReader, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::io::{self, Write};
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::SystemTime;
 use time::OffsetDateTime;
 use zeroize::Zeroizing;
+
+/// The ledger rotates when an append would take `ledger.jsonl` over this size.
+pub const DEFAULT_LEDGER_CAP: u64 = 10 * 1024 * 1024;
+/// How many rotated ledgers are kept (`ledger.jsonl.1` is the newest of them).
+pub const LEDGER_GENERATIONS: usize = 3;
+/// The file in `archive/NAME/` naming the serial that is installed.
+const INSTALLED_MARKER: &str = "installed";
+/// Suffix of an archived pair that is being removed (renamed first, so that a crash
+/// never leaves half a pair that looks whole).
+const PRUNED_SUFFIX: &str = ".pruned";
+/// How `name` and `event` start in a ledger line, for [`quick_field`].
+const NAME_KEY: &str = "\"name\":\"";
+const EVENT_KEY: &str = "\"event\":\"";
 
 #[derive(Debug, Clone)]
 pub struct StateDir {
     pub root: PathBuf,
+    /// `ledger.jsonl` rotates when an append would take it over this many bytes.
+    ledger_cap: u64,
+    /// The serial of each certificate's last `installed` ledger entry, read at most once
+    /// and only for archives made before install markers existed.
+    installed_in_ledger: OnceLock<HashMap<String, String>>,
+}
+
+/// What `archive/NAME/` holds.
+#[derive(Default)]
+struct Archived {
+    /// The pairs (directories `SERIAL/`) with their times.
+    pairs: Vec<(SystemTime, String)>,
+    /// Pairs whose removal was interrupted.
+    leftovers: Vec<PathBuf>,
 }
 
 /// Held while writing state or installing files; released on drop.
@@ -68,11 +103,27 @@ impl LedgerEntry {
     }
 }
 
+fn io_err<'a>(path: &'a Path, action: &'static str) -> impl FnOnce(io::Error) -> FsError + 'a {
+    move |source| FsError::Io {
+        path: path.to_path_buf(),
+        action,
+        source,
+    }
+}
+
 impl StateDir {
     pub fn new(root: &Path) -> StateDir {
         StateDir {
             root: root.to_path_buf(),
+            ledger_cap: DEFAULT_LEDGER_CAP,
+            installed_in_ledger: OnceLock::new(),
         }
+    }
+
+    /// The same state directory with another ledger size cap (tests use small ones).
+    pub fn with_ledger_cap(mut self, cap: u64) -> StateDir {
+        self.ledger_cap = cap;
+        self
     }
 
     pub fn ca_dir(&self) -> PathBuf {
@@ -81,6 +132,17 @@ impl StateDir {
 
     pub fn ledger_path(&self) -> PathBuf {
         self.root.join("ledger.jsonl")
+    }
+
+    /// Every ledger file that may exist, newest first: `ledger.jsonl`, `.1`, `.2`, `.3`.
+    pub fn ledger_paths(&self) -> Vec<PathBuf> {
+        std::iter::once(self.ledger_path())
+            .chain((1..=LEDGER_GENERATIONS).map(|i| self.rotated_path(i)))
+            .collect()
+    }
+
+    fn rotated_path(&self, generation: usize) -> PathBuf {
+        self.root.join(format!("ledger.jsonl.{generation}"))
     }
 
     pub fn archive_dir(&self, name: &str, serial: &str) -> PathBuf {
@@ -123,7 +185,9 @@ impl StateDir {
         }
     }
 
-    /// Keeps a copy of an installed pair under `archive/NAME/SERIAL/`.
+    /// Keeps a copy of a new pair under `archive/NAME/SERIAL/`. The pairs' directory
+    /// times order them: the new one is made newer than every other pair of `name`, even
+    /// on a coarse or stepped clock.
     pub fn archive(
         &self,
         name: &str,
@@ -149,50 +213,492 @@ impl StateDir {
                 follow_symlinks: false,
             })?;
         }
+        let newest_other = self
+            .archived_entries(name)?
+            .pairs
+            .into_iter()
+            .filter(|(_, s)| s != serial)
+            .map(|(t, _)| t)
+            .max();
+        let own = fs::metadata(&dir)
+            .and_then(|m| m.modified())
+            .map_err(io_err(&dir, "cannot inspect"))?;
+        if let Some(newest) = newest_other.filter(|t| own <= *t) {
+            fs::File::open(&dir)
+                .and_then(|d| d.set_modified(newest + std::time::Duration::from_micros(1)))
+                .map_err(io_err(&dir, "cannot set the time of an archived pair"))?;
+        }
         Ok(dir)
     }
 
-    /// Appends one line to the ledger and fsyncs it.
+    /// What `archive/NAME/` holds.
+    fn archived_entries(&self, name: &str) -> Result<Archived, FsError> {
+        let dir = self.root.join("archive").join(name);
+        let entries = match fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Archived::default()),
+            Err(e) => return Err(io_err(&dir, "cannot list the archive")(e)),
+        };
+        let mut found = Archived::default();
+        for entry in entries {
+            let entry = entry.map_err(io_err(&dir, "cannot list the archive"))?;
+            let Ok(file_name) = entry.file_name().into_string() else {
+                continue;
+            };
+            // Not followed: a symlink here is nothing certkeeper made.
+            let meta = entry
+                .metadata()
+                .map_err(io_err(&entry.path(), "cannot inspect"))?;
+            if !meta.is_dir() {
+                continue;
+            }
+            if file_name.starts_with('.') {
+                if file_name.ends_with(PRUNED_SUFFIX) {
+                    found.leftovers.push(entry.path());
+                }
+                continue;
+            }
+            let age = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
+            found.pairs.push((age, file_name));
+        }
+        Ok(found)
+    }
+
+    /// Remembers that the archived pair `serial` is the one installed for `name`
+    /// (`archive/NAME/installed`), so that pruning never removes it.
+    pub fn mark_installed(&self, name: &str, serial: &str) -> Result<(), FsError> {
+        let dir = self.root.join("archive").join(name);
+        let marker = dir.join(INSTALLED_MARKER);
+        if !is_plain_component(serial) || !is_plain_component(name) {
+            return Err(FsError::Io {
+                path: marker,
+                action: "refusing to mark an install",
+                source: io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("`{name}`/`{serial}` is not a certificate name and serial"),
+                ),
+            });
+        }
+        ensure_dir(&dir, 0o700)?;
+        write_atomic(&FileSpec {
+            path: marker,
+            bytes: Zeroizing::new(format!("{serial}\n").into_bytes()),
+            mode: 0o600,
+            uid: None,
+            gid: None,
+            follow_symlinks: false,
+        })
+    }
+
+    /// The serial of the pair installed for `name`: the install marker, or for an
+    /// archive made before markers existed, the last `installed` entry of the ledger.
+    pub fn installed_serial(&self, name: &str) -> Option<String> {
+        self.marked_serial(name)
+            .or_else(|| self.installed_in_ledger(name))
+    }
+
+    fn marked_serial(&self, name: &str) -> Option<String> {
+        let marker = self.root.join("archive").join(name).join(INSTALLED_MARKER);
+        match fs::read_to_string(&marker) {
+            Ok(text) if is_plain_component(text.trim()) => Some(text.trim().to_string()),
+            Ok(_) => {
+                tracing::warn!(path = %marker.display(), "install marker is damaged; using the ledger instead");
+                None
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(e) => {
+                tracing::warn!(path = %marker.display(), error = %e, "cannot read the install marker; using the ledger instead");
+                None
+            }
+        }
+    }
+
+    fn installed_in_ledger(&self, name: &str) -> Option<String> {
+        self.installed_in_ledger
+            .get_or_init(|| self.last_installed_serials())
+            .get(name)
+            .cloned()
+    }
+
+    /// Removes archived pairs of `name` beyond the installed one (see
+    /// [`StateDir::installed_serial`]), the one `on_disk` (the serial the installed files
+    /// hold, when known) and the `keep` newest others. Returns how many pairs were
+    /// removed. The caller holds the state lock.
+    pub fn prune_archive(
+        &self,
+        name: &str,
+        keep: usize,
+        on_disk: Option<&str>,
+    ) -> Result<usize, FsError> {
+        let dir = self.root.join("archive").join(name);
+        let Archived {
+            mut pairs,
+            mut leftovers,
+        } = self.archived_entries(name)?;
+        if pairs.is_empty() && leftovers.is_empty() {
+            return Ok(0);
+        }
+        let installed = match self.marked_serial(name) {
+            Some(serial) => Some(serial),
+            None => {
+                let serial = self.installed_in_ledger(name);
+                // Remembered, so that the ledger is not searched again.
+                if let Some(Err(e)) = serial.as_deref().map(|s| self.mark_installed(name, s)) {
+                    tracing::warn!(certificate = %name, error = %e, "cannot write the install marker");
+                }
+                serial
+            }
+        };
+        let protected: HashSet<&str> = installed.as_deref().into_iter().chain(on_disk).collect();
+        // Newest first; equal times (coarse clocks) in a stable order.
+        pairs.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| b.1.cmp(&a.1)));
+        let doomed: Vec<&String> = pairs
+            .iter()
+            .map(|(_, serial)| serial)
+            .filter(|s| !protected.contains(s.as_str()))
+            .skip(keep)
+            .collect();
+        if doomed.is_empty() && leftovers.is_empty() {
+            return Ok(0);
+        }
+        for serial in &doomed {
+            let from = dir.join(serial);
+            let to = dir.join(format!(".{serial}{PRUNED_SUFFIX}"));
+            fs::rename(&from, &to).map_err(io_err(&from, "cannot remove an archived pair"))?;
+            leftovers.push(to);
+        }
+        for path in &leftovers {
+            fs::remove_dir_all(path).map_err(io_err(path, "cannot remove an archived pair"))?;
+        }
+        sync_dir(&dir)?;
+        if !doomed.is_empty() {
+            tracing::info!(certificate = %name, removed = doomed.len(), kept = pairs.len() - doomed.len(), "pruned the archive");
+        }
+        Ok(doomed.len())
+    }
+
+    /// Appends one line to the ledger and fsyncs it. The line is written whole or not at
+    /// all: a failed or short write is cut back off, so a full disk can fail an append
+    /// but never leaves a partial line. `ledger.jsonl` rotates first when this append
+    /// would take it over the cap. The caller holds the state lock.
     pub fn record(&self, entry: &LedgerEntry) -> Result<(), FsError> {
         let path = self.ledger_path();
-        let io = |source| FsError::Io {
-            path: path.clone(),
-            action: "cannot append to the ledger",
-            source,
-        };
         let mut line = serde_json::to_string(entry).expect("ledger entries serialize");
         line.push('\n');
-        let mut f = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(0o600)
-            .open(&path)
-            .map_err(io)?;
-        f.write_all(line.as_bytes()).map_err(io)?;
-        f.sync_data().map_err(io)
+        let mut file = open_ledger(&path)?;
+        let mut size = file
+            .metadata()
+            .map_err(io_err(&path, "cannot inspect the ledger"))?
+            .len();
+        size = repair_tail(&file, &path, size)?;
+        if size > 0 && size + line.len() as u64 > self.ledger_cap {
+            drop(file);
+            self.rotate()?;
+            file = open_ledger(&path)?;
+            size = file
+                .metadata()
+                .map_err(io_err(&path, "cannot inspect the ledger"))?
+                .len();
+        }
+        append_whole(&file, &path, size, line.as_bytes())?;
+        if size == 0 {
+            // A new file: its name must survive a power loss as well as its first line.
+            if let Err(e) = sync_dir(&self.root) {
+                tracing::warn!(error = %e, "the new ledger file may not survive a power loss");
+            }
+        }
+        Ok(())
     }
 
-    /// Every ledger entry, oldest first. Lines that do not parse (a torn last line after
-    /// a crash) are skipped.
+    /// `ledger.jsonl` → `.1` → `.2` → `.3`; the oldest is dropped. A crash between two
+    /// renames leaves a gap in the numbers, which readers and the next rotation accept.
+    fn rotate(&self) -> Result<(), FsError> {
+        for generation in (1..LEDGER_GENERATIONS).rev() {
+            let from = self.rotated_path(generation);
+            match fs::rename(&from, self.rotated_path(generation + 1)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io_err(&from, "cannot rotate the ledger")(e)),
+            }
+        }
+        let current = self.ledger_path();
+        fs::rename(&current, self.rotated_path(1))
+            .map_err(io_err(&current, "cannot rotate the ledger"))?;
+        sync_dir(&self.root)?;
+        tracing::info!(path = %current.display(), cap = self.ledger_cap, "rotated the ledger");
+        Ok(())
+    }
+
+    /// Every ledger entry, oldest first, across the rotated files. Lines that do not
+    /// parse (a torn last line after a crash) are reported and skipped.
     pub fn ledger(&self) -> Vec<LedgerEntry> {
-        let Ok(f) = fs::File::open(self.ledger_path()) else {
-            return Vec::new();
-        };
-        BufReader::new(f)
-            .lines()
-            .map_while(Result::ok)
-            .filter_map(|l| serde_json::from_str(&l).ok())
-            .collect()
+        let mut out = Vec::new();
+        for path in self.ledger_paths().iter().rev() {
+            let Some(text) = read_ledger_file(path) else {
+                continue;
+            };
+            let lines = Lines::new(&text);
+            for (number, line) in lines.forward() {
+                if let Some(e) = parse_line(path, number, line, lines.is_torn(number)) {
+                    out.push(e);
+                }
+            }
+        }
+        out
     }
 
-    /// The newest ledger entry of each certificate.
+    /// The newest ledger entry of each certificate. Reads the newest file first, each
+    /// from its end, and parses only the newest line of each name: a name's older lines
+    /// are recognized by a cheap search and skipped.
     pub fn last_events(&self) -> HashMap<String, LedgerEntry> {
+        let mut out: HashMap<String, LedgerEntry> = HashMap::new();
+        for path in self.ledger_paths() {
+            let Some(text) = read_ledger_file(&path) else {
+                continue;
+            };
+            let lines = Lines::new(&text);
+            for (number, line) in lines.backward() {
+                if quick_field(line, NAME_KEY).is_some_and(|n| out.contains_key(n)) {
+                    continue;
+                }
+                let Some(e) = parse_line(&path, number, line, lines.is_torn(number)) else {
+                    continue;
+                };
+                if let Some(name) = e.name.clone() {
+                    out.entry(name).or_insert(e);
+                }
+            }
+        }
+        out
+    }
+
+    /// The serial of each certificate's last `installed` entry, from every ledger file.
+    fn last_installed_serials(&self) -> HashMap<String, String> {
         let mut out = HashMap::new();
-        for e in self.ledger() {
-            if let Some(n) = e.name.clone() {
-                out.insert(n, e);
+        for path in self.ledger_paths() {
+            let Some(text) = read_ledger_file(&path) else {
+                continue;
+            };
+            let lines = Lines::new(&text);
+            for (number, line) in lines.backward() {
+                if quick_field(line, EVENT_KEY).is_some_and(|e| e != "installed")
+                    || quick_field(line, NAME_KEY).is_some_and(|n| out.contains_key(n))
+                {
+                    continue;
+                }
+                let Some(e) = parse_line(&path, number, line, lines.is_torn(number)) else {
+                    continue;
+                };
+                if let (Some(name), Some(serial), "installed") = (e.name, e.serial, &*e.event) {
+                    out.entry(name).or_insert(serial);
+                }
             }
         }
         out
     }
 }
+
+/// A name or serial that is one ordinary path component.
+fn is_plain_component(s: &str) -> bool {
+    !s.is_empty() && !s.starts_with('.') && !s.contains('/') && !s.contains('\0')
+}
+
+fn open_ledger(path: &Path) -> Result<fs::File, FsError> {
+    OpenOptions::new()
+        .create(true)
+        .read(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(io_err(path, "cannot open the ledger"))
+}
+
+/// Writes `line` with one `write` on the O_APPEND descriptor and fsyncs it; on any
+/// failure the file is cut back to `size`, what it was before.
+fn append_whole(file: &fs::File, path: &Path, size: u64, line: &[u8]) -> Result<(), FsError> {
+    let written = loop {
+        match (&*file).write(line) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            other => break other,
+        }
+    };
+    let result = match written {
+        Ok(n) if n == line.len() => file.sync_data(),
+        Ok(n) => Err(io::Error::new(
+            io::ErrorKind::WriteZero,
+            format!(
+                "short write, {n} of {} bytes (is the disk full?)",
+                line.len()
+            ),
+        )),
+        Err(e) => Err(e),
+    };
+    let Err(source) = result else {
+        return Ok(());
+    };
+    match file.set_len(size).and_then(|()| file.sync_data()) {
+        Ok(()) => Err(FsError::Io {
+            path: path.to_path_buf(),
+            action: "cannot append to the ledger (nothing was written)",
+            source,
+        }),
+        Err(cut) => {
+            tracing::error!(path = %path.display(), error = %cut, "cannot cut a failed append back off the ledger; the next append will");
+            Err(FsError::Io {
+                path: path.to_path_buf(),
+                action: "cannot append to the ledger",
+                source,
+            })
+        }
+    }
+}
+
+/// Makes sure the ledger ends with a newline before an append: a last line without one
+/// (a crash or power loss mid-append) is completed when it is a whole entry, and
+/// otherwise cut off with a warning, so every line stays one JSON entry. Returns the
+/// size after the repair.
+fn repair_tail(file: &fs::File, path: &Path, size: u64) -> Result<u64, FsError> {
+    if size == 0 {
+        return Ok(0);
+    }
+    let mut last = [0u8; 1];
+    file.read_exact_at(&mut last, size - 1)
+        .map_err(io_err(path, "cannot read the ledger"))?;
+    if last[0] == b'\n' {
+        return Ok(size);
+    }
+    // Find where the last line starts, reading backwards.
+    let mut start = 0u64;
+    let mut end = size;
+    let mut buf = vec![0u8; 8192];
+    while end > 0 {
+        let from = end.saturating_sub(buf.len() as u64);
+        let chunk = &mut buf[..(end - from) as usize];
+        file.read_exact_at(chunk, from)
+            .map_err(io_err(path, "cannot read the ledger"))?;
+        if let Some(i) = chunk.iter().rposition(|&b| b == b'\n') {
+            start = from + i as u64 + 1;
+            break;
+        }
+        end = from;
+    }
+    let mut tail = vec![0u8; (size - start) as usize];
+    file.read_exact_at(&mut tail, start)
+        .map_err(io_err(path, "cannot read the ledger"))?;
+    let line = torn_line_number(path, start);
+    if serde_json::from_slice::<LedgerEntry>(&tail).is_ok() {
+        tracing::warn!(path = %path.display(), line, "the ledger's last line has no newline (an append was interrupted); completing it");
+        append_whole(file, path, size, b"\n")?;
+        return Ok(size + 1);
+    }
+    tracing::warn!(
+        path = %path.display(),
+        line,
+        bytes = tail.len(),
+        torn = %String::from_utf8_lossy(&tail[..tail.len().min(200)]),
+        "the ledger's last line is torn (an append was interrupted); cutting it off before appending"
+    );
+    file.set_len(start)
+        .and_then(|()| file.sync_data())
+        .map_err(io_err(path, "cannot cut a torn line off the ledger"))?;
+    Ok(start)
+}
+
+/// The 1-based number of the line starting at byte `start` (only after a crash).
+fn torn_line_number(path: &Path, start: u64) -> usize {
+    fs::read(path)
+        .map(|b| {
+            b[..(start as usize).min(b.len())]
+                .iter()
+                .filter(|&&c| c == b'\n')
+                .count()
+                + 1
+        })
+        .unwrap_or(0)
+}
+
+/// A whole ledger file as text (checked once, not line by line; bytes that are not
+/// UTF-8 are replaced); a missing file is normal (not rotated yet), others are reported.
+fn read_ledger_file(path: &Path) -> Option<String> {
+    match fs::read(path) {
+        Ok(bytes) => Some(
+            String::from_utf8(bytes)
+                .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
+        ),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "cannot read the ledger");
+            None
+        }
+    }
+}
+
+/// The lines of one ledger file, with their 1-based numbers.
+struct Lines<'a> {
+    lines: Vec<&'a str>,
+    /// The file does not end with a newline: its last line is torn.
+    torn_tail: bool,
+}
+
+impl<'a> Lines<'a> {
+    fn new(text: &'a str) -> Lines<'a> {
+        let torn_tail = !text.is_empty() && !text.ends_with('\n');
+        let body = text.strip_suffix('\n').unwrap_or(text);
+        let lines = if text.is_empty() {
+            Vec::new()
+        } else {
+            body.split('\n').collect()
+        };
+        Lines { lines, torn_tail }
+    }
+
+    fn is_torn(&self, number: usize) -> bool {
+        self.torn_tail && number == self.lines.len()
+    }
+
+    fn forward(&self) -> impl DoubleEndedIterator<Item = (usize, &'a str)> + '_ {
+        self.lines.iter().enumerate().map(|(i, l)| (i + 1, *l))
+    }
+
+    fn backward(&self) -> impl Iterator<Item = (usize, &'a str)> + '_ {
+        self.forward().rev()
+    }
+}
+
+/// One ledger line, or None (reported) when it is torn or not a ledger entry.
+fn parse_line(path: &Path, number: usize, line: &str, torn: bool) -> Option<LedgerEntry> {
+    if line.is_empty() {
+        return None;
+    }
+    match serde_json::from_str::<LedgerEntry>(line) {
+        Ok(e) => {
+            if torn {
+                tracing::warn!(path = %path.display(), line = number, "the ledger's last line has no newline (an append was interrupted); it is whole and is used");
+            }
+            Some(e)
+        }
+        Err(err) if torn => {
+            tracing::warn!(path = %path.display(), line = number, error = %err, "the ledger's last line is torn (an append was interrupted); skipped, the next append cuts it off");
+            None
+        }
+        Err(err) => {
+            tracing::warn!(path = %path.display(), line = number, error = %err, "a ledger line is not a ledger entry; skipped");
+            None
+        }
+    }
+}
+
+/// The value of a top-level string field as certkeeper writes it (`key` is `"field":"`,
+/// no spaces, no escapes in the value), found without parsing the line. Inside JSON
+/// strings every quote is escaped, so the key cannot match inside a value. None when
+/// absent or escaped: the caller then parses the line.
+fn quick_field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
+    let at = line.find(key)? + key.len();
+    let rest = &line[at..];
+    let end = rest.find('"')?;
+    let value = &rest[..end];
+    (!value.contains('\\')).then_some(value)
+}
+
+#[cfg(test)]
+mod tests;
