@@ -302,6 +302,9 @@ impl PassEvents {
         if self.expiring.is_empty() {
             return events;
         }
+        // One read-modify-write at a time: the daemon's passes may run concurrently.
+        static MARKS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _one_at_a_time = MARKS.lock().unwrap_or_else(|p| p.into_inner());
         let mut fired = load_fired(state);
         let fresh = not_yet_fired(&mut fired, self.expiring);
         if !fresh.is_empty() {

@@ -129,6 +129,9 @@ pub fn ensure_ca(
     state: &StateDir,
     now: OffsetDateTime,
 ) -> Result<InternalCa, crate::ca::CaError> {
+    // Creating the CA happens once; concurrent passes of the daemon must not race it.
+    static CREATE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one_at_a_time = CREATE.lock().unwrap_or_else(|p| p.into_inner());
     state.create()?;
     let (ca, created) = InternalCa::load_or_init(&config.ca, &state.ca_dir(), now)?;
     if created {
@@ -151,6 +154,10 @@ pub struct RenewOptions {
     pub check_served: bool,
     /// Remove temporary files an interrupted install left next to the targets.
     pub clean_temp_files: bool,
+    /// Leave the trust targets alone: the daemon runs passes of certificates that share
+    /// no server side by side, and only one of them (the one that owns every trust
+    /// target's servers) looks after the trust material.
+    pub skip_trust: bool,
 }
 
 /// `certkeeper renew`: takes the lock, makes sure the CA exists, runs one pass.
@@ -386,7 +393,7 @@ pub fn run_pass(
     // Trust targets (CA bundle, CRLs) follow the CA; their servers join this pass's
     // single round of config tests and reloads.
     let mut trust = crate::trust::TrustSync::default();
-    if let (false, Some(ca)) = (opts.dry_run, ca) {
+    if let (false, false, Some(ca)) = (opts.dry_run, opts.skip_trust, ca) {
         trust = crate::trust::sync(config, state, ca, now);
         for e in &trust.errors {
             tracing::error!(error = %e, "trust target not updated");
@@ -406,7 +413,10 @@ pub fn run_pass(
     }
     crate::trust::run_commands(&trust.run);
     activity.trust_refresh_at = trust.refresh_at;
-    if !opts.dry_run && (!trust.reload.is_empty() || !trust.pending_before.is_empty()) {
+    if !opts.dry_run
+        && !opts.skip_trust
+        && (!trust.reload.is_empty() || !trust.pending_before.is_empty())
+    {
         // A server that did not take new trust material (a revocation!) is remembered
         // and reloaded again by the next pass, until it does.
         let pending: BTreeSet<String> = trust

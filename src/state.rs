@@ -382,6 +382,10 @@ impl StateDir {
     /// but never leaves a partial line. `ledger.jsonl` rotates first when this append
     /// would take it over the cap. The caller holds the state lock.
     pub fn record(&self, entry: &LedgerEntry) -> Result<(), FsError> {
+        // The state lock keeps other processes out; this keeps the daemon's concurrent
+        // passes from interleaving a rotation or a truncate-back with an append.
+        static APPEND: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _one_at_a_time = APPEND.lock().unwrap_or_else(|p| p.into_inner());
         let path = self.ledger_path();
         let mut line = serde_json::to_string(entry).expect("ledger entries serialize");
         line.push('\n');

@@ -25,6 +25,7 @@ pub fn run(
             dry_run,
             check_served: false,
             clean_temp_files: true,
+            skip_trust: false,
         },
         now,
     )
