@@ -8,8 +8,8 @@ use crate::cache::ObserveCache;
 use crate::config::{self, Config};
 use crate::metrics::{Metrics, ReloadLabel, RenewalLabel};
 use crate::policy::{relative, rfc3339};
-use crate::reconcile::{ensure_ca, run_pass, Outcome, RenewOptions, ServerActivity};
-use crate::state::StateDir;
+use crate::reconcile::{ensure_ca, run_pass, CertReport, Outcome, RenewOptions, ServerActivity};
+use crate::state::{StateDir, StateLock};
 use notify::{RecursiveMode, Watcher};
 use sd_notify::NotifyState;
 use std::collections::{BTreeSet, HashMap};
@@ -70,6 +70,52 @@ struct ServerTrack {
     next: OffsetDateTime,
 }
 
+/// A pass in flight: the certificates and servers it holds until it ends.
+#[derive(Debug)]
+struct Flight {
+    certs: BTreeSet<String>,
+    servers: BTreeSet<String>,
+    /// It looks after the trust targets (and so holds their servers).
+    trust: bool,
+}
+
+/// What a pass hands back to the loop.
+struct Done {
+    id: u64,
+    now: OffsetDateTime,
+    names: Vec<String>,
+    result: Result<(Vec<CertReport>, ServerActivity), String>,
+}
+
+/// The state lock, shared by the daemon's passes in flight: taken when the first starts
+/// and released when the last ends, so that `certkeeper renew` still waits for the
+/// daemon's writes (and the daemon for its).
+#[derive(Clone, Default)]
+struct SharedLock(Arc<std::sync::Mutex<(usize, Option<StateLock>)>>);
+
+struct SharedGuard(SharedLock);
+
+impl SharedLock {
+    fn acquire(&self, state: &StateDir) -> Result<SharedGuard, crate::fsutil::FsError> {
+        let mut g = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if g.0 == 0 {
+            g.1 = Some(state.lock()?);
+        }
+        g.0 += 1;
+        Ok(SharedGuard(self.clone()))
+    }
+}
+
+impl Drop for SharedGuard {
+    fn drop(&mut self) {
+        let mut g = (self.0).0.lock().unwrap_or_else(|p| p.into_inner());
+        g.0 -= 1;
+        if g.0 == 0 {
+            g.1 = None;
+        }
+    }
+}
+
 /// Who owns a file of the configuration.
 #[derive(Debug, Clone, Copy)]
 enum Owner {
@@ -90,6 +136,9 @@ struct Daemon {
     dirs: BTreeSet<PathBuf>,
     watcher: notify::RecommendedWatcher,
     watched_dirs: BTreeSet<PathBuf>,
+    /// Device and inode of each watched directory when its watch was added: an event
+    /// about the directory itself matters only when it is no longer that directory.
+    dir_ids: HashMap<PathBuf, (u64, u64)>,
     cancel: Arc<AtomicBool>,
     /// When the CRL of the trust targets must be re-signed (or a failed trust reload
     /// retried).
@@ -100,6 +149,17 @@ struct Daemon {
     servers: HashMap<String, ServerTrack>,
     /// Runs hook commands in the background; kept across configuration reloads.
     hooks: Arc<crate::hooks::HookRunner>,
+    /// Passes running now, by id, and their tasks.
+    flights: HashMap<u64, Flight>,
+    next_flight: u64,
+    passes: tokio::task::JoinSet<Done>,
+    /// Certificates that wait for a pass in flight to end (they are in it, or they
+    /// reload one of its servers); `deferred_check` also checks what is served.
+    deferred: BTreeSet<String>,
+    deferred_check: BTreeSet<String>,
+    /// Trust work that waits for the pass that holds the trust targets' servers.
+    trust_wanted: bool,
+    lock: SharedLock,
     metrics: Arc<Metrics>,
     /// What was last fully checked, shared with the blocking pass.
     cache: Arc<std::sync::Mutex<Option<ObserveCache>>>,
@@ -204,12 +264,20 @@ async fn run_async(config_path: &Path) -> Result<(), DaemonError> {
         dirs: BTreeSet::new(),
         watcher,
         watched_dirs: BTreeSet::new(),
+        dir_ids: HashMap::new(),
         cancel: Arc::new(AtomicBool::new(false)),
         cache: Arc::new(std::sync::Mutex::new(None)),
         trust_next: None,
         trust_failures: 0,
         servers: HashMap::new(),
         hooks: Arc::new(crate::hooks::HookRunner::new()),
+        flights: HashMap::new(),
+        next_flight: 0,
+        passes: tokio::task::JoinSet::new(),
+        deferred: BTreeSet::new(),
+        deferred_check: BTreeSet::new(),
+        trust_wanted: false,
+        lock: SharedLock::default(),
         metrics: Arc::new(Metrics::default()),
     };
     if let Some(addr) = d.config.metrics {
@@ -246,7 +314,8 @@ async fn run_async(config_path: &Path) -> Result<(), DaemonError> {
         .iter()
         .map(|c| c.name.clone())
         .collect();
-    d.pass(all, true).await;
+    d.launch(all, true, true);
+    d.settle_passes().await;
     d.check_watched(OffsetDateTime::now_utc());
     if !d.cancel.load(Ordering::Relaxed) {
         notify(&[NotifyState::Ready, NotifyState::Status(&d.summary())]);
@@ -256,6 +325,13 @@ async fn run_async(config_path: &Path) -> Result<(), DaemonError> {
     let mut watchdog_tick = tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(86_400)));
     watchdog_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
+    // File events of a burst, and when to look at them: after `SETTLE` of quiet, at
+    // most `SETTLE_MAX` after the first. Collected here rather than in a loop of their
+    // own, so that a pass that ends meanwhile is taken (and its new directories
+    // watched) at once.
+    let mut pending: Vec<PathBuf> = Vec::new();
+    let mut settle_at: Option<tokio::time::Instant> = None;
+    let mut burst_until = tokio::time::Instant::now();
     while !d.cancel.load(Ordering::Relaxed) {
         let now = OffsetDateTime::now_utc();
         let next = d.next_wake();
@@ -268,30 +344,35 @@ async fn run_async(config_path: &Path) -> Result<(), DaemonError> {
                 let due = d.due(now);
                 let trust_due = d.trust_next.is_some_and(|t| t <= now);
                 if !due.is_empty() || trust_due {
-                    d.pass(due, false).await;
+                    d.launch(due, false, trust_due);
                 }
                 let waiting = d.servers_to_look_at(now);
                 if !waiting.is_empty() {
-                    d.pass(waiting, true).await;
+                    d.launch(waiting, true, false);
                 }
                 d.check_watched(now);
                 notify(&[NotifyState::Status(&d.summary())]);
             }
             Some(paths) = fs_rx.recv() => {
-                let mut paths = paths;
-                let deadline = tokio::time::Instant::now() + SETTLE_MAX;
-                // Let a burst settle, collecting every path it touched.
-                while let Ok(Some(more)) =
-                    tokio::time::timeout_at(deadline.min(tokio::time::Instant::now() + SETTLE), fs_rx.recv()).await
-                {
-                    paths.extend(more);
+                let now = tokio::time::Instant::now();
+                if pending.is_empty() {
+                    burst_until = now + SETTLE_MAX;
                 }
-                d.on_files(paths).await;
+                pending.extend(paths);
+                settle_at = Some((now + SETTLE).min(burst_until));
+            }
+            _ = tokio::time::sleep_until(settle_at.unwrap_or_else(tokio::time::Instant::now)), if settle_at.is_some() => {
+                settle_at = None;
+                d.on_files(std::mem::take(&mut pending)).await;
             }
             _ = hup.recv() => {
                 notify(&[NotifyState::Reloading, NotifyState::monotonic_usec_now().unwrap_or(NotifyState::Status("reloading"))]);
                 d.reload_config().await;
                 notify(&[NotifyState::Ready, NotifyState::Status(&d.summary())]);
+            }
+            Some(done) = d.passes.join_next(), if !d.passes.is_empty() => {
+                d.finish(done);
+                notify(&[NotifyState::Status(&d.summary())]);
             }
             _ = stop_rx.changed() => break,
             _ = watchdog_tick.tick(), if watchdog.is_some() => {
@@ -300,6 +381,8 @@ async fn run_async(config_path: &Path) -> Result<(), DaemonError> {
         }
     }
     tracing::info!("stopping");
+    // Passes in flight stop between certificates, never inside an install.
+    d.settle_passes().await;
     // Hooks already started may finish, briefly: SIGTERM must stop within seconds
     // (systemd removes whatever is left with the cgroup).
     let hooks = d.hooks.clone();
@@ -309,6 +392,15 @@ async fn run_async(config_path: &Path) -> Result<(), DaemonError> {
     .await;
     notify(&[NotifyState::Stopping]);
     Ok(())
+}
+
+/// A directory's device and inode, or None when it is not a directory (or missing).
+fn dir_identity(p: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(p)
+        .ok()
+        .filter(|m| m.is_dir())
+        .map(|m| (m.dev(), m.ino()))
 }
 
 fn is_own_temp(p: &Path) -> bool {
@@ -357,7 +449,9 @@ impl Daemon {
 
     /// Watches every directory of the index that exists (one inotify watch each,
     /// however many certificates share it) and drops watches no longer needed.
-    fn rewatch(&mut self) {
+    /// Returns the directories that got a watch just now.
+    fn rewatch(&mut self) -> Vec<PathBuf> {
+        let mut armed = Vec::new();
         for gone in self
             .watched_dirs
             .difference(&self.dirs)
@@ -366,6 +460,7 @@ impl Daemon {
         {
             let _ = self.watcher.unwatch(&gone);
             self.watched_dirs.remove(&gone);
+            self.dir_ids.remove(&gone);
         }
         for dir in &self.dirs {
             if self.watched_dirs.contains(dir) {
@@ -377,6 +472,10 @@ impl Daemon {
                 match self.watcher.watch(dir, RecursiveMode::NonRecursive) {
                     Ok(()) => {
                         self.watched_dirs.insert(dir.clone());
+                        armed.push(dir.clone());
+                        if let Some(id) = dir_identity(dir) {
+                            self.dir_ids.insert(dir.clone(), id);
+                        }
                     }
                     Err(e) => {
                         tracing::warn!(dir = %dir.display(), error = %e, "cannot watch directory (inotify limit? see fs.inotify.max_user_watches)")
@@ -384,14 +483,18 @@ impl Daemon {
                 }
             }
         }
+        armed
     }
 
     fn next_wake(&self) -> Option<OffsetDateTime> {
+        // What waits for a pass in flight is started when that pass ends, not by time.
+        let trust_waits = self.trust_wanted || self.flights.values().any(|f| f.trust);
         self.tracks
-            .values()
-            .map(|t| t.expiring_at.map_or(t.next, |e| e.min(t.next)))
+            .iter()
+            .filter(|(n, _)| !self.in_flight(n) && !self.deferred.contains(*n))
+            .map(|(_, t)| t.expiring_at.map_or(t.next, |e| e.min(t.next)))
             .chain(self.watch_next.values().copied())
-            .chain(self.trust_next)
+            .chain(self.trust_next.filter(|_| !trust_waits))
             .chain(self.servers.values().map(|s| s.next))
             .min()
     }
@@ -422,6 +525,7 @@ impl Daemon {
             .iter()
             .filter(|(_, t)| t.next <= now || t.expiring_at.is_some_and(|e| e <= now))
             .map(|(n, _)| n.clone())
+            .filter(|n| !self.in_flight(n))
             .collect();
         let mut go = Vec::new();
         for name in due {
@@ -464,77 +568,224 @@ impl Daemon {
             .collect()
     }
 
-    /// Runs one pass over `names` on a blocking thread, then updates the schedule.
-    async fn pass(&mut self, names: Vec<String>, check_served: bool) {
-        let names_of_pass = names.clone();
+    /// Starts one pass over `names` on a blocking thread, beside the passes already
+    /// running, and returns at once; `finish` takes its result. Certificates already in
+    /// a pass, or that reload a server another pass is using, wait for it to end
+    /// (`deferred`): two passes never touch the same server, so a slow or hanging step
+    /// of one (an issuer, a config test, a verify) never holds up the others.
+    /// `trust`: also bring the trust targets up to date (one pass at a time does).
+    fn launch(&mut self, names: Vec<String>, check_served: bool, trust: bool) {
+        let busy_servers: BTreeSet<&String> = self
+            .flights
+            .values()
+            .flat_map(|f| f.servers.iter())
+            .collect();
+        let trust_busy = self.flights.values().any(|f| f.trust);
+        let trust_servers: BTreeSet<String> = self
+            .config
+            .trust
+            .iter()
+            .flat_map(|t| t.reload.iter().cloned())
+            .collect();
+        let with_trust =
+            trust && !trust_busy && trust_servers.iter().all(|s| !busy_servers.contains(s));
+        if trust && !with_trust {
+            self.trust_wanted = true;
+        }
+        let mut go: BTreeSet<String> = BTreeSet::new();
+        let mut servers: BTreeSet<String> = if with_trust {
+            trust_servers
+        } else {
+            BTreeSet::new()
+        };
+        for name in names {
+            if self.in_flight(&name) {
+                // Looked at again when its pass ends: the files may have changed after
+                // that pass read them.
+                self.deferred.insert(name);
+                continue;
+            }
+            let Some(spec) = self.config.certificates.iter().find(|c| c.name == name) else {
+                continue;
+            };
+            if spec.reload.iter().any(|s| busy_servers.contains(s)) {
+                if check_served {
+                    self.deferred_check.insert(name);
+                } else {
+                    self.deferred.insert(name);
+                }
+                continue;
+            }
+            servers.extend(spec.reload.iter().cloned());
+            go.insert(name);
+        }
+        if go.is_empty() && !with_trust {
+            return;
+        }
+        if check_served {
+            self.deferred_check.retain(|n| !go.contains(n));
+        }
+        let id = self.next_flight;
+        self.next_flight += 1;
+        let names: Vec<String> = go.iter().cloned().collect();
+        self.flights.insert(
+            id,
+            Flight {
+                certs: go,
+                servers,
+                trust: with_trust,
+            },
+        );
         let config = self.config.clone();
         let cancel = self.cancel.clone();
         let cache = self.cache.clone();
         let hooks = self.hooks.clone();
-        let task = tokio::task::spawn_blocking(move || {
+        let lock = self.lock.clone();
+        self.passes.spawn_blocking(move || {
             // Key generation, fsync and config tests block: keep them off the loop.
             let now = OffsetDateTime::now_utc();
             let state = StateDir::new(&config.state_dir);
-            let _lock = state.lock().map_err(|e| e.to_string())?;
-            let ca = ensure_ca(&config, &state, now).map_err(|e| e.to_string())?;
-            let wanted: std::collections::HashSet<&str> =
-                names.iter().map(String::as_str).collect();
-            let selected: Vec<_> = config
-                .certificates
-                .iter()
-                .filter(|c| wanted.contains(c.name.as_str()))
-                .collect();
-            let started = std::time::Instant::now();
-            let opts = RenewOptions {
-                check_served,
-                clean_temp_files: check_served,
-                ..Default::default()
+            let pass = || {
+                let _lock = lock.acquire(&state).map_err(|e| e.to_string())?;
+                let ca = ensure_ca(&config, &state, now).map_err(|e| e.to_string())?;
+                let wanted: std::collections::HashSet<&str> =
+                    names.iter().map(String::as_str).collect();
+                let selected: Vec<_> = config
+                    .certificates
+                    .iter()
+                    .filter(|c| wanted.contains(c.name.as_str()))
+                    .collect();
+                let started = std::time::Instant::now();
+                let opts = RenewOptions {
+                    check_served,
+                    clean_temp_files: check_served,
+                    skip_trust: !with_trust,
+                    ..Default::default()
+                };
+                // The cache of checked files serves one pass at a time (the start-up
+                // pass, where it matters); a pass beside it reads its files in full.
+                let mut guard = cache.try_lock().ok();
+                let fingerprint = &ca.intermediate.fingerprint;
+                if let Some(c) = guard.as_deref_mut() {
+                    if c.as_ref().is_none_or(|c| c.intermediate() != fingerprint) {
+                        *c = Some(ObserveCache::load(&state, fingerprint));
+                    }
+                }
+                let mut cache = guard.as_deref_mut().and_then(|c| c.as_mut());
+                let (reports, activity) = run_pass(
+                    &config,
+                    &state,
+                    Some(&ca),
+                    &selected,
+                    &opts,
+                    now,
+                    &cancel,
+                    cache.as_deref_mut(),
+                );
+                if let Some(cache) = cache {
+                    let names_now: std::collections::HashSet<&str> = config
+                        .certificates
+                        .iter()
+                        .map(|c| c.name.as_str())
+                        .collect();
+                    cache.retain(&names_now);
+                    cache.save(&state);
+                }
+                // Under the lock: `expiring` remembers in state_dir what it fired.
+                let events = crate::hooks::events_for_pass(&config, &state, &reports, now);
+                hooks.fire(&config, events);
+                tracing::debug!(
+                    certificates = selected.len(),
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "pass done"
+                );
+                Ok::<_, String>((reports, activity))
             };
-            let mut cache = cache.lock().unwrap_or_else(|p| p.into_inner());
-            let fingerprint = &ca.intermediate.fingerprint;
-            if cache
-                .as_ref()
-                .is_none_or(|c| c.intermediate() != fingerprint)
-            {
-                *cache = Some(ObserveCache::load(&state, fingerprint));
-            }
-            let cache = cache.as_mut().expect("cache loaded");
-            let (reports, activity) = run_pass(
-                &config,
-                &state,
-                Some(&ca),
-                &selected,
-                &opts,
+            // A bug in one pass must not take the daemon down, nor lose track of which
+            // certificates that pass held.
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(pass))
+                .unwrap_or_else(|_| Err("the pass crashed (a bug: please report it)".into()));
+            Done {
+                id,
                 now,
-                &cancel,
-                Some(&mut *cache),
-            );
-            let names_now: std::collections::HashSet<&str> = config
-                .certificates
-                .iter()
-                .map(|c| c.name.as_str())
-                .collect();
-            cache.retain(&names_now);
-            cache.save(&state);
-            // Under the lock: `expiring` remembers in state_dir what it fired.
-            let events = crate::hooks::events_for_pass(&config, &state, &reports, now);
-            hooks.fire(&config, events);
-            tracing::debug!(
-                certificates = selected.len(),
-                elapsed_ms = started.elapsed().as_millis() as u64,
-                "pass done"
-            );
-            Ok::<_, String>((now, names, reports, activity))
+                names,
+                result,
+            }
         });
-        let (now, names, reports) = match task.await {
-            Ok(Ok((now, names, reports, activity))) => {
-                self.trust_next = activity.trust_refresh_at;
-                if activity.trust_pending.is_empty() {
-                    self.trust_failures = 0;
-                } else {
-                    self.trust_failures += 1;
-                    let retry = retry_at(now, self.trust_failures, None);
-                    self.trust_next = Some(self.trust_next.map_or(retry, |t| t.min(retry)));
+    }
+
+    fn in_flight(&self, name: &str) -> bool {
+        self.flights.values().any(|f| f.certs.contains(name))
+    }
+
+    /// Waits for every pass in flight and takes their results.
+    async fn settle_passes(&mut self) {
+        while let Some(done) = self.passes.join_next().await {
+            self.finish(done);
+        }
+    }
+
+    /// Takes a pass's result: updates the schedule, the servers' backoff and the
+    /// metrics, then starts what waited for it.
+    fn finish(&mut self, done: Result<Done, tokio::task::JoinError>) {
+        let done = match done {
+            Ok(d) => d,
+            Err(e) => {
+                // Only a cancelled task gets here (panics are caught in the pass).
+                tracing::error!(error = %e, "reconcile task lost");
+                if self.passes.is_empty() {
+                    self.flights.clear();
+                }
+                return;
+            }
+        };
+        let with_trust = self.flights.remove(&done.id).is_some_and(|f| f.trust);
+        self.apply(done.now, done.names, done.result, with_trust);
+        self.relaunch();
+    }
+
+    /// Starts what waited for a pass to end, unless a stop was requested.
+    fn relaunch(&mut self) {
+        if self.cancel.load(Ordering::Relaxed) {
+            return;
+        }
+        let now = OffsetDateTime::now_utc();
+        let waiting: Vec<String> = std::mem::take(&mut self.deferred)
+            .into_iter()
+            .filter(|n| self.held_until(n, now).is_none())
+            .collect();
+        let check: Vec<String> = std::mem::take(&mut self.deferred_check)
+            .into_iter()
+            .collect();
+        let trust = std::mem::take(&mut self.trust_wanted);
+        if !waiting.is_empty() || trust {
+            self.launch(waiting, false, trust);
+        }
+        if !check.is_empty() {
+            self.launch(check, true, false);
+        }
+    }
+
+    /// Updates the schedule from one pass's result.
+    fn apply(
+        &mut self,
+        now: OffsetDateTime,
+        names_of_pass: Vec<String>,
+        result: Result<(Vec<CertReport>, ServerActivity), String>,
+        with_trust: bool,
+    ) {
+        let reports = match result {
+            Ok((reports, activity)) => {
+                // Only the pass that looked after the trust targets knows their state.
+                if with_trust {
+                    self.trust_next = activity.trust_refresh_at;
+                    if activity.trust_pending.is_empty() {
+                        self.trust_failures = 0;
+                    } else {
+                        self.trust_failures += 1;
+                        let retry = retry_at(now, self.trust_failures, None);
+                        self.trust_next = Some(self.trust_next.map_or(retry, |t| t.min(retry)));
+                    }
                 }
                 for (server, ok) in &activity.reload_results {
                     let result = if *ok { "success" } else { "failure" };
@@ -547,33 +798,31 @@ impl Daemon {
                         .inc();
                 }
                 self.track_servers(now, &activity);
-                (now, names, reports)
+                reports
             }
-            Ok(Err(e)) => {
+            Err(e) => {
                 tracing::error!(error = %e, "reconcile failed; retrying later");
                 let now = OffsetDateTime::now_utc();
                 // Certificates never looked at yet (a failed first pass) get a track
                 // too, or nothing would ever wake them.
                 for name in names_of_pass {
-                    self.tracks.entry(name).or_insert(Track {
+                    let t = self.tracks.entry(name.clone()).or_insert(Track {
                         next: now,
                         failures: 0,
                         not_after: None,
                         expiring_at: None,
                     });
-                }
-                for (name, t) in self.tracks.iter_mut() {
                     t.failures += 1;
-                    t.next = retry_at_spread(name, now, t.failures, t.not_after);
+                    t.next = retry_at_spread(&name, now, t.failures, t.not_after);
+                    t.expiring_at = None;
                 }
-                return;
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "reconcile task crashed");
+                if with_trust {
+                    self.trust_failures += 1;
+                    self.trust_next = Some(retry_at(now, self.trust_failures, None));
+                }
                 return;
             }
         };
-        let _ = names;
         for r in reports {
             let has_expiring_hooks = !self.config.hooks.expiring.is_empty()
                 || self
@@ -672,8 +921,21 @@ impl Daemon {
                     .inc();
             }
         }
-        // Directories created by this pass can be watched now.
-        self.rewatch();
+        // Directories created by this pass can be watched now. What changed in them
+        // before the watch was there is found by one more look at their certificates.
+        let armed = self.rewatch();
+        for dir in armed {
+            for (file, owners) in &self.index {
+                if file.parent() == Some(dir.as_path()) {
+                    for o in owners {
+                        if let Owner::Managed(i) = o {
+                            self.deferred
+                                .insert(self.config.certificates[*i].name.clone());
+                        }
+                    }
+                }
+            }
+        }
     }
 
     /// Updates the servers' backoff from what a pass did to them: a failed config test
@@ -722,6 +984,7 @@ impl Daemon {
     async fn on_files(&mut self, paths: Vec<PathBuf>) {
         let mut owners: Vec<Owner> = Vec::new();
         let mut config_changed = false;
+        let mut rearm = false;
         for p in paths.iter().filter(|p| !is_own_temp(p)) {
             if p == &self.config_path {
                 config_changed = true;
@@ -729,16 +992,28 @@ impl Daemon {
             if let Some(o) = self.index.get(p) {
                 owners.extend(o.iter().copied());
             } else if self.watched_dirs.contains(p) {
-                // The directory itself changed (removed, moved): its watch is gone; it is
-                // re-armed after the pass recreates it. Look at everything in it.
+                // An event about a watched directory itself. Still the directory we
+                // watch (its creation seen from its parent, a chmod): nothing to do.
+                if dir_identity(p).is_some() && dir_identity(p) == self.dir_ids.get(p).copied() {
+                    continue;
+                }
+                // Removed, moved or replaced: its watch is gone. Watch what is there now
+                // (at once, so that no later change is missed) and look at everything
+                // in it; a directory that is missing is re-armed after the pass
+                // recreates it.
                 let _ = self.watcher.unwatch(p);
                 self.watched_dirs.remove(p);
+                self.dir_ids.remove(p);
+                rearm = true;
                 for (file, o) in &self.index {
                     if file.parent() == Some(p.as_path()) {
                         owners.extend(o.iter().copied());
                     }
                 }
             }
+        }
+        if rearm {
+            self.rewatch();
         }
         if config_changed {
             tracing::info!(config = %self.config_path.display(), "configuration file changed; re-reading it once it has settled");
@@ -771,7 +1046,7 @@ impl Daemon {
         }
         if !managed.is_empty() || trust_touched {
             tracing::debug!(certificates = ?managed, trust = trust_touched, "files changed; checking");
-            self.pass(managed.into_iter().collect(), false).await;
+            self.launch(managed.into_iter().collect(), false, trust_touched);
         }
         if watched_touched {
             self.check_watched(OffsetDateTime::now_utc());
@@ -864,8 +1139,8 @@ impl Daemon {
         }
         self.config = Arc::new(new);
         self.reindex();
-        if !changed.is_empty() {
-            self.pass(changed, false).await;
+        if !changed.is_empty() || old.trust != self.config.trust {
+            self.launch(changed, false, true);
         }
         self.check_watched(OffsetDateTime::now_utc());
     }

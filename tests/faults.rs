@@ -516,3 +516,72 @@ fn a_hanging_config_test_is_killed_at_its_deadline_and_the_daemon_goes_on() {
         killed_after.as_secs_f64()
     );
 }
+
+#[test]
+fn a_hanging_server_never_delays_the_renewal_of_another() {
+    let sb = Sandbox::new();
+    // `slow` is due at once and its server's config test hangs for 25 s each time;
+    // `healthy` renews every 20 s (30 s lifetime) through another server.
+    let slow = CertDef::new("slow", Layout::Combined)
+        .extra("lifetime: 30s")
+        .extra("renew_before: 28s");
+    let healthy = CertDef::new("healthy", Layout::Combined).extra("lifetime: 30s");
+    write_config(&sb, &[], &[slow.clone(), healthy.clone()]);
+    sb.renew_all().ok();
+    let bootstrap = time_of(
+        sb.ledger()
+            .iter()
+            .rfind(|e| e["name"] == "healthy" && e["event"] == "installed")
+            .unwrap(),
+    );
+    write_config(
+        &sb,
+        &[
+            "  hang:\n    type: command\n    test: [sleep, \"600\"]\n    reload: [\"true\"]\n    timeout: 25s\n".to_string(),
+            "  quick:\n    type: command\n    reload: [\"true\"]\n".to_string(),
+        ],
+        &[
+            slow.clone().extra("reload: [hang]"),
+            healthy.clone().extra("reload: [quick]"),
+        ],
+    );
+    let t0 = OffsetDateTime::now_utc();
+    let mut d = Daemon::start(&sb, &[]);
+    let run = Duration::from_secs(75);
+    let started = Instant::now();
+    while started.elapsed() < run {
+        assert!(d.alive(), "{}", d.log());
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    d.signal(nix::sys::signal::Signal::SIGTERM);
+    assert!(d.wait_exit(Duration::from_secs(40)).is_some(), "no exit");
+    let log = d.log();
+    assert!(
+        log.contains("did not finish within 25s and was killed"),
+        "the hanging test was never killed:\n{log}"
+    );
+    let installs: Vec<OffsetDateTime> = events(&sb, "healthy", "installed", t0)
+        .iter()
+        .map(time_of)
+        .collect();
+    assert!(installs.len() >= 3, "{installs:?}\n{log}");
+    // Every renewal at its time: 20 s after the previous one (a tenth of the window
+    // earlier at most), never held up by the 25 s hangs beside it.
+    let mut previous = bootstrap;
+    let mut gaps = Vec::new();
+    for at in &installs {
+        let gap = secs(*at - previous);
+        gaps.push(format!("{gap:.1}"));
+        assert!(
+            gap <= 22.0,
+            "healthy was renewed {gap:.1} s after its previous install (due after 20 s); gaps {gaps:?}:\n{log}"
+        );
+        previous = *at;
+    }
+    assert!(events(&sb, "healthy", "failed", t0).is_empty(), "{log}");
+    eprintln!(
+        "healthy: {} renewals, gaps {gaps:?} s, next to {} hung attempts of slow",
+        installs.len(),
+        events(&sb, "slow", "failed", t0).len()
+    );
+}
