@@ -1,7 +1,7 @@
 //! certkeeper: keeps TLS certificates issued, installed, renewed and served.
 //!
 //! Layers: vocabulary and pure logic (`model`, `duration`, `config`, `x509`, `policy`,
-//! `layout::render`), effects (`keys`, `ca`, `fsutil`, `state`), orchestration
+//! `layout::render`), effects (`keys`, `ca`, `fsutil`, `install`, `state`), orchestration
 //! (`reconcile`, `status`) and the command line (`cli`).
 
 pub mod acme;
@@ -12,6 +12,7 @@ pub mod config;
 pub mod daemon;
 pub mod duration;
 pub mod fsutil;
+pub mod install;
 pub mod keys;
 pub mod layout;
 pub mod metrics;
