@@ -64,6 +64,13 @@ struct Daemon {
     index: HashMap<PathBuf, Vec<Owner>>,
     /// The directories of every indexed file, and of the configuration file.
     dirs: BTreeSet<PathBuf>,
+    /// Each certificate store → the certificate (`install::store_dir`): events in a
+    /// store or in its pairs' directories belong to that certificate.
+    stores: HashMap<PathBuf, usize>,
+    /// Per certificate, the store directories to watch as well (`install::watch_dirs`):
+    /// a write through a live link lands in the served pair's directory, which the
+    /// watch on the live path's directory does not see. Refreshed after each pass.
+    store_dirs: HashMap<String, Vec<PathBuf>>,
     watcher: notify::RecommendedWatcher,
     watched_dirs: BTreeSet<PathBuf>,
     cancel: Arc<AtomicBool>,
@@ -153,6 +160,8 @@ async fn run_async(config_path: &Path) -> Result<(), DaemonError> {
         watch_next: HashMap::new(),
         index: HashMap::new(),
         dirs: BTreeSet::new(),
+        stores: HashMap::new(),
+        store_dirs: HashMap::new(),
         watcher,
         watched_dirs: BTreeSet::new(),
         cancel: Arc::new(AtomicBool::new(false)),
@@ -286,6 +295,20 @@ impl Daemon {
         }
         self.index = index;
         self.dirs = dirs;
+        self.stores = self
+            .config
+            .certificates
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| crate::install::uses_store(c))
+            .map(|(i, c)| (crate::install::store_dir(c), i))
+            .collect();
+        self.store_dirs = self
+            .config
+            .certificates
+            .iter()
+            .map(|c| (c.name.clone(), crate::install::watch_dirs(c)))
+            .collect();
         let names: BTreeSet<&String> = self.config.certificates.iter().map(|c| &c.name).collect();
         self.tracks.retain(|n, _| names.contains(n));
         let watched: BTreeSet<&String> = self.config.watched.iter().map(|w| &w.name).collect();
@@ -296,16 +319,18 @@ impl Daemon {
     /// Watches every directory of the index that exists (one inotify watch each,
     /// however many certificates share it) and drops watches no longer needed.
     fn rewatch(&mut self) {
+        let mut wanted = self.dirs.clone();
+        wanted.extend(self.store_dirs.values().flatten().cloned());
         for gone in self
             .watched_dirs
-            .difference(&self.dirs)
+            .difference(&wanted)
             .cloned()
             .collect::<Vec<_>>()
         {
             let _ = self.watcher.unwatch(&gone);
             self.watched_dirs.remove(&gone);
         }
-        for dir in &self.dirs {
+        for dir in &wanted {
             if self.watched_dirs.contains(dir) {
                 continue;
             }
@@ -426,7 +451,6 @@ impl Daemon {
                 return;
             }
         };
-        let _ = names;
         for r in reports {
             let track = self.tracks.entry(r.name.clone()).or_insert(Track {
                 next: now,
@@ -486,7 +510,15 @@ impl Daemon {
                     .inc();
             }
         }
-        // Directories created by this pass can be watched now.
+        // Directories created by this pass can be watched now, and the stores of the
+        // certificates it looked at have their current pair's directory watched.
+        let looked_at: std::collections::HashSet<&String> = names.iter().collect();
+        for c in self.config.certificates.iter() {
+            if looked_at.contains(&c.name) {
+                self.store_dirs
+                    .insert(c.name.clone(), crate::install::watch_dirs(c));
+            }
+        }
         self.rewatch();
     }
 
@@ -496,6 +528,15 @@ impl Daemon {
         for p in paths.iter().filter(|p| !is_own_temp(p)) {
             if p == &self.config_path {
                 config_changed = true;
+            }
+            // A store itself, an entry of it (`current`, a pair's directory) or a file of
+            // one of its pairs.
+            if let Some(i) = p
+                .ancestors()
+                .take(3)
+                .find_map(|a| self.stores.get(a).copied())
+            {
+                owners.push(Owner::Managed(i));
             }
             if let Some(o) = self.index.get(p) {
                 owners.extend(o.iter().copied());
