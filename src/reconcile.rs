@@ -208,16 +208,20 @@ impl Staged<'_> {
     /// says what the rollback did.
     fn roll_back(&mut self, what: &str, error: impl std::fmt::Display) {
         let name = &self.spec.name;
-        let done = match self.installed.take().map(|i| i.roll_back()) {
-            Some(Ok(RolledBack::Restored)) => {
+        let Some(installed) = self.installed.take() else {
+            // Already rolled back (and failed) for an earlier reason.
+            return self.fail(format!("{what}: {error}"));
+        };
+        let done = match installed.roll_back() {
+            Ok(RolledBack::Restored) => {
                 tracing::warn!(certificate = %name, "rolled back to the previous files");
                 "previous files restored".to_string()
             }
-            Some(Ok(RolledBack::KeptNew)) | None => {
+            Ok(RolledBack::KeptNew) => {
                 tracing::warn!(certificate = %name, "no previous files to roll back to; the new pair stays installed");
                 "there were no previous files; the new pair stays installed".to_string()
             }
-            Some(Err(e)) => {
+            Err(e) => {
                 tracing::error!(certificate = %name, error = %e, "could not restore the previous files");
                 format!(
                     "the previous files could not be restored ({e}); the new pair stays installed"
