@@ -134,6 +134,13 @@ struct Daemon {
     index: HashMap<PathBuf, Vec<Owner>>,
     /// The directories of every indexed file, and of the configuration file.
     dirs: BTreeSet<PathBuf>,
+    /// Each certificate store → the certificate (`install::store_dir`): events in a
+    /// store or in its pairs' directories belong to that certificate.
+    stores: HashMap<PathBuf, usize>,
+    /// Per certificate, the store directories to watch as well (`install::watch_dirs`):
+    /// a write through a live link lands in the served pair's directory, which the
+    /// watch on the live path's directory does not see. Refreshed after each pass.
+    store_dirs: HashMap<String, Vec<PathBuf>>,
     watcher: notify::RecommendedWatcher,
     watched_dirs: BTreeSet<PathBuf>,
     /// Device and inode of each watched directory when its watch was added: an event
@@ -262,6 +269,8 @@ async fn run_async(config_path: &Path) -> Result<(), DaemonError> {
         watch_next: HashMap::new(),
         index: HashMap::new(),
         dirs: BTreeSet::new(),
+        stores: HashMap::new(),
+        store_dirs: HashMap::new(),
         watcher,
         watched_dirs: BTreeSet::new(),
         dir_ids: HashMap::new(),
@@ -440,6 +449,20 @@ impl Daemon {
         }
         self.index = index;
         self.dirs = dirs;
+        self.stores = self
+            .config
+            .certificates
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| crate::install::uses_store(c))
+            .map(|(i, c)| (crate::install::store_dir(c), i))
+            .collect();
+        self.store_dirs = self
+            .config
+            .certificates
+            .iter()
+            .map(|c| (c.name.clone(), crate::install::watch_dirs(c)))
+            .collect();
         let names: BTreeSet<&String> = self.config.certificates.iter().map(|c| &c.name).collect();
         self.tracks.retain(|n, _| names.contains(n));
         let watched: BTreeSet<&String> = self.config.watched.iter().map(|w| &w.name).collect();
@@ -452,9 +475,11 @@ impl Daemon {
     /// Returns the directories that got a watch just now.
     fn rewatch(&mut self) -> Vec<PathBuf> {
         let mut armed = Vec::new();
+        let mut wanted = self.dirs.clone();
+        wanted.extend(self.store_dirs.values().flatten().cloned());
         for gone in self
             .watched_dirs
-            .difference(&self.dirs)
+            .difference(&wanted)
             .cloned()
             .collect::<Vec<_>>()
         {
@@ -462,7 +487,7 @@ impl Daemon {
             self.watched_dirs.remove(&gone);
             self.dir_ids.remove(&gone);
         }
-        for dir in &self.dirs {
+        for dir in &wanted {
             if self.watched_dirs.contains(dir) {
                 continue;
             }
@@ -921,6 +946,15 @@ impl Daemon {
                     .inc();
             }
         }
+        // The stores of the certificates this pass looked at have their current pair's
+        // directory watched.
+        let looked_at: std::collections::HashSet<&String> = names_of_pass.iter().collect();
+        for c in self.config.certificates.iter() {
+            if looked_at.contains(&c.name) {
+                self.store_dirs
+                    .insert(c.name.clone(), crate::install::watch_dirs(c));
+            }
+        }
         // Directories created by this pass can be watched now. What changed in them
         // before the watch was there is found by one more look at their certificates.
         let armed = self.rewatch();
@@ -988,6 +1022,15 @@ impl Daemon {
         for p in paths.iter().filter(|p| !is_own_temp(p)) {
             if p == &self.config_path {
                 config_changed = true;
+            }
+            // A store itself, an entry of it (`current`, a pair's directory) or a file of
+            // one of its pairs.
+            if let Some(i) = p
+                .ancestors()
+                .take(3)
+                .find_map(|a| self.stores.get(a).copied())
+            {
+                owners.push(Owner::Managed(i));
             }
             if let Some(o) = self.index.get(p) {
                 owners.extend(o.iter().copied());

@@ -4,7 +4,7 @@
 
 use std::fs::{self, File, OpenOptions, Permissions};
 use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use zeroize::Zeroizing;
 
@@ -39,6 +39,11 @@ pub enum FsError {
     NotAFile { path: PathBuf },
     #[error("{path}: is not a directory; create it or change the path that lives in it")]
     NotADirectory { path: PathBuf },
+    #[error("{path}: {problem}, in certkeeper's store of installed pairs, where certkeeper follows no link it did not make; remove {path} (certkeeper puts back what it needs)")]
+    Store {
+        path: PathBuf,
+        problem: &'static str,
+    },
     #[error("{path}: {action}: {source}")]
     Io {
         path: PathBuf,
@@ -48,7 +53,10 @@ pub enum FsError {
     },
 }
 
-fn io_err<'a>(path: &'a Path, action: &'static str) -> impl FnOnce(io::Error) -> FsError + 'a {
+pub(crate) fn io_err<'a>(
+    path: &'a Path,
+    action: &'static str,
+) -> impl FnOnce(io::Error) -> FsError + 'a {
     move |source| FsError::Io {
         path: path.to_path_buf(),
         action,
@@ -86,7 +94,14 @@ pub fn resolve_target(path: &Path, follow_symlinks: bool) -> Result<PathBuf, FsE
 /// unexpected link or a directory, and its directory exists or can be created.
 pub fn preflight(path: &Path, follow_symlinks: bool) -> Result<PathBuf, FsError> {
     let target = resolve_target(path, follow_symlinks)?;
-    let mut dir = target.parent().unwrap_or(Path::new("/"));
+    check_parent(&target)?;
+    Ok(target)
+}
+
+/// Checks that the directory of `path` exists or can be created: its nearest existing
+/// ancestor is a directory.
+pub fn check_parent(path: &Path) -> Result<(), FsError> {
+    let mut dir = path.parent().unwrap_or(Path::new("/"));
     loop {
         match fs::metadata(dir) {
             Ok(m) if m.is_dir() => break,
@@ -101,7 +116,7 @@ pub fn preflight(path: &Path, follow_symlinks: bool) -> Result<PathBuf, FsError>
             Err(e) => return Err(io_err(dir, "cannot inspect directory")(e)),
         }
     }
-    Ok(target)
+    Ok(())
 }
 
 /// Creates `dir` and missing parents with `mode` (new directories only; the mode is
@@ -130,29 +145,20 @@ pub fn ensure_dir(dir: &Path, mode: u32) -> Result<(), FsError> {
 /// Writes one file atomically (see the module comment).
 pub fn write_atomic(spec: &FileSpec) -> Result<(), FsError> {
     let target = resolve_target(&spec.path, spec.follow_symlinks)?;
+    replace_with(&target, spec)
+}
+
+/// Writes `spec`'s bytes, owner and mode to `target` atomically: a temporary file in
+/// `target`'s directory, renamed over `target` (whatever `target` is: a file, a symlink,
+/// nothing; the rename replaces the directory entry, it follows nothing), then the
+/// directory fsynced. `spec.path` is not looked at: the caller resolved the target.
+pub fn replace_with(target: &Path, spec: &FileSpec) -> Result<(), FsError> {
     let dir = target.parent().unwrap_or(Path::new("/")).to_path_buf();
     ensure_dir(&dir, 0o755)?;
-    let tmp = temp_name(&target);
+    let tmp = temp_name(target);
     let result = (|| {
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .custom_flags(
-                nix::fcntl::OFlag::O_NOFOLLOW.bits() | nix::fcntl::OFlag::O_CLOEXEC.bits(),
-            )
-            .open(&tmp)
-            .map_err(io_err(&tmp, "cannot create temporary file"))?;
-        if spec.uid.is_some() || spec.gid.is_some() {
-            std::os::unix::fs::fchown(&file, spec.uid, spec.gid)
-                .map_err(io_err(&tmp, "cannot set owner"))?;
-        }
-        file.set_permissions(Permissions::from_mode(spec.mode))
-            .map_err(io_err(&tmp, "cannot set mode"))?;
-        file.write_all(&spec.bytes)
-            .map_err(io_err(&tmp, "cannot write"))?;
-        file.sync_all().map_err(io_err(&tmp, "cannot fsync"))?;
-        fs::rename(&tmp, &target).map_err(io_err(&target, "cannot rename into place"))?;
+        write_new(&tmp, spec)?;
+        fs::rename(&tmp, target).map_err(io_err(target, "cannot rename into place"))?;
         sync_dir(&dir)
     })();
     if result.is_err() {
@@ -161,13 +167,37 @@ pub fn write_atomic(spec: &FileSpec) -> Result<(), FsError> {
     result
 }
 
+/// Creates `path`, which must not exist (`O_EXCL | O_NOFOLLOW`: never through a link),
+/// mode 0600 until its owner and final mode are set, all before the first byte; then
+/// writes `spec`'s bytes and fsyncs. The directory is not fsynced.
+pub fn write_new(path: &Path, spec: &FileSpec) -> Result<(), FsError> {
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits() | nix::fcntl::OFlag::O_CLOEXEC.bits())
+        .open(path)
+        .map_err(io_err(path, "cannot create file"))?;
+    if spec.uid.is_some() || spec.gid.is_some() {
+        std::os::unix::fs::fchown(&file, spec.uid, spec.gid)
+            .map_err(io_err(path, "cannot set owner"))?;
+    }
+    file.set_permissions(Permissions::from_mode(spec.mode))
+        .map_err(io_err(path, "cannot set mode"))?;
+    file.write_all(&spec.bytes)
+        .map_err(io_err(path, "cannot write"))?;
+    file.sync_all().map_err(io_err(path, "cannot fsync"))
+}
+
 pub fn sync_dir(dir: &Path) -> Result<(), FsError> {
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(io_err(dir, "cannot fsync directory"))
 }
 
-fn temp_name(target: &Path) -> PathBuf {
+/// A name for a temporary sibling of `target`: `.NAME.certkeeper-tmp-RANDOM`, which
+/// `remove_stale_temp_files` and the daemon recognise as ours.
+pub fn temp_name(target: &Path) -> PathBuf {
     let mut rnd = [0u8; 6];
     let _ = aws_lc_rs::rand::fill(&mut rnd);
     let name = target
@@ -198,93 +228,10 @@ pub fn remove_stale_temp_files(dir: &Path) -> usize {
     removed
 }
 
-/// What a file held before we replaced it, to put it back on failure.
-#[derive(Clone)]
-pub struct Previous {
-    pub path: PathBuf,
-    pub follow_symlinks: bool,
-    /// None: the file did not exist.
-    pub content: Option<(Zeroizing<Vec<u8>>, u32, u32, u32)>,
-}
-
-impl std::fmt::Debug for Previous {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let state = if self.content.is_some() {
-            "existed"
-        } else {
-            "absent"
-        };
-        write!(f, "Previous({}, {state})", self.path.display())
-    }
-}
-
-impl Previous {
-    pub fn capture(path: &Path, follow_symlinks: bool) -> Result<Previous, FsError> {
-        let target = resolve_target(path, follow_symlinks)?;
-        let content = match fs::read(&target) {
-            Ok(bytes) => {
-                let m = fs::metadata(&target).map_err(io_err(&target, "cannot inspect"))?;
-                Some((Zeroizing::new(bytes), m.mode() & 0o7777, m.uid(), m.gid()))
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
-            Err(e) => return Err(io_err(&target, "cannot read")(e)),
-        };
-        Ok(Previous {
-            path: path.to_path_buf(),
-            follow_symlinks,
-            content,
-        })
-    }
-
-    /// Puts the previous content back (or removes a file that did not exist before).
-    pub fn restore(&self) -> Result<(), FsError> {
-        match &self.content {
-            Some((bytes, mode, uid, gid)) => write_atomic(&FileSpec {
-                path: self.path.clone(),
-                bytes: bytes.clone(),
-                mode: *mode,
-                uid: Some(*uid),
-                gid: Some(*gid),
-                follow_symlinks: self.follow_symlinks,
-            }),
-            None => {
-                let target = resolve_target(&self.path, self.follow_symlinks)?;
-                match fs::remove_file(&target) {
-                    Ok(()) => sync_dir(target.parent().unwrap_or(Path::new("/"))),
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-                    Err(e) => Err(io_err(&target, "cannot remove")(e)),
-                }
-            }
-        }
-    }
-}
-
-/// Writes a set of files as one change: every target is checked first; if any write
-/// fails, the files already replaced are put back. Returns what was there before.
-pub fn write_all(files: &[FileSpec]) -> Result<Vec<Previous>, FsError> {
-    for f in files {
-        preflight(&f.path, f.follow_symlinks)?;
-    }
-    let previous = files
-        .iter()
-        .map(|f| Previous::capture(&f.path, f.follow_symlinks))
-        .collect::<Result<Vec<_>, _>>()?;
-    for (i, f) in files.iter().enumerate() {
-        if let Err(e) = write_atomic(f) {
-            for p in previous[..i].iter().rev() {
-                if let Err(re) = p.restore() {
-                    tracing::error!(path = %p.path.display(), error = %re, "could not restore file after a failed install");
-                }
-            }
-            return Err(e);
-        }
-    }
-    Ok(previous)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::MetadataExt;
 
     fn spec(path: &Path, bytes: &[u8], mode: u32) -> FileSpec {
         FileSpec {
@@ -327,19 +274,5 @@ mod tests {
             .unwrap()
             .file_type()
             .is_symlink());
-    }
-
-    #[test]
-    fn failed_set_is_rolled_back() {
-        let dir = tempfile::tempdir().unwrap();
-        let a = dir.path().join("a");
-        fs::write(&a, b"old-a").unwrap();
-        let blocker = dir.path().join("blocker");
-        fs::write(&blocker, b"x").unwrap();
-        // b's directory is a regular file: preflight refuses before anything is written.
-        let b = blocker.join("b");
-        let err = write_all(&[spec(&a, b"new-a", 0o644), spec(&b, b"new-b", 0o644)]).unwrap_err();
-        assert!(matches!(err, FsError::NotADirectory { .. }), "{err}");
-        assert_eq!(fs::read(&a).unwrap(), b"old-a");
     }
 }

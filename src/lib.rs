@@ -1,7 +1,8 @@
 //! certkeeper: keeps TLS certificates issued, installed, renewed and served.
 //!
 //! Layers: vocabulary and pure logic (`model`, `duration`, `config`, `x509`, `policy`,
-//! `layout::render`), effects (`keys`, `ca`, `fsutil`, `state`, `process`, `server`, `hooks`), orchestration
+//! `layout::render`), effects (`keys`, `ca`, `fsutil`, `install`, `state`, `process`,
+//! `server`, `hooks`), orchestration
 //! (`reconcile`, `status`) and the command line (`cli`).
 
 pub mod acme;
@@ -13,6 +14,7 @@ pub mod daemon;
 pub mod duration;
 pub mod fsutil;
 pub mod hooks;
+pub mod install;
 pub mod keys;
 pub mod layout;
 pub mod metrics;

@@ -8,7 +8,7 @@ use crate::acme::AcmeIssuer;
 use crate::ca::{make_csr, InternalCa, IssueRequest, Issued, Issuer};
 use crate::cache::{Learned, ObserveCache};
 use crate::config::{CertSpec, Config};
-use crate::fsutil::{write_all, Previous};
+use crate::install::{install, Installed, RolledBack};
 use crate::keys::PrivateKey;
 use crate::layout::{observe, render};
 use crate::policy::{decide_with_revocations, renew_at, rfc3339, Reason, Seen, Verdict};
@@ -212,8 +212,9 @@ struct Staged<'a> {
     spec: &'a CertSpec,
     reason: Reason,
     issued: Issued,
-    /// What the files held before; set once installed.
-    previous: Vec<Previous>,
+    /// The install, until it is rolled back. Dropped with the pass, it is kept for good
+    /// (see `Drop`).
+    installed: Option<Installed>,
     error: Option<String>,
     /// Facts for the ledger and the report although it worked.
     notes: Vec<String>,
@@ -226,16 +227,43 @@ impl Staged<'_> {
         }
     }
 
-    fn roll_back(&mut self) {
-        for p in self.previous.iter().rev() {
-            if let Err(e) = p.restore() {
-                tracing::error!(certificate = %self.spec.name, error = %e, "could not restore a previous file");
+    /// Rolls back because `what` failed with `error`, and fails with a message that
+    /// says what the rollback did.
+    fn roll_back(&mut self, what: &str, error: impl std::fmt::Display) {
+        let name = &self.spec.name;
+        let Some(installed) = self.installed.take() else {
+            // Already rolled back (and failed) for an earlier reason.
+            return self.fail(format!("{what}: {error}"));
+        };
+        let done = match installed.roll_back() {
+            Ok(RolledBack::Restored) => {
+                tracing::warn!(certificate = %name, "rolled back to the previous files");
+                "previous files restored".to_string()
+            }
+            Ok(RolledBack::KeptNew) => {
+                tracing::warn!(certificate = %name, "no previous files to roll back to; the new pair stays installed");
+                "there were no previous files; the new pair stays installed".to_string()
+            }
+            Err(e) => {
+                tracing::error!(certificate = %name, error = %e, "could not restore the previous files");
+                format!(
+                    "the previous files could not be restored ({e}); the new pair stays installed"
+                )
+            }
+        };
+        self.fail(format!("{what}, {done}: {error}"));
+    }
+}
+
+impl Drop for Staged<'_> {
+    /// A pair that was not rolled back by the end of the pass is kept: the store drops
+    /// the pairs older than the previous one.
+    fn drop(&mut self) {
+        if let Some(installed) = self.installed.take() {
+            if let Err(e) = installed.commit() {
+                tracing::warn!(certificate = %self.spec.name, error = %e, "cannot remove superseded pairs");
             }
         }
-        if !self.previous.is_empty() {
-            tracing::warn!(certificate = %self.spec.name, "rolled back to the previous files");
-        }
-        self.previous.clear();
     }
 }
 
@@ -375,11 +403,11 @@ pub fn run_pass(
         tracing::info!(certificate = %spec.name, reason = %reason, "renewing");
         attempted.push(spec);
         match issue_and_install(state, spec, issuer, &reason, now) {
-            Ok((issued, previous)) => staged.push(Staged {
+            Ok((issued, installed)) => staged.push(Staged {
                 spec,
                 reason,
                 issued,
-                previous,
+                installed: Some(installed),
                 error: None,
                 notes: Vec::new(),
             }),
@@ -585,16 +613,17 @@ fn apply_to_servers(
             activity
                 .failed_servers
                 .insert(name.clone(), format!("config test failed: {e}"));
-            failed.insert(
-                name.clone(),
-                format!("config test of server `{name}` failed, previous files restored: {e}"),
-            );
+            failed.insert(name.clone(), e.to_string());
         }
     }
     for st in staged.iter_mut().filter(|s| s.error.is_none()) {
-        if let Some(msg) = st.spec.reload.iter().find_map(|s| failed.get(s)) {
-            st.roll_back();
-            st.fail(msg.clone());
+        if let Some((name, e)) = st
+            .spec
+            .reload
+            .iter()
+            .find_map(|s| failed.get(s).map(|e| (s, e.clone())))
+        {
+            st.roll_back(&format!("config test of server `{name}` failed"), e);
         }
     }
     // Reload each server that passed and still has something new to serve.
@@ -643,10 +672,7 @@ fn apply_to_servers(
                     .iter_mut()
                     .filter(|s| s.error.is_none() && s.spec.reload.contains(name))
                 {
-                    st.roll_back();
-                    st.fail(format!(
-                        "reload of server `{name}` failed, previous files restored: {e}"
-                    ));
+                    st.roll_back(&format!("reload of server `{name}` failed"), &e);
                 }
             }
         }
@@ -706,11 +732,7 @@ fn apply_to_servers(
                 }
                 Err(e) => {
                     tracing::error!(certificate = %st.spec.name, error = %e, "verify failed; rolling back");
-                    st.roll_back();
-                    st.fail(format!(
-                        "verify of {} failed, previous files restored: {e}",
-                        v.connect
-                    ));
+                    st.roll_back(&format!("verify of {} failed", v.connect), &e);
                     again.extend(st.spec.reload.iter().cloned());
                 }
             }
@@ -793,13 +815,11 @@ fn issue_and_install(
     issuer: &dyn Issuer,
     reason: &Reason,
     now: OffsetDateTime,
-) -> Result<(Issued, Vec<Previous>), String> {
+) -> Result<(Issued, Installed), String> {
     // Refuse unusable targets (a symlink, a file where a directory should be) before
     // anything is issued, so that a refused install leaves no trace in the CA.
-    for (_, path) in spec.files.paths() {
-        crate::fsutil::preflight(path, spec.follow_symlinks)
-            .map_err(|e| format!("install refused, nothing was issued: {e}"))?;
-    }
+    crate::install::preflight(spec)
+        .map_err(|e| format!("install refused, nothing was issued: {e}"))?;
     let key = PrivateKey::generate(spec.key).map_err(|e| e.to_string())?;
     let req = request_for(spec);
     let csr = make_csr(&key, &req).map_err(|e| e.to_string())?;
@@ -840,7 +860,7 @@ fn issue_and_install(
         .map_err(|e| format!("cannot archive the new pair: {e}"))?;
 
     let files = render(spec, &key, &issued.leaf, &issued.chain);
-    let previous =
-        write_all(&files).map_err(|e| format!("install failed, previous files kept: {e}"))?;
-    Ok((issued, previous))
+    let installed = install(spec, &serial, &files)
+        .map_err(|e| format!("install failed, previous files kept: {e}"))?;
+    Ok((issued, installed))
 }

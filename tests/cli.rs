@@ -6,6 +6,7 @@ mod support;
 
 use std::fs;
 use std::os::unix::fs::symlink;
+use std::path::PathBuf;
 use support::*;
 
 // ---------------------------------------------------------------------------------------
@@ -76,10 +77,48 @@ fn all_four_layouts_install_and_verify() {
         found.sort();
         assert_eq!(found, expected, "{}", c.name);
     }
-    // No temporary files are left next to the installed ones.
+    // No temporary files are left next to the installed ones: the only hidden entry is
+    // the store of installed pairs.
     for e in fs::read_dir(sb.path("tls")).unwrap() {
         let n = e.unwrap().file_name().to_string_lossy().into_owned();
-        assert!(!n.starts_with('.'), "leftover temporary file {n}");
+        assert!(
+            !n.starts_with('.') || n == ".certkeeper",
+            "leftover temporary file {n}"
+        );
+    }
+    // Layouts of several files are links into the certificate's store, whose `current`
+    // names the one pair installed; `combined` is one plain file.
+    for c in &certs {
+        let store = sb.path(&format!("tls/.certkeeper/{}", c.name));
+        if c.layout == Layout::Combined {
+            assert!(!store.exists(), "{}", c.name);
+            assert!(fs::symlink_metadata(c.files(&sb).cert).unwrap().is_file());
+            continue;
+        }
+        let mut entries: Vec<String> = fs::read_dir(&store)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        entries.sort();
+        let serial = fs::read_link(store.join("current")).unwrap();
+        let mut want = vec!["current".to_string(), serial.display().to_string()];
+        want.sort();
+        assert_eq!(entries, want, "{}", c.name);
+        for p in c.files(&sb).paths() {
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            let field = match name.strip_prefix(&format!("{}.", c.name)).unwrap() {
+                "crt" => "cert",
+                "chain.crt" => "chain",
+                "fullchain.crt" => "fullchain",
+                _ => "key",
+            };
+            assert_eq!(
+                fs::read_link(&p).unwrap(),
+                PathBuf::from(format!(".certkeeper/{}/current/{field}.pem", c.name)),
+                "{}",
+                p.display()
+            );
+        }
     }
 }
 

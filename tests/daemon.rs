@@ -316,8 +316,23 @@ fn a_failing_config_test_keeps_the_old_pair_and_status_says_why() {
         .stdout_has("previous files restored");
     let after = sb.snapshot();
     for p in www.files(&sb).paths() {
-        assert_eq!(before.0.get(&p), after.0.get(&p), "{} changed", p.display());
+        let rel = p.strip_prefix(sb.dir()).unwrap();
+        assert!(before.0.contains_key(rel), "{} not installed", p.display());
+        assert_eq!(
+            before.0.get(rel),
+            after.0.get(rel),
+            "{} changed",
+            p.display()
+        );
     }
+    // The store is back as it was too: `current` names the old pair, the new one is gone.
+    let tls = |s: &Snapshot| {
+        s.0.iter()
+            .filter(|(p, _)| p.starts_with("tls"))
+            .map(|(p, n)| (p.clone(), n.clone()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(tls(&before), tls(&after));
     let status = sb.ck(&["status", "--json"]);
     let rows: serde_json::Value = serde_json::from_str(&status.stdout).unwrap();
     assert_eq!(rows[0]["last_result"]["event"], "failed", "{rows}");
@@ -332,6 +347,93 @@ fn a_failing_config_test_keeps_the_old_pair_and_status_says_why() {
         rows[0]["state"], "ok",
         "the old pair is still valid: {rows}"
     );
+}
+
+/// The config test fails at the very first install: there is nothing to go back to,
+/// so the new (valid) pair stays, and the message says so instead of claiming a restore.
+#[test]
+fn a_failing_config_test_at_the_first_install_keeps_the_new_pair() {
+    let sb = Sandbox::new();
+    let www = CertDef::new("www", Layout::Apache);
+    config_with_server(&sb, std::slice::from_ref(&www));
+    break_server(&sb);
+    let r = sb.ck(&["renew", "www"]);
+    r.expect_code(1)
+        .stdout_has("config test of server `demo` failed, there were no previous files; the new pair stays installed");
+    assert!(!r.stdout.contains("previous files restored"), "{r:?}");
+    www.files(&sb).check(&sb.root_bundle(), "sslserver");
+}
+
+/// Installs made before the store existed left plain files. The first install after
+/// that moves them into the store (the same bytes and modes behind the new links), and
+/// a rollback brings exactly those bytes back.
+#[test]
+fn plain_files_of_an_older_install_are_migrated_and_restored_on_rollback() {
+    let sb = Sandbox::new();
+    let certs = [
+        CertDef::new("www", Layout::Nginx),
+        CertDef::new("api", Layout::Separate),
+    ];
+    config_with_server(&sb, &certs);
+    sb.renew_all().ok();
+    let paths: Vec<PathBuf> = certs.iter().flat_map(|c| c.files(&sb).paths()).collect();
+    for p in &paths {
+        let (bytes, m) = (fs::read(p).unwrap(), mode(p));
+        fs::remove_file(p).unwrap();
+        fs::write(p, bytes).unwrap();
+        set_mode(p, m);
+    }
+    fs::remove_dir_all(sb.path("tls/.certkeeper")).unwrap();
+    let shown = || -> Vec<(Vec<u8>, u32)> {
+        paths
+            .iter()
+            .map(|p| (fs::read(p).unwrap(), mode(p)))
+            .collect()
+    };
+    let before = shown();
+
+    break_server(&sb);
+    let r = sb.ck(&["renew", "--all", "--force"]);
+    r.expect_code(1).stdout_has("previous files restored");
+    for p in &paths {
+        assert!(
+            fs::symlink_metadata(p).unwrap().file_type().is_symlink(),
+            "{} is not a link into the store",
+            p.display()
+        );
+    }
+    assert!(
+        shown() == before,
+        "the old pairs are not what the paths show"
+    );
+
+    fix_server(&sb);
+    sb.ck(&["renew", "--all", "--force"]).ok();
+    assert!(shown() != before);
+    let root = sb.root_bundle();
+    for c in &certs {
+        c.files(&sb).check(&root, "sslserver");
+    }
+}
+
+/// Makes the `demo` server's config test fail.
+fn break_server(sb: &Sandbox) {
+    let text = fs::read_to_string(sb.config_path()).unwrap();
+    let broken = text.replace(
+        "test: [/bin/sh, -c, \"echo test",
+        "test: [/bin/sh, -c, \"echo broken >&2; exit 1; echo test",
+    );
+    assert_ne!(text, broken);
+    fs::write(sb.config_path(), broken).unwrap();
+}
+
+fn fix_server(sb: &Sandbox) {
+    let text = fs::read_to_string(sb.config_path()).unwrap();
+    fs::write(
+        sb.config_path(),
+        text.replace("echo broken >&2; exit 1; ", ""),
+    )
+    .unwrap();
 }
 
 /// SIGKILL at many points during renewals, then a start of the daemon: every pair is

@@ -4,7 +4,7 @@
 use super::{CliError, ConfigArg};
 use crate::ca::{make_csr, IssueRequest, Issuer};
 use crate::duration::parse_duration;
-use crate::fsutil::{write_all, FileSpec};
+use crate::fsutil::{write_atomic, FileSpec};
 use crate::keys::PrivateKey;
 use crate::model::{KeyType, San, Usage};
 use crate::policy::rfc3339;
@@ -114,11 +114,15 @@ pub fn run(a: IssueArgs, now: OffsetDateTime) -> Result<u8, CliError> {
         gid: None,
         follow_symlinks: false,
     };
-    write_all(&[
-        file(&key_path, key.pem().to_string(), 0o600),
-        file(&cert_path, full, 0o644),
-    ])
-    .map_err(|e| CliError::Runtime(e.to_string()))?;
+    // The key first, then the certificate: whoever finds the certificate finds its key.
+    // Neither existed (checked above): if the certificate cannot be written, the key
+    // is removed again.
+    write_atomic(&file(&key_path, key.pem().to_string(), 0o600))
+        .map_err(|e| CliError::Runtime(e.to_string()))?;
+    if let Err(e) = write_atomic(&file(&cert_path, full, 0o644)) {
+        let _ = std::fs::remove_file(&key_path);
+        return Err(CliError::Runtime(e.to_string()));
+    }
     let mut e = LedgerEntry::new(now, "issued");
     e.name = Some(a.name.clone());
     e.serial = Some(issued.leaf.serial.clone());

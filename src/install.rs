@@ -1,0 +1,1051 @@
+//! Installing a certificate's files so that they form a matching pair at every instant:
+//! while an install runs, after a SIGKILL or a power loss at any point of it, and after a
+//! rollback. Also the rollback itself, and the directories the daemon must watch.
+//!
+//! Layouts of several files (nginx, apache, separate) live in a store of the certificate
+//! next to its `cert` file, `DIR/.certkeeper/NAME/`; the configured paths are symlinks
+//! into it, made once:
+//!
+//! ```text
+//! DIR/www.crt -> .certkeeper/www/current/cert.pem   (an absolute target when the live
+//! DIR/www.key -> .certkeeper/www/current/key.pem     path is in another directory)
+//! DIR/.certkeeper/www/current -> 5f3a…              (replaced by one rename)
+//! DIR/.certkeeper/www/5f3a…/cert.pem key.pem        (the pair being served)
+//! DIR/.certkeeper/www/91c0…/cert.pem key.pem        (the previous pair, for rollback)
+//! ```
+//!
+//! A new pair is written into a directory of its own (every file created with its owner
+//! and mode before the first byte, fsynced, then the directories), and `current` is
+//! swapped in one `rename`: every live path changes at the same instant. Live paths that
+//! are still regular files (every install made before the store existed) are migrated
+//! without a moment of mismatch: the pair they show is copied into the store first and
+//! `current` pointed at it, each live path is then swapped for its link (same bytes, mode
+//! and owner before and after), and only then does `current` move to the new pair.
+//!
+//! `combined` (one file) does not use the store: a rename over the one file is already
+//! atomic, and the file stays a plain file that the daemon's directory watch sees. A
+//! certificate with a symlink of the user's own at a live path (allowed by
+//! `follow_symlinks`) is written through that link file by file, as before the store.
+//!
+//! Must not: follow a symlink inside the store that it did not make; write through a
+//! link at a live path that is not its own unless `follow_symlinks` says so; take away a
+//! complete pair without putting a complete pair in its place.
+
+use crate::config::CertSpec;
+use crate::fsutil::{self, io_err, FileSpec, FsError};
+use crate::model::Layout;
+use std::fs::{self, Metadata, OpenOptions, Permissions};
+use std::io::{self, Read};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use zeroize::Zeroizing;
+
+/// The directory, next to each certificate file, that holds the stores.
+pub const STORE_DIR: &str = ".certkeeper";
+/// The link in a store that names the pair being served.
+const CURRENT: &str = "current";
+
+/// What a rollback did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RolledBack {
+    /// The previous pair is served again.
+    Restored,
+    /// There was no complete previous pair (a first install, or files were missing):
+    /// the new, valid pair stays, since a missing file is worse than a new one.
+    KeptNew,
+}
+
+/// A pair that `install` put in place, with what it replaced.
+#[derive(Debug)]
+pub struct Installed {
+    how: How,
+}
+
+#[derive(Debug)]
+enum How {
+    /// In the store: `current` now names `new`; `previous` is the complete pair it
+    /// named before (after a migration: the copy of the old files).
+    Store {
+        store: Store,
+        new: String,
+        previous: Option<String>,
+    },
+    /// Plain files (`combined`, or written through the user's own links), each with
+    /// what it held before.
+    Files { files: Vec<Previous> },
+}
+
+/// What one plain file held before it was replaced.
+#[derive(Debug)]
+struct Previous {
+    /// The path that was written (a link's target when written through a link).
+    target: PathBuf,
+    /// Bytes, mode and owner; None when the file did not exist.
+    content: Option<FileSpec>,
+}
+
+/// The store of a certificate: `DIR/.certkeeper/NAME`, DIR being its `cert` file's.
+pub fn store_dir(spec: &CertSpec) -> PathBuf {
+    cert_dir(spec).join(STORE_DIR).join(&spec.name)
+}
+
+/// Whether this certificate's layout keeps its files in the store.
+pub fn uses_store(spec: &CertSpec) -> bool {
+    spec.files.layout != Layout::Combined
+}
+
+/// The directories of the store the daemon should watch besides the live paths'
+/// directories: the store itself (`current` is swapped there) and the directory of the
+/// pair being served (a write through a live link changes a file there, which a watch
+/// on the live path's directory does not see). The second one changes with every
+/// install: ask again after each pass. Empty for layouts that do not use the store.
+pub fn watch_dirs(spec: &CertSpec) -> Vec<PathBuf> {
+    if !uses_store(spec) {
+        return Vec::new();
+    }
+    let store = Store::of(spec);
+    let mut dirs = Vec::new();
+    if is_real_dir(&store.dir) {
+        if let Ok(Some(current)) = store.current() {
+            dirs.push(store.dir.join(current));
+        }
+        dirs.insert(0, store.dir);
+    }
+    dirs
+}
+
+/// The target a live path's link has when certkeeper made it: relative when the live
+/// path is in the `cert` file's directory, absolute otherwise.
+pub fn link_target(spec: &CertSpec, field: &str, live: &Path) -> PathBuf {
+    let rel = Path::new(STORE_DIR)
+        .join(&spec.name)
+        .join(CURRENT)
+        .join(store_file(field));
+    if live.parent() == Some(cert_dir(spec)) {
+        rel
+    } else {
+        cert_dir(spec).join(rel)
+    }
+}
+
+/// Checks, without writing anything, that `install` could write this certificate's
+/// files: no link at a live path that is not ours (unless `follow_symlinks`), nothing
+/// but files where files go, directories that exist or can be made, and a store with
+/// nothing in it that certkeeper did not make.
+pub fn preflight(spec: &CertSpec) -> Result<(), FsError> {
+    let mut through_links = false;
+    for (field, path) in spec.files.paths() {
+        match classify(spec, field, path)? {
+            Live::Foreign => {
+                fsutil::preflight(path, spec.follow_symlinks)?;
+                through_links = true;
+            }
+            Live::Other => {
+                return Err(FsError::NotAFile {
+                    path: path.to_path_buf(),
+                })
+            }
+            Live::Missing | Live::File | Live::Ours => fsutil::check_parent(path)?,
+        }
+    }
+    if uses_store(spec) && !through_links {
+        check_store(spec)?;
+    }
+    Ok(())
+}
+
+/// Installs `files` (as `layout::render` makes them, each at one of `spec`'s paths) as
+/// the pair `serial`. On error nothing a server would read has changed: the live paths
+/// show the pair they showed before (after a migration, through their new links).
+pub fn install(spec: &CertSpec, serial: &str, files: &[FileSpec]) -> Result<Installed, FsError> {
+    preflight(spec)?;
+    let mut fields: Vec<(&'static str, &FileSpec, Live)> = Vec::new();
+    for f in files {
+        let field = spec
+            .files
+            .paths()
+            .into_iter()
+            .find(|(_, p)| *p == f.path)
+            .map(|(field, _)| field)
+            .expect("the layout renders only the certificate's own paths");
+        fields.push((field, f, classify(spec, field, &f.path)?));
+    }
+    if fields.iter().any(|(_, _, l)| *l == Live::Foreign) {
+        return write_files(&fields, true);
+    }
+    if !uses_store(spec) {
+        return write_files(&fields, false);
+    }
+    install_in_store(spec, serial, &fields)
+}
+
+impl Installed {
+    /// Puts the previous pair back when there was a complete one (one rename for the
+    /// store), and otherwise keeps the new pair. An error leaves the new pair in place.
+    pub fn roll_back(&self) -> Result<RolledBack, FsError> {
+        match &self.how {
+            How::Store {
+                store,
+                new,
+                previous,
+            } => {
+                let Some(previous) = previous.as_ref().filter(|p| store.complete(p)) else {
+                    return Ok(RolledBack::KeptNew);
+                };
+                store.point_current(previous)?;
+                store.remove_pair(new);
+                Ok(RolledBack::Restored)
+            }
+            How::Files { files } => {
+                if files.iter().any(|p| p.content.is_none()) {
+                    return Ok(RolledBack::KeptNew);
+                }
+                for p in files.iter().rev() {
+                    p.restore()?;
+                }
+                Ok(RolledBack::Restored)
+            }
+        }
+    }
+
+    /// Keeps the new pair for good: the store keeps it and the previous pair (until the
+    /// next install that is kept) and deletes every other pair, including what
+    /// interrupted installs left.
+    pub fn commit(self) -> Result<(), FsError> {
+        match self.how {
+            How::Store {
+                store,
+                new,
+                previous,
+            } => {
+                let mut keep = vec![new];
+                keep.extend(previous);
+                store.prune(&keep)
+            }
+            How::Files { .. } => Ok(()),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Live paths
+
+/// What is at a live path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Live {
+    Missing,
+    File,
+    /// A link certkeeper made: exactly the target `link_target` gives.
+    Ours,
+    /// Any other link.
+    Foreign,
+    /// A directory, a socket, ...
+    Other,
+}
+
+fn classify(spec: &CertSpec, field: &str, path: &Path) -> Result<Live, FsError> {
+    match fs::symlink_metadata(path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Live::Missing),
+        Err(e) => Err(io_err(path, "cannot inspect")(e)),
+        Ok(m) if m.file_type().is_symlink() => {
+            let target = fs::read_link(path).map_err(io_err(path, "cannot read link"))?;
+            if target == link_target(spec, field, path) {
+                Ok(Live::Ours)
+            } else {
+                Ok(Live::Foreign)
+            }
+        }
+        Ok(m) if m.is_file() => Ok(Live::File),
+        Ok(_) => Ok(Live::Other),
+    }
+}
+
+/// Puts our link at `live` (a link made beside it, renamed over it), then fsyncs the
+/// directory.
+fn link(live: &Path, target: &Path) -> Result<(), FsError> {
+    let dir = live.parent().unwrap_or(Path::new("/"));
+    fsutil::ensure_dir(dir, 0o755)?;
+    let tmp = fsutil::temp_name(live);
+    std::os::unix::fs::symlink(target, &tmp).map_err(io_err(&tmp, "cannot create link"))?;
+    if let Err(e) = fs::rename(&tmp, live) {
+        let _ = fs::remove_file(&tmp);
+        return Err(io_err(live, "cannot put the link in place")(e));
+    }
+    fsutil::sync_dir(dir)
+}
+
+/// Reads a file, with its mode and owner, without following a link at its last
+/// component; None when missing.
+fn read_nofollow(path: &Path) -> Result<Option<FileSpec>, FsError> {
+    let mut file = match OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits() | nix::fcntl::OFlag::O_CLOEXEC.bits())
+        .open(path)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io_err(path, "cannot read")(e)),
+    };
+    let meta = file.metadata().map_err(io_err(path, "cannot inspect"))?;
+    if !meta.is_file() {
+        return Err(FsError::NotAFile {
+            path: path.to_path_buf(),
+        });
+    }
+    let mut bytes = Zeroizing::new(Vec::with_capacity(meta.len() as usize));
+    file.read_to_end(&mut bytes)
+        .map_err(io_err(path, "cannot read"))?;
+    Ok(Some(as_spec(path, bytes, &meta)))
+}
+
+/// A file's bytes, mode and owner as a `FileSpec` for `path`.
+fn as_spec(path: &Path, bytes: Zeroizing<Vec<u8>>, meta: &Metadata) -> FileSpec {
+    FileSpec {
+        path: path.to_path_buf(),
+        bytes,
+        mode: meta.mode() & 0o7777,
+        uid: Some(meta.uid()),
+        gid: Some(meta.gid()),
+        follow_symlinks: false,
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Plain files: `combined`, and pairs written through the user's own links
+
+/// Writes each file by rename, in the order given (the key first). `through_links`:
+/// a foreign link at a live path is written through (one level, as `follow_symlinks`
+/// has always meant); our own link is replaced by the file. When one write fails, the
+/// files already written are put back.
+fn write_files(
+    fields: &[(&'static str, &FileSpec, Live)],
+    through_links: bool,
+) -> Result<Installed, FsError> {
+    let mut done: Vec<Previous> = Vec::new();
+    for (_, f, live) in fields {
+        let target = if *live == Live::Foreign && through_links {
+            fsutil::resolve_target(&f.path, true)?
+        } else {
+            f.path.clone()
+        };
+        // Our own link here (the layout was one of the store's) has no previous pair
+        // of this layout behind it.
+        let content = match live {
+            Live::Ours => None,
+            _ => read_nofollow(&target)?,
+        };
+        let previous = Previous { target, content };
+        if let Err(e) = fsutil::replace_with(&previous.target, f) {
+            for p in done.iter().rev() {
+                if let Err(re) = p.restore_or_remove() {
+                    tracing::error!(path = %p.target.display(), error = %re, "could not restore a file after a failed install");
+                }
+            }
+            return Err(e);
+        }
+        done.push(previous);
+    }
+    Ok(Installed {
+        how: How::Files { files: done },
+    })
+}
+
+impl Previous {
+    fn restore(&self) -> Result<(), FsError> {
+        match &self.content {
+            Some(spec) => fsutil::replace_with(&self.target, spec),
+            None => Ok(()),
+        }
+    }
+
+    /// Undoes one write of an install that failed half-way.
+    fn restore_or_remove(&self) -> Result<(), FsError> {
+        if self.content.is_some() {
+            return self.restore();
+        }
+        match fs::remove_file(&self.target) {
+            Ok(()) => fsutil::sync_dir(self.target.parent().unwrap_or(Path::new("/"))),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io_err(&self.target, "cannot remove")(e)),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The store
+
+fn cert_dir(spec: &CertSpec) -> &Path {
+    spec.files.cert.parent().unwrap_or(Path::new("/"))
+}
+
+/// The file name of a field inside a pair's directory.
+fn store_file(field: &str) -> &'static str {
+    match field {
+        "cert" => "cert.pem",
+        "chain" => "chain.pem",
+        "fullchain" => "fullchain.pem",
+        _ => "key.pem",
+    }
+}
+
+fn is_real_dir(p: &Path) -> bool {
+    fs::symlink_metadata(p).is_ok_and(|m| m.is_dir())
+}
+
+/// A pair directory's name: one plain component that is not hidden.
+fn pair_name(s: &str) -> bool {
+    !s.is_empty() && !s.starts_with('.') && !s.contains('/') && s != CURRENT
+}
+
+fn store_error(path: &Path, problem: &'static str) -> FsError {
+    FsError::Store {
+        path: path.to_path_buf(),
+        problem,
+    }
+}
+
+/// `.certkeeper` and the store are real directories or absent; `current`, when
+/// present, is a link to a pair directory of the store.
+fn check_store(spec: &CertSpec) -> Result<(), FsError> {
+    let store = Store::of(spec);
+    for dir in [store.dir.parent().expect("under .certkeeper"), &store.dir] {
+        match fs::symlink_metadata(dir) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(io_err(dir, "cannot inspect")(e)),
+            Ok(m) if m.file_type().is_symlink() => {
+                return Err(store_error(dir, "is a symbolic link"))
+            }
+            Ok(m) if !m.is_dir() => return Err(store_error(dir, "is not a directory")),
+            Ok(_) => {}
+        }
+    }
+    store.current().map(|_| ())
+}
+
+#[derive(Debug)]
+struct Store {
+    dir: PathBuf,
+    /// The files a complete pair holds (`cert.pem`, `key.pem`, ...).
+    files: Vec<&'static str>,
+}
+
+impl Store {
+    /// The store of `spec`, as a path: nothing is read or made.
+    fn of(spec: &CertSpec) -> Store {
+        Store {
+            dir: store_dir(spec),
+            files: spec
+                .files
+                .layout
+                .needs()
+                .iter()
+                .map(|f| store_file(f))
+                .collect(),
+        }
+    }
+
+    /// Makes the store's directories (0755: servers that read the public certificate
+    /// as another user must traverse them) where missing, following no link.
+    fn open(spec: &CertSpec) -> Result<Store, FsError> {
+        let parent = cert_dir(spec);
+        fsutil::ensure_dir(parent, 0o755)?;
+        let top = parent.join(STORE_DIR);
+        let dir = top.join(&spec.name);
+        let made_top = make_real_dir(&top)?;
+        let made_dir = make_real_dir(&dir)?;
+        // New directory entries must be durable before anything points into them.
+        if made_top {
+            fsutil::sync_dir(parent)?;
+        }
+        if made_dir {
+            fsutil::sync_dir(&top)?;
+        }
+        debug_assert_eq!(dir, store_dir(spec));
+        Ok(Store::of(spec))
+    }
+
+    /// The pair `current` names, when that directory exists. A `current` that is not a
+    /// link to a pair directory of this store was not made by certkeeper: refused.
+    fn current(&self) -> Result<Option<String>, FsError> {
+        let link = self.dir.join(CURRENT);
+        match fs::symlink_metadata(&link) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io_err(&link, "cannot inspect")(e)),
+            Ok(m) if !m.file_type().is_symlink() => {
+                return Err(store_error(&link, "is not a symbolic link"))
+            }
+            Ok(_) => {}
+        }
+        let target = fs::read_link(&link).map_err(io_err(&link, "cannot read link"))?;
+        let name = target
+            .to_str()
+            .filter(|n| pair_name(n))
+            .ok_or_else(|| store_error(&link, "points outside the store"))?;
+        let pair = self.dir.join(name);
+        match fs::symlink_metadata(&pair) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io_err(&pair, "cannot inspect")(e)),
+            Ok(m) if m.is_dir() => Ok(Some(name.to_string())),
+            Ok(_) => Err(store_error(&pair, "is not a directory")),
+        }
+    }
+
+    /// Whether a pair directory holds every file of the pair, each a regular file.
+    fn complete(&self, name: &str) -> bool {
+        let dir = self.dir.join(name);
+        !self.files.is_empty()
+            && self
+                .files
+                .iter()
+                .all(|f| fs::symlink_metadata(dir.join(f)).is_ok_and(|m| m.is_file()))
+    }
+
+    /// A free name for a new pair directory, `base` or `base-N`. A leftover directory of
+    /// an interrupted install under that name is removed; the ones in `keep` never are.
+    fn fresh_name(&self, base: &str, keep: &[&str]) -> Result<String, FsError> {
+        let base = if pair_name(base) { base } else { "pair" };
+        for i in 0.. {
+            let name = if i == 0 {
+                base.to_string()
+            } else {
+                format!("{base}-{i}")
+            };
+            if keep.contains(&name.as_str()) {
+                continue;
+            }
+            let path = self.dir.join(&name);
+            match fs::symlink_metadata(&path) {
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(name),
+                Err(e) => return Err(io_err(&path, "cannot inspect")(e)),
+                Ok(m) if m.is_dir() => {
+                    fs::remove_dir_all(&path).map_err(io_err(&path, "cannot remove"))?;
+                    return Ok(name);
+                }
+                Ok(_) => {
+                    fs::remove_file(&path).map_err(io_err(&path, "cannot remove"))?;
+                    return Ok(name);
+                }
+            }
+        }
+        unreachable!("an unbounded search ends")
+    }
+
+    /// Writes a pair directory: each file created with owner and mode before its first
+    /// byte and fsynced, then the directory and the store fsynced. On error the
+    /// directory is removed again.
+    fn write_pair(&self, name: &str, files: &[(&'static str, &FileSpec)]) -> Result<(), FsError> {
+        let dir = self.dir.join(name);
+        fs::DirBuilder::new()
+            .mode(0o755)
+            .create(&dir)
+            .map_err(io_err(&dir, "cannot create directory"))?;
+        let result = (|| {
+            fs::set_permissions(&dir, Permissions::from_mode(0o755))
+                .map_err(io_err(&dir, "cannot set the mode of new directory"))?;
+            for (file, spec) in files {
+                fsutil::write_new(&dir.join(file), spec)?;
+            }
+            fsutil::sync_dir(&dir)?;
+            fsutil::sync_dir(&self.dir)
+        })();
+        if result.is_err() {
+            let _ = fs::remove_dir_all(&dir);
+        }
+        result
+    }
+
+    /// Points `current` at `name`: a new link renamed over the old one (one atomic
+    /// step), then the store fsynced.
+    fn point_current(&self, name: &str) -> Result<(), FsError> {
+        let link = self.dir.join(CURRENT);
+        let tmp = fsutil::temp_name(&link);
+        std::os::unix::fs::symlink(name, &tmp).map_err(io_err(&tmp, "cannot create link"))?;
+        if let Err(e) = fs::rename(&tmp, &link) {
+            let _ = fs::remove_file(&tmp);
+            return Err(io_err(&link, "cannot swap the link")(e));
+        }
+        fsutil::sync_dir(&self.dir)
+    }
+
+    /// Reads one file of a pair directory (no link followed).
+    fn read(&self, name: &str, file: &str) -> Result<Option<FileSpec>, FsError> {
+        read_nofollow(&self.dir.join(name).join(file))
+    }
+
+    fn remove_pair(&self, name: &str) {
+        let dir = self.dir.join(name);
+        if let Err(e) = fs::remove_dir_all(&dir) {
+            tracing::warn!(dir = %dir.display(), error = %e, "cannot remove a pair that is no longer used");
+        }
+    }
+
+    /// Removes every pair directory not in `keep` (superseded pairs, and what
+    /// interrupted installs left) and stray temporary links.
+    fn prune(&self, keep: &[String]) -> Result<(), FsError> {
+        self.remove_temp_links();
+        let entries = fs::read_dir(&self.dir).map_err(io_err(&self.dir, "cannot list"))?;
+        for e in entries.flatten() {
+            let name = e.file_name();
+            let Some(name) = name.to_str() else { continue };
+            let is_dir = e.file_type().is_ok_and(|t| t.is_dir());
+            if is_dir && pair_name(name) && !keep.iter().any(|k| k == name) {
+                self.remove_pair(name);
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes the temporary links a killed install left (only names it makes itself;
+    /// the caller holds the state lock, so no live install owns them).
+    fn remove_temp_links(&self) {
+        let Ok(entries) = fs::read_dir(&self.dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with('.')
+                && name.contains(".certkeeper-tmp-")
+                && e.file_type().is_ok_and(|t| t.is_symlink())
+            {
+                let _ = fs::remove_file(e.path());
+            }
+        }
+    }
+}
+
+/// Creates `dir` (0755) unless it exists; a link or a file there is refused. Returns
+/// whether it was created.
+fn make_real_dir(dir: &Path) -> Result<bool, FsError> {
+    match fs::symlink_metadata(dir) {
+        Ok(m) if m.is_dir() => return Ok(false),
+        Ok(m) if m.file_type().is_symlink() => return Err(store_error(dir, "is a symbolic link")),
+        Ok(_) => return Err(store_error(dir, "is not a directory")),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io_err(dir, "cannot inspect")(e)),
+    }
+    match fs::DirBuilder::new().mode(0o755).create(dir) {
+        Ok(()) => {
+            fs::set_permissions(dir, Permissions::from_mode(0o755))
+                .map_err(io_err(dir, "cannot set the mode of new directory"))?;
+            Ok(true)
+        }
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && is_real_dir(dir) => Ok(false),
+        Err(e) => Err(io_err(dir, "cannot create directory")(e)),
+    }
+}
+
+/// The serial of the first certificate in `bytes`, to name a migrated pair after.
+fn serial_in(bytes: &[u8]) -> Option<String> {
+    crate::x509::parse_pem(bytes)
+        .ok()?
+        .into_iter()
+        .find_map(|item| match item {
+            crate::x509::PemItem::Cert(c) => Some(c.serial),
+            _ => None,
+        })
+}
+
+fn install_in_store(
+    spec: &CertSpec,
+    serial: &str,
+    fields: &[(&'static str, &FileSpec, Live)],
+) -> Result<Installed, FsError> {
+    let store = Store::open(spec)?;
+    store.remove_temp_links();
+    let mut previous = store.current()?;
+
+    // Migration: a live path that is a plain file shows part of the old pair. Copy the
+    // pair the live paths show into the store and point `current` at it; then every
+    // link made below shows what its path showed before.
+    if fields.iter().any(|(_, _, l)| *l == Live::File) {
+        let mut copies: Vec<(&'static str, FileSpec)> = Vec::new();
+        for (field, f, live) in fields {
+            let file = store_file(field);
+            let content = match live {
+                Live::File => read_nofollow(&f.path)?,
+                Live::Ours => match &previous {
+                    Some(current) => store.read(current, file)?,
+                    None => None,
+                },
+                _ => None,
+            };
+            if let Some(copy) = content {
+                copies.push((file, copy));
+            }
+        }
+        let base = copies
+            .iter()
+            .find(|(file, _)| *file == "cert.pem")
+            .and_then(|(_, c)| serial_in(&c.bytes))
+            .unwrap_or_else(|| "pair".to_string());
+        let keep: Vec<&str> = previous.iter().map(String::as_str).collect();
+        let name = store.fresh_name(&base, &keep)?;
+        let refs: Vec<(&'static str, &FileSpec)> = copies.iter().map(|(n, s)| (*n, s)).collect();
+        store.write_pair(&name, &refs)?;
+        store.point_current(&name)?;
+        tracing::info!(certificate = %spec.name, pair = %name, store = %store.dir.display(), "moved the installed files into the store");
+        previous = Some(name);
+    }
+    for (field, f, live) in fields {
+        if *live != Live::Ours {
+            link(&f.path, &link_target(spec, field, &f.path))?;
+        }
+    }
+
+    let keep: Vec<&str> = previous.iter().map(String::as_str).collect();
+    let new = store.fresh_name(serial, &keep)?;
+    let files: Vec<(&'static str, &FileSpec)> = fields
+        .iter()
+        .map(|(field, f, _)| (store_file(field), *f))
+        .collect();
+    store.write_pair(&new, &files)?;
+    let previous = previous.filter(|p| store.complete(p));
+    store.point_current(&new)?;
+    Ok(Installed {
+        how: How::Store {
+            store,
+            new,
+            previous,
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A certificate of `layout` named `www` whose files are in `dir` (the key in
+    /// `key_dir` when given), parsed from YAML like any configuration.
+    fn spec_in(dir: &Path, layout: &str, key_dir: Option<&Path>, extra: &str) -> CertSpec {
+        let d = dir.display();
+        let k = key_dir.unwrap_or(dir).display();
+        let files = match layout {
+            "nginx" => format!("{{ layout: nginx, cert: {d}/www.crt, key: {k}/www.key }}"),
+            "apache" => format!(
+                "{{ layout: apache, cert: {d}/www.crt, chain: {d}/www.chain.crt, key: {k}/www.key }}"
+            ),
+            "separate" => format!(
+                "{{ layout: separate, cert: {d}/www.crt, chain: {d}/www.chain.crt, fullchain: {d}/www.full.crt, key: {k}/www.key }}"
+            ),
+            _ => format!("{{ layout: combined, cert: {d}/www.pem }}"),
+        };
+        let yaml = format!(
+            "state_dir: {d}/state\ncertificates:\n  - name: www\n    sans: [www.example.internal]\n    files: {files}\n{extra}"
+        );
+        let mut config = crate::config::parse(&yaml, Path::new("test.yaml")).expect("valid");
+        config.certificates.remove(0)
+    }
+
+    fn spec(dir: &Path, layout: &str) -> CertSpec {
+        spec_in(dir, layout, None, "")
+    }
+
+    /// The files of pair `tag` for `spec`: every byte names the tag and the field, so
+    /// that a mixed pair shows.
+    fn files(spec: &CertSpec, tag: &str) -> Vec<FileSpec> {
+        spec.files
+            .paths()
+            .into_iter()
+            .map(|(field, p)| FileSpec {
+                path: p.to_path_buf(),
+                bytes: Zeroizing::new(format!("{tag} {field}\n").into_bytes()),
+                mode: if field == "key" { 0o600 } else { 0o644 },
+                uid: None,
+                gid: None,
+                follow_symlinks: spec.follow_symlinks,
+            })
+            .collect()
+    }
+
+    /// What every live path shows, in the order of `paths()`.
+    fn shown(spec: &CertSpec) -> Vec<String> {
+        spec.files
+            .paths()
+            .into_iter()
+            .map(|(_, p)| fs::read_to_string(p).unwrap_or_else(|_| "missing".into()))
+            .collect()
+    }
+
+    fn pair(spec: &CertSpec, tag: &str) -> Vec<String> {
+        spec.files
+            .paths()
+            .into_iter()
+            .map(|(field, _)| format!("{tag} {field}\n"))
+            .collect()
+    }
+
+    fn pair_dirs(spec: &CertSpec) -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(store_dir(spec))
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n != CURRENT)
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// Every path under `root` with a link's target or a file's bytes and mode.
+    fn tree(root: &Path) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut entries: Vec<_> = fs::read_dir(root).unwrap().flatten().collect();
+        entries.sort_by_key(|e| e.file_name());
+        for e in entries {
+            let p = e.path();
+            let m = fs::symlink_metadata(&p).unwrap();
+            if m.file_type().is_symlink() {
+                out.push(format!(
+                    "{} -> {}",
+                    p.display(),
+                    fs::read_link(&p).unwrap().display()
+                ));
+            } else if m.is_dir() {
+                out.push(format!("{}/ {:o}", p.display(), m.mode() & 0o7777));
+                out.extend(tree(&p));
+            } else {
+                let bytes = fs::read_to_string(&p).unwrap();
+                out.push(format!("{} {:o} {bytes:?}", p.display(), m.mode() & 0o7777));
+            }
+        }
+        out
+    }
+
+    fn mode(p: &Path) -> u32 {
+        fs::metadata(p).unwrap().mode() & 0o7777
+    }
+
+    fn is_link(p: &Path) -> bool {
+        fs::symlink_metadata(p).unwrap().file_type().is_symlink()
+    }
+
+    #[test]
+    fn first_install_makes_the_store_and_relative_links() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("tls");
+        for layout in ["nginx", "apache", "separate"] {
+            let s = spec(&dir, layout);
+            let i = install(&s, "aa01", &files(&s, "A")).unwrap();
+            assert_eq!(shown(&s), pair(&s, "A"), "{layout}");
+            for (field, p) in s.files.paths() {
+                assert_eq!(
+                    fs::read_link(p).unwrap(),
+                    Path::new(".certkeeper/www/current").join(store_file(field))
+                );
+                let want = if field == "key" { 0o600 } else { 0o644 };
+                assert_eq!(mode(p), want, "{}", p.display());
+            }
+            assert_eq!(
+                fs::read_link(store_dir(&s).join(CURRENT)).unwrap(),
+                Path::new("aa01")
+            );
+            assert_eq!(mode(&dir.join(STORE_DIR)), 0o755);
+            assert_eq!(mode(&store_dir(&s)), 0o755);
+            assert_eq!(mode(&store_dir(&s).join("aa01")), 0o755);
+            // Nothing to go back to: the new pair stays.
+            assert_eq!(i.roll_back().unwrap(), RolledBack::KeptNew);
+            assert_eq!(shown(&s), pair(&s, "A"));
+            fs::remove_dir_all(&dir).unwrap();
+        }
+    }
+
+    #[test]
+    fn a_new_pair_replaces_the_old_one_and_rolls_back_in_one_step() {
+        let tmp = tempfile::tempdir().unwrap();
+        let s = spec(tmp.path(), "separate");
+        install(&s, "aa", &files(&s, "A"))
+            .unwrap()
+            .commit()
+            .unwrap();
+        install(&s, "bb", &files(&s, "B"))
+            .unwrap()
+            .commit()
+            .unwrap();
+        assert_eq!(pair_dirs(&s), ["aa", "bb"], "the previous pair is kept");
+        let before = tree(tmp.path());
+        let c = install(&s, "cc", &files(&s, "C")).unwrap();
+        assert_eq!(shown(&s), pair(&s, "C"));
+        assert_eq!(c.roll_back().unwrap(), RolledBack::Restored);
+        assert_eq!(shown(&s), pair(&s, "B"));
+        // Everything is as it was before the install that was rolled back.
+        assert_eq!(tree(tmp.path()), before);
+        // A kept install drops what is older than its previous pair.
+        install(&s, "dd", &files(&s, "D"))
+            .unwrap()
+            .commit()
+            .unwrap();
+        assert_eq!(pair_dirs(&s), ["bb", "dd"]);
+        assert_eq!(shown(&s), pair(&s, "D"));
+    }
+
+    #[test]
+    fn plain_files_are_migrated_with_their_bytes_modes_and_a_rollback() {
+        let tmp = tempfile::tempdir().unwrap();
+        let s = spec(tmp.path(), "apache");
+        for (field, p) in s.files.paths() {
+            fs::write(p, format!("OLD {field}\n")).unwrap();
+            fs::set_permissions(p, Permissions::from_mode(0o640)).unwrap();
+        }
+        let i = install(&s, "bb", &files(&s, "B")).unwrap();
+        assert_eq!(shown(&s), pair(&s, "B"));
+        for (_, p) in s.files.paths() {
+            assert!(is_link(p), "{}", p.display());
+        }
+        assert_eq!(i.roll_back().unwrap(), RolledBack::Restored);
+        assert_eq!(shown(&s), pair(&s, "OLD"));
+        for (_, p) in s.files.paths() {
+            assert_eq!(mode(p), 0o640, "the old mode comes back with the old pair");
+        }
+        // The old files had no certificate to name the pair after.
+        assert_eq!(pair_dirs(&s), ["pair"]);
+    }
+
+    #[test]
+    fn an_incomplete_old_pair_is_not_restored() {
+        let tmp = tempfile::tempdir().unwrap();
+        let s = spec(tmp.path(), "nginx");
+        fs::write(&s.files.cert, "OLD cert\n").unwrap();
+        let i = install(&s, "bb", &files(&s, "B")).unwrap();
+        assert_eq!(i.roll_back().unwrap(), RolledBack::KeptNew);
+        assert_eq!(shown(&s), pair(&s, "B"));
+        i.commit().unwrap();
+        assert_eq!(pair_dirs(&s), ["bb"]);
+    }
+
+    #[test]
+    fn a_replaced_or_deleted_link_is_made_again() {
+        let tmp = tempfile::tempdir().unwrap();
+        let s = spec(tmp.path(), "nginx");
+        install(&s, "aa", &files(&s, "A"))
+            .unwrap()
+            .commit()
+            .unwrap();
+        let key = s.files.key.clone().unwrap();
+        fs::remove_file(&key).unwrap();
+        // Someone put a plain copy of the certificate where the link was.
+        let copy = fs::read(&s.files.cert).unwrap();
+        fs::remove_file(&s.files.cert).unwrap();
+        fs::write(&s.files.cert, copy).unwrap();
+        let i = install(&s, "bb", &files(&s, "B")).unwrap();
+        assert!(is_link(&key) && is_link(&s.files.cert));
+        assert_eq!(shown(&s), pair(&s, "B"));
+        // The pair the live paths showed (the certificate only) was not complete.
+        assert_eq!(i.roll_back().unwrap(), RolledBack::KeptNew);
+    }
+
+    #[test]
+    fn a_key_in_another_directory_gets_an_absolute_link() {
+        let tmp = tempfile::tempdir().unwrap();
+        let certs = tmp.path().join("certs");
+        let private = tmp.path().join("private");
+        let s = spec_in(&certs, "nginx", Some(&private), "");
+        install(&s, "aa", &files(&s, "A")).unwrap();
+        let key = s.files.key.clone().unwrap();
+        assert_eq!(
+            fs::read_link(&key).unwrap(),
+            certs.join(".certkeeper/www/current/key.pem")
+        );
+        assert_eq!(mode(&key), 0o600);
+        assert_eq!(shown(&s), pair(&s, "A"));
+        // Our own links are not "unexpected symlinks".
+        preflight(&s).unwrap();
+        install(&s, "bb", &files(&s, "B")).unwrap();
+        assert_eq!(shown(&s), pair(&s, "B"));
+    }
+
+    #[test]
+    fn foreign_links_are_refused_or_written_through() {
+        let tmp = tempfile::tempdir().unwrap();
+        let real = tmp.path().join("real.crt");
+        fs::write(&real, "OLD cert\n").unwrap();
+        let s = spec(tmp.path(), "nginx");
+        std::os::unix::fs::symlink(&real, &s.files.cert).unwrap();
+        let err = install(&s, "aa", &files(&s, "A")).unwrap_err();
+        assert!(matches!(err, FsError::Symlink { .. }), "{err}");
+        assert!(!tmp.path().join(STORE_DIR).exists(), "nothing written");
+        assert!(!s.files.key.as_ref().unwrap().exists());
+
+        let s = spec_in(tmp.path(), "nginx", None, "    follow_symlinks: true\n");
+        fs::write(s.files.key.as_ref().unwrap(), "OLD key\n").unwrap();
+        let i = install(&s, "aa", &files(&s, "A")).unwrap();
+        assert!(is_link(&s.files.cert), "the user's link stays");
+        assert_eq!(fs::read_to_string(&real).unwrap(), "A cert\n");
+        assert!(!tmp.path().join(STORE_DIR).exists(), "no store");
+        assert_eq!(i.roll_back().unwrap(), RolledBack::Restored);
+        assert_eq!(fs::read_to_string(&real).unwrap(), "OLD cert\n");
+        assert_eq!(shown(&s), pair(&s, "OLD"));
+    }
+
+    #[test]
+    fn links_inside_the_store_that_we_did_not_make_are_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let s = spec(tmp.path(), "nginx");
+        install(&s, "aa", &files(&s, "A")).unwrap();
+        let current = store_dir(&s).join(CURRENT);
+        fs::remove_file(&current).unwrap();
+        std::os::unix::fs::symlink(tmp.path(), &current).unwrap();
+        let err = install(&s, "bb", &files(&s, "B")).unwrap_err();
+        assert!(matches!(err, FsError::Store { .. }), "{err}");
+        assert!(
+            err.to_string().contains("points outside the store"),
+            "{err}"
+        );
+
+        let other = tempfile::tempdir().unwrap();
+        let s = spec(other.path(), "apache");
+        let elsewhere = other.path().join("elsewhere");
+        fs::create_dir(&elsewhere).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, other.path().join(STORE_DIR)).unwrap();
+        let err = preflight(&s).unwrap_err();
+        assert!(err.to_string().contains("is a symbolic link"), "{err}");
+        assert!(install(&s, "aa", &files(&s, "A")).is_err());
+        assert_eq!(fs::read_dir(&elsewhere).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn combined_stays_one_plain_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let s = spec(tmp.path(), "combined");
+        let first = install(&s, "aa", &files(&s, "A")).unwrap();
+        assert_eq!(first.roll_back().unwrap(), RolledBack::KeptNew);
+        assert!(!is_link(&s.files.cert));
+        let i = install(&s, "bb", &files(&s, "B")).unwrap();
+        assert_eq!(shown(&s), pair(&s, "B"));
+        assert_eq!(i.roll_back().unwrap(), RolledBack::Restored);
+        assert_eq!(shown(&s), pair(&s, "A"));
+        assert!(!tmp.path().join(STORE_DIR).exists());
+        assert!(watch_dirs(&s).is_empty());
+    }
+
+    #[test]
+    fn leftovers_of_a_killed_install_are_removed_by_the_next_kept_one() {
+        let tmp = tempfile::tempdir().unwrap();
+        let s = spec(tmp.path(), "nginx");
+        install(&s, "aa", &files(&s, "A"))
+            .unwrap()
+            .commit()
+            .unwrap();
+        let store = store_dir(&s);
+        // A half-written pair and a temporary link, as a SIGKILL leaves them.
+        fs::create_dir(store.join("dead")).unwrap();
+        fs::write(store.join("dead/key.pem"), "half").unwrap();
+        std::os::unix::fs::symlink("dead", store.join(".current.certkeeper-tmp-0a0b")).unwrap();
+        install(&s, "bb", &files(&s, "B"))
+            .unwrap()
+            .commit()
+            .unwrap();
+        assert_eq!(pair_dirs(&s), ["aa", "bb"]);
+        assert_eq!(shown(&s), pair(&s, "B"));
+    }
+
+    #[test]
+    fn watch_dirs_name_the_store_and_the_served_pair() {
+        let tmp = tempfile::tempdir().unwrap();
+        let s = spec(tmp.path(), "apache");
+        assert!(watch_dirs(&s).is_empty(), "no store yet");
+        install(&s, "aa", &files(&s, "A")).unwrap();
+        assert_eq!(watch_dirs(&s), [store_dir(&s), store_dir(&s).join("aa")]);
+        install(&s, "bb", &files(&s, "B")).unwrap();
+        assert_eq!(watch_dirs(&s), [store_dir(&s), store_dir(&s).join("bb")]);
+    }
+}
