@@ -3,8 +3,8 @@
 //! rollback. Also the rollback itself, and the directories the daemon must watch.
 //!
 //! Layouts of several files (nginx, apache, separate) live in a store of the certificate
-//! next to its `cert` file, `DIR/.certkeeper/NAME/`; the configured paths are symlinks
-//! into it, made once:
+//! next to its `key` file (the most private directory of the pair), `DIR/.certkeeper/NAME/`;
+//! the configured paths are symlinks into it, made once:
 //!
 //! ```text
 //! DIR/www.crt -> .certkeeper/www/current/cert.pem   (an absolute target when the live
@@ -86,7 +86,7 @@ struct Previous {
 
 /// The store of a certificate: `DIR/.certkeeper/NAME`, DIR being its `cert` file's.
 pub fn store_dir(spec: &CertSpec) -> PathBuf {
-    cert_dir(spec).join(STORE_DIR).join(&spec.name)
+    store_parent(spec).join(STORE_DIR).join(&spec.name)
 }
 
 /// Whether this certificate's layout keeps its files in the store.
@@ -115,16 +115,16 @@ pub fn watch_dirs(spec: &CertSpec) -> Vec<PathBuf> {
 }
 
 /// The target a live path's link has when certkeeper made it: relative when the live
-/// path is in the `cert` file's directory, absolute otherwise.
+/// path is in the store's directory (the key's), absolute otherwise.
 pub fn link_target(spec: &CertSpec, field: &str, live: &Path) -> PathBuf {
     let rel = Path::new(STORE_DIR)
         .join(&spec.name)
         .join(CURRENT)
         .join(store_file(field));
-    if live.parent() == Some(cert_dir(spec)) {
+    if live.parent() == Some(store_parent(spec)) {
         rel
     } else {
-        cert_dir(spec).join(rel)
+        store_parent(spec).join(rel)
     }
 }
 
@@ -251,6 +251,10 @@ fn classify(spec: &CertSpec, field: &str, path: &Path) -> Result<Live, FsError> 
             let target = fs::read_link(path).map_err(io_err(path, "cannot read link"))?;
             if target == link_target(spec, field, path) {
                 Ok(Live::Ours)
+            } else if is_store_link(&target) {
+                // A link certkeeper made into another store (the certificate was renamed
+                // or its key moved): nothing the user made; replaced like a missing file.
+                Ok(Live::Missing)
             } else {
                 Ok(Live::Foreign)
             }
@@ -258,6 +262,19 @@ fn classify(spec: &CertSpec, field: &str, path: &Path) -> Result<Live, FsError> 
         Ok(m) if m.is_file() => Ok(Live::File),
         Ok(_) => Ok(Live::Other),
     }
+}
+
+/// Whether a link's target has the shape of certkeeper's own links:
+/// `[…/].certkeeper/NAME/current/FILE.pem`.
+fn is_store_link(target: &Path) -> bool {
+    let parts: Vec<&std::ffi::OsStr> = target.iter().collect();
+    let n = parts.len();
+    n >= 4
+        && parts[n - 4] == STORE_DIR
+        && parts[n - 2] == CURRENT
+        && ["cert.pem", "chain.pem", "fullchain.pem", "key.pem"]
+            .iter()
+            .any(|f| parts[n - 1] == *f)
 }
 
 /// Puts our link at `live` (a link made beside it, renamed over it), then fsyncs the
@@ -374,8 +391,16 @@ impl Previous {
 // ---------------------------------------------------------------------------------------
 // The store
 
-fn cert_dir(spec: &CertSpec) -> &Path {
-    spec.files.cert.parent().unwrap_or(Path::new("/"))
+/// Where the store lives: beside the key, the most private file of the pair, so that a
+/// protected key directory (`/etc/ssl/private`, 0710) keeps protecting the key; beside
+/// the certificate for layouts without a key file.
+fn store_parent(spec: &CertSpec) -> &Path {
+    spec.files
+        .key
+        .as_deref()
+        .unwrap_or(&spec.files.cert)
+        .parent()
+        .unwrap_or(Path::new("/"))
 }
 
 /// The file name of a field inside a pair's directory.
@@ -447,7 +472,7 @@ impl Store {
     /// Makes the store's directories (0755: servers that read the public certificate
     /// as another user must traverse them) where missing, following no link.
     fn open(spec: &CertSpec) -> Result<Store, FsError> {
-        let parent = cert_dir(spec);
+        let parent = store_parent(spec);
         fsutil::ensure_dir(parent, 0o755)?;
         let top = parent.join(STORE_DIR);
         let dir = top.join(&spec.name);
@@ -934,23 +959,54 @@ mod tests {
     }
 
     #[test]
-    fn a_key_in_another_directory_gets_an_absolute_link() {
+    fn a_key_in_another_directory_keeps_the_store_beside_it() {
         let tmp = tempfile::tempdir().unwrap();
         let certs = tmp.path().join("certs");
         let private = tmp.path().join("private");
         let s = spec_in(&certs, "nginx", Some(&private), "");
         install(&s, "aa", &files(&s, "A")).unwrap();
         let key = s.files.key.clone().unwrap();
+        // The key stays in its own (private) directory; the certificate points there.
         assert_eq!(
             fs::read_link(&key).unwrap(),
-            certs.join(".certkeeper/www/current/key.pem")
+            Path::new(".certkeeper/www/current/key.pem")
         );
+        assert_eq!(
+            fs::read_link(&s.files.cert).unwrap(),
+            private.join(".certkeeper/www/current/cert.pem")
+        );
+        assert!(!certs.join(STORE_DIR).exists());
         assert_eq!(mode(&key), 0o600);
         assert_eq!(shown(&s), pair(&s, "A"));
         // Our own links are not "unexpected symlinks".
         preflight(&s).unwrap();
         install(&s, "bb", &files(&s, "B")).unwrap();
         assert_eq!(shown(&s), pair(&s, "B"));
+    }
+
+    #[test]
+    fn links_into_the_store_of_a_renamed_certificate_are_replaced() {
+        let tmp = tempfile::tempdir().unwrap();
+        let old = spec_in(tmp.path(), "nginx", None, "");
+        install(&old, "aa", &files(&old, "A")).unwrap();
+        // The same paths under another name: the old links are certkeeper's, not the
+        // user's, and are replaced rather than refused.
+        let mut renamed = old.clone();
+        renamed.name = "web".into();
+        preflight(&renamed).unwrap();
+        install(&renamed, "bb", &files(&renamed, "B")).unwrap();
+        assert_eq!(shown(&renamed), pair(&renamed, "B"));
+        assert_eq!(
+            fs::read_link(&renamed.files.cert).unwrap(),
+            Path::new(".certkeeper/web/current/cert.pem")
+        );
+        assert!(is_store_link(Path::new(
+            "/x/.certkeeper/www/current/key.pem"
+        )));
+        assert!(!is_store_link(Path::new(
+            "/x/.certkeeper/www/current/other"
+        )));
+        assert!(!is_store_link(Path::new("/etc/ssl/real.crt")));
     }
 
     #[test]
