@@ -733,14 +733,10 @@ mod tests {
     }
 
     #[test]
-    fn a_hanging_command_is_killed_with_its_children() {
-        let dir = tempfile::tempdir().unwrap();
-        let marker = dir.path().join("grandchild.pid");
-        let script = format!(
-            "sleep 30 & echo $! > {}; echo started; wait",
-            marker.display()
-        );
-        let spec = command(Some(&["sh", "-c", &script]), None);
+    fn a_hanging_config_test_is_a_timeout_error() {
+        // Killing the whole process group is the runner's (see `process`); here, that
+        // the server names it as a timeout with the output so far.
+        let spec = command(Some(&["sh", "-c", "echo started; sleep 30"]), None);
         let started = Instant::now();
         let err = config_test_within(&spec, Duration::from_millis(300)).unwrap_err();
         assert!(
@@ -749,22 +745,13 @@ mod tests {
             started.elapsed()
         );
         match &err {
-            ServerError::Timeout { output, .. } => assert_eq!(output, "started"),
+            ServerError::Timeout { output, after, .. } => {
+                assert_eq!(output, "started");
+                assert_eq!(*after, Duration::from_millis(300));
+            }
             other => panic!("expected Timeout, got {other:?}"),
         }
-        // The grandchild went with the process group.
-        let pid: i32 = std::fs::read_to_string(&marker)
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while kill(Pid::from_raw(pid), None).is_ok()
-            && !is_zombie(Path::new(&format!("/proc/{pid}")))
-        {
-            assert!(Instant::now() < deadline, "grandchild {pid} still runs");
-            thread::sleep(Duration::from_millis(5));
-        }
+        assert!(err.to_string().contains("was killed"), "{err}");
     }
 
     #[test]

@@ -45,22 +45,7 @@ const TRANSITION: Duration = Duration::from_secs(2);
 
 /// Writes `config.yaml`: state dir, CA, the given `servers:` entries, the certificates.
 fn write_config(sb: &Sandbox, servers: &[String], certs: &[CertDef]) {
-    let mut y = String::from(
-        "state_dir: $DIR/state\n\
-         ca:\n  organization: Test Org\n  common_name: Test CA\n",
-    );
-    if !servers.is_empty() {
-        y.push_str("servers:\n");
-        for s in servers {
-            y.push_str(s);
-        }
-    }
-    y.push_str("certificates:\n");
-    for c in certs {
-        y.push_str(&c.yaml());
-    }
-    sb.write_config(&y);
-    sb.ck(&["check"]).ok();
+    sb.write_config_with("", servers, certs);
 }
 
 /// The certificate every test manages: `www`, for the harness's server name.
@@ -133,19 +118,6 @@ fn installed_serials(sb: &Sandbox) -> Vec<String> {
         .filter(|e| e["event"] == "installed")
         .filter_map(|e| e["serial"].as_str().map(str::to_string))
         .collect()
-}
-
-/// `status --json`, the row of `name`.
-fn status_row(sb: &Sandbox, name: &str) -> serde_json::Value {
-    let r = sb.ck(&["status", "--json"]);
-    let rows: serde_json::Value = serde_json::from_str(&r.stdout)
-        .unwrap_or_else(|e| panic!("status --json is not JSON ({e}): {r:?}"));
-    rows.as_array()
-        .unwrap()
-        .iter()
-        .find(|row| row["name"] == name)
-        .unwrap_or_else(|| panic!("no status row for {name}: {rows}"))
-        .clone()
 }
 
 /// Every file of the sandbox's `tls/` directory, bytes and modes.
@@ -645,7 +617,7 @@ fn nginx_broken_config_rolls_back_and_keeps_serving() {
             "nginx must still serve the old leaf"
         );
     }
-    let row = status_row(&sb, "www");
+    let row = sb.status_row("www");
     assert_eq!(row["last_result"]["event"], "failed", "{row}");
     let reason = row["last_result"]["reason"].as_str().unwrap_or_default();
     assert!(reason.contains("config test"), "{row}");
@@ -672,7 +644,7 @@ fn nginx_broken_config_rolls_back_and_keeps_serving() {
         describe(&new)
     );
     cert.files(&sb).check(&root, "sslserver");
-    assert_eq!(status_row(&sb, "www")["last_result"]["event"], "installed");
+    assert_eq!(sb.status_row("www")["last_result"]["event"], "installed");
     assert!(d.alive(), "{}", d.log());
 }
 
@@ -713,7 +685,7 @@ fn verify_failure_rolls_back() {
     before.assert_same(&tls_snapshot(&sb), "after the failed verify");
     assert_eq!(client.leaf().unwrap(), old, "nginx must serve the old leaf");
     cert.files(&sb).check(&root, "sslserver");
-    let row = status_row(&sb, "www");
+    let row = sb.status_row("www");
     assert_eq!(row["last_result"]["event"], "failed", "{row}");
     let reason = row["last_result"]["reason"].as_str().unwrap_or_default();
     assert!(reason.contains("verify"), "{row}");

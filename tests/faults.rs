@@ -27,28 +27,7 @@ const SCENARIO: Duration = Duration::from_secs(180);
 const LIFETIME: i64 = 30;
 
 fn write_config(sb: &Sandbox, servers: &[String], certs: &[CertDef]) {
-    write_config_with(sb, "", servers, certs)
-}
-
-/// `write_config` with more top-level YAML (`hooks:`...).
-fn write_config_with(sb: &Sandbox, top: &str, servers: &[String], certs: &[CertDef]) {
-    let mut y = String::from(
-        "state_dir: $DIR/state\n\
-         ca:\n  organization: Test Org\n  common_name: Test CA\n",
-    );
-    y.push_str(top);
-    if !servers.is_empty() {
-        y.push_str("servers:\n");
-        for s in servers {
-            y.push_str(s);
-        }
-    }
-    y.push_str("certificates:\n");
-    for c in certs {
-        y.push_str(&c.yaml());
-    }
-    sb.write_config(&y);
-    sb.ck(&["check"]).ok();
+    sb.write_config_with("", servers, certs);
 }
 
 fn time_of(e: &serde_json::Value) -> OffsetDateTime {
@@ -148,7 +127,7 @@ fn failing_certificates_back_off_and_never_starve_a_healthy_one() {
         "hooks:\n  renewed: [sh, -c, {r}]\n  failed: [sh, -c, {r}]\n  expiring: [sh, -c, {r}]\n",
         r = q(&sb.expand(record))
     );
-    write_config_with(&sb, &hooks, &servers, &certs);
+    sb.write_config_with(&hooks, &servers, &certs);
 
     let bootstrap_not_after = |name: &str| {
         not_after_of(

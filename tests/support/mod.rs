@@ -216,6 +216,42 @@ impl Sandbox {
         p
     }
 
+    /// Writes `config.yaml`: state dir, CA, `top` (more top-level YAML, may be empty),
+    /// the given `servers:` entries and the certificates; then checks it.
+    pub fn write_config_with(&self, top: &str, servers: &[String], certs: &[CertDef]) {
+        let mut y = String::from(
+            "state_dir: $DIR/state\n\
+             ca:\n  organization: Test Org\n  common_name: Test CA\n",
+        );
+        y.push_str(top);
+        if !servers.is_empty() {
+            y.push_str("servers:\n");
+            for s in servers {
+                y.push_str(s);
+            }
+        }
+        y.push_str("certificates:\n");
+        for c in certs {
+            y.push_str(&c.yaml());
+        }
+        self.write_config(&y);
+        self.ck(&["check"]).ok();
+    }
+
+    /// `status --json`, the row of `name`.
+    #[track_caller]
+    pub fn status_row(&self, name: &str) -> serde_json::Value {
+        let r = self.ck(&["status", "--json"]);
+        let rows: serde_json::Value = serde_json::from_str(&r.stdout)
+            .unwrap_or_else(|e| panic!("status --json is not JSON ({e}): {r:?}"));
+        rows.as_array()
+            .unwrap()
+            .iter()
+            .find(|row| row["name"] == name)
+            .unwrap_or_else(|| panic!("no status row for {name}: {rows}"))
+            .clone()
+    }
+
     pub fn ledger(&self) -> Vec<serde_json::Value> {
         ledger(&self.state_dir().join("ledger.jsonl"))
     }
