@@ -957,10 +957,15 @@ impl Daemon {
         }
         // Directories created by this pass can be watched now. What changed in them
         // before the watch was there is found by one more look at their certificates.
-        let armed = self.rewatch();
-        for dir in armed {
+        // (Stores are not among them: their files are looked at through the live paths.)
+        let armed: std::collections::HashSet<PathBuf> = self
+            .rewatch()
+            .into_iter()
+            .filter(|d| self.dirs.contains(d))
+            .collect();
+        if !armed.is_empty() {
             for (file, owners) in &self.index {
-                if file.parent() == Some(dir.as_path()) {
+                if file.parent().is_some_and(|p| armed.contains(p)) {
                     for o in owners {
                         if let Owner::Managed(i) = o {
                             self.deferred

@@ -94,24 +94,21 @@ pub fn uses_store(spec: &CertSpec) -> bool {
     spec.files.layout != Layout::Combined
 }
 
-/// The directories of the store the daemon should watch besides the live paths'
-/// directories: the store itself (`current` is swapped there) and the directory of the
-/// pair being served (a write through a live link changes a file there, which a watch
-/// on the live path's directory does not see). The second one changes with every
-/// install: ask again after each pass. Empty for layouts that do not use the store.
+/// The directory of the store the daemon should watch besides the live paths'
+/// directories: the one of the pair being served (a write through a live link changes
+/// a file there, which a watch on the live path's directory does not see; its removal
+/// shows there too). One watch per certificate: with thousands of certificates every
+/// watch counts at start-up. It changes with every install: ask again after each
+/// pass. Empty for layouts that do not use the store, or before the first install.
 pub fn watch_dirs(spec: &CertSpec) -> Vec<PathBuf> {
     if !uses_store(spec) {
         return Vec::new();
     }
     let store = Store::of(spec);
-    let mut dirs = Vec::new();
-    if is_real_dir(&store.dir) {
-        if let Ok(Some(current)) = store.current() {
-            dirs.push(store.dir.join(current));
-        }
-        dirs.insert(0, store.dir);
+    match store.current() {
+        Ok(Some(current)) if is_real_dir(&store.dir) => vec![store.dir.join(current)],
+        _ => Vec::new(),
     }
-    dirs
 }
 
 /// The target a live path's link has when certkeeper made it: relative when the live
@@ -277,8 +274,8 @@ fn is_store_link(target: &Path) -> bool {
             .any(|f| parts[n - 1] == *f)
 }
 
-/// Puts our link at `live` (a link made beside it, renamed over it), then fsyncs the
-/// directory.
+/// Puts our link at `live` (a link made beside it, renamed over it). The caller fsyncs
+/// the directory (once for all the links it makes there).
 fn link(live: &Path, target: &Path) -> Result<(), FsError> {
     let dir = live.parent().unwrap_or(Path::new("/"));
     fsutil::ensure_dir(dir, 0o755)?;
@@ -288,7 +285,7 @@ fn link(live: &Path, target: &Path) -> Result<(), FsError> {
         let _ = fs::remove_file(&tmp);
         return Err(io_err(live, "cannot put the link in place")(e));
     }
-    fsutil::sync_dir(dir)
+    Ok(())
 }
 
 /// Reads a file, with its mode and owner, without following a link at its last
@@ -712,10 +709,16 @@ fn install_in_store(
         tracing::info!(certificate = %spec.name, pair = %name, store = %store.dir.display(), "moved the installed files into the store");
         previous = Some(name);
     }
+    let mut linked: std::collections::BTreeSet<&Path> = std::collections::BTreeSet::new();
     for (field, f, live) in fields {
         if *live != Live::Ours {
             link(&f.path, &link_target(spec, field, &f.path))?;
+            linked.insert(f.path.parent().unwrap_or(Path::new("/")));
         }
+    }
+    // The links must last before `current` moves on to the new pair.
+    for dir in linked {
+        fsutil::sync_dir(dir)?;
     }
 
     let keep: Vec<&str> = previous.iter().map(String::as_str).collect();
@@ -1095,13 +1098,13 @@ mod tests {
     }
 
     #[test]
-    fn watch_dirs_name_the_store_and_the_served_pair() {
+    fn watch_dirs_name_the_served_pair() {
         let tmp = tempfile::tempdir().unwrap();
         let s = spec(tmp.path(), "apache");
         assert!(watch_dirs(&s).is_empty(), "no store yet");
         install(&s, "aa", &files(&s, "A")).unwrap();
-        assert_eq!(watch_dirs(&s), [store_dir(&s), store_dir(&s).join("aa")]);
+        assert_eq!(watch_dirs(&s), [store_dir(&s).join("aa")]);
         install(&s, "bb", &files(&s, "B")).unwrap();
-        assert_eq!(watch_dirs(&s), [store_dir(&s), store_dir(&s).join("bb")]);
+        assert_eq!(watch_dirs(&s), [store_dir(&s).join("bb")]);
     }
 }
