@@ -119,6 +119,60 @@ pub fn check_parent(path: &Path) -> Result<(), FsError> {
     Ok(())
 }
 
+/// `path` as the file system would resolve it when it is written: the longest prefix
+/// that exists is resolved (symlinks and `..` included, as the kernel does), the rest is
+/// normalized as written (it holds no link yet). Two spellings of one file give the
+/// same answer, which is what "is this path inside the state directory" needs.
+pub fn resolved(path: &Path) -> PathBuf {
+    let mut existing = path.to_path_buf();
+    let mut rest: Vec<std::ffi::OsString> = Vec::new();
+    loop {
+        if let Ok(real) = fs::canonicalize(&existing) {
+            let mut out = real;
+            for part in rest.iter().rev() {
+                match part.to_str() {
+                    Some("..") => {
+                        out.pop();
+                    }
+                    Some(".") => {}
+                    _ => out.push(part),
+                }
+            }
+            return out;
+        }
+        match existing.components().next_back() {
+            Some(
+                last @ (std::path::Component::Normal(_)
+                | std::path::Component::ParentDir
+                | std::path::Component::CurDir),
+            ) => {
+                rest.push(last.as_os_str().to_os_string());
+                existing.pop();
+            }
+            _ => {
+                // Nothing of it exists (or `..` ends it): normalize the whole of it.
+                let mut out = PathBuf::new();
+                for c in path.components() {
+                    match c {
+                        std::path::Component::ParentDir => {
+                            out.pop();
+                        }
+                        std::path::Component::CurDir => {}
+                        other => out.push(other),
+                    }
+                }
+                return out;
+            }
+        }
+    }
+}
+
+/// A file's device and inode, when it exists: hard links to one file share them.
+pub fn file_identity(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+}
+
 /// Creates `dir` and missing parents with `mode` (new directories only; the mode is
 /// set explicitly, so the process umask does not narrow it).
 pub fn ensure_dir(dir: &Path, mode: u32) -> Result<(), FsError> {
@@ -242,6 +296,38 @@ mod tests {
             gid: None,
             follow_symlinks: false,
         }
+    }
+
+    #[test]
+    fn resolved_sees_through_dots_and_links_and_keeps_a_missing_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = fs::canonicalize(dir.path()).unwrap();
+        fs::create_dir_all(root.join("state/ca")).unwrap();
+        std::os::unix::fs::symlink(root.join("state"), root.join("alias")).unwrap();
+        assert_eq!(
+            resolved(&root.join("tls/../state/ca/x")),
+            root.join("state/ca/x")
+        );
+        assert_eq!(
+            resolved(&root.join("alias/ca/root.key")),
+            root.join("state/ca/root.key")
+        );
+        assert_eq!(resolved(&root.join("alias/new/../y")), root.join("state/y"));
+        assert_eq!(
+            resolved(&root.join("nothing/here")),
+            root.join("nothing/here")
+        );
+        assert_eq!(
+            resolved(Path::new("/nonexistent-x/a/../b")),
+            Path::new("/nonexistent-x/b")
+        );
+        fs::write(root.join("a"), "x").unwrap();
+        fs::hard_link(root.join("a"), root.join("b")).unwrap();
+        assert_eq!(
+            file_identity(&root.join("a")),
+            file_identity(&root.join("b"))
+        );
+        assert_eq!(file_identity(&root.join("missing")), None);
     }
 
     #[test]

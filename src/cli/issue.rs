@@ -68,6 +68,30 @@ pub fn run(a: IssueArgs, now: OffsetDateTime) -> Result<u8, CliError> {
     let usage = Usage::from_flags(a.server || !a.client, a.client).expect("at least one usage");
     let cert_path = a.out.join(format!("{}.crt", a.name));
     let key_path = a.out.join(format!("{}.key", a.name));
+    let config = a.config.load()?;
+    // Never into certkeeper's own state (the CA, archive, ledger, lock) or onto the
+    // configuration, however the path is spelled.
+    let state_real = crate::fsutil::resolved(&config.state_dir);
+    let config_real = crate::fsutil::resolved(&config.file);
+    for p in [&cert_path, &key_path] {
+        let real = crate::fsutil::resolved(p);
+        if real.starts_with(&state_real) {
+            return Err(usage_err(format!(
+                "--out {}: {} is inside state_dir {}, which holds the CA, the archive, the ledger and the lock; choose a directory outside it",
+                a.out.display(),
+                p.display(),
+                config.state_dir.display()
+            )));
+        }
+        if real == config_real {
+            return Err(usage_err(format!(
+                "--out {}: {} is the configuration file {}; choose another --name or --out",
+                a.out.display(),
+                p.display(),
+                config.file.display()
+            )));
+        }
+    }
     for p in [&cert_path, &key_path] {
         if p.exists() {
             return Err(usage_err(format!(
@@ -76,7 +100,6 @@ pub fn run(a: IssueArgs, now: OffsetDateTime) -> Result<u8, CliError> {
             )));
         }
     }
-    let config = a.config.load()?;
     if lifetime > config.ca.intermediate_lifetime {
         return Err(usage_err(
             "--lifetime is longer than the CA's intermediate lifetime".into(),

@@ -530,6 +530,9 @@ impl Ctx {
             .unwrap_or_default();
 
         self.check_unique(&certificates, &managed_at, &watched, &watched_at, &trust);
+        if let Some(state_dir) = &state_dir {
+            self.check_own_paths(state_dir, &certificates, &managed_at, &trust);
+        }
         certificates.shrink_to_fit();
 
         Some(Config {
@@ -1512,6 +1515,62 @@ impl Ctx {
         out
     }
 
+    /// Nothing certkeeper writes for a certificate or a trust target may land in its own
+    /// state (the CA, the archive, the ledger, the lock) or on the configuration file,
+    /// whatever the spelling (`..`, a symlinked directory).
+    fn check_own_paths(
+        &mut self,
+        state_dir: &Path,
+        certs: &[CertSpec],
+        managed_at: &[usize],
+        trust: &[TrustSpec],
+    ) {
+        let state = crate::fsutil::resolved(state_dir);
+        let config = crate::fsutil::resolved(&self.file);
+        let mut targets: Vec<(String, Option<String>, &Path)> = Vec::new();
+        for (c, i) in certs.iter().zip(managed_at) {
+            for (field, p) in c.files.paths() {
+                targets.push((
+                    format!("certificates[{i}].files.{field}"),
+                    Some(c.name.clone()),
+                    p,
+                ));
+            }
+        }
+        for (i, t) in trust.iter().enumerate() {
+            targets.push((format!("trust[{i}].path"), None, &t.path));
+        }
+        for (field, cert, path) in targets {
+            let real = crate::fsutil::resolved(path);
+            let shown = if real.as_path() == path {
+                String::new()
+            } else {
+                format!(" (that is {})", real.display())
+            };
+            if real.starts_with(&state) {
+                self.err(
+                    &field,
+                    cert.as_deref(),
+                    format!(
+                        "{}{shown} is inside state_dir {}, which holds the CA, the archive, the ledger and the lock; certkeeper never writes a certificate there: choose a path outside it",
+                        path.display(),
+                        state_dir.display()
+                    ),
+                );
+            } else if real == config {
+                self.err(
+                    &field,
+                    cert.as_deref(),
+                    format!(
+                        "{}{shown} is the configuration file {}; choose another path",
+                        path.display(),
+                        self.file.display()
+                    ),
+                );
+            }
+        }
+    }
+
     fn check_unique(
         &mut self,
         certs: &[CertSpec],
@@ -1538,22 +1597,41 @@ impl Ctx {
                 first.insert(name, *i);
             }
         }
-        let mut claimed: HashMap<PathBuf, String> = HashMap::new();
-        let mut claim =
-            |cx: &mut Ctx, path: &Path, who: String, field: String, cert: Option<&str>| {
-                if let Some(other) = claimed.get(path) {
-                    cx.err(
+        // By the path the file system resolves (`..`, symlinked directories) and, for
+        // files that exist, by device and inode (hard links).
+        let mut claimed: HashMap<PathBuf, (String, PathBuf)> = HashMap::new();
+        let mut claimed_ids: HashMap<(u64, u64), (String, PathBuf)> = HashMap::new();
+        let mut claim = |cx: &mut Ctx,
+                         path: &Path,
+                         who: String,
+                         field: String,
+                         cert: Option<&str>| {
+            let real = crate::fsutil::resolved(path);
+            let id = crate::fsutil::file_identity(path);
+            let other = claimed
+                .get(&real)
+                .or_else(|| id.and_then(|id| claimed_ids.get(&id)));
+            if let Some((other, other_path)) = other {
+                let spelling = if other_path.as_path() == path {
+                    String::new()
+                } else {
+                    format!(" (as {})", other_path.display())
+                };
+                cx.err(
                         &field,
                         cert,
                         format!(
-                            "{} is also written by {other}; two outputs cannot share one file",
+                            "{} is also written by {other}{spelling}; two outputs cannot share one file",
                             path.display()
                         ),
                     );
-                } else {
-                    claimed.insert(path.to_path_buf(), who);
+            } else {
+                claimed.insert(real, (who.clone(), path.to_path_buf()));
+                if let Some(id) = id {
+                    claimed_ids.insert(id, (who, path.to_path_buf()));
                 }
-            };
+            }
+        };
         for (c, i) in certs.iter().zip(managed_at) {
             let base = format!("certificates[{i}]");
             for (field, p) in c.files.paths() {

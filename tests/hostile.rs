@@ -1,0 +1,166 @@
+//! Hostile configurations: paths that would make certkeeper write into its own state
+//! (the CA, the archive, the ledger, the lock) or onto its configuration, under any
+//! spelling (`..`, a symlinked directory, a hard link), and two outputs that are one
+//! file. Each is a configuration error (exit 2) naming both paths, and nothing on disk
+//! changes, whether given to `check`, `renew` or a running daemon.
+
+mod support;
+
+use std::fs;
+use std::time::Duration;
+use support::daemon::{wait_until, Daemon};
+use support::*;
+
+/// A configuration with one certificate whose `files:` line is `files`.
+fn config(files: &str, extra: &str) -> String {
+    format!(
+        "state_dir: $DIR/state\n\
+         ca:\n  organization: Test Org\n  common_name: Test CA\n\
+         {extra}\
+         certificates:\n  - name: www\n    sans: [www.example.internal]\n    files: {files}\n"
+    )
+}
+
+/// The hostile cases: (what, files line, extra top-level YAML, words the error must hold).
+fn cases() -> Vec<(&'static str, String, String, Vec<&'static str>)> {
+    vec![
+        (
+            "the CA root key as a managed key",
+            "{ layout: nginx, cert: $DIR/tls/www.crt, key: $DIR/state/ca/root.key }".into(),
+            String::new(),
+            vec!["files.key", "$DIR/state/ca/root.key is inside state_dir $DIR/state"],
+        ),
+        (
+            "the ledger, spelled with ..",
+            "{ layout: combined, cert: $DIR/tls/../state/ledger.jsonl }".into(),
+            String::new(),
+            vec![
+                "files.cert",
+                "$DIR/tls/../state/ledger.jsonl (that is $DIR/state/ledger.jsonl) is inside state_dir",
+            ],
+        ),
+        (
+            "the archive through a symlinked directory",
+            "{ layout: nginx, cert: $DIR/alias/archive/x.crt, key: $DIR/alias/archive/x.key }"
+                .into(),
+            String::new(),
+            vec!["(that is $DIR/state/archive/x.crt) is inside state_dir"],
+        ),
+        (
+            "the lock as a trust target",
+            "{ layout: combined, cert: $DIR/tls/www.pem }".into(),
+            "trust:\n  - path: $DIR/state/lock\n".into(),
+            vec!["trust[0].path", "$DIR/state/lock is inside state_dir"],
+        ),
+        (
+            "the configuration file as a key",
+            "{ layout: nginx, cert: $DIR/tls/www.crt, key: $DIR/config.yaml }".into(),
+            String::new(),
+            vec!["$DIR/config.yaml is the configuration file"],
+        ),
+        (
+            "one file under two spellings",
+            "{ layout: nginx, cert: $DIR/tls/www.crt, key: $DIR/tls/sub/../www.crt }".into(),
+            String::new(),
+            vec!["is also written by", "(as $DIR/tls/www.crt)"],
+        ),
+        (
+            "one file under two hard-linked names",
+            "{ layout: nginx, cert: $DIR/tls/a.crt, key: $DIR/tls/b.key }".into(),
+            String::new(),
+            vec!["$DIR/tls/b.key is also written by", "(as $DIR/tls/a.crt)"],
+        ),
+    ]
+}
+
+/// The CA exists, a symlink leads into the state directory, and two names of one file
+/// exist in `tls/`.
+fn world(sb: &Sandbox) {
+    sb.write_config(&config("{ layout: combined, cert: $DIR/tls/www.pem }", ""));
+    sb.ck(&["ca", "init"]).ok();
+    fs::create_dir_all(sb.path("tls/sub")).unwrap();
+    std::os::unix::fs::symlink(sb.state_dir(), sb.path("alias")).unwrap();
+    fs::write(sb.path("tls/a.crt"), "decoy\n").unwrap();
+    fs::hard_link(sb.path("tls/a.crt"), sb.path("tls/b.key")).unwrap();
+}
+
+#[test]
+fn paths_into_the_state_or_the_config_are_refused_and_nothing_changes() {
+    for (what, files, extra, words) in cases() {
+        let sb = Sandbox::new();
+        world(&sb);
+        sb.write_config(&config(&files, &extra));
+        let before = sb.snapshot();
+        for args in [
+            &["check"][..],
+            &["renew", "--all"],
+            &["renew", "--all", "--force"],
+        ] {
+            let r = sb.ck(args);
+            r.expect_code(2);
+            for w in &words {
+                let w = sb.expand(w);
+                assert!(r.stderr.contains(&w), "{what}: `{w}` not in {r:?}");
+            }
+        }
+        before.assert_same(&sb.snapshot(), what);
+    }
+}
+
+#[test]
+fn issue_never_writes_into_the_state() {
+    let sb = Sandbox::new();
+    world(&sb);
+    let before = sb.snapshot();
+    for out in ["$DIR/state/ca", "$DIR/alias", "$DIR/tls/../state/archive"] {
+        let out = sb.expand(out);
+        let r = sb.ck(&[
+            "issue",
+            "--name",
+            "root",
+            "--san",
+            "x.example.internal",
+            "--out",
+            &out,
+        ]);
+        r.expect_code(2);
+        r.stderr_has("is inside state_dir");
+    }
+    before.assert_same(&sb.snapshot(), "issue --out into the state");
+}
+
+#[test]
+fn a_running_daemon_rejects_them_by_sighup_and_by_the_file_watch() {
+    let sb = Sandbox::new();
+    world(&sb);
+    let mut d = Daemon::start_ready(&sb, &[]);
+    let root_key = fs::read(sb.state_dir().join("ca/root.key")).unwrap();
+    let (_, files, extra, _) = cases().remove(0);
+    // By the file watch...
+    sb.write_config(&config(&files, &extra));
+    assert!(
+        wait_until(Duration::from_secs(10), || d
+            .log()
+            .contains("is inside state_dir")),
+        "{}",
+        d.log()
+    );
+    // ... and by SIGHUP.
+    let rejected = d.log().matches("keeping the running one").count();
+    d.signal(nix::sys::signal::Signal::SIGHUP);
+    assert!(
+        wait_until(Duration::from_secs(10), || d
+            .log()
+            .matches("keeping the running one")
+            .count()
+            > rejected),
+        "{}",
+        d.log()
+    );
+    assert!(d.alive());
+    assert_eq!(
+        fs::read(sb.state_dir().join("ca/root.key")).unwrap(),
+        root_key,
+        "the CA root key changed"
+    );
+}
