@@ -103,6 +103,8 @@ pub enum CaError {
     Incomplete { dir: PathBuf, missing: String },
     #[error("{path}: mode {mode:04o} lets other users read the CA key; run `chmod 600 {path}`")]
     KeyTooOpen { path: PathBuf, mode: u32 },
+    #[error("{path}: the CA key is owned by uid {uid}, not by the user certkeeper runs as (uid {me}), so that user may have read it; if that is expected, `chown {me} {path}`, else replace the CA")]
+    KeyNotOurs { path: PathBuf, uid: u32, me: u32 },
     #[error("{path}: {reason}")]
     Damaged { path: PathBuf, reason: String },
     #[error("cannot create the CA: {0}")]
@@ -294,6 +296,14 @@ impl InternalCa {
                     return Err(CaError::KeyTooOpen {
                         path,
                         mode: meta.mode() & 0o7777,
+                    });
+                }
+                let me = nix::unistd::geteuid().as_raw();
+                if meta.uid() != me {
+                    return Err(CaError::KeyNotOurs {
+                        path,
+                        uid: meta.uid(),
+                        me,
                     });
                 }
             }

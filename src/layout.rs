@@ -158,10 +158,89 @@ fn same(a: &[CertInfo], b: &[CertInfo]) -> bool {
     a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.der == y.der)
 }
 
+/// The file that holds a certificate's private key: `key`, or the one `combined` file.
+pub fn key_path(spec: &CertSpec) -> &Path {
+    spec.files.key.as_deref().unwrap_or(&spec.files.cert)
+}
+
+/// Whether the key file lets someone read it whom the configuration does not: read bits
+/// for group or others beyond `key_mode`, an owner other than the configured one (or,
+/// when none is configured, than certkeeper's user), or another group than the
+/// configured one while the group may read. One `stat`, done on every look (also when
+/// the rest comes from the cache of checked files, whose entries predate a config
+/// change).
+pub fn exposure(spec: &CertSpec) -> Option<Seen> {
+    use std::os::unix::fs::MetadataExt;
+    let path = key_path(spec);
+    let meta = fs::metadata(path).ok()?;
+    let mode = meta.mode() & 0o777;
+    let allowed = spec.key_mode;
+    let extra = mode & 0o044 & !allowed;
+    let why = if extra != 0 {
+        let who = match (extra & 0o040 != 0, extra & 0o004 != 0) {
+            (true, true) => "its group and every user",
+            (true, false) => "its group",
+            _ => "every user",
+        };
+        Some(format!(
+            "has mode {mode:04o}, which lets {who} read it (key_mode is {allowed:04o})"
+        ))
+    } else {
+        let owner = spec
+            .owner
+            .as_ref()
+            .map(|o| (o.id, o.name.clone()))
+            .unwrap_or_else(|| {
+                let me = nix::unistd::geteuid().as_raw();
+                (me, format!("uid {me}"))
+            });
+        if meta.uid() != owner.0 {
+            Some(format!(
+                "is owned by uid {}, not by {} as configured",
+                meta.uid(),
+                owner.1
+            ))
+        } else {
+            match &spec.group {
+                Some(g) if mode & 0o040 != 0 && meta.gid() != g.id => Some(format!(
+                    "belongs to gid {} (which may read it), not to group {}",
+                    meta.gid(),
+                    g.name
+                )),
+                _ => None,
+            }
+        }
+    };
+    why.map(|why| Seen::Exposed {
+        path: path.to_path_buf(),
+        why,
+    })
+}
+
+/// Takes back what an exposed key file allows at once (mode `key_mode`, the configured
+/// owner and group), before the pair is replaced: the old key stays in the store as the
+/// previous pair until the next install. Errors are logged; the reissue goes on.
+pub fn tighten(spec: &CertSpec, path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Err(e) = fs::set_permissions(path, fs::Permissions::from_mode(spec.key_mode)) {
+        tracing::error!(certificate = %spec.name, path = %path.display(), error = %e, "cannot tighten the mode of an exposed key");
+    }
+    let uid = spec.owner.as_ref().map(|o| o.id);
+    let gid = spec.group.as_ref().map(|g| g.id);
+    if uid.is_some() || gid.is_some() {
+        if let Err(e) = std::os::unix::fs::chown(path, uid, gid) {
+            tracing::error!(certificate = %spec.name, path = %path.display(), error = %e, "cannot give an exposed key back to its owner");
+        }
+    }
+}
+
 /// Reads a managed certificate's files and checks them against each other.
 pub fn observe(spec: &CertSpec, issuer: Option<&dyn Issuer>) -> Seen {
     match observe_inner(spec) {
         Ok((leaf, chain)) => {
+            if let Some(exposed) = exposure(spec) {
+                return exposed;
+            }
             let from_issuer = issuer.is_some_and(|i| i.issued(&leaf, &chain));
             Seen::Present(Box::new(Present {
                 leaf,

@@ -23,6 +23,11 @@ pub enum Seen {
     },
     /// The key file's key is not the certificate's.
     KeyMismatch(PathBuf),
+    /// The key file's mode or owner let someone read it whom the configuration does not.
+    Exposed {
+        path: PathBuf,
+        why: String,
+    },
     Present(Box<Present>),
 }
 
@@ -48,6 +53,11 @@ pub enum Reason {
         reason: String,
     },
     KeyMismatch(PathBuf),
+    /// The key may have been read by someone else (see `Seen::Exposed`).
+    KeyExposed {
+        path: PathBuf,
+        why: String,
+    },
     Expired(OffsetDateTime),
     NotYetValid(OffsetDateTime),
     Due(OffsetDateTime),
@@ -80,6 +90,7 @@ impl Reason {
             Reason::Missing(_) => "missing",
             Reason::Damaged { .. } => "damaged",
             Reason::KeyMismatch(_) => "key-mismatch",
+            Reason::KeyExposed { .. } => "key-exposed",
             Reason::Expired(_) => "expired",
             Reason::NotYetValid(_) => "not-yet-valid",
             Reason::Due(_) => "due",
@@ -101,6 +112,11 @@ impl fmt::Display for Reason {
                 write!(f, "{} is damaged: {reason}", path.display())
             }
             Reason::KeyMismatch(p) => write!(f, "{} does not match the certificate", p.display()),
+            Reason::KeyExposed { path, why } => write!(
+                f,
+                "{} {why}: the key may have been read, so a new key replaces it",
+                path.display()
+            ),
             Reason::Expired(t) => write!(f, "expired at {}", rfc3339(*t)),
             Reason::NotYetValid(t) => write!(f, "not valid before {}", rfc3339(*t)),
             Reason::Due(t) => write!(f, "due since {}", rfc3339(*t)),
@@ -153,6 +169,12 @@ pub fn decide(spec: &CertSpec, seen: &Seen, now: OffsetDateTime) -> Verdict {
             })
         }
         Seen::KeyMismatch(path) => return Verdict::Reissue(Reason::KeyMismatch(path.clone())),
+        Seen::Exposed { path, why } => {
+            return Verdict::Reissue(Reason::KeyExposed {
+                path: path.clone(),
+                why: why.clone(),
+            })
+        }
         Seen::Present(p) => p,
     };
     let leaf = &p.leaf;

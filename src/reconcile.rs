@@ -400,6 +400,10 @@ pub fn run_pass(
             reports.push(failed(state, spec, reason, error, current, now));
             continue;
         };
+        if let Reason::KeyExposed { path, why } = &reason {
+            tracing::warn!(certificate = %spec.name, path = %path.display(), %why, "the private key was readable beyond its configuration: tightening it now and replacing the pair");
+            crate::layout::tighten(spec, path);
+        }
         tracing::info!(certificate = %spec.name, reason = %reason, "renewing");
         attempted.push(spec);
         match issue_and_install(state, spec, issuer, &reason, now) {
@@ -544,7 +548,7 @@ fn observe_all<'a>(
         };
         let stamps = ObserveCache::stamps(spec);
         if let Some(seen) = stamps.as_ref().and_then(|st| cache.lookup(spec, st)) {
-            return (seen, None);
+            return (crate::layout::exposure(spec).unwrap_or(seen), None);
         }
         let seen = observe(spec, issuer_of(spec));
         // Stamps taken before reading: a change during the read shows up next time.

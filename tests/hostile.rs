@@ -164,3 +164,69 @@ fn a_running_daemon_rejects_them_by_sighup_and_by_the_file_watch() {
         "the CA root key changed"
     );
 }
+
+#[test]
+fn a_key_readable_beyond_its_mode_is_replaced_and_status_says_why() {
+    for layout in [Layout::Nginx, Layout::Combined] {
+        let sb = Sandbox::new();
+        let www = CertDef::new("www", layout);
+        sb.write_certs(std::slice::from_ref(&www));
+        sb.renew_all().ok();
+        let f = www.files(&sb);
+        let key = f.key.clone().unwrap_or_else(|| f.cert.clone());
+        let serial = f.serial();
+        set_mode(&key, 0o644);
+        let status = sb.ck(&["status"]);
+        status.stdout_has("key-exposed");
+        status.stdout_has("which lets its group and every user read it");
+        let r = sb.renew_all();
+        r.ok();
+        r.stdout_has("the key may have been read, so a new key replaces it");
+        assert_ne!(f.serial(), serial, "{layout:?}: the pair was not replaced");
+        assert_eq!(mode(&key), 0o600, "{layout:?}");
+        f.check(&sb.root_bundle(), "sslserver");
+        // Nothing else to do afterwards.
+        sb.renew_all().ok().stdout_has("ok, next renewal");
+    }
+}
+
+#[test]
+fn a_key_chmodded_under_a_running_daemon_is_replaced_within_a_second() {
+    let sb = Sandbox::new();
+    let www = CertDef::new("www", Layout::Apache);
+    sb.write_certs(std::slice::from_ref(&www));
+    let d = Daemon::start_ready(&sb, &[]);
+    let f = www.files(&sb);
+    let key = f.key.clone().unwrap();
+    let serial = f.serial();
+    set_mode(&key, 0o640);
+    let t = std::time::Instant::now();
+    assert!(
+        wait_until(Duration::from_secs(5), || f.serial() != serial
+            && mode(&key) == 0o600),
+        "{}",
+        d.log()
+    );
+    eprintln!("exposed key replaced in {:?}", t.elapsed());
+    assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+    f.check(&sb.root_bundle(), "sslserver");
+}
+
+#[test]
+fn a_ca_key_owned_by_another_user_is_refused() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: needs root to give the CA key away");
+        return;
+    }
+    let sb = Sandbox::new();
+    let www = CertDef::new("www", Layout::Combined);
+    sb.write_certs(std::slice::from_ref(&www));
+    sb.ck(&["ca", "init"]).ok();
+    let key = sb.state_dir().join("ca/intermediate.key");
+    std::os::unix::fs::chown(&key, Some(65534), None).unwrap();
+    let before = sb.snapshot();
+    let r = sb.renew_all();
+    r.expect_code(1);
+    r.stderr_has("the CA key is owned by uid 65534");
+    before.assert_same(&sb.snapshot(), "renew with a CA key owned by someone else");
+}

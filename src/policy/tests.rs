@@ -255,6 +255,25 @@ fn missing_damaged_and_mismatched_files() {
         decide(&s, &dmg, T0),
         Verdict::Reissue(Reason::Damaged { .. })
     ));
+    let exposed = Seen::Exposed {
+        path: p.clone(),
+        why: "has mode 0644".into(),
+    };
+    let v = decide(&s, &exposed, T0);
+    assert_eq!(
+        v,
+        Verdict::Reissue(Reason::KeyExposed {
+            path: p.clone(),
+            why: "has mode 0644".into()
+        })
+    );
+    if let Verdict::Reissue(r) = v {
+        assert_eq!(r.code(), "key-exposed");
+        assert_eq!(
+            r.to_string(),
+            "/x/www.key has mode 0644: the key may have been read, so a new key replaces it"
+        );
+    }
 }
 
 #[test]
