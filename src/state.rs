@@ -53,6 +53,7 @@ struct Archived {
 
 /// Held while writing state or installing files; released on drop.
 pub struct StateLock {
+    /// The state directory, locked.
     _lock: nix::fcntl::Flock<fs::File>,
 }
 
@@ -111,6 +112,39 @@ fn io_err<'a>(path: &'a Path, action: &'static str) -> impl FnOnce(io::Error) ->
     }
 }
 
+/// Who holds the flock on `dir`, from /proc/locks: `pid 123 (certkeeper) since 0:00:05`.
+fn lock_holder(dir: &Path) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = fs::metadata(dir).ok()?;
+    let (major, minor) = (
+        nix::sys::stat::major(meta.dev()),
+        nix::sys::stat::minor(meta.dev()),
+    );
+    let locks = fs::read_to_string("/proc/locks").ok()?;
+    for line in locks.lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        // `1: FLOCK  ADVISORY  WRITE 1234 fd:01:5678 0 EOF`
+        let Some(at) = f.iter().position(|x| *x == "FLOCK") else {
+            continue;
+        };
+        let (Some(pid), Some(id)) = (f.get(at + 3), f.get(at + 4)) else {
+            continue;
+        };
+        let parts: Vec<&str> = id.split(':').collect();
+        if parts.len() != 3 {
+            continue;
+        }
+        let same = u64::from_str_radix(parts[0], 16).ok() == Some(major)
+            && u64::from_str_radix(parts[1], 16).ok() == Some(minor)
+            && parts[2].parse::<u64>().ok() == Some(meta.ino());
+        if same {
+            let comm = fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            return Some(format!("pid {pid} ({})", comm.trim()));
+        }
+    }
+    None
+}
+
 impl StateDir {
     pub fn new(root: &Path) -> StateDir {
         StateDir {
@@ -156,33 +190,49 @@ impl StateDir {
 
     /// Takes the exclusive lock, waiting for another certkeeper process to finish.
     pub fn lock(&self) -> Result<StateLock, FsError> {
-        self.create()?;
-        let path = self.root.join("lock");
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .mode(0o600)
-            .open(&path)
-            .map_err(|source| FsError::Io {
-                path: path.clone(),
-                action: "cannot open lock file",
-                source,
-            })?;
         use nix::fcntl::{Flock, FlockArg};
-        let file = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-            Ok(l) => return Ok(StateLock { _lock: l }),
-            Err((file, _)) => file,
+        self.create()?;
+        // The lock is taken on the state directory itself: a lock file could be deleted
+        // from under its holder, letting a second writer lock a new one.
+        let dir = fs::File::open(&self.root).map_err(|source| FsError::Io {
+            path: self.root.clone(),
+            action: "cannot open the state directory to lock it",
+            source,
+        })?;
+        let started = std::time::Instant::now();
+        let locked = match Flock::lock(dir, FlockArg::LockExclusiveNonblock) {
+            Ok(l) => l,
+            Err((dir, _)) => {
+                // Wait on a thread of its own, saying every few seconds who holds it.
+                let (tx, rx) = std::sync::mpsc::channel();
+                std::thread::spawn(move || {
+                    let _ = tx.send(Flock::lock(dir, FlockArg::LockExclusive));
+                });
+                loop {
+                    let holder = lock_holder(&self.root).unwrap_or_else(|| "unknown".into());
+                    tracing::info!(path = %self.root.display(), %holder, waiting_s = started.elapsed().as_secs(), "another certkeeper holds the state lock; waiting");
+                    match rx.recv_timeout(std::time::Duration::from_secs(5)) {
+                        Ok(Ok(l)) => break l,
+                        Ok(Err((_, errno))) => {
+                            return Err(FsError::Io {
+                                path: self.root.clone(),
+                                action: "cannot lock",
+                                source: std::io::Error::from(errno),
+                            })
+                        }
+                        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => continue,
+                        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                            return Err(FsError::Io {
+                                path: self.root.clone(),
+                                action: "cannot lock",
+                                source: std::io::Error::other("the waiting thread ended"),
+                            })
+                        }
+                    }
+                }
+            }
         };
-        tracing::info!(path = %path.display(), "another certkeeper holds the state lock; waiting");
-        match Flock::lock(file, FlockArg::LockExclusive) {
-            Ok(l) => Ok(StateLock { _lock: l }),
-            Err((_, errno)) => Err(FsError::Io {
-                path,
-                action: "cannot lock",
-                source: std::io::Error::from(errno),
-            }),
-        }
+        Ok(StateLock { _lock: locked })
     }
 
     /// Keeps a copy of a new pair under `archive/NAME/SERIAL/`. The pairs' directory

@@ -477,12 +477,8 @@ fn a_hanging_config_test_is_killed_at_its_deadline_and_the_daemon_goes_on() {
     );
     let killed_after = started.elapsed();
     // The lock is free once the pass is over: nothing waits for the hung command.
-    let lock = sb.state_dir().join("lock");
     assert!(
-        wait_until(Duration::from_secs(5), || {
-            let f = fs::OpenOptions::new().write(true).open(&lock).unwrap();
-            nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock).is_ok()
-        }),
+        wait_until(Duration::from_secs(5), || sb.state_lock_free()),
         "the state lock is still held:\n{}",
         d.log()
     );

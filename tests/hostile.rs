@@ -230,3 +230,32 @@ fn a_ca_key_owned_by_another_user_is_refused() {
     r.stderr_has("the CA key is owned by uid 65534");
     before.assert_same(&sb.snapshot(), "renew with a CA key owned by someone else");
 }
+
+#[test]
+fn deleting_the_lock_file_lets_no_second_writer_in_and_a_waiter_names_the_holder() {
+    let sb = Sandbox::new();
+    let www = CertDef::new("www", Layout::Combined);
+    sb.write_certs(std::slice::from_ref(&www));
+    let state = certkeeper::state::StateDir::new(&sb.state_dir());
+    let held = state.lock().unwrap();
+    // Whatever lock file there is, deleting it changes nothing.
+    let _ = fs::remove_file(sb.state_dir().join("lock"));
+    let mut renew = sb.spawn(&["renew", "--all"]);
+    // It waits, and says for whom.
+    std::thread::sleep(Duration::from_millis(700));
+    assert!(
+        renew.try_wait().unwrap().is_none(),
+        "renew got past a held lock"
+    );
+    assert!(!www.files(&sb).cert.exists(), "a second writer wrote");
+    drop(held);
+    let out = renew.wait_with_output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("another certkeeper holds the state lock")
+            && stderr.contains(&format!("pid {}", std::process::id())),
+        "{stderr}"
+    );
+    assert!(www.files(&sb).cert.exists());
+}

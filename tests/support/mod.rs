@@ -252,6 +252,12 @@ impl Sandbox {
             .clone()
     }
 
+    /// Whether nobody holds the state lock (certkeeper locks the state directory).
+    pub fn state_lock_free(&self) -> bool {
+        let dir = fs::File::open(self.state_dir()).expect("open the state directory");
+        nix::fcntl::Flock::lock(dir, nix::fcntl::FlockArg::LockExclusiveNonblock).is_ok()
+    }
+
     pub fn ledger(&self) -> Vec<serde_json::Value> {
         ledger(&self.state_dir().join("ledger.jsonl"))
     }
