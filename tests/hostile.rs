@@ -259,3 +259,36 @@ fn deleting_the_lock_file_lets_no_second_writer_in_and_a_waiter_names_the_holder
     );
     assert!(www.files(&sb).cert.exists());
 }
+
+#[test]
+fn output_into_a_closed_pipe_ends_quietly() {
+    let sb = Sandbox::new();
+    let certs: Vec<CertDef> = (0..40)
+        .map(|i| CertDef::new(&format!("c{i}"), Layout::Combined))
+        .collect();
+    sb.write_certs(&certs);
+    sb.renew_all().ok();
+    for args in [
+        &["status", "--json"][..],
+        &["status"],
+        &["completions", "bash"],
+    ] {
+        let config = sb.config();
+        let mut all: Vec<&str> = args.to_vec();
+        if args[0] == "status" {
+            all.extend(["-c", &config]);
+        }
+        let mut child = sb
+            .command(&all)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // The reader goes away before the first byte.
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+}

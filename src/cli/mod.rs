@@ -129,6 +129,7 @@ impl CliError {
 
 /// Parses the command line, runs the command, prints any error once.
 pub fn main() -> ExitCode {
+    quiet_on_closed_stdout();
     let cli = Cli::parse();
     let format = match &cli.command {
         Command::Run { log_format, .. } => *log_format,
@@ -154,6 +155,26 @@ pub fn main() -> ExitCode {
             ExitCode::from(e.code())
         }
     }
+}
+
+/// A reader that goes away (`status --json | head -c 10`) ends the output: exit 0,
+/// quietly, rather than the standard library's panic on a broken pipe.
+fn quiet_on_closed_stdout() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let msg = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        // Standard output is the only pipe certkeeper writes to (`println!`, clap's
+        // completions and man page).
+        if msg.contains("Broken pipe") || msg.contains("BrokenPipe") {
+            std::process::exit(0);
+        }
+        default(info);
+    }));
 }
 
 fn init_logging(format: LogFormat) {
