@@ -976,9 +976,13 @@ impl Daemon {
             for (file, owners) in &self.index {
                 if file.parent().is_some_and(|p| armed.contains(p)) {
                     for o in owners {
-                        if let Owner::Managed(i) = o {
-                            self.deferred
-                                .insert(self.config.certificates[*i].name.clone());
+                        match o {
+                            Owner::Managed(i) => {
+                                self.deferred
+                                    .insert(self.config.certificates[*i].name.clone());
+                            }
+                            Owner::Trust => self.trust_wanted = true,
+                            Owner::Watched => {}
                         }
                     }
                 }
