@@ -292,3 +292,34 @@ fn output_into_a_closed_pipe_ends_quietly() {
         assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
     }
 }
+
+#[test]
+fn a_truncated_configuration_never_stops_the_daemon_managing() {
+    let sb = Sandbox::new();
+    let www = CertDef::new("www", Layout::Combined);
+    sb.write_certs(std::slice::from_ref(&www));
+    let d = Daemon::start_ready(&sb, &[]);
+    // Cut right after `certificates:` (a truncated write), then emptied.
+    for text in ["state_dir: $DIR/state\ncertificates:\n", ""] {
+        let rejected = d.log().matches("keeping the running one").count();
+        sb.write_config(text);
+        assert!(
+            wait_until(Duration::from_secs(10), || d
+                .log()
+                .matches("keeping the running one")
+                .count()
+                > rejected),
+            "{}",
+            d.log()
+        );
+    }
+    assert!(d.log().contains("would manage nothing"), "{}", d.log());
+    // Still managing `www`: a deleted file comes back.
+    let cert = www.files(&sb).cert;
+    fs::remove_file(&cert).unwrap();
+    assert!(
+        wait_until(Duration::from_secs(5), || cert.exists()),
+        "{}",
+        d.log()
+    );
+}

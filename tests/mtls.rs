@@ -701,7 +701,7 @@ fn issue_client(sb: &Sandbox, name: &str) -> Client {
 /// differ), and a self-signed one made by openssl.
 fn strangers(sb: &Sandbox) -> Vec<Client> {
     let foreign = Sandbox::new();
-    foreign.write_config(CA_HEADER);
+    foreign.write_config(&format!("{CA_HEADER}certificates: []\n"));
     let mut twin = issue_client(&foreign, "twin");
     let dir = sb.path("clients");
     fs::create_dir_all(&dir).unwrap();
@@ -1175,6 +1175,7 @@ fn client_certificates_and_crls_satisfy_openssl() {
     y.push_str("trust:\n");
     y.push_str(&trust_yaml("$DIR/tls/chain.pem", "chain", None, None));
     y.push_str(&trust_yaml("$DIR/tls/clients.crl", "crl", None, None));
+    y.push_str("certificates: []\n");
     sb.write_config(&y);
     sb.ck(&["check"]).ok();
     sb.renew_all().ok();
@@ -1277,6 +1278,7 @@ fn revoking_an_unknown_serial_changes_nothing_and_revoking_twice_is_harmless() {
     let mut y = CA_HEADER.to_string();
     y.push_str("trust:\n");
     y.push_str(&trust_yaml("$DIR/tls/clients.crl", "crl", None, None));
+    y.push_str("certificates: []\n");
     sb.write_config(&y);
     sb.renew_all().ok();
     let alice = issue_client(&sb, "alice");
@@ -1342,6 +1344,7 @@ fn every_new_crl_has_a_higher_crl_number() {
     let mut y = CA_HEADER.to_string();
     y.push_str("trust:\n");
     y.push_str(&trust_yaml("$DIR/tls/clients.crl", "crl", None, None));
+    y.push_str("certificates: []\n");
     sb.write_config(&y);
     sb.renew_all().ok();
     let crl = sb.path("tls/clients.crl");
@@ -1395,6 +1398,7 @@ fn the_daemon_restores_a_deleted_crl_and_follows_revocations() {
             q(&format!("echo ran >> {}", path_str(&runs)))
         )),
     ));
+    y.push_str("certificates: []\n");
     sb.write_config(&y);
     sb.ck(&["check"]).ok();
     let ca_file = sb.path("tls/clients-ca.pem");

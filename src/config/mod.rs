@@ -21,6 +21,9 @@ pub const DEFAULT_PATH: &str = "/etc/certkeeper/config.yaml";
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/certkeeper";
 /// The shortest lifetime a leaf may ask for: short enough for demos and tests.
 pub const MIN_LIFETIME: Duration = Duration::from_secs(30);
+/// The longest lifetime accepted: the end of a certificate must fit in its date field
+/// (year 9999 at most); a thousand years is far past any use.
+pub const MAX_LIFETIME: Duration = Duration::from_secs(1000 * 365 * 86_400);
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -409,6 +412,18 @@ impl Ctx {
                 .and_then(|s| self.abs_path("state_dir", None, &s)),
             None => Some(PathBuf::from(DEFAULT_STATE_DIR)),
         };
+        if let Some(dir) = &state_dir {
+            if std::fs::metadata(dir).is_ok_and(|m| !m.is_dir()) {
+                self.err(
+                    "state_dir",
+                    None,
+                    format!(
+                        "{} exists and is not a directory; point state_dir at a directory (certkeeper creates it when missing)",
+                        dir.display()
+                    ),
+                );
+            }
+        }
         let ca = take("ca")
             .map(|v| self.section::<RawCa>("ca", v, None))
             .unwrap_or(Some(RawCa::default()))
@@ -458,6 +473,15 @@ impl Ctx {
             None => Some(Hooks::default()),
         };
         let certs_value = take("certificates");
+        // A configuration that manages and watches nothing must say so: an empty or
+        // truncated file must never quietly stop certkeeper from managing everything.
+        if split.is_none() && certs_value.is_none() {
+            self.err(
+                "certificates",
+                None,
+                "is missing or empty, so this configuration would manage nothing (an empty or truncated file?); list the certificates, or write `certificates: []` to say that nothing is managed yet",
+            );
+        }
         let trust_value = take("trust");
 
         let defaults = defaults.unwrap_or_default();
@@ -621,6 +645,23 @@ impl Ctx {
             .ok()
     }
 
+    /// Whether a lifetime fits in a certificate (see `MAX_LIFETIME`); reports it if not.
+    fn fits(&mut self, field: &str, cert: Option<&str>, d: Duration) -> bool {
+        if d > MAX_LIFETIME {
+            self.err(
+                field,
+                cert,
+                format!(
+                    "{} is longer than certkeeper accepts ({}): the end of a certificate must fit in its date field",
+                    format_duration(d),
+                    format_duration(MAX_LIFETIME)
+                ),
+            );
+            return false;
+        }
+        true
+    }
+
     fn key_type(&mut self, field: &str, cert: Option<&str>, text: &str) -> Option<KeyType> {
         text.parse()
             .map_err(|e: String| self.err(field, cert, e))
@@ -649,6 +690,8 @@ impl Ctx {
                 .map(|t| t.0.as_str())
                 .unwrap_or("3y"),
         );
+        let root = root.filter(|d| self.fits("ca.root_lifetime", None, *d));
+        let inter = inter.filter(|d| self.fits("ca.intermediate_lifetime", None, *d));
         if let (Some(r), Some(i)) = (root, inter) {
             if i > r {
                 self.err(
@@ -684,7 +727,12 @@ impl Ctx {
         }
         for (f, v) in [("lifetime", &d.lifetime), ("warn_before", &d.warn_before)] {
             if let Some(v) = v {
-                self.duration(&format!("defaults.{f}"), None, &v.0);
+                let field = format!("defaults.{f}");
+                if let Some(d) = self.duration(&field, None, &v.0) {
+                    if f == "lifetime" {
+                        self.fits(&field, None, d);
+                    }
+                }
             }
         }
         if let Some(r) = &d.renew_before {
@@ -917,6 +965,15 @@ impl Ctx {
                 );
                 continue;
             }
+            // The name becomes a directory under state_dir/acme/.
+            if name.is_empty() || name == "." || name == ".." || name.contains(['/', '\0']) {
+                self.err(
+                    &format!("issuers.{name}"),
+                    None,
+                    "is not a usable issuer name (it names a directory under state_dir/acme): use letters, digits, `.`, `_` and `-`",
+                );
+                continue;
+            }
             let a = i.acme;
             let mut ok = true;
             if !a.directory.starts_with("https://") && !a.directory.starts_with("http://") {
@@ -1050,11 +1107,13 @@ impl Ctx {
             }
             Some(n)
                 if n.is_empty()
+                    || n == "."
+                    || n == ".."
                     || !n.chars().all(|c| {
                         c.is_ascii_lowercase() || c.is_ascii_digit() || "._-".contains(c)
                     }) =>
             {
-                self.err(&f("name"), cert, format!("`{n}` is not a valid name; use lower-case letters, digits, `.`, `_` and `-`"));
+                self.err(&f("name"), cert, format!("`{n}` is not a valid name; use lower-case letters, digits, `.`, `_` and `-` (not `.` or `..` alone: names become directory names)"));
                 None
             }
             Some(n) => Some(n.clone()),
@@ -1176,6 +1235,12 @@ impl Ctx {
             "defaults.lifetime".into()
         } else {
             f("lifetime")
+        };
+        // A default that is too long is reported once, at `defaults.lifetime`.
+        let lifetime = if own_life {
+            lifetime.filter(|l| self.fits(&lifetime_field, cert, *l))
+        } else {
+            lifetime.filter(|l| *l <= MAX_LIFETIME)
         };
         if let Some(l) = lifetime {
             if l < MIN_LIFETIME {

@@ -132,10 +132,57 @@ fn the_design_example_resolves() {
 }
 
 #[test]
-fn empty_file_manages_nothing() {
-    let c = ok("# nothing yet\n");
+fn an_empty_file_is_refused_unless_it_says_it_manages_nothing() {
+    // Empty, comment-only, or cut off right after `certificates:`: a truncated file.
+    for text in ["", "# nothing yet\n", "state_dir: /tmp/s\ncertificates:\n"] {
+        let e = one_error(text);
+        assert_eq!(e.field, "certificates", "{text:?}: {e}");
+        assert!(e.message.contains("write `certificates: []`"), "{e}");
+    }
+    let c = ok("# nothing yet\ncertificates: []\n");
     assert!(c.certificates.is_empty());
     assert_eq!(c.state_dir, PathBuf::from(DEFAULT_STATE_DIR));
+}
+
+#[test]
+fn lifetimes_that_do_not_fit_and_path_like_names_are_refused() {
+    let errs = errors(
+        "state_dir: /tmp/s\nca: { root_lifetime: 9000y, intermediate_lifetime: 8000y }\n\
+         defaults: { lifetime: 2000y }\ncertificates: []\n",
+    );
+    let fields: Vec<&str> = errs.iter().map(|e| e.field.as_str()).collect();
+    assert_eq!(
+        fields,
+        [
+            "ca.root_lifetime",
+            "ca.intermediate_lifetime",
+            "defaults.lifetime"
+        ],
+        "{errs:?}"
+    );
+    assert!(
+        errs[0].message.contains("longer than certkeeper accepts"),
+        "{errs:?}"
+    );
+    for name in [".", ".."] {
+        let e = one_error(&cert(&format!(
+            "  - name: \"{name}\"\n    sans: [a.b]\n    files: {{ layout: combined, cert: /a.pem }}\n"
+        )));
+        assert!(e.message.contains("not a valid name"), "{e}");
+    }
+    let e = one_error("issuers:\n  \"..\":\n    acme: { directory: \"https://x/d\", challenge: { http01: { webroot: /w } } }\ncertificates: []\n");
+    assert!(e.message.contains("not a usable issuer name"), "{e}");
+}
+
+#[test]
+fn a_state_dir_that_is_a_file_is_refused() {
+    let file = tempfile::NamedTempFile::new().unwrap();
+    let e = one_error(&format!(
+        "state_dir: {}\ncertificates: []\n",
+        file.path().display()
+    ));
+    assert_eq!(e.field, "state_dir");
+    assert!(e.message.contains("is not a directory"), "{e}");
 }
 
 const BASE: &str = "state_dir: /tmp/s\ncertificates:\n";
@@ -151,9 +198,12 @@ fn unknown_key_names_line_and_field() {
     assert_eq!(e.certificate.as_deref(), Some("www"));
     assert_eq!(e.field, "certificates[0].sanz", "{e}");
     assert!(e.message.contains("unknown field `sanz`"), "{e}");
-    let e = one_error("certficates: []\n");
+    let errs = errors("certficates: []\n");
+    let e = errs
+        .iter()
+        .find(|e| e.message.contains("unknown key `certficates`"))
+        .unwrap_or_else(|| panic!("{errs:?}"));
     assert_eq!(e.line, Some(1));
-    assert!(e.message.contains("unknown key `certficates`"), "{e}");
 }
 
 #[test]
@@ -280,9 +330,11 @@ fn unknown_users_servers_and_issuers() {
     assert!(e.message.contains("no user `no-such-user-here`"), "{e}");
     let e = one_error(&cert("  - name: a\n    sans: [a.b]\n    issuer: fleet\n    files: { layout: nginx, cert: /a.crt, key: /a.key }\n"));
     assert!(e.message.contains("unknown issuer `fleet`"), "{e}");
-    let e = one_error("servers:\n  web:\n    type: nginx\n");
+    let e = one_error("servers:\n  web:\n    type: nginx\ncertificates: []\n");
     assert!(e.message.contains("pid_file"), "{e}");
-    let e = one_error("servers:\n  web:\n    type: lighttpd\n    pid_file: /run/x.pid\n");
+    let e = one_error(
+        "servers:\n  web:\n    type: lighttpd\n    pid_file: /run/x.pid\ncertificates: []\n",
+    );
     assert!(e.message.contains("not a server type"), "{e}");
     assert_eq!(e.line, Some(3));
 }

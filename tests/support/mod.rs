@@ -158,6 +158,10 @@ impl Sandbox {
     /// Writes a config made of the standard header and these certificates.
     pub fn write_certs(&self, certs: &[CertDef]) -> PathBuf {
         let mut yaml = header();
+        if certs.is_empty() {
+            // Managing nothing must be said explicitly.
+            yaml = yaml.replace("certificates:\n", "certificates: []\n");
+        }
         for c in certs {
             yaml.push_str(&c.yaml());
         }
@@ -230,7 +234,11 @@ impl Sandbox {
                 y.push_str(s);
             }
         }
-        y.push_str("certificates:\n");
+        y.push_str(if certs.is_empty() {
+            "certificates: []\n"
+        } else {
+            "certificates:\n"
+        });
         for c in certs {
             y.push_str(&c.yaml());
         }
