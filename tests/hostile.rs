@@ -73,6 +73,19 @@ fn cases() -> Vec<(&'static str, String, String, Vec<&'static str>)> {
     ]
 }
 
+/// Does `act` and waits until the daemon has rejected one more configuration.
+#[track_caller]
+fn rejects(d: &Daemon, act: impl FnOnce()) {
+    let count = || d.log().matches("keeping the running one").count();
+    let before = count();
+    act();
+    assert!(
+        wait_until(Duration::from_secs(10), || count() > before),
+        "{}",
+        d.log()
+    );
+}
+
 /// The CA exists, a symlink leads into the state directory, and two names of one file
 /// exist in `tls/`.
 fn world(sb: &Sandbox) {
@@ -146,17 +159,7 @@ fn a_running_daemon_rejects_them_by_sighup_and_by_the_file_watch() {
         d.log()
     );
     // ... and by SIGHUP.
-    let rejected = d.log().matches("keeping the running one").count();
-    d.signal(nix::sys::signal::Signal::SIGHUP);
-    assert!(
-        wait_until(Duration::from_secs(10), || d
-            .log()
-            .matches("keeping the running one")
-            .count()
-            > rejected),
-        "{}",
-        d.log()
-    );
+    rejects(&d, || d.signal(nix::sys::signal::Signal::SIGHUP));
     assert!(d.alive());
     assert_eq!(
         fs::read(sb.state_dir().join("ca/root.key")).unwrap(),
@@ -301,17 +304,9 @@ fn a_truncated_configuration_never_stops_the_daemon_managing() {
     let d = Daemon::start_ready(&sb, &[]);
     // Cut right after `certificates:` (a truncated write), then emptied.
     for text in ["state_dir: $DIR/state\ncertificates:\n", ""] {
-        let rejected = d.log().matches("keeping the running one").count();
-        sb.write_config(text);
-        assert!(
-            wait_until(Duration::from_secs(10), || d
-                .log()
-                .matches("keeping the running one")
-                .count()
-                > rejected),
-            "{}",
-            d.log()
-        );
+        rejects(&d, || {
+            sb.write_config(text);
+        });
     }
     assert!(d.log().contains("would manage nothing"), "{}", d.log());
     // Still managing `www`: a deleted file comes back.
