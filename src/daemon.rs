@@ -328,14 +328,15 @@ async fn run_async(config_path: &Path) -> Result<(), DaemonError> {
         .iter()
         .map(|c| c.name.clone())
         .collect();
+    // The first reconciliation runs in passes like any other (one per group of
+    // certificates sharing servers), with the loop already serving timers: a server
+    // that hangs at start-up delays READY=1 by its timeout, not another certificate's
+    // renewal. READY=1 when the last of these passes has ended.
     d.launch(all, true, true);
-    d.settle_passes().await;
-    d.check_watched(OffsetDateTime::now_utc());
-    if !d.cancel.load(Ordering::Relaxed) {
-        notify(&[NotifyState::Ready, NotifyState::Status(&d.summary())]);
+    let mut starting: BTreeSet<u64> = d.flights.keys().copied().collect();
+    if starting.is_empty() {
+        d.started();
     }
-    d.stores_armed = true;
-    d.rewatch();
 
     let watchdog = sd_notify::watchdog_enabled().map(|t| t / 2);
     let mut watchdog_tick = tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(86_400)));
@@ -388,6 +389,12 @@ async fn run_async(config_path: &Path) -> Result<(), DaemonError> {
             }
             Some(done) = d.passes.join_next(), if !d.passes.is_empty() => {
                 d.finish(done);
+                if !starting.is_empty() {
+                    starting.retain(|id| d.flights.contains_key(id));
+                    if starting.is_empty() {
+                        d.started();
+                    }
+                }
                 notify(&[NotifyState::Status(&d.summary())]);
             }
             _ = stop_rx.changed() => break,
@@ -627,11 +634,6 @@ impl Daemon {
             self.trust_wanted = true;
         }
         let mut go: BTreeSet<String> = BTreeSet::new();
-        let mut servers: BTreeSet<String> = if with_trust {
-            trust_servers
-        } else {
-            BTreeSet::new()
-        };
         for name in names {
             if self.in_flight(&name) {
                 // Looked at again when its pass ends: the files may have changed after
@@ -650,7 +652,6 @@ impl Daemon {
                 }
                 continue;
             }
-            servers.extend(spec.reload.iter().cloned());
             go.insert(name);
         }
         if go.is_empty() && !with_trust {
@@ -659,13 +660,67 @@ impl Daemon {
         if check_served {
             self.deferred_check.retain(|n| !go.contains(n));
         }
+        // One pass per group of certificates that share servers (the trust targets'
+        // servers count for the group that looks after them): a server that hangs holds
+        // up only its own group.
+        let mut groups: Vec<(BTreeSet<String>, BTreeSet<String>, bool)> = Vec::new();
+        if with_trust {
+            groups.push((BTreeSet::new(), trust_servers, true));
+        }
+        let mut serverless: BTreeSet<String> = BTreeSet::new();
+        for name in go {
+            let spec = self
+                .config
+                .certificates
+                .iter()
+                .find(|c| c.name == name)
+                .expect("selected above");
+            if spec.reload.is_empty() {
+                serverless.insert(name);
+                continue;
+            }
+            let mut merged: (BTreeSet<String>, BTreeSet<String>, bool) = (
+                BTreeSet::from([name]),
+                spec.reload.iter().cloned().collect(),
+                false,
+            );
+            let mut rest = Vec::new();
+            for g in groups.drain(..) {
+                if g.1.iter().any(|s| merged.1.contains(s)) {
+                    merged.0.extend(g.0);
+                    merged.1.extend(g.1);
+                    merged.2 |= g.2;
+                } else {
+                    rest.push(g);
+                }
+            }
+            rest.push(merged);
+            groups = rest;
+        }
+        if !serverless.is_empty() {
+            groups.push((serverless, BTreeSet::new(), false));
+        }
+        for (certs, servers, trust) in groups {
+            self.spawn_pass(certs, servers, trust, check_served);
+        }
+    }
+
+    /// Starts one pass on a blocking thread over `certs`, which hold `servers` until it
+    /// ends; returns its id.
+    fn spawn_pass(
+        &mut self,
+        certs: BTreeSet<String>,
+        servers: BTreeSet<String>,
+        with_trust: bool,
+        check_served: bool,
+    ) -> u64 {
         let id = self.next_flight;
         self.next_flight += 1;
-        let names: Vec<String> = go.iter().cloned().collect();
+        let names: Vec<String> = certs.iter().cloned().collect();
         self.flights.insert(
             id,
             Flight {
-                certs: go,
+                certs,
                 servers,
                 trust: with_trust,
             },
@@ -746,6 +801,17 @@ impl Daemon {
                 result,
             }
         });
+        id
+    }
+
+    /// The first reconciliation is over: tell systemd, and watch the stores too.
+    fn started(&mut self) {
+        self.check_watched(OffsetDateTime::now_utc());
+        if !self.cancel.load(Ordering::Relaxed) {
+            notify(&[NotifyState::Ready, NotifyState::Status(&self.summary())]);
+        }
+        self.stores_armed = true;
+        self.rewatch();
     }
 
     fn in_flight(&self, name: &str) -> bool {
