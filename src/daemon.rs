@@ -132,6 +132,8 @@ struct Daemon {
     watch_next: HashMap<String, OffsetDateTime>,
     /// Every file we care about → the certificates that own it.
     index: HashMap<PathBuf, Vec<Owner>>,
+    /// Each managed certificate's position in the configuration, by name.
+    by_name: HashMap<String, usize>,
     /// The directories of every indexed file, and of the configuration file.
     dirs: BTreeSet<PathBuf>,
     /// Each certificate store → the certificate (`install::store_dir`): events in a
@@ -272,6 +274,7 @@ async fn run_async(config_path: &Path) -> Result<(), DaemonError> {
         tracks: HashMap::new(),
         watch_next: HashMap::new(),
         index: HashMap::new(),
+        by_name: HashMap::new(),
         dirs: BTreeSet::new(),
         stores: HashMap::new(),
         store_dirs: HashMap::new(),
@@ -462,6 +465,13 @@ impl Daemon {
             dirs.insert(d.to_path_buf());
         }
         self.index = index;
+        self.by_name = self
+            .config
+            .certificates
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (c.name.clone(), i))
+            .collect();
         self.dirs = dirs;
         self.stores = self
             .config
@@ -548,8 +558,8 @@ impl Daemon {
             .get(name)
             .filter(|t| t.failures > 0 && t.next > now)
             .map(|t| t.next);
-        let spec = self.config.certificates.iter().find(|c| c.name == name);
-        let servers = spec
+        let servers = self
+            .spec(name)
             .into_iter()
             .flat_map(|c| c.reload.iter())
             .filter_map(|s| self.servers.get(s))
@@ -641,7 +651,7 @@ impl Daemon {
                 self.deferred.insert(name);
                 continue;
             }
-            let Some(spec) = self.config.certificates.iter().find(|c| c.name == name) else {
+            let Some(spec) = self.spec(&name) else {
                 continue;
             };
             if spec.reload.iter().any(|s| busy_servers.contains(s)) {
@@ -669,12 +679,7 @@ impl Daemon {
         }
         let mut serverless: BTreeSet<String> = BTreeSet::new();
         for name in go {
-            let spec = self
-                .config
-                .certificates
-                .iter()
-                .find(|c| c.name == name)
-                .expect("selected above");
+            let spec = self.spec(&name).expect("selected above");
             if spec.reload.is_empty() {
                 serverless.insert(name);
                 continue;
@@ -814,6 +819,12 @@ impl Daemon {
         self.rewatch();
     }
 
+    fn spec(&self, name: &str) -> Option<&config::CertSpec> {
+        self.by_name
+            .get(name)
+            .map(|&i| &self.config.certificates[i])
+    }
+
     fn in_flight(&self, name: &str) -> bool {
         self.flights.values().any(|f| f.certs.contains(name))
     }
@@ -924,13 +935,12 @@ impl Daemon {
             }
         };
         for r in reports {
+            let spec = self
+                .by_name
+                .get(&r.name)
+                .map(|&i| &self.config.certificates[i]);
             let has_expiring_hooks = !self.config.hooks.expiring.is_empty()
-                || self
-                    .config
-                    .certificates
-                    .iter()
-                    .find(|c| c.name == r.name)
-                    .is_some_and(|c| !c.hooks.expiring.is_empty());
+                || spec.is_some_and(|c| !c.hooks.expiring.is_empty());
             let track = self.tracks.entry(r.name.clone()).or_insert(Track {
                 next: now,
                 failures: 0,
@@ -976,11 +986,7 @@ impl Daemon {
                     track.next = retry_at_spread(&r.name, now, track.failures, *not_after);
                     // A server in backoff holds back every certificate it reloads, so
                     // that they are retried together, with one reload.
-                    if let Some(until) = self
-                        .config
-                        .certificates
-                        .iter()
-                        .find(|c| c.name == r.name)
+                    if let Some(until) = spec
                         .into_iter()
                         .flat_map(|c| c.reload.iter())
                         .filter_map(|s| self.servers.get(s))
@@ -1226,11 +1232,16 @@ impl Daemon {
         let old = self.config.clone();
         // A certificate whose own entry or one of whose servers changed is looked at at
         // once, even in backoff: the user acted. The others keep their schedule.
+        let old_by_name: HashMap<&str, &config::CertSpec> = old
+            .certificates
+            .iter()
+            .map(|c| (c.name.as_str(), c))
+            .collect();
         let changed: Vec<String> = new
             .certificates
             .iter()
             .filter(|c| {
-                old.certificates.iter().find(|o| o.name == c.name) != Some(*c)
+                old_by_name.get(c.name.as_str()) != Some(c)
                     || c.reload
                         .iter()
                         .any(|s| old.servers.get(s) != new.servers.get(s))
