@@ -684,23 +684,28 @@ impl Daemon {
                 serverless.insert(name);
                 continue;
             }
-            let mut merged: (BTreeSet<String>, BTreeSet<String>, bool) = (
-                BTreeSet::from([name]),
-                spec.reload.iter().cloned().collect(),
-                false,
-            );
-            let mut rest = Vec::new();
-            for g in groups.drain(..) {
-                if g.1.iter().any(|s| merged.1.contains(s)) {
-                    merged.0.extend(g.0);
-                    merged.1.extend(g.1);
-                    merged.2 |= g.2;
-                } else {
-                    rest.push(g);
+            // Joins the first group that shares a server with it (merging any other
+            // such group into that one); a group of its own otherwise. Groups are as
+            // few as the servers, so this stays linear in the certificates.
+            let mut sharing = (0..groups.len())
+                .filter(|&g| spec.reload.iter().any(|s| groups[g].1.contains(s)))
+                .collect::<Vec<_>>()
+                .into_iter();
+            let reload: Vec<String> = spec.reload.clone();
+            match sharing.next() {
+                None => groups.push((BTreeSet::from([name]), reload.into_iter().collect(), false)),
+                Some(first) => {
+                    // Later indices first, so that removing them keeps `first` valid.
+                    for other in sharing.rev() {
+                        let (certs, servers, trust) = groups.swap_remove(other);
+                        groups[first].0.extend(certs);
+                        groups[first].1.extend(servers);
+                        groups[first].2 |= trust;
+                    }
+                    groups[first].0.insert(name);
+                    groups[first].1.extend(reload);
                 }
             }
-            rest.push(merged);
-            groups = rest;
         }
         if !serverless.is_empty() {
             groups.push((serverless, BTreeSet::new(), false));
