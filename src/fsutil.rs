@@ -2,9 +2,9 @@
 //! restrictive mode, given its final owner and mode, fsynced, renamed into place, and
 //! the directory fsynced. Symlinks at targets are refused unless explicitly allowed.
 
-use std::fs::{self, File, OpenOptions, Permissions};
+use std::fs::{self, File, Permissions};
 use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use zeroize::Zeroizing;
 
@@ -35,6 +35,10 @@ impl std::fmt::Debug for FileSpec {
 pub enum FsError {
     #[error("{path}: is a symbolic link; certkeeper does not write through links it was not told about (set follow_symlinks: true for this certificate, or replace the link with a file)")]
     Symlink { path: PathBuf },
+    #[error("{link}: is a symbolic link on the way to {path}; certkeeper does not write through a linked directory it was not told about (write the real path, or set follow_symlinks: true for this certificate)")]
+    LinkInPath { link: PathBuf, path: PathBuf },
+    #[error("{path}: {problem}; certkeeper keeps its CA keys and archive there, so only the user it runs as may write it (chmod go-w {path})")]
+    UnsafeDir { path: PathBuf, problem: String },
     #[error("{path}: exists and is not a regular file; remove it or choose another path")]
     NotAFile { path: PathBuf },
     #[error("{path}: is not a directory; create it or change the path that lives in it")]
@@ -174,8 +178,14 @@ pub fn file_identity(path: &Path) -> Option<(u64, u64)> {
 }
 
 /// Creates `dir` and missing parents with `mode` (new directories only; the mode is
-/// set explicitly, so the process umask does not narrow it).
+/// set explicitly, so the process umask does not narrow it), following no link on the
+/// way (see [`Dir`]).
 pub fn ensure_dir(dir: &Path, mode: u32) -> Result<(), FsError> {
+    Dir::open_or_create(dir, mode, false).map(|_| ())
+}
+
+/// [`ensure_dir`] for a path the user allows links in.
+fn ensure_dir_following(dir: &Path, mode: u32) -> Result<(), FsError> {
     match fs::metadata(dir) {
         Ok(m) if m.is_dir() => return Ok(()),
         Ok(_) => {
@@ -186,7 +196,7 @@ pub fn ensure_dir(dir: &Path, mode: u32) -> Result<(), FsError> {
         Err(_) => {}
     }
     if let Some(parent) = dir.parent() {
-        ensure_dir(parent, mode)?;
+        ensure_dir_following(parent, mode)?;
     }
     match fs::DirBuilder::new().mode(mode).create(dir) {
         Ok(()) => fs::set_permissions(dir, Permissions::from_mode(mode))
@@ -206,47 +216,346 @@ pub fn write_atomic(spec: &FileSpec) -> Result<(), FsError> {
 /// `target`'s directory, renamed over `target` (whatever `target` is: a file, a symlink,
 /// nothing; the rename replaces the directory entry, it follows nothing), then the
 /// directory fsynced. `spec.path` is not looked at: the caller resolved the target.
+/// Unless `spec.follow_symlinks`, the directory is reached without following a link
+/// in any component of its path (see [`Dir`]).
 pub fn replace_with(target: &Path, spec: &FileSpec) -> Result<(), FsError> {
-    let dir = target.parent().unwrap_or(Path::new("/")).to_path_buf();
-    ensure_dir(&dir, 0o755)?;
-    let tmp = temp_name(target);
-    let result = (|| {
-        write_new(&tmp, spec)?;
-        fs::rename(&tmp, target).map_err(io_err(target, "cannot rename into place"))?;
-        sync_dir(&dir)
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
+    let (dir, name) = Dir::of_file(target, 0o755, spec.follow_symlinks)?;
+    dir.replace_file(name, spec)
 }
 
 /// Creates `path`, which must not exist (`O_EXCL | O_NOFOLLOW`: never through a link),
 /// mode 0600 until its owner and final mode are set, all before the first byte; then
 /// writes `spec`'s bytes and fsyncs. The directory is not fsynced.
 pub fn write_new(path: &Path, spec: &FileSpec) -> Result<(), FsError> {
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits() | nix::fcntl::OFlag::O_CLOEXEC.bits())
-        .open(path)
-        .map_err(io_err(path, "cannot create file"))?;
-    if spec.uid.is_some() || spec.gid.is_some() {
-        std::os::unix::fs::fchown(&file, spec.uid, spec.gid)
-            .map_err(io_err(path, "cannot set owner"))?;
-    }
-    file.set_permissions(Permissions::from_mode(spec.mode))
-        .map_err(io_err(path, "cannot set mode"))?;
-    file.write_all(&spec.bytes)
-        .map_err(io_err(path, "cannot write"))?;
-    file.sync_all().map_err(io_err(path, "cannot fsync"))
+    let (dir, name) = Dir::of_file(path, 0o755, spec.follow_symlinks)?;
+    dir.create_file(name, spec)
 }
 
 pub fn sync_dir(dir: &Path) -> Result<(), FsError> {
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(io_err(dir, "cannot fsync directory"))
+}
+
+/// An open directory, reached without following a symbolic link in any component of
+/// its path (unless told to), in which files and links are made by name: a link
+/// planted on the way after the directory was opened changes nothing.
+#[derive(Debug)]
+pub struct Dir {
+    fd: File,
+    path: PathBuf,
+}
+
+/// `path` made absolute and normalized as written (`.` dropped, `..` taking off the
+/// component before it). With no link on the way, this is the directory the kernel
+/// would resolve.
+fn lexical(path: &Path) -> PathBuf {
+    let path = if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        std::env::current_dir()
+            .unwrap_or_else(|_| PathBuf::from("/"))
+            .join(path)
+    };
+    let mut out = PathBuf::from("/");
+    for c in path.components() {
+        match c {
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            std::path::Component::Normal(n) => out.push(n),
+            _ => {}
+        }
+    }
+    out
+}
+
+/// Flags for opening a directory on the way.
+fn dir_flags() -> nix::fcntl::OFlag {
+    use nix::fcntl::OFlag;
+    OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC
+}
+
+impl Dir {
+    /// Opens `path`, which must exist. Without `follow`, every component is opened
+    /// relative to the one before with `O_NOFOLLOW`: a symbolic link anywhere on the
+    /// way is [`FsError::LinkInPath`].
+    pub fn open(path: &Path, follow: bool) -> Result<Dir, FsError> {
+        Self::walk(path, None, follow)
+    }
+
+    /// Opens `path`, creating missing directories with `mode` (set explicitly, so the
+    /// umask does not narrow it).
+    pub fn open_or_create(path: &Path, mode: u32, follow: bool) -> Result<Dir, FsError> {
+        Self::walk(path, Some(mode), follow)
+    }
+
+    /// The directory of `file`, opened or created, and `file`'s name in it.
+    pub fn of_file(
+        file: &Path,
+        mode: u32,
+        follow: bool,
+    ) -> Result<(Dir, &std::ffi::OsStr), FsError> {
+        let name = file.file_name().ok_or_else(|| FsError::NotAFile {
+            path: file.to_path_buf(),
+        })?;
+        let dir = Self::open_or_create(file.parent().unwrap_or(Path::new("/")), mode, follow)?;
+        Ok((dir, name))
+    }
+
+    fn walk(path: &Path, create: Option<u32>, follow: bool) -> Result<Dir, FsError> {
+        if follow {
+            if let Some(mode) = create {
+                ensure_dir_following(path, mode)?;
+            }
+            let fd = File::open(path).map_err(io_err(path, "cannot open directory"))?;
+            return Ok(Dir {
+                fd,
+                path: path.to_path_buf(),
+            });
+        }
+        let full = lexical(path);
+        let mut here = PathBuf::from("/");
+        let mut dir = Dir {
+            fd: File::open("/").map_err(io_err(&here, "cannot open directory"))?,
+            path: here.clone(),
+        };
+        for part in full.iter().skip(1) {
+            here.push(part);
+            dir = dir.child(part, &here, &full, create)?;
+        }
+        dir.path = path.to_path_buf();
+        Ok(dir)
+    }
+
+    /// Opens (or with `create`, makes) the directory `name` in this one, following no
+    /// link; `here` is its path and `full` the path being walked, for messages.
+    fn child(
+        &self,
+        name: &std::ffi::OsStr,
+        here: &Path,
+        full: &Path,
+        create: Option<u32>,
+    ) -> Result<Dir, FsError> {
+        use nix::errno::Errno;
+        use nix::sys::stat::Mode;
+        let open = || nix::fcntl::openat(&self.fd, name, dir_flags(), Mode::empty());
+        let fd = match open() {
+            Ok(fd) => fd,
+            Err(Errno::ENOENT) if create.is_some() => {
+                let mode = create.unwrap_or(0o755);
+                let made =
+                    match nix::sys::stat::mkdirat(&self.fd, name, Mode::from_bits_truncate(mode)) {
+                        Ok(()) => true,
+                        Err(Errno::EEXIST) => false,
+                        Err(e) => return Err(io_err(here, "cannot create directory")(e.into())),
+                    };
+                let fd = open().map_err(|e| self.classify(name, here, full, e))?;
+                if made {
+                    let file = File::from(fd);
+                    file.set_permissions(Permissions::from_mode(mode))
+                        .map_err(io_err(here, "cannot set the mode of new directory"))?;
+                    // The new entry is durable before anything is made inside it.
+                    self.sync()?;
+                    return Ok(Dir {
+                        fd: file,
+                        path: here.to_path_buf(),
+                    });
+                }
+                fd
+            }
+            Err(e) => return Err(self.classify(name, here, full, e)),
+        };
+        Ok(Dir {
+            fd: File::from(fd),
+            path: here.to_path_buf(),
+        })
+    }
+
+    /// Why `name` could not be opened as a directory: a link, something else, or an
+    /// error of the system.
+    fn classify(
+        &self,
+        name: &std::ffi::OsStr,
+        here: &Path,
+        full: &Path,
+        e: nix::errno::Errno,
+    ) -> FsError {
+        use nix::errno::Errno;
+        use nix::sys::stat::{fstatat, SFlag};
+        if matches!(e, Errno::ELOOP | Errno::ENOTDIR) {
+            if let Ok(st) = fstatat(&self.fd, name, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW) {
+                let kind = SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT;
+                if kind == SFlag::S_IFLNK {
+                    return FsError::LinkInPath {
+                        link: here.to_path_buf(),
+                        path: full.to_path_buf(),
+                    };
+                }
+                return FsError::NotADirectory {
+                    path: here.to_path_buf(),
+                };
+            }
+        }
+        io_err(here, "cannot open directory")(e.into())
+    }
+
+    /// The path this directory was opened by (for messages).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Opens the directory `name` in this one, following no link; with `create`,
+    /// makes it when missing.
+    pub fn subdir(&self, name: &str, create: Option<u32>) -> Result<Dir, FsError> {
+        let here = self.path.join(name);
+        self.child(std::ffi::OsStr::new(name), &here, &here, create)
+    }
+
+    /// Creates `name`, which must not exist (`O_EXCL | O_NOFOLLOW`: never through a
+    /// link), mode 0600 until its owner and final mode are set, all before the first
+    /// byte; then writes `spec`'s bytes and fsyncs. The directory is not fsynced.
+    pub fn create_file(&self, name: &std::ffi::OsStr, spec: &FileSpec) -> Result<(), FsError> {
+        use nix::fcntl::OFlag;
+        let path = self.path.join(name);
+        let fd = nix::fcntl::openat(
+            &self.fd,
+            name,
+            OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::from_bits_truncate(0o600),
+        )
+        .map_err(|e| io_err(&path, "cannot create file")(e.into()))?;
+        let mut file = File::from(fd);
+        if spec.uid.is_some() || spec.gid.is_some() {
+            std::os::unix::fs::fchown(&file, spec.uid, spec.gid)
+                .map_err(io_err(&path, "cannot set owner"))?;
+        }
+        file.set_permissions(Permissions::from_mode(spec.mode))
+            .map_err(io_err(&path, "cannot set mode"))?;
+        file.write_all(&spec.bytes)
+            .map_err(io_err(&path, "cannot write"))?;
+        file.sync_all().map_err(io_err(&path, "cannot fsync"))
+    }
+
+    /// Writes `name` atomically: a temporary file made here, renamed over `name`
+    /// (whatever it is), then this directory fsynced.
+    pub fn replace_file(&self, name: &std::ffi::OsStr, spec: &FileSpec) -> Result<(), FsError> {
+        let tmp = temp_name(Path::new(name));
+        let tmp = tmp.as_os_str();
+        let result = self
+            .create_file(tmp, spec)
+            .and_then(|()| self.rename(tmp, name))
+            .and_then(|()| self.sync());
+        if result.is_err() {
+            let _ = self.unlink(tmp);
+        }
+        result
+    }
+
+    /// Puts a symbolic link to `target` at `name`: a link made beside it, renamed
+    /// over it. The directory is not fsynced.
+    pub fn replace_link(&self, name: &std::ffi::OsStr, target: &Path) -> Result<(), FsError> {
+        let tmp = temp_name(Path::new(name));
+        let tmp = tmp.as_os_str();
+        nix::unistd::symlinkat(target, &self.fd, tmp)
+            .map_err(|e| io_err(&self.path.join(tmp), "cannot create link")(e.into()))?;
+        let result = self.rename(tmp, name);
+        if result.is_err() {
+            let _ = self.unlink(tmp);
+        }
+        result
+    }
+
+    /// Renames `from` to `to`, both in this directory.
+    pub fn rename(&self, from: &std::ffi::OsStr, to: &std::ffi::OsStr) -> Result<(), FsError> {
+        nix::fcntl::renameat(&self.fd, from, &self.fd, to)
+            .map_err(|e| io_err(&self.path.join(to), "cannot rename into place")(e.into()))
+    }
+
+    /// Removes the file or link `name` (not a directory).
+    pub fn unlink(&self, name: &std::ffi::OsStr) -> Result<(), FsError> {
+        nix::unistd::unlinkat(&self.fd, name, nix::unistd::UnlinkatFlags::NoRemoveDir)
+            .map_err(|e| io_err(&self.path.join(name), "cannot remove")(e.into()))
+    }
+
+    /// Makes the directory `name` here (`mode`, set explicitly); an existing entry is
+    /// an error. The caller fsyncs this directory.
+    pub fn make_dir(&self, name: &str, mode: u32) -> Result<Dir, FsError> {
+        let path = self.path.join(name);
+        nix::sys::stat::mkdirat(
+            &self.fd,
+            name,
+            nix::sys::stat::Mode::from_bits_truncate(mode),
+        )
+        .map_err(|e| io_err(&path, "cannot create directory")(e.into()))?;
+        let dir = self.subdir(name, None)?;
+        dir.fd
+            .set_permissions(Permissions::from_mode(mode))
+            .map_err(io_err(&path, "cannot set the mode of new directory"))?;
+        Ok(dir)
+    }
+
+    pub fn sync(&self) -> Result<(), FsError> {
+        self.fd
+            .sync_all()
+            .map_err(io_err(&self.path, "cannot fsync directory"))
+    }
+}
+
+/// Why a directory certkeeper keeps secrets in is not safe, if it exists and is not:
+/// group or others may write it (and so plant links or swap files), or it belongs to
+/// a user other than the one certkeeper runs as (and root).
+pub fn unsafe_dir(dir: &Path) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = fs::metadata(dir).ok().filter(|m| m.is_dir())?;
+    let me = nix::unistd::geteuid().as_raw();
+    if meta.mode() & 0o022 != 0 {
+        Some(format!(
+            "can be written by {} (mode {:o})",
+            if meta.mode() & 0o002 != 0 {
+                "anyone"
+            } else {
+                "its group"
+            },
+            meta.mode() & 0o7777
+        ))
+    } else if meta.uid() != me && meta.uid() != 0 {
+        Some(format!(
+            "belongs to uid {}, not to uid {me} that certkeeper runs as",
+            meta.uid()
+        ))
+    } else {
+        None
+    }
+}
+
+/// Checks that no component of `path`'s directory is a symbolic link (for messages
+/// before anything is written; the writes themselves go through [`Dir`]). Components
+/// that do not exist yet are fine: certkeeper makes them.
+pub fn check_no_links(path: &Path) -> Result<(), FsError> {
+    no_link_on_way(path.parent().unwrap_or(Path::new("/")))
+}
+
+/// Checks that no component of `dir` (itself included) is a symbolic link; missing
+/// components are fine.
+pub fn no_link_on_way(dir: &Path) -> Result<(), FsError> {
+    let full = lexical(dir);
+    let mut here = PathBuf::from("/");
+    for part in full.iter().skip(1) {
+        here.push(part);
+        match fs::symlink_metadata(&here) {
+            Ok(m) if m.file_type().is_symlink() => {
+                return Err(FsError::LinkInPath {
+                    link: here,
+                    path: full,
+                })
+            }
+            Ok(m) if !m.is_dir() => return Err(FsError::NotADirectory { path: here }),
+            Ok(_) => {}
+            Err(_) => break,
+        }
+    }
+    Ok(())
 }
 
 /// A name for a temporary sibling of `target`: `.NAME.certkeeper-tmp-RANDOM`, which

@@ -34,9 +34,9 @@
 use crate::config::CertSpec;
 use crate::fsutil::{self, io_err, FileSpec, FsError};
 use crate::model::Layout;
-use std::fs::{self, Metadata, OpenOptions, Permissions};
+use std::fs::{self, Metadata, OpenOptions};
 use std::io::{self, Read};
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use zeroize::Zeroizing;
 
@@ -132,6 +132,9 @@ pub fn link_target(spec: &CertSpec, field: &str, live: &Path) -> PathBuf {
 pub fn preflight(spec: &CertSpec) -> Result<(), FsError> {
     let mut through_links = false;
     for (field, path) in spec.files.paths() {
+        if !spec.follow_symlinks {
+            fsutil::check_no_links(path)?;
+        }
         match classify(spec, field, path)? {
             Live::Foreign => {
                 fsutil::preflight(path, spec.follow_symlinks)?;
@@ -274,18 +277,12 @@ fn is_store_link(target: &Path) -> bool {
             .any(|f| parts[n - 1] == *f)
 }
 
-/// Puts our link at `live` (a link made beside it, renamed over it). The caller fsyncs
-/// the directory (once for all the links it makes there).
-fn link(live: &Path, target: &Path) -> Result<(), FsError> {
-    let dir = live.parent().unwrap_or(Path::new("/"));
-    fsutil::ensure_dir(dir, 0o755)?;
-    let tmp = fsutil::temp_name(live);
-    std::os::unix::fs::symlink(target, &tmp).map_err(io_err(&tmp, "cannot create link"))?;
-    if let Err(e) = fs::rename(&tmp, live) {
-        let _ = fs::remove_file(&tmp);
-        return Err(io_err(live, "cannot put the link in place")(e));
-    }
-    Ok(())
+/// Puts our link at `live` (a link made beside it, renamed over it); `follow`: the
+/// user allows links among its directories. The caller fsyncs the directory (once for
+/// all the links it makes there).
+fn link(live: &Path, target: &Path, follow: bool) -> Result<(), FsError> {
+    let (dir, name) = fsutil::Dir::of_file(live, 0o755, follow)?;
+    dir.replace_link(name, target)
 }
 
 /// Reads a file, with its mode and owner, without following a link at its last
@@ -449,6 +446,9 @@ struct Store {
     dir: PathBuf,
     /// The files a complete pair holds (`cert.pem`, `key.pem`, ...).
     files: Vec<&'static str>,
+    /// Whether the directories above `.certkeeper` may be reached through links (the
+    /// certificate's `follow_symlinks`); the store's own never are.
+    follow: bool,
 }
 
 impl Store {
@@ -463,25 +463,47 @@ impl Store {
                 .iter()
                 .map(|f| store_file(f))
                 .collect(),
+            follow: spec.follow_symlinks,
         }
+    }
+
+    /// The store's directory, opened without following a link inside the store (nor
+    /// above it, unless `follow`): every file and link is made through this.
+    fn handle(&self) -> Result<fsutil::Dir, FsError> {
+        let top = self.dir.parent().expect("under .certkeeper");
+        let parent = top.parent().expect("beside a certificate file");
+        fsutil::Dir::open(parent, self.follow)?
+            .subdir(STORE_DIR, None)?
+            .subdir(
+                self.dir
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .expect("a certificate name"),
+                None,
+            )
     }
 
     /// Makes the store's directories (0755: servers that read the public certificate
     /// as another user must traverse them) where missing, following no link.
     fn open(spec: &CertSpec) -> Result<Store, FsError> {
         let parent = store_parent(spec);
-        fsutil::ensure_dir(parent, 0o755)?;
         let top = parent.join(STORE_DIR);
         let dir = top.join(&spec.name);
-        let made_top = make_real_dir(&top)?;
-        let made_dir = make_real_dir(&dir)?;
-        // New directory entries must be durable before anything points into them.
-        if made_top {
-            fsutil::sync_dir(parent)?;
+        // A link or a file where the store's directories go is refused by name.
+        for d in [&top, &dir] {
+            match fs::symlink_metadata(d) {
+                Ok(m) if m.file_type().is_symlink() => {
+                    return Err(store_error(d, "is a symbolic link"))
+                }
+                Ok(m) if !m.is_dir() => return Err(store_error(d, "is not a directory")),
+                _ => {}
+            }
         }
-        if made_dir {
-            fsutil::sync_dir(&top)?;
-        }
+        // Made where missing (new entries are fsynced before anything goes into them),
+        // following no link on the way.
+        fsutil::Dir::open_or_create(parent, 0o755, spec.follow_symlinks)?
+            .subdir(STORE_DIR, Some(0o755))?
+            .subdir(&spec.name, Some(0o755))?;
         debug_assert_eq!(dir, store_dir(spec));
         Ok(Store::of(spec))
     }
@@ -556,22 +578,17 @@ impl Store {
     /// byte and fsynced, then the directory and the store fsynced. On error the
     /// directory is removed again.
     fn write_pair(&self, name: &str, files: &[(&'static str, &FileSpec)]) -> Result<(), FsError> {
-        let dir = self.dir.join(name);
-        fs::DirBuilder::new()
-            .mode(0o755)
-            .create(&dir)
-            .map_err(io_err(&dir, "cannot create directory"))?;
+        let store = self.handle()?;
+        let pair = store.make_dir(name, 0o755)?;
         let result = (|| {
-            fs::set_permissions(&dir, Permissions::from_mode(0o755))
-                .map_err(io_err(&dir, "cannot set the mode of new directory"))?;
             for (file, spec) in files {
-                fsutil::write_new(&dir.join(file), spec)?;
+                pair.create_file(std::ffi::OsStr::new(file), spec)?;
             }
-            fsutil::sync_dir(&dir)?;
-            fsutil::sync_dir(&self.dir)
+            pair.sync()?;
+            store.sync()
         })();
         if result.is_err() {
-            let _ = fs::remove_dir_all(&dir);
+            let _ = fs::remove_dir_all(self.dir.join(name));
         }
         result
     }
@@ -579,14 +596,9 @@ impl Store {
     /// Points `current` at `name`: a new link renamed over the old one (one atomic
     /// step), then the store fsynced.
     fn point_current(&self, name: &str) -> Result<(), FsError> {
-        let link = self.dir.join(CURRENT);
-        let tmp = fsutil::temp_name(&link);
-        std::os::unix::fs::symlink(name, &tmp).map_err(io_err(&tmp, "cannot create link"))?;
-        if let Err(e) = fs::rename(&tmp, &link) {
-            let _ = fs::remove_file(&tmp);
-            return Err(io_err(&link, "cannot swap the link")(e));
-        }
-        fsutil::sync_dir(&self.dir)
+        let store = self.handle()?;
+        store.replace_link(std::ffi::OsStr::new(CURRENT), Path::new(name))?;
+        store.sync()
     }
 
     /// Reads one file of a pair directory (no link followed).
@@ -633,27 +645,6 @@ impl Store {
                 let _ = fs::remove_file(e.path());
             }
         }
-    }
-}
-
-/// Creates `dir` (0755) unless it exists; a link or a file there is refused. Returns
-/// whether it was created.
-fn make_real_dir(dir: &Path) -> Result<bool, FsError> {
-    match fs::symlink_metadata(dir) {
-        Ok(m) if m.is_dir() => return Ok(false),
-        Ok(m) if m.file_type().is_symlink() => return Err(store_error(dir, "is a symbolic link")),
-        Ok(_) => return Err(store_error(dir, "is not a directory")),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => return Err(io_err(dir, "cannot inspect")(e)),
-    }
-    match fs::DirBuilder::new().mode(0o755).create(dir) {
-        Ok(()) => {
-            fs::set_permissions(dir, Permissions::from_mode(0o755))
-                .map_err(io_err(dir, "cannot set the mode of new directory"))?;
-            Ok(true)
-        }
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && is_real_dir(dir) => Ok(false),
-        Err(e) => Err(io_err(dir, "cannot create directory")(e)),
     }
 }
 
@@ -712,7 +703,11 @@ fn install_in_store(
     let mut linked: std::collections::BTreeSet<&Path> = std::collections::BTreeSet::new();
     for (field, f, live) in fields {
         if *live != Live::Ours {
-            link(&f.path, &link_target(spec, field, &f.path))?;
+            link(
+                &f.path,
+                &link_target(spec, field, &f.path),
+                spec.follow_symlinks,
+            )?;
             linked.insert(f.path.parent().unwrap_or(Path::new("/")));
         }
     }
@@ -742,6 +737,8 @@ fn install_in_store(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs::Permissions;
+    use std::os::unix::fs::PermissionsExt;
 
     /// A certificate of `layout` named `www` whose files are in `dir` (the key in
     /// `key_dir` when given), parsed from YAML like any configuration.

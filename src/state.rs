@@ -184,8 +184,16 @@ impl StateDir {
     }
 
     /// Creates the state directory (0700) if it is missing.
+    /// Refuses one that others may write (see [`crate::fsutil::unsafe_dir`]).
     pub fn create(&self) -> Result<(), FsError> {
-        ensure_dir(&self.root, 0o700)
+        ensure_dir(&self.root, 0o700)?;
+        match crate::fsutil::unsafe_dir(&self.root) {
+            Some(problem) => Err(FsError::UnsafeDir {
+                path: self.root.clone(),
+                problem,
+            }),
+            None => Ok(()),
+        }
     }
 
     /// Takes the exclusive lock, waiting for another certkeeper process to finish.
@@ -247,7 +255,8 @@ impl StateDir {
         key_pem: &str,
     ) -> Result<PathBuf, FsError> {
         let dir = self.archive_dir(name, serial);
-        ensure_dir(&self.root.join("archive"), 0o700)?;
+        // Made 0700 where missing, and never through a link: a link planted in the
+        // archive is refused, whatever it points at.
         ensure_dir(&dir, 0o700)?;
         for (file, bytes, mode) in [
             ("cert.pem", cert_pem, 0o644),
@@ -284,6 +293,8 @@ impl StateDir {
     /// What `archive/NAME/` holds.
     fn archived_entries(&self, name: &str) -> Result<Archived, FsError> {
         let dir = self.root.join("archive").join(name);
+        // Listed (and then pruned) only when no link leads there.
+        crate::fsutil::no_link_on_way(&dir)?;
         let entries = match fs::read_dir(&dir) {
             Ok(entries) => entries,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Archived::default()),

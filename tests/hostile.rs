@@ -7,14 +7,20 @@
 mod support;
 
 use std::fs;
+use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 use support::daemon::{wait_until, Daemon};
 use support::*;
 
 /// A configuration with one certificate whose `files:` line is `files`.
 fn config(files: &str, extra: &str) -> String {
+    let state = if extra.contains("state_dir:") {
+        ""
+    } else {
+        "state_dir: $DIR/state\n"
+    };
     format!(
-        "state_dir: $DIR/state\n\
+        "{state}\
          ca:\n  organization: Test Org\n  common_name: Test CA\n\
          {extra}\
          certificates:\n  - name: www\n    sans: [www.example.internal]\n    files: {files}\n"
@@ -65,6 +71,28 @@ fn cases() -> Vec<(&'static str, String, String, Vec<&'static str>)> {
             vec!["is also written by", "(as $DIR/tls/www.crt)"],
         ),
         (
+            "a managed directory that is a symbolic link",
+            "{ layout: nginx, cert: $DIR/linked/www.crt, key: $DIR/linked/www.key }".into(),
+            String::new(),
+            vec![
+                "files.cert",
+                "$DIR/linked/www.crt: $DIR/linked is a symbolic link",
+                "write the real path ($DIR/decoy/www.crt), or set follow_symlinks: true",
+            ],
+        ),
+        (
+            "a trust target in a symbolic-linked directory",
+            "{ layout: combined, cert: $DIR/tls/www.pem }".into(),
+            "trust:\n  - path: $DIR/linked/ca.pem\n".into(),
+            vec!["trust[0].path", "$DIR/linked is a symbolic link"],
+        ),
+        (
+            "a state directory that others can write",
+            "{ layout: combined, cert: $DIR/tls/www.pem }".into(),
+            "state_dir: $DIR/open-state\n".into(),
+            vec!["state_dir", "$DIR/open-state can be written by anyone (mode 777)"],
+        ),
+        (
             "one file under two hard-linked names",
             "{ layout: nginx, cert: $DIR/tls/a.crt, key: $DIR/tls/b.key }".into(),
             String::new(),
@@ -95,6 +123,13 @@ fn world(sb: &Sandbox) {
     std::os::unix::fs::symlink(sb.state_dir(), sb.path("alias")).unwrap();
     fs::write(sb.path("tls/a.crt"), "decoy\n").unwrap();
     fs::hard_link(sb.path("tls/a.crt"), sb.path("tls/b.key")).unwrap();
+    // A directory reached through a link, holding files a write through it would hit.
+    fs::create_dir_all(sb.path("decoy")).unwrap();
+    fs::write(sb.path("decoy/www.crt"), "decoy\n").unwrap();
+    fs::write(sb.path("decoy/www.key"), "decoy\n").unwrap();
+    std::os::unix::fs::symlink(sb.path("decoy"), sb.path("linked")).unwrap();
+    fs::create_dir_all(sb.path("open-state")).unwrap();
+    fs::set_permissions(sb.path("open-state"), fs::Permissions::from_mode(0o777)).unwrap();
 }
 
 #[test]
@@ -317,4 +352,79 @@ fn a_truncated_configuration_never_stops_the_daemon_managing() {
         "{}",
         d.log()
     );
+}
+
+#[test]
+fn a_symlinked_managed_directory_is_written_only_when_allowed() {
+    let sb = Sandbox::new();
+    world(&sb);
+    let files = "{ layout: nginx, cert: $DIR/linked/www.crt, key: $DIR/linked/www.key }";
+    // Refused (the table above) unless the certificate says links are expected: then
+    // the pair lands in the linked directory, which shows the refusal is the link's.
+    sb.write_config(
+        &config(files, "").replace("    files:", "    follow_symlinks: true\n    files:"),
+    );
+    sb.ck(&["renew", "--all"]).ok();
+    let cert = fs::read_to_string(sb.path("decoy/www.crt")).unwrap();
+    assert!(cert.contains("BEGIN CERTIFICATE"), "{cert}");
+}
+
+#[test]
+fn a_link_planted_in_the_archive_is_refused_and_its_target_untouched() {
+    for planted in ["archive/www", "archive"] {
+        let sb = Sandbox::new();
+        world(&sb);
+        sb.write_config(&config("{ layout: combined, cert: $DIR/tls/www.pem }", ""));
+        sb.ck(&["renew", "--all"]).ok();
+        // What an attacker would have certkeeper prune or write into: a tree that looks
+        // like archived pairs.
+        let decoy = sb.path("archive-decoy");
+        for pair in ["01", "02", "03", "04", "05", "06", "07"] {
+            fs::create_dir_all(decoy.join(pair)).unwrap();
+            fs::write(decoy.join(pair).join("key.pem"), pair).unwrap();
+        }
+        fs::create_dir_all(decoy.join("www")).unwrap();
+        let link = sb.state_dir().join(planted);
+        fs::rename(&link, sb.path("moved-away")).unwrap();
+        let target = if planted == "archive" {
+            decoy.clone()
+        } else {
+            decoy.join("www")
+        };
+        if planted == "archive" {
+            fs::create_dir_all(decoy.join("www")).unwrap();
+        }
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        let before = snapshot(&decoy);
+        let served = fs::read(sb.path("tls/www.pem")).unwrap();
+        for _ in 0..3 {
+            let r = sb.ck(&["renew", "--all", "--force"]);
+            r.expect_code(1);
+            r.stderr_has(&format!("{}: is a symbolic link", link.display()));
+        }
+        before.assert_same(&snapshot(&decoy), planted);
+        assert_eq!(
+            fs::read(sb.path("tls/www.pem")).unwrap(),
+            served,
+            "{planted}: the served pair changed although its archive copy was refused"
+        );
+    }
+}
+
+#[test]
+fn a_state_directory_we_create_is_private_and_one_others_can_write_is_refused() {
+    let sb = Sandbox::new();
+    sb.write_config(&config("{ layout: combined, cert: $DIR/tls/www.pem }", ""));
+    sb.ck(&["renew", "--all"]).ok();
+    assert_eq!(mode(&sb.state_dir()), 0o700);
+    fs::set_permissions(sb.state_dir(), fs::Permissions::from_mode(0o770)).unwrap();
+    let before = sb.snapshot();
+    for args in [&["check"][..], &["renew", "--all", "--force"], &["status"]] {
+        let r = sb.ck(args);
+        r.expect_code(2);
+        r.stderr_has(&sb.expand(
+            "field `state_dir`: $DIR/state can be written by its group (mode 770); it holds the CA keys",
+        ));
+    }
+    before.assert_same(&sb.snapshot(), "a group-writable state directory");
 }

@@ -129,8 +129,10 @@ pub fn run(a: IssueArgs, now: OffsetDateTime) -> Result<u8, CliError> {
         .chain(&issued.chain)
         .map(|c| c.to_pem())
         .collect();
+    // `--out` is the user's own choice on the command line: a link of theirs on the way
+    // to it is followed now, once, and nothing on the way is followed while writing.
     let file = |path: &PathBuf, text: String, mode| FileSpec {
-        path: path.clone(),
+        path: crate::fsutil::resolved(path),
         bytes: Zeroizing::new(text.into_bytes()),
         mode,
         uid: None,

@@ -411,8 +411,21 @@ impl Ctx {
                 .section::<String>("state_dir", v, None)
                 .and_then(|s| self.abs_path("state_dir", None, &s)),
             None => Some(PathBuf::from(DEFAULT_STATE_DIR)),
-        };
+        }
+        // Resolved once: everything under it is then reached without following a link
+        // (see `fsutil::Dir`), while the user may keep it behind a link of their own.
+        .map(|dir| crate::fsutil::resolved(&dir));
         if let Some(dir) = &state_dir {
+            if let Some(problem) = crate::fsutil::unsafe_dir(dir) {
+                self.err(
+                    "state_dir",
+                    None,
+                    format!(
+                        "{} {problem}; it holds the CA keys, so only the user certkeeper runs as may write it (chmod go-w, or point state_dir elsewhere)",
+                        dir.display()
+                    ),
+                );
+            }
             if std::fs::metadata(dir).is_ok_and(|m| !m.is_dir()) {
                 self.err(
                     "state_dir",
@@ -1592,20 +1605,23 @@ impl Ctx {
     ) {
         let state = crate::fsutil::resolved(state_dir);
         let config = crate::fsutil::resolved(&self.file);
-        let mut targets: Vec<(String, Option<String>, &Path)> = Vec::new();
+        let mut targets: Vec<(String, Option<String>, &Path, bool)> = Vec::new();
         for (c, i) in certs.iter().zip(managed_at) {
             for (field, p) in c.files.paths() {
                 targets.push((
                     format!("certificates[{i}].files.{field}"),
                     Some(c.name.clone()),
                     p,
+                    c.follow_symlinks,
                 ));
             }
         }
         for (i, t) in trust.iter().enumerate() {
-            targets.push((format!("trust[{i}].path"), None, &t.path));
+            targets.push((format!("trust[{i}].path"), None, &t.path, t.follow_symlinks));
         }
-        for (field, cert, path) in targets {
+        // Directories looked at once each: thousands of certificates share a few.
+        let mut links: HashMap<PathBuf, Option<PathBuf>> = HashMap::new();
+        for (field, cert, path, follow) in targets {
             let real = crate::fsutil::resolved(path);
             let shown = if real.as_path() == path {
                 String::new()
@@ -1632,6 +1648,27 @@ impl Ctx {
                         self.file.display()
                     ),
                 );
+            } else if !follow {
+                let dir = path.parent().unwrap_or(Path::new("/")).to_path_buf();
+                let link =
+                    links
+                        .entry(dir)
+                        .or_insert_with_key(|dir| match crate::fsutil::no_link_on_way(dir) {
+                            Err(crate::fsutil::FsError::LinkInPath { link, .. }) => Some(link),
+                            _ => None,
+                        });
+                if let Some(link) = link {
+                    self.err(
+                        &field,
+                        cert.as_deref(),
+                        format!(
+                            "{}: {} is a symbolic link; certkeeper writes nothing through a linked directory unless told to: write the real path ({}), or set follow_symlinks: true",
+                            path.display(),
+                            link.display(),
+                            real.display()
+                        ),
+                    );
+                }
             }
         }
     }
