@@ -685,9 +685,20 @@ pub fn openssl_p256_key() -> String {
 
 #[derive(Clone, PartialEq, Eq)]
 pub enum Node {
-    Dir { mode: u32 },
-    File { mode: u32, bytes: Vec<u8> },
-    Symlink { target: PathBuf },
+    Dir {
+        mode: u32,
+    },
+    File {
+        mode: u32,
+        bytes: Vec<u8>,
+    },
+    Symlink {
+        target: PathBuf,
+    },
+    /// A FIFO, a socket, a device: its mode only (reading it could block).
+    Special {
+        mode: u32,
+    },
 }
 
 impl fmt::Debug for Node {
@@ -696,6 +707,7 @@ impl fmt::Debug for Node {
             Node::Dir { mode } => write!(f, "dir {mode:04o}"),
             Node::File { mode, bytes } => write!(f, "file {mode:04o}, {} bytes", bytes.len()),
             Node::Symlink { target } => write!(f, "symlink -> {}", target.display()),
+            Node::Special { mode } => write!(f, "special {mode:04o}"),
         }
     }
 }
@@ -764,6 +776,8 @@ fn walk(root: &Path, dir: &Path, map: &mut BTreeMap<PathBuf, Node>) {
         } else if meta.is_dir() {
             map.insert(rel, Node::Dir { mode });
             walk(root, &p, map);
+        } else if !meta.is_file() {
+            map.insert(rel, Node::Special { mode });
         } else {
             map.insert(
                 rel,
