@@ -176,6 +176,9 @@ struct Daemon {
     metrics: Arc<Metrics>,
     /// What was last fully checked, shared with the blocking pass.
     cache: Arc<std::sync::Mutex<Option<ObserveCache>>>,
+    /// The fields a refused reload changed that only a restart applies (shown in
+    /// `STATUS=` until a reload no longer changes them).
+    restart_needed: Option<String>,
 }
 
 /// Tells systemd (`$NOTIFY_SOCKET`) about state changes. Never blocks: a service manager
@@ -257,6 +260,10 @@ pub fn run(config_path: &Path) -> Result<(), DaemonError> {
 
 async fn run_async(config_path: &Path) -> Result<(), DaemonError> {
     let config = config::load(config_path).map_err(DaemonError::Config)?;
+    // `-c config.yaml` has an empty directory part: its directory is watched (and its
+    // reloads read) by an absolute path.
+    let absolute = std::path::absolute(config_path).unwrap_or_else(|_| config_path.to_path_buf());
+    let config_path = absolute.as_path();
     let (fs_tx, mut fs_rx) = mpsc::unbounded_channel::<Vec<PathBuf>>();
     let watcher =
         notify::recommended_watcher(move |res: notify::Result<notify::Event>| match res {
@@ -296,6 +303,7 @@ async fn run_async(config_path: &Path) -> Result<(), DaemonError> {
         trust_wanted: false,
         lock: SharedLock::default(),
         metrics: Arc::new(Metrics::default()),
+        restart_needed: None,
     };
     if let Some(addr) = d.config.metrics {
         let listener = crate::metrics::bind(addr).await.map_err(|e| {
@@ -1157,6 +1165,7 @@ impl Daemon {
             tracing::info!(config = %self.config_path.display(), "configuration file changed; re-reading it once it has settled");
             let text = self.settled_config().await;
             self.reload_config_from(text).await;
+            notify(&[NotifyState::Status(&self.summary())]);
             return;
         }
         let mut managed: BTreeSet<String> = BTreeSet::new();
@@ -1234,6 +1243,14 @@ impl Daemon {
                 return;
             }
         };
+        let fixed = config::diff::needs_restart(&self.config, &new);
+        if !fixed.is_empty() {
+            let fields = fixed.join(", ");
+            tracing::error!(%fields, "the new configuration changes what cannot change while certkeeper runs; keeping the running one: restart certkeeper to apply it");
+            self.restart_needed = Some(fields);
+            return;
+        }
+        self.restart_needed = None;
         let old = self.config.clone();
         // A certificate whose own entry or one of whose servers changed is looked at at
         // once, even in backoff: the user acted. The others keep their schedule.
@@ -1338,6 +1355,11 @@ impl Daemon {
         }
         if failing > 0 {
             s.push_str(&format!(", {failing} failing"));
+        }
+        if let Some(fields) = &self.restart_needed {
+            s.push_str(&format!(
+                "; the configuration file changes {fields}: restart to apply it"
+            ));
         }
         s
     }

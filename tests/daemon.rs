@@ -715,3 +715,89 @@ fn a_watched_certificate_close_to_expiry_is_logged_as_a_warning() {
         "never written"
     );
 }
+
+#[test]
+fn a_reload_that_moves_the_state_or_changes_the_ca_is_refused_by_name() {
+    let sb = Sandbox::new();
+    let www = CertDef::new("www", Layout::Combined);
+    sb.write_certs(std::slice::from_ref(&www));
+    let mut d = Daemon::start_ready(&sb, &[]);
+    let good = fs::read_to_string(sb.config_path()).unwrap();
+    let root = sb.root_bundle();
+    let refusals = |d: &Daemon| {
+        d.log()
+            .matches("cannot change while certkeeper runs; keeping the running one")
+            .count()
+    };
+    // By the file watch: a new state_dir would mean a second CA and every certificate
+    // reissued from it.
+    fs::write(
+        sb.config_path(),
+        good.replace("/state\n", "/state2\n")
+            .replace("Test CA", "Other CA"),
+    )
+    .unwrap();
+    assert!(
+        wait_until(Duration::from_secs(10), || refusals(&d) == 1),
+        "{}",
+        d.log()
+    );
+    assert!(
+        d.log().contains("fields=state_dir, ca.common_name"),
+        "{}",
+        d.log()
+    );
+    // By SIGHUP, with STATUS= saying what to do.
+    d.messages.clear();
+    d.signal(nix::sys::signal::Signal::SIGHUP);
+    assert!(
+        wait_until(Duration::from_secs(10), || refusals(&d) == 2),
+        "{}",
+        d.log()
+    );
+    assert!(
+        d.wait_notify(
+            "the configuration file changes state_dir, ca.common_name: restart to apply it",
+            READY
+        ),
+        "{:?}",
+        d.messages
+    );
+    assert!(!sb.path("state2").exists(), "a second state directory");
+    // The running configuration still manages: a deleted certificate comes back, from
+    // the one CA.
+    fs::remove_file(www.files(&sb).cert).unwrap();
+    assert!(wait_until(Duration::from_secs(10), || www
+        .files(&sb)
+        .cert
+        .exists()));
+    www.files(&sb).check(&root, "sslserver");
+    // Putting the file back clears the notice.
+    d.messages.clear();
+    fs::write(sb.config_path(), &good).unwrap();
+    let cleared = wait_until(Duration::from_secs(10), || {
+        // Reads what arrives for a moment (no message holds this).
+        d.wait_notify("\0", Duration::from_millis(200));
+        d.messages
+            .iter()
+            .any(|m| m.contains("STATUS=1 certificate, next") && !m.contains("restart"))
+    });
+    assert!(cleared, "{:?}\n{}", d.messages, d.log());
+    assert!(!sb.path("state2").exists());
+}
+
+#[test]
+fn a_configuration_named_without_a_directory_is_watched_too() {
+    let sb = Sandbox::new();
+    let www = CertDef::new("www", Layout::Combined);
+    sb.write_certs(std::slice::from_ref(&www));
+    let mut d = Daemon::start_relative(&sb);
+    assert!(d.wait_notify("READY=1", READY), "{}", d.log());
+    let api = CertDef::new("api", Layout::Combined);
+    sb.write_certs(&[www, api.clone()]);
+    assert!(
+        wait_until(Duration::from_secs(10), || api.files(&sb).cert.exists()),
+        "the edit of config.yaml went unseen:\n{}",
+        d.log()
+    );
+}

@@ -2,6 +2,7 @@
 //! cross-field rule, collecting all errors with file, line and field. Pure apart from
 //! `load` (reads the file) and user/group name look-ups.
 
+pub mod diff;
 mod locate;
 mod raw;
 mod split;

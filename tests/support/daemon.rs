@@ -36,12 +36,21 @@ pub struct Daemon {
 impl Daemon {
     /// Starts `certkeeper run -c CONFIG EXTRA...`.
     pub fn start(sb: &Sandbox, extra: &[&str]) -> Daemon {
+        Self::start_as(sb, &sb.config(), extra)
+    }
+
+    /// Starts `certkeeper run -c config.yaml` in the sandbox: a path with no
+    /// directory part.
+    pub fn start_relative(sb: &Sandbox) -> Daemon {
+        Self::start_as(sb, "config.yaml", &[])
+    }
+
+    fn start_as(sb: &Sandbox, config: &str, extra: &[&str]) -> Daemon {
         let sock = sb.path("notify.sock");
         let _ = fs::remove_file(&sock);
         let notify = UnixDatagram::bind(&sock).expect("bind notify socket");
         let log = sb.path("daemon.log");
-        let config = sb.config();
-        let mut args = vec!["run", "-c", config.as_str()];
+        let mut args = vec!["run", "-c", config];
         args.extend(extra);
         let child = sb
             .command(&args)
