@@ -5,6 +5,7 @@
 //! process sleeps until the next due time (or the systemd watchdog).
 
 use crate::cache::ObserveCache;
+use crate::clock::{Clock, SystemClock};
 use crate::config::{self, Config};
 use crate::metrics::{Metrics, ReloadLabel, RenewalLabel};
 use crate::policy::{relative, rfc3339};
@@ -125,6 +126,8 @@ enum Owner {
 }
 
 struct Daemon {
+    /// What "now" is for every decision (the system clock, or a test's virtual one).
+    clock: Arc<dyn Clock>,
     config_path: PathBuf,
     config: Arc<Config>,
     tracks: HashMap<String, Track>,
@@ -255,10 +258,30 @@ pub fn run(config_path: &Path) -> Result<(), DaemonError> {
         .enable_all()
         .build()
         .map_err(|e| DaemonError::Startup(format!("cannot start the runtime: {e}")))?;
-    rt.block_on(run_async(config_path))
+    rt.block_on(async {
+        let stop = async {
+            let (Ok(mut term), Ok(mut int)) = (
+                signal(SignalKind::terminate()),
+                signal(SignalKind::interrupt()),
+            ) else {
+                return std::future::pending().await;
+            };
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        };
+        serve(config_path, Arc::new(SystemClock), stop).await
+    })
 }
 
-async fn run_async(config_path: &Path) -> Result<(), DaemonError> {
+/// Runs the daemon on `clock` until `stop` completes (SIGTERM or SIGINT for the
+/// service; a test's trigger), then stops between certificates.
+pub async fn serve(
+    config_path: &Path,
+    clock: Arc<dyn Clock>,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), DaemonError> {
     let config = config::load(config_path).map_err(DaemonError::Config)?;
     // `-c config.yaml` has an empty directory part: its directory is watched (and its
     // reloads read) by an absolute path.
@@ -276,6 +299,7 @@ async fn run_async(config_path: &Path) -> Result<(), DaemonError> {
         })
         .map_err(|e| DaemonError::Startup(format!("cannot start the file watcher: {e}")))?;
     let mut d = Daemon {
+        clock,
         config_path: config_path.to_path_buf(),
         config: Arc::new(config),
         tracks: HashMap::new(),
@@ -313,19 +337,12 @@ async fn run_async(config_path: &Path) -> Result<(), DaemonError> {
         tokio::spawn(crate::metrics::serve(listener, d.metrics.clone()));
     }
     let mut hup = signal(SignalKind::hangup()).map_err(|e| DaemonError::Startup(e.to_string()))?;
-    let mut term =
-        signal(SignalKind::terminate()).map_err(|e| DaemonError::Startup(e.to_string()))?;
-    let mut int =
-        signal(SignalKind::interrupt()).map_err(|e| DaemonError::Startup(e.to_string()))?;
-    // TERM/INT raise the cancel flag at once, even while a pass runs: the pass stops
+    // A stop raises the cancel flag at once, even while a pass runs: the pass stops
     // between certificates (never inside an install) and the loop ends.
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
     let cancel = d.cancel.clone();
     tokio::spawn(async move {
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = int.recv() => {}
-        }
+        stop.await;
         tracing::info!("stop requested");
         cancel.store(true, Ordering::Relaxed);
         let _ = stop_tx.send(true);
@@ -361,14 +378,14 @@ async fn run_async(config_path: &Path) -> Result<(), DaemonError> {
     let mut settle_at: Option<tokio::time::Instant> = None;
     let mut burst_until = tokio::time::Instant::now();
     while !d.cancel.load(Ordering::Relaxed) {
-        let now = OffsetDateTime::now_utc();
+        let now = d.clock.now();
         let next = d.next_wake();
         let sleep_for = next
             .map(|t| Duration::from_secs_f64((t - now).as_seconds_f64().max(0.0)))
             .unwrap_or(Duration::from_secs(86_400));
         tokio::select! {
             _ = tokio::time::sleep(sleep_for) => {
-                let now = OffsetDateTime::now_utc();
+                let now = d.clock.now();
                 let due = d.due(now);
                 let trust_due = d.trust_next.is_some_and(|t| t <= now);
                 if !due.is_empty() || trust_due {
@@ -748,9 +765,9 @@ impl Daemon {
         let cache = self.cache.clone();
         let hooks = self.hooks.clone();
         let lock = self.lock.clone();
+        let now = self.clock.now();
         self.passes.spawn_blocking(move || {
             // Key generation, fsync and config tests block: keep them off the loop.
-            let now = OffsetDateTime::now_utc();
             let state = StateDir::new(&config.state_dir);
             let pass = || {
                 let _lock = lock.acquire(&state).map_err(|e| e.to_string())?;
@@ -824,7 +841,7 @@ impl Daemon {
 
     /// The first reconciliation is over: tell systemd, and watch the stores too.
     fn started(&mut self) {
-        self.check_watched(OffsetDateTime::now_utc());
+        self.check_watched(self.clock.now());
         if !self.cancel.load(Ordering::Relaxed) {
             notify(&[NotifyState::Ready, NotifyState::Status(&self.summary())]);
         }
@@ -873,7 +890,7 @@ impl Daemon {
         if self.cancel.load(Ordering::Relaxed) {
             return;
         }
-        let now = OffsetDateTime::now_utc();
+        let now = self.clock.now();
         let waiting: Vec<String> = std::mem::take(&mut self.deferred)
             .into_iter()
             .filter(|n| self.held_until(n, now).is_none())
@@ -926,7 +943,7 @@ impl Daemon {
             }
             Err(e) => {
                 tracing::error!(error = %e, "reconcile failed; retrying later");
-                let now = OffsetDateTime::now_utc();
+                let now = self.clock.now();
                 // Certificates never looked at yet (a failed first pass) get a track
                 // too, or nothing would ever wake them.
                 for name in names_of_pass {
@@ -1170,7 +1187,7 @@ impl Daemon {
         }
         let mut managed: BTreeSet<String> = BTreeSet::new();
         let (mut trust_touched, mut watched_touched) = (false, false);
-        let now = OffsetDateTime::now_utc();
+        let now = self.clock.now();
         for o in owners {
             match o {
                 Owner::Managed(i) => {
@@ -1196,7 +1213,7 @@ impl Daemon {
             self.launch(managed.into_iter().collect(), false, trust_touched);
         }
         if watched_touched {
-            self.check_watched(OffsetDateTime::now_utc());
+            self.check_watched(self.clock.now());
         }
         notify(&[NotifyState::Status(&self.summary())]);
     }
@@ -1272,7 +1289,7 @@ impl Daemon {
             .collect();
         for name in &changed {
             if let Some(t) = self.tracks.get_mut(name) {
-                t.next = OffsetDateTime::now_utc();
+                t.next = self.clock.now();
             }
         }
         for (name, server) in &new.servers {
@@ -1302,7 +1319,7 @@ impl Daemon {
         if !changed.is_empty() || old.trust != self.config.trust {
             self.launch(changed, false, true);
         }
-        self.check_watched(OffsetDateTime::now_utc());
+        self.check_watched(self.clock.now());
     }
 
     /// Logs watched-only certificates that are inside their warning window (again
@@ -1343,7 +1360,7 @@ impl Daemon {
     fn summary(&self) -> String {
         let n = self.config.certificates.len();
         let failing = self.tracks.values().filter(|t| t.failures > 0).count();
-        let now = OffsetDateTime::now_utc();
+        let now = self.clock.now();
         let next = self
             .tracks
             .iter()

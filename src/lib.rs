@@ -9,6 +9,7 @@ pub mod acme;
 pub mod ca;
 pub mod cache;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod daemon;
 pub mod duration;
