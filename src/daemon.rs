@@ -1028,7 +1028,6 @@ impl Daemon {
                     }
                     tracing::warn!(certificate = %r.name, failures = track.failures, retry = %rfc3339(track.next), %error, "will retry");
                 }
-                Outcome::WouldRenew(_) => {}
             }
             let label = Metrics::name(&r.name);
             let m = &self.metrics;

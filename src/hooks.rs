@@ -198,7 +198,7 @@ pub struct PassEvents {
 /// Turns a pass's reports into hook events at `now`: `Renewed` → `renewed`, each
 /// `Failed` → `failed`, and an `expiring` candidate for every certificate in place
 /// (unchanged, or failed to renew) in its last 10 % of validity. Only events with
-/// commands configured are made. Pure; dry-run reports (`WouldRenew`) make none.
+/// commands configured are made. Pure.
 pub fn pass_events(config: &Config, reports: &[CertReport], now: OffsetDateTime) -> PassEvents {
     let mut out = PassEvents::default();
     if config.hooks.is_empty() && config.certificates.iter().all(|c| c.hooks.is_empty()) {
@@ -266,7 +266,6 @@ pub fn pass_events(config: &Config, reports: &[CertReport], now: OffsetDateTime)
                 not_after,
                 ..
             } => Some((serial, *not_before, *not_after)),
-            Outcome::WouldRenew(_) => None,
         };
         if let Some((serial, not_before, not_after)) = in_place {
             if has_commands(config, spec, HookKind::Expiring)

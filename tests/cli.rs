@@ -274,6 +274,32 @@ fn dry_run_changes_nothing_even_when_work_is_due() {
     before.assert_same(&sb.snapshot(), "renew --all --force --dry-run");
 }
 
+#[test]
+fn check_and_dry_run_print_the_same_plan() {
+    let sb = Sandbox::new();
+    let www = CertDef::new("www", Layout::Nginx);
+    let api = CertDef::new("api", Layout::Combined);
+    sb.write_certs(&[www.clone(), api.clone()]);
+    sb.renew_all().ok();
+    fs::remove_file(www.files(&sb).key.unwrap()).unwrap();
+    let check = sb.ck(&["check"]);
+    check.ok();
+    let dry = sb.ck(&["renew", "--all", "--dry-run"]);
+    dry.ok();
+    // `check` says first what it read (the file, the CA), then the plan.
+    let plan: Vec<&str> = check.stdout.lines().skip(2).collect();
+    assert_eq!(
+        plan,
+        dry.stdout.lines().collect::<Vec<_>>(),
+        "{check:?}\n{dry:?}"
+    );
+    assert!(dry.line_for("www").contains("would renew"), "{dry:?}");
+    assert!(
+        dry.stdout.contains("1 of 2 certificate(s) to renew"),
+        "{dry:?}"
+    );
+}
+
 // ---------------------------------------------------------------------------------------
 // 5. Repair
 
@@ -868,7 +894,7 @@ certificates:
 /// The table row of certificate `name` in `check`/`status` output.
 fn row<'a>(out: &'a str, name: &str) -> &'a str {
     out.lines()
-        .find(|l| l.split_whitespace().next() == Some(name))
+        .find(|l| l.split_whitespace().next().map(|w| w.trim_end_matches(':')) == Some(name))
         .unwrap_or_else(|| panic!("no row for {name} in:\n{out}"))
 }
 

@@ -1,8 +1,8 @@
 //! `certkeeper check`: validate the configuration and print the plan. Writes nothing.
 
 use super::{CliError, ConfigArg};
-use crate::reconcile::load_ca;
-use crate::status::{rows, table};
+use crate::reconcile::{load_ca, plan};
+use crate::status::{table, watched_rows};
 use time::OffsetDateTime;
 
 pub fn run(arg: &ConfigArg, now: OffsetDateTime) -> Result<u8, CliError> {
@@ -31,12 +31,15 @@ pub fn run(arg: &ConfigArg, now: OffsetDateTime) -> Result<u8, CliError> {
         println!("No certificates are declared yet: add them under `certificates:`.");
         return Ok(0);
     }
-    let rows = rows(
-        &config,
-        ca.as_ref().map(|c| c as &dyn crate::ca::Issuer),
-        now,
-        false,
+    // The plan `renew --dry-run` prints, from the same decisions a real pass makes.
+    let selected: Vec<_> = config.certificates.iter().collect();
+    print!(
+        "{}",
+        plan::make(&config, ca.as_ref(), &selected, false, now).render(now)
     );
-    print!("{}", table(&rows, now, false));
+    if !config.watched.is_empty() {
+        let rows = watched_rows(&config, now);
+        print!("{}", table(&rows, now, false));
+    }
     Ok(0)
 }

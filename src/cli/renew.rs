@@ -5,7 +5,7 @@ use super::CliError;
 use crate::config::Config;
 use crate::hooks::{pass_events, HookRunner};
 use crate::policy::{relative, rfc3339};
-use crate::reconcile::{renew, CertReport, Outcome, RenewOptions};
+use crate::reconcile::{plan_for, renew, CertReport, Outcome, RenewError, RenewOptions};
 use crate::state::StateDir;
 use std::time::Instant;
 use time::OffsetDateTime;
@@ -17,28 +17,33 @@ pub fn run(
     dry_run: bool,
     now: OffsetDateTime,
 ) -> Result<u8, CliError> {
+    let cli_err = |e: RenewError| {
+        if e.is_usage() {
+            CliError::Usage(e.to_string())
+        } else {
+            CliError::Runtime(e.to_string())
+        }
+    };
+    if dry_run {
+        // The plan a real run would follow, decided by the same function; as `check`
+        // prints it.
+        let plan = plan_for(config, names, force, now).map_err(cli_err)?;
+        print!("{}", plan.render(now));
+        return Ok(0);
+    }
     let reports = renew(
         config,
         names,
         &RenewOptions {
             force,
-            dry_run,
             check_served: false,
             clean_temp_files: true,
             skip_trust: false,
         },
         now,
     )
-    .map_err(|e| {
-        if e.is_usage() {
-            CliError::Usage(e.to_string())
-        } else {
-            CliError::Runtime(e.to_string())
-        }
-    })?;
-    let hooks = (!dry_run)
-        .then(|| fire_hooks(config, &reports, now))
-        .flatten();
+    .map_err(cli_err)?;
+    let hooks = fire_hooks(config, &reports, now);
     let code = report(&reports, now);
     if let Some(runner) = hooks {
         // Every hook is killed at its deadline, so this bound is never reached unless
@@ -97,7 +102,6 @@ fn report(reports: &[CertReport], now: OffsetDateTime) -> u8 {
                     rfc3339(*renew_at)
                 )
             }
-            Outcome::WouldRenew(reason) => println!("{}: would renew ({reason})", r.name),
             Outcome::Renewed {
                 reason,
                 serial,

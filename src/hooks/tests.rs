@@ -158,7 +158,6 @@ fn a_pass_becomes_events() {
         report("www", unchanged("0c", NB, days(100))),
         // Unchanged and young: nothing.
         report("www", unchanged("0d", now - days(1), days(100))),
-        report("www", Outcome::WouldRenew(Reason::Forced)),
         // Not (or no longer) in the configuration: nothing.
         report("ghost", failed("x", None)),
     ];

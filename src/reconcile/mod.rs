@@ -11,12 +11,16 @@ use crate::config::{CertSpec, Config};
 use crate::install::{install, Installed, RolledBack};
 use crate::keys::PrivateKey;
 use crate::layout::{observe, render};
-use crate::policy::{decide_with_revocations, renew_at, rfc3339, Reason, Seen, Verdict};
+use crate::policy::{renew_at, rfc3339, Reason, Seen};
 use crate::state::{LedgerEntry, StateDir};
 use crate::x509::{check_chain_order, CertInfo};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use time::OffsetDateTime;
+
+pub mod plan;
+
+use plan::Action;
 
 #[derive(Debug, Clone)]
 pub enum Outcome {
@@ -27,7 +31,6 @@ pub enum Outcome {
         serial: String,
         not_before: OffsetDateTime,
     },
-    WouldRenew(Reason),
     Renewed {
         reason: Reason,
         serial: String,
@@ -147,7 +150,6 @@ pub fn ensure_ca(
 #[derive(Debug, Clone, Default)]
 pub struct RenewOptions {
     pub force: bool,
-    pub dry_run: bool,
     /// Also reload servers whose `verify` target serves something other than the
     /// (valid) files on disk: the daemon does this at start, to finish an install that
     /// a crash interrupted before its reload.
@@ -169,20 +171,6 @@ pub fn renew(
 ) -> Result<Vec<CertReport>, RenewError> {
     let selected = select(config, names)?;
     let state = StateDir::new(&config.state_dir);
-    if opts.dry_run {
-        let ca = load_ca(config)?;
-        return Ok(run_pass(
-            config,
-            &state,
-            ca.as_ref(),
-            &selected,
-            opts,
-            now,
-            &AtomicBool::new(false),
-            None,
-        )
-        .0);
-    }
     let _lock = state.lock()?;
     let ca = ensure_ca(config, &state, now)?;
     Ok(run_pass(
@@ -196,6 +184,19 @@ pub fn renew(
         None,
     )
     .0)
+}
+
+/// What `renew` would do for `names` (all when empty), without the lock and without
+/// writing anything: `renew --dry-run` and `check`.
+pub fn plan_for(
+    config: &Config,
+    names: &[String],
+    force: bool,
+    now: OffsetDateTime,
+) -> Result<plan::Plan, RenewError> {
+    let selected = select(config, names)?;
+    let ca = load_ca(config)?;
+    Ok(plan::make(config, ca.as_ref(), &selected, force, now))
 }
 
 /// The configured ACME issuers by name. Cheap to build (no I/O until they issue).
@@ -282,7 +283,7 @@ pub fn run_pass(
 ) -> (Vec<CertReport>, ServerActivity) {
     let mut reports = Vec::new();
     let mut staged: Vec<Staged> = Vec::new();
-    if opts.clean_temp_files && !opts.dry_run {
+    if opts.clean_temp_files {
         let dirs: BTreeSet<&std::path::Path> = selected
             .iter()
             .flat_map(|c| c.files.paths())
@@ -295,21 +296,20 @@ pub fn run_pass(
     let mut stale_servers: BTreeSet<String> = BTreeSet::new();
     // Whether each server of these certificates runs, when what is served is checked:
     // a server that does not run serves nothing to compare.
-    let liveness: BTreeMap<String, Result<(), crate::server::NotRunning>> =
-        if opts.check_served && !opts.dry_run {
-            selected
-                .iter()
-                .flat_map(|c| c.reload.iter())
-                .collect::<BTreeSet<_>>()
-                .into_iter()
-                .filter_map(|n| {
-                    let server = config.servers.get(n)?;
-                    Some((n.clone(), crate::server::running(server)))
-                })
-                .collect()
-        } else {
-            BTreeMap::new()
-        };
+    let liveness: BTreeMap<String, Result<(), crate::server::NotRunning>> = if opts.check_served {
+        selected
+            .iter()
+            .flat_map(|c| c.reload.iter())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .filter_map(|n| {
+                let server = config.servers.get(n)?;
+                Some((n.clone(), crate::server::running(server)))
+            })
+            .collect()
+    } else {
+        BTreeMap::new()
+    };
     // Certificates with a new pair in the archive (installed or not), pruned at the end.
     let mut attempted: Vec<&CertSpec> = Vec::new();
     let revoked: std::collections::HashSet<String> = crate::trust::revoked(state)
@@ -344,8 +344,13 @@ pub fn run_pass(
             Seen::Present(p) => Some(&p.leaf),
             _ => None,
         };
-        let reason = match decide_with_revocations(spec, &seen, now, &revoked) {
-            Verdict::Fine { renew_at } if !opts.force => {
+        let reason = match plan::decide(spec, &seen, now, &revoked, opts.force) {
+            Action::Keep {
+                renew_at,
+                not_after,
+                serial,
+                not_before,
+            } => {
                 let serving = spec
                     .reload
                     .iter()
@@ -366,28 +371,19 @@ pub fn run_pass(
                         }
                     }
                 }
-                let leaf = current.expect("a fine certificate is present");
                 reports.push(CertReport {
                     name: spec.name.clone(),
                     outcome: Outcome::Unchanged {
                         renew_at,
-                        not_after: leaf.not_after,
-                        serial: leaf.serial.clone(),
-                        not_before: leaf.not_before,
+                        not_after,
+                        serial,
+                        not_before,
                     },
                 });
                 continue;
             }
-            Verdict::Fine { .. } => Reason::Forced,
-            Verdict::Reissue(r) => r,
+            Action::Renew(r) => r,
         };
-        if opts.dry_run {
-            reports.push(CertReport {
-                name: spec.name.clone(),
-                outcome: Outcome::WouldRenew(reason),
-            });
-            continue;
-        }
         let Some(issuer) = issuer else {
             let error = if spec.issuer == "internal" {
                 "the internal CA is not available".to_string()
@@ -425,7 +421,7 @@ pub fn run_pass(
     // Trust targets (CA bundle, CRLs) follow the CA; their servers join this pass's
     // single round of config tests and reloads.
     let mut trust = crate::trust::TrustSync::default();
-    if let (false, false, Some(ca)) = (opts.dry_run, opts.skip_trust, ca) {
+    if let (false, Some(ca)) = (opts.skip_trust, ca) {
         trust = crate::trust::sync(config, state, ca, now);
         for e in &trust.errors {
             tracing::error!(error = %e, "trust target not updated");
@@ -445,10 +441,7 @@ pub fn run_pass(
     }
     crate::trust::run_commands(&trust.run);
     activity.trust_refresh_at = trust.refresh_at;
-    if !opts.dry_run
-        && !opts.skip_trust
-        && (!trust.reload.is_empty() || !trust.pending_before.is_empty())
-    {
+    if !opts.skip_trust && (!trust.reload.is_empty() || !trust.pending_before.is_empty()) {
         // A server that did not take new trust material (a revocation!) is remembered
         // and reloaded again by the next pass, until it does.
         let pending: BTreeSet<String> = trust
