@@ -11,6 +11,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 use time::OffsetDateTime;
 
+pub mod retry;
+
 /// What was found on disk for a managed certificate.
 #[derive(Debug, Clone)]
 pub enum Seen {
