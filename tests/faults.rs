@@ -234,7 +234,8 @@ fn failing_certificates_back_off_and_never_starve_a_healthy_one() {
             // The earliest the daemon may come back: its backoff, at most a fifth earlier
             // (the spread), or sooner while the kept pair is still valid (half of what it
             // has left, at least 5 s); one second of slack for the pass itself.
-            let rule = certkeeper::policy::retry::retry_at(pair[0], failures, Some(not_after)) - pair[0];
+            let rule =
+                certkeeper::policy::retry::retry_at(pair[0], failures, Some(not_after)) - pair[0];
             let spread = certkeeper::policy::retry::backoff(failures).as_secs_f64() / 5.0;
             let earliest = (secs(rule) - spread).max(1.0) - 1.0;
             let gap = secs(pair[1] - pair[0]);
