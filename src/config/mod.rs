@@ -2,6 +2,7 @@
 //! cross-field rule, collecting all errors with file, line and field. Pure apart from
 //! `load` (reads the file) and user/group name look-ups.
 
+mod limits;
 mod locate;
 mod raw;
 mod split;
@@ -270,6 +271,15 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
 
 /// Parses and checks configuration text; `file` is only used in messages.
 pub fn parse(text: &str, file: &Path) -> Result<Config, ConfigErrors> {
+    if let Err(e) = limits::check(text) {
+        return Err(ConfigErrors(vec![ConfigError {
+            file: file.to_path_buf(),
+            line: Some(e.line),
+            field: String::new(),
+            certificate: None,
+            message: e.message,
+        }]));
+    }
     let mut cx = Ctx {
         file: file.to_path_buf(),
         text: text.to_string(),
