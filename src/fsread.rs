@@ -23,7 +23,7 @@ pub const PID_FILE_MAX: u64 = 4 << 10;
 pub enum ReadError {
     #[error("{}: no such file", path.display())]
     NotFound { path: PathBuf },
-    #[error("{}: permission denied; certkeeper runs as uid {uid}, which may not read it", path.display())]
+    #[error("{}: permission denied (certkeeper runs as uid {uid})", path.display())]
     PermissionDenied { path: PathBuf, uid: u32 },
     #[error("{}: is {kind}, not a regular file", path.display())]
     NotAFile { path: PathBuf, kind: &'static str },

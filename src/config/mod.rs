@@ -8,6 +8,7 @@ mod raw;
 mod split;
 
 use crate::duration::{format_duration, parse_duration, RenewBefore};
+use crate::fsread::{self, ReadError, CONFIG_MAX};
 use crate::model::{one_of, validate_dns_name, KeyType, Layout, San, Usage};
 use locate::Locator;
 use raw::*;
@@ -253,20 +254,43 @@ impl fmt::Display for ConfigErrors {
 
 impl std::error::Error for ConfigErrors {}
 
-/// Reads and checks the configuration file.
-pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
-    match std::fs::read_to_string(path) {
-        Ok(text) => parse(&text, path),
-        Err(e) => Err(ConfigErrors(vec![ConfigError {
-            file: path.to_path_buf(),
-            line: None,
-            field: String::new(),
-            certificate: None,
-            message: format!(
+/// Why the configuration was not loaded: the file could not be read (nothing is wrong
+/// *in* it), or what it says is wrong.
+#[derive(Debug)]
+pub enum LoadError {
+    Unreadable(ReadError),
+    Invalid(ConfigErrors),
+}
+
+impl fmt::Display for LoadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LoadError::Unreadable(e @ ReadError::PermissionDenied { .. }) => write!(
+                f,
+                "cannot read the configuration: {e}; run certkeeper as a user who may read the file (root, or with sudo), or pass another file with -c"
+            ),
+            LoadError::Unreadable(e) => write!(
+                f,
                 "cannot read the configuration: {e}; pass another file with -c or set CERTKEEPER_CONFIG"
             ),
-        }])),
+            LoadError::Invalid(errs) => write!(f, "{errs}"),
+        }
     }
+}
+
+impl std::error::Error for LoadError {}
+
+/// The configuration file's text: a regular file of at most `CONFIG_MAX` bytes.
+pub fn read(path: &Path) -> Result<String, ReadError> {
+    let mut text = fsread::read_text(path, CONFIG_MAX)?;
+    // The configuration holds no secrets (keys live in the files it names).
+    Ok(std::mem::take(&mut *text))
+}
+
+/// Reads and checks the configuration file.
+pub fn load(path: &Path) -> Result<Config, LoadError> {
+    let text = read(path).map_err(LoadError::Unreadable)?;
+    parse(&text, path).map_err(LoadError::Invalid)
 }
 
 /// Parses and checks configuration text; `file` is only used in messages.
