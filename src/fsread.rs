@@ -19,22 +19,28 @@ pub const CONFIG_MAX: u64 = 4 << 20;
 pub const PID_FILE_MAX: u64 = 4 << 10;
 
 /// Why a file was not read.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug)]
 pub enum ReadError {
-    #[error("{}: no such file", path.display())]
     NotFound { path: PathBuf },
-    #[error("{}: permission denied (certkeeper runs as uid {uid})", path.display())]
     PermissionDenied { path: PathBuf, uid: u32 },
-    #[error("{}: is {kind}, not a regular file", path.display())]
     NotAFile { path: PathBuf, kind: &'static str },
-    #[error("{}: is {}, more than the {} certkeeper reads from such a file", path.display(), size_text(*size), size_text(*cap))]
     TooBig { path: PathBuf, size: u64, cap: u64 },
-    #[error("{}: cannot read: {source}", path.display())]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
+    Io { path: PathBuf, source: io::Error },
+}
+
+impl std::fmt::Display for ReadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.path().display(), self.what(""))
+    }
+}
+
+impl std::error::Error for ReadError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ReadError::Io { source, .. } => Some(source),
+            _ => None,
+        }
+    }
 }
 
 impl ReadError {
@@ -52,12 +58,26 @@ impl ReadError {
         matches!(self, ReadError::NotFound { .. })
     }
 
-    /// The message without the path in front, for callers that name the path
-    /// themselves (`damaged: PATH: REASON`).
+    /// The problem as a sentence of its own, for callers that name the path first
+    /// (`/x/www.crt is damaged: it is a FIFO, not a regular file`).
     pub fn reason(&self) -> String {
-        let full = self.to_string();
-        let prefix = format!("{}: ", self.path().display());
-        full.strip_prefix(&prefix).unwrap_or(&full).to_string()
+        self.what("it ")
+    }
+
+    fn what(&self, subject: &str) -> String {
+        match self {
+            ReadError::NotFound { .. } => "no such file".into(),
+            ReadError::PermissionDenied { uid, .. } => {
+                format!("permission denied (certkeeper runs as uid {uid})")
+            }
+            ReadError::NotAFile { kind, .. } => format!("{subject}is {kind}, not a regular file"),
+            ReadError::TooBig { size, cap, .. } => format!(
+                "{subject}is {}, more than the {} certkeeper reads from such a file",
+                size_text(*size),
+                size_text(*cap)
+            ),
+            ReadError::Io { source, .. } => format!("cannot read: {source}"),
+        }
     }
 
     fn io(path: &Path, source: io::Error) -> ReadError {
@@ -264,7 +284,7 @@ mod tests {
             matches!(e, ReadError::NotAFile { kind: "a FIFO", .. }),
             "{e:?}"
         );
-        assert_eq!(e.reason(), "is a FIFO, not a regular file");
+        assert_eq!(e.reason(), "it is a FIFO, not a regular file");
         assert_eq!(
             e.to_string(),
             format!("{}: is a FIFO, not a regular file", p.display())
