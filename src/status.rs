@@ -252,7 +252,10 @@ pub fn table(rows: &[Row], now: OffsetDateTime, with_last: bool) -> String {
             if c + 1 == cols {
                 s.push_str(cell);
             } else {
-                s.push_str(&format!("{cell:<w$}  ", w = widths[c]));
+                // Padded by hand: a format width is limited to 65,535.
+                s.push_str(cell);
+                let pad = widths[c] - cell.chars().count() + 2;
+                s.extend(std::iter::repeat_n(' ', pad));
             }
         }
         out.push_str(s.trim_end());
