@@ -112,7 +112,7 @@ fn read(path: &Path) -> Result<Parsed, Seen> {
             PemItem::Other(label) => {
                 return Err(Seen::Damaged {
                     path: path.to_path_buf(),
-                    reason: format!("unexpected `{label}` block"),
+                    reason: format!("unexpected `{}` block", crate::model::excerpt(&label)),
                 })
             }
         }

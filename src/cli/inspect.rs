@@ -5,6 +5,7 @@ use super::ca::print_cert;
 use super::CliError;
 use crate::fsread::{read_regular, PEM_MAX};
 use crate::keys::KeyInfo;
+use crate::model::excerpt;
 use crate::x509::{check_chain_order, parse_pem, CertInfo, PemItem};
 use std::path::PathBuf;
 use time::OffsetDateTime;
@@ -87,7 +88,9 @@ pub fn run(files: &[PathBuf], now: OffsetDateTime) -> Result<u8, CliError> {
                     };
                     println!("  [{}] private key ({kind}): {m}", i + 1);
                 }
-                PemItem::Other(label) => println!("  [{}] {label} (not inspected)", i + 1),
+                PemItem::Other(label) => {
+                    println!("  [{}] {} (not inspected)", i + 1, excerpt(label))
+                }
             }
         }
         let file_certs: Vec<CertInfo> = items
