@@ -1,8 +1,10 @@
 //! Bounds on the shape of a configuration, checked in one streaming pass before it is
-//! deserialized: how deep collections nest, and how many nodes aliases repeat. The
-//! YAML deserializer's scanner is quadratic in the nesting depth (100,000 `[` took a
-//! minute) and it expands aliases into a value tree (an "alias bomb" of a few hundred
-//! bytes stands for billions of nodes). Pure: text in, the first problem out.
+//! deserialized: how deep collections nest, and how many values the deserializer would
+//! build, aliases expanded. Its scanner is quadratic in the nesting depth (100,000 `[`
+//! took 20 s), it expands aliases into a value tree (1.2 MB of aliases to one wide
+//! anchor grew to 24 GB before it was killed) and it takes about 1.4 µs per value
+//! (a 4 MiB list of two million numbers took 2.8 s). Pure: text in, the first problem
+//! out.
 
 use saphyr_parser::{Event, Parser};
 use std::collections::HashMap;
@@ -10,9 +12,10 @@ use std::collections::HashMap;
 /// The deepest nesting accepted. A certkeeper configuration needs about six levels
 /// (`certificates[0].hooks.renewed[0][1]`).
 pub const MAX_DEPTH: usize = 64;
-/// The most nodes all aliases together may repeat: generous for anchors shared by ten
-/// thousand certificates, small enough that expanding them stays a fraction of a second.
-pub const MAX_ALIAS_NODES: u64 = 1_000_000;
+/// The most values (scalars, lists and mappings, those aliases repeat included) a
+/// configuration may hold: a certificate takes about 17, so this is room for 29,000 of
+/// them (more than fit in `CONFIG_MAX`), and `check` stays well under a second.
+pub const MAX_NODES: u64 = 500_000;
 
 /// What is wrong, and the line (1-based) where it was found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,13 +39,27 @@ fn too_deep(line: usize) -> Exceeded {
     }
 }
 
+fn too_many(line: usize, repeated: u64) -> Exceeded {
+    let message = if repeated > 0 {
+        format!(
+            "with its aliases (`*name`) expanded the document holds more than {MAX_NODES} values; write the values out, or refer to smaller anchors"
+        )
+    } else {
+        format!(
+            "the document holds more than {MAX_NODES} values; that is more than tens of thousands of certificates need"
+        )
+    };
+    Exceeded { line, message }
+}
+
 /// Walks the document's events and stops at the first bound exceeded. A document that
 /// does not parse passes: the deserializer reports syntax errors with their own line.
 pub fn check(text: &str) -> Result<(), Exceeded> {
     let mut open: Vec<Open> = Vec::new();
-    // Nodes each anchor stands for, by anchor id.
+    // Values each anchor stands for, by anchor id.
     let mut anchors: HashMap<usize, u64> = HashMap::new();
-    let mut repeated: u64 = 0;
+    // Values so far, and how many of them aliases repeated.
+    let (mut nodes, mut repeated) = (0u64, 0u64);
     for item in Parser::new_from_str(text) {
         let (event, span) = match item {
             Ok(item) => item,
@@ -59,6 +76,10 @@ pub fn check(text: &str) -> Result<(), Exceeded> {
                 if open.len() >= MAX_DEPTH {
                     return Err(too_deep(line));
                 }
+                nodes += 1;
+                if nodes > MAX_NODES {
+                    return Err(too_many(line, repeated));
+                }
                 open.push(Open { anchor, nodes: 1 });
                 continue;
             }
@@ -73,25 +94,22 @@ pub fn check(text: &str) -> Result<(), Exceeded> {
                 if anchor != 0 {
                     anchors.insert(anchor, 1);
                 }
+                nodes += 1;
                 1
             }
             Event::Alias(id) => {
                 // An alias to an anchor not yet closed (or unknown) is the
-                // deserializer's error to report; it counts as one node here.
+                // deserializer's error to report; it counts as one value here.
                 let n = anchors.get(&id).copied().unwrap_or(1);
                 repeated = repeated.saturating_add(n);
-                if repeated > MAX_ALIAS_NODES {
-                    return Err(Exceeded {
-                        line,
-                        message: format!(
-                            "aliases (`*name`) repeat more than {MAX_ALIAS_NODES} nodes; write the values out, or refer to smaller anchors"
-                        ),
-                    });
-                }
+                nodes = nodes.saturating_add(n);
                 n
             }
             _ => continue,
         };
+        if nodes > MAX_NODES {
+            return Err(too_many(line, repeated));
+        }
         if let Some(parent) = open.last_mut() {
             parent.nodes = parent.nodes.saturating_add(node);
         }
@@ -148,7 +166,7 @@ mod tests {
             prev = name;
         }
         let e = check(&text).unwrap_err();
-        assert!(e.message.contains("aliases"), "{e:?}");
+        assert!(e.message.contains("aliases (`*name`) expanded"), "{e:?}");
         assert!(e.line >= 6, "{e:?}");
     }
 
@@ -158,6 +176,16 @@ mod tests {
         let wide = vec!["1"; 20_000].join(",");
         let text = format!("a: &a [{wide}]\nb: [{}]\n", vec!["*a"; 100].join(","));
         assert!(check(&text).is_err());
+    }
+
+    #[test]
+    fn a_document_of_too_many_values_is_refused() {
+        let text = format!("a: [{}]\n", vec!["1"; MAX_NODES as usize].join(","));
+        let e = check(&text).unwrap_err();
+        assert!(e.message.contains("holds more than 500000 values"), "{e:?}");
+        assert!(!e.message.contains("aliases"), "{e:?}");
+        let text = format!("a: [{}]\n", vec!["1"; MAX_NODES as usize - 3].join(","));
+        assert_eq!(check(&text), Ok(()));
     }
 
     #[test]

@@ -484,9 +484,6 @@ fn deep_nesting_and_alias_bombs_are_refused_quickly() {
         prev = name;
     }
     let e = one_error(&bomb);
-    assert!(
-        e.message.contains("aliases (`*name`) repeat more than"),
-        "{e}"
-    );
+    assert!(e.message.contains("aliases (`*name`) expanded"), "{e}");
     assert!(started.elapsed() < std::time::Duration::from_secs(2));
 }
