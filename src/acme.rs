@@ -7,6 +7,7 @@
 
 use crate::ca::{IssueError, IssueRequest, Issued, Issuer};
 use crate::config::AcmeSpec;
+use crate::fsread::{read_regular, read_text, PEM_MAX};
 use crate::fsutil::{ensure_dir, write_atomic, FileSpec};
 use crate::model::San;
 use crate::x509::{parse_certs, CertInfo};
@@ -24,6 +25,8 @@ use std::time::Duration;
 use time::OffsetDateTime;
 use zeroize::Zeroizing;
 
+/// The most read from the system's CA bundle (Debian's is about 200 KiB).
+const SYSTEM_BUNDLE_MAX: u64 = 4 << 20;
 /// How long one whole issuance may take (account, order, validation, finalize).
 const ISSUE_DEADLINE: Duration = Duration::from_secs(180);
 /// How long a TCP connect to the ACME server may take.
@@ -54,8 +57,8 @@ impl AcmeIssuer {
         let mut roots = rustls::RootCertStore::empty();
         match &self.spec.ca_bundle {
             Some(bundle) => {
-                let bytes = std::fs::read(bundle)
-                    .map_err(|e| format!("cannot read ca_bundle {}: {e}", bundle.display()))?;
+                let bytes = read_regular(bundle, PEM_MAX)
+                    .map_err(|e| format!("cannot read ca_bundle {e}"))?;
                 let certs = parse_certs(&bytes, &format!("ca_bundle {}", bundle.display()))?;
                 for c in certs {
                     roots
@@ -97,10 +100,7 @@ impl AcmeIssuer {
     async fn account(&self) -> Result<Account, String> {
         let dir = &self.spec.directory;
         if self.account_file.exists() {
-            let text = Zeroizing::new(
-                std::fs::read_to_string(&self.account_file)
-                    .map_err(|e| format!("cannot read {}: {e}", self.account_file.display()))?,
-            );
+            let text = read_text(&self.account_file, PEM_MAX).map_err(|e| e.to_string())?;
             let damaged = |e: serde_json::Error| {
                 format!(
                     "{} is damaged ({e}); move it away to register a new account",
@@ -121,10 +121,7 @@ impl AcmeIssuer {
         }
         let eab = match &self.spec.eab {
             Some((kid, file)) => {
-                let raw = Zeroizing::new(
-                    std::fs::read_to_string(file)
-                        .map_err(|e| format!("cannot read {}: {e}", file.display()))?,
-                );
+                let raw = read_text(file, PEM_MAX).map_err(|e| e.to_string())?;
                 let key = base64::engine::general_purpose::URL_SAFE_NO_PAD
                     .decode(raw.trim().trim_end_matches('='))
                     .map_err(|e| format!("{}: not a base64url HMAC key: {e}", file.display()))?;
@@ -255,7 +252,7 @@ pub fn account_file(state_dir: &Path, name: &str) -> PathBuf {
 fn rustls_native_roots() -> Vec<rustls::pki_types::CertificateDer<'static>> {
     // The Debian bundle; other systems set `ca_bundle:`.
     let path = Path::new("/etc/ssl/certs/ca-certificates.crt");
-    std::fs::read(path)
+    read_regular(path, SYSTEM_BUNDLE_MAX)
         .ok()
         .and_then(|b| parse_certs(&b, "system CA bundle").ok())
         .unwrap_or_default()

@@ -3,6 +3,7 @@
 //! names, usages, serial and validity itself.
 
 use crate::config::CaSpec;
+use crate::fsread::{read_regular, read_text, ReadError, PEM_MAX};
 use crate::fsutil::{ensure_dir, sync_dir, write_atomic, FileSpec, FsError};
 use crate::keys::PrivateKey;
 use crate::model::{KeyType, San, Usage};
@@ -111,6 +112,10 @@ pub enum CaError {
     Create(String),
     #[error(transparent)]
     Fs(#[from] FsError),
+    #[error(transparent)]
+    Read(#[from] ReadError),
+    #[error("{0}; the root key is needed to sign the root CRL")]
+    RootKeyForCrl(ReadError),
 }
 
 /// The internal CA as loaded from `state_dir/ca`.
@@ -275,11 +280,7 @@ impl InternalCa {
         }
         let read_cert = |name: &str| -> Result<CertInfo, CaError> {
             let path = dir.join(name);
-            let bytes = fs::read(&path).map_err(|source| FsError::Io {
-                path: path.clone(),
-                action: "cannot read",
-                source,
-            })?;
+            let bytes = read_regular(&path, PEM_MAX)?;
             let mut certs =
                 parse_certs(&bytes, "CA certificate").map_err(|reason| CaError::Damaged {
                     path: path.clone(),
@@ -309,12 +310,7 @@ impl InternalCa {
             }
         }
         let key_path = dir.join(INT_KEY);
-        let key_pem =
-            Zeroizing::new(fs::read_to_string(&key_path).map_err(|source| FsError::Io {
-                path: key_path.clone(),
-                action: "cannot read",
-                source,
-            })?);
+        let key_pem = read_text(&key_path, PEM_MAX)?;
         let intermediate_key = PrivateKey::from_pem(&key_pem).map_err(|e| CaError::Damaged {
             path: key_path.clone(),
             reason: e.to_string(),
@@ -368,11 +364,7 @@ impl InternalCa {
         let root_key;
         let (cert, key) = if root {
             let path = self.dir.join(ROOT_KEY);
-            let pem = Zeroizing::new(fs::read_to_string(&path).map_err(|source| FsError::Io {
-                path: path.clone(),
-                action: "cannot read (the root key is needed to sign the root CRL)",
-                source,
-            })?);
+            let pem = read_text(&path, PEM_MAX).map_err(CaError::RootKeyForCrl)?;
             root_key = PrivateKey::from_pem(&pem).map_err(|e| CaError::Damaged {
                 path,
                 reason: e.to_string(),

@@ -7,6 +7,7 @@
 use crate::cache::ObserveCache;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{self, Config};
+use crate::fsread::ReadError;
 use crate::metrics::{Metrics, ReloadLabel, RenewalLabel};
 use crate::policy::retry::{backoff, retry_at, retry_at_spread};
 use crate::policy::{relative, rfc3339};
@@ -41,7 +42,7 @@ const CONFIG_SETTLE_MAX: Duration = Duration::from_secs(10);
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
     #[error("{0}")]
-    Config(config::ConfigErrors),
+    Config(config::LoadError),
     #[error("{0}")]
     Startup(String),
 }
@@ -1198,37 +1199,50 @@ impl Daemon {
     /// The configuration file's text once it has stayed the same for `CONFIG_SETTLE`
     /// (at most `CONFIG_SETTLE_MAX`): what is parsed is what was read, never a file
     /// that is still being written.
-    async fn settled_config(&self) -> std::io::Result<String> {
+    async fn settled_config(&self) -> Result<String, ReadError> {
         let started = tokio::time::Instant::now();
-        let mut last = tokio::fs::read(&self.config_path).await;
+        let mut last = self.read_config().await;
         loop {
             tokio::time::sleep(CONFIG_SETTLE).await;
-            let now = tokio::fs::read(&self.config_path).await;
+            let now = self.read_config().await;
             let same = match (&last, &now) {
                 (Ok(a), Ok(b)) => a == b,
-                (Err(a), Err(b)) => a.kind() == b.kind(),
+                (Err(a), Err(b)) => a.to_string() == b.to_string(),
                 _ => false,
             };
             if same || started.elapsed() >= CONFIG_SETTLE_MAX {
-                return now.and_then(|b| {
-                    String::from_utf8(b).map_err(|e| {
-                        std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string())
-                    })
-                });
+                return now;
             }
             last = now;
         }
     }
 
+    /// The configuration file's text, read off the loop (a slow disk must not hold up
+    /// signals). The read itself never waits on a FIFO or a device: it is refused.
+    async fn read_config(&self) -> Result<String, ReadError> {
+        let path = self.config_path.clone();
+        tokio::task::spawn_blocking(move || config::read(&path))
+            .await
+            .unwrap_or_else(|e| {
+                Err(ReadError::Io {
+                    path: self.config_path.clone(),
+                    source: std::io::Error::other(e.to_string()),
+                })
+            })
+    }
+
     async fn reload_config(&mut self) {
-        let text = tokio::fs::read_to_string(&self.config_path).await;
+        let text = self.read_config().await;
         self.reload_config_from(text).await;
     }
 
-    async fn reload_config_from(&mut self, text: std::io::Result<String>) {
+    async fn reload_config_from(&mut self, text: Result<String, ReadError>) {
         let parsed = match text {
             Ok(text) => config::parse(&text, &self.config_path),
-            Err(_) => config::load(&self.config_path),
+            Err(e) => {
+                tracing::error!(error = %config::LoadError::Unreadable(e), "cannot read the new configuration; keeping the running one");
+                return;
+            }
         };
         let new = match parsed {
             Ok(c) => c,

@@ -1,6 +1,7 @@
 //! Human durations (`30s`, `90d`, `1h30m`) and renewal windows (`33%` or a duration).
 //! Pure parsing and formatting: no clock, no I/O.
 
+use crate::model::excerpt;
 use std::fmt;
 use std::time::Duration;
 
@@ -28,30 +29,38 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         }
         let Some(&(_, secs)) = UNITS.iter().find(|(u, _)| *u == c) else {
             return Err(format!(
-                "`{text}` is not a duration: unknown unit `{c}` (use s, m, h, d, w or y, e.g. 90d)"
+                "`{}` is not a duration: unknown unit `{c}` (use s, m, h, d, w or y, e.g. 90d)",
+                excerpt(text)
             ));
         };
         if digits.is_empty() {
             return Err(format!(
-                "`{text}` is not a duration: a number must come before `{c}`"
+                "`{}` is not a duration: a number must come before `{c}`",
+                excerpt(text)
             ));
         }
         let n: u64 = digits
             .parse()
-            .map_err(|_| format!("`{text}` is not a duration: number too large"))?;
+            .map_err(|_| format!("`{}` is not a duration: number too large", excerpt(text)))?;
         total = n
             .checked_mul(secs)
             .and_then(|v| total.checked_add(v))
-            .ok_or_else(|| format!("`{text}` is too long a duration"))?;
+            .ok_or_else(|| format!("`{}` is too long a duration", excerpt(text)))?;
         digits.clear();
     }
     if !digits.is_empty() {
         return Err(format!(
-            "`{text}` is not a duration: `{digits}` has no unit (use s, m, h, d, w or y, e.g. {digits}d)"
+            "`{}` is not a duration: `{}` has no unit (use s, m, h, d, w or y, e.g. {}d)",
+            excerpt(text),
+            excerpt(&digits),
+            excerpt(&digits)
         ));
     }
     if total == 0 {
-        return Err(format!("`{text}` is zero; a duration must be positive"));
+        return Err(format!(
+            "`{}` is zero; a duration must be positive",
+            excerpt(text)
+        ));
     }
     Ok(Duration::from_secs(total))
 }
@@ -91,9 +100,12 @@ impl RenewBefore {
             let value: f64 = num
                 .trim()
                 .parse()
-                .map_err(|_| format!("`{text}` is not a share; write e.g. 33%"))?;
+                .map_err(|_| format!("`{}` is not a share; write e.g. 33%", excerpt(text)))?;
             if !(value > 0.0 && value < 100.0) {
-                return Err(format!("`{text}` must be more than 0% and less than 100%"));
+                return Err(format!(
+                    "`{}` must be more than 0% and less than 100%",
+                    excerpt(text)
+                ));
             }
             return Ok(RenewBefore::Share((value * 10.0).round() as u32));
         }

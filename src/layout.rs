@@ -3,13 +3,13 @@
 
 use crate::ca::Issuer;
 use crate::config::CertSpec;
+use crate::fsread::{self, PEM_MAX};
 use crate::fsutil::FileSpec;
 use crate::keys::{KeyInfo, PrivateKey};
 use crate::model::Layout;
 use crate::policy::{Present, Seen};
 use crate::x509::{check_chain_order, parse_pem, CertInfo, PemItem};
 use std::fs;
-use std::io;
 use std::path::{Path, PathBuf};
 use zeroize::Zeroizing;
 
@@ -86,15 +86,13 @@ struct Parsed {
 }
 
 fn read(path: &Path) -> Result<Parsed, Seen> {
-    let bytes = match fs::read(path) {
-        Ok(b) => Zeroizing::new(b),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            return Err(Seen::Missing(path.to_path_buf()))
-        }
+    let bytes = match fsread::read_regular(path, PEM_MAX) {
+        Ok(b) => b,
+        Err(e) if e.is_not_found() => return Err(Seen::Missing(path.to_path_buf())),
         Err(e) => {
             return Err(Seen::Damaged {
                 path: path.to_path_buf(),
-                reason: format!("cannot read: {e}"),
+                reason: e.reason(),
             });
         }
     };
@@ -114,7 +112,7 @@ fn read(path: &Path) -> Result<Parsed, Seen> {
             PemItem::Other(label) => {
                 return Err(Seen::Damaged {
                     path: path.to_path_buf(),
-                    reason: format!("unexpected `{label}` block"),
+                    reason: format!("unexpected `{}` block", crate::model::excerpt(&label)),
                 })
             }
         }

@@ -1,9 +1,9 @@
 //! certkeeper: keeps TLS certificates issued, installed, renewed and served.
 //!
 //! Layers: vocabulary and pure logic (`model`, `duration`, `config`, `x509`, `policy`,
-//! `layout::render`), effects (`keys`, `ca`, `fsutil`, `install`, `state`, `process`,
-//! `server`, `hooks`), orchestration
-//! (`reconcile`, `status`) and the command line (`cli`).
+//! `layout::render`), effects (`keys`, `ca`, `fsread`, `fsutil`, `install`, `state`,
+//! `process`, `server`, `hooks`), orchestration (`reconcile`, `status`) and the command
+//! line (`cli`).
 
 pub mod acme;
 pub mod ca;
@@ -13,6 +13,7 @@ pub mod clock;
 pub mod config;
 pub mod daemon;
 pub mod duration;
+pub mod fsread;
 pub mod fsutil;
 pub mod hooks;
 pub mod install;

@@ -1,6 +1,7 @@
 //! Vocabulary shared by every layer: key types, usages, layouts, subject names.
 //! Plain data with parsing and display; nothing here touches files or the clock.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::net::IpAddr;
 use std::str::FromStr;
@@ -50,7 +51,8 @@ impl FromStr for KeyType {
             .ok_or_else(|| {
                 let weak = matches!(s, "rsa-1024" | "rsa-512" | "dsa" | "ecdsa-p192");
                 format!(
-                    "`{s}` is not a key type{}; use one of {}",
+                    "`{}` is not a key type{}; use one of {}",
+                    excerpt(s),
                     if weak {
                         " certkeeper issues (too weak)"
                     } else {
@@ -110,7 +112,8 @@ impl FromStr for Usage {
             .find(|u| u.as_str() == s)
             .ok_or_else(|| {
                 format!(
-                    "`{s}` is not a usage; use one of {}",
+                    "`{}` is not a usage; use one of {}",
+                    excerpt(s),
                     one_of(Usage::ALL.iter().map(|u| u.as_str()))
                 )
             })
@@ -172,7 +175,8 @@ impl FromStr for Layout {
             .find(|l| l.as_str() == s)
             .ok_or_else(|| {
                 format!(
-                    "`{s}` is not a layout; use one of {}",
+                    "`{}` is not a layout; use one of {}",
+                    excerpt(s),
                     one_of(Layout::ALL.iter().map(|l| l.as_str()))
                 )
             })
@@ -215,7 +219,8 @@ pub fn validate_dns_name(text: &str) -> Result<String, String> {
     let lower = text.to_ascii_lowercase();
     let bad = |why: &str| {
         Err(format!(
-            "`{text}` is not a valid DNS name or IP address: {why}"
+            "`{}` is not a valid DNS name or IP address: {why}",
+            excerpt(text)
         ))
     };
     if lower.is_empty() {
@@ -253,6 +258,22 @@ pub fn validate_dns_name(text: &str) -> Result<String, String> {
     Ok(lower)
 }
 
+/// The most characters of a value an error message quotes.
+pub const EXCERPT_CHARS: usize = 60;
+
+/// `text`, or when it is longer than `EXCERPT_CHARS` its beginning and `…`: an error
+/// message quotes a bad value, never a megabyte of it.
+pub fn excerpt(text: &str) -> Cow<'_, str> {
+    if text.chars().nth(EXCERPT_CHARS).is_none() {
+        return Cow::Borrowed(text);
+    }
+    let cut = text
+        .char_indices()
+        .nth(EXCERPT_CHARS - 1)
+        .map_or(text.len(), |(i, _)| i);
+    Cow::Owned(format!("{}…", &text[..cut]))
+}
+
 pub(crate) fn one_of<'a>(items: impl Iterator<Item = &'a str>) -> String {
     items
         .map(|s| format!("`{s}`"))
@@ -263,6 +284,19 @@ pub(crate) fn one_of<'a>(items: impl Iterator<Item = &'a str>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn excerpts_are_short() {
+        assert_eq!(excerpt("www"), "www");
+        let sixty = "é".repeat(EXCERPT_CHARS);
+        assert_eq!(excerpt(&sixty), sixty.as_str());
+        let long = "é".repeat(1_000_000);
+        let e = excerpt(&long);
+        assert_eq!(e.chars().count(), EXCERPT_CHARS);
+        assert!(e.ends_with("é…"), "{e}");
+        let err = San::parse(&"a".repeat(1_000_000)).unwrap_err();
+        assert!(err.len() < 200, "{err}");
+    }
 
     #[test]
     fn sans_parse() {

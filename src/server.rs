@@ -5,6 +5,7 @@
 //! certificate files.
 
 use crate::config::{ServerKind, ServerSpec};
+use crate::fsread::{read_text, ReadError, PID_FILE_MAX};
 use crate::process::{self, show_command, Finished, RunError};
 use nix::errno::Errno;
 use nix::sys::signal::{kill, Signal};
@@ -63,13 +64,13 @@ pub enum ServerError {
         path: PathBuf,
         daemon: &'static str,
     },
-    #[error("server `{server}`: cannot read pid file {}: {source}; check its permissions (certkeeper must run as root to signal {daemon})", path.display())]
+    #[error("server `{server}`: cannot read the pid file: {source}; it must be a regular file certkeeper may read (certkeeper must run as root to signal {daemon})")]
     PidFileUnreadable {
         server: String,
         path: PathBuf,
         daemon: &'static str,
         #[source]
-        source: io::Error,
+        source: ReadError,
     },
     #[error("server `{server}`: pid file {} holds {}, not a process id; restart {daemon} so it rewrites it, or fix servers.{server}.pid_file", path.display(), if content.is_empty() { "nothing".to_string() } else { format!("`{content}`") })]
     PidFileInvalid {
@@ -256,9 +257,9 @@ pub fn running(spec: &ServerSpec) -> Result<(), NotRunning> {
             let Some(path) = &spec.pid_file else {
                 return Ok(());
             };
-            let text = match std::fs::read_to_string(path) {
+            let text = match read_text(path, PID_FILE_MAX) {
                 Ok(t) => t,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                Err(e) if e.is_not_found() => {
                     return Err(NotRunning::NoPidFile { path: path.clone() })
                 }
                 Err(_) => return Ok(()),
@@ -353,9 +354,9 @@ impl Target {
 /// (A pid could still be reused between this check and the signal; the window is
 /// microseconds, against the hours a stale pid file can lie around.)
 fn checked_pid(server: &str, path: &Path, target: &Target) -> Result<i32, ServerError> {
-    let text = match std::fs::read_to_string(path) {
+    let text = match read_text(path, PID_FILE_MAX) {
         Ok(t) => t,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+        Err(e) if e.is_not_found() => {
             return Err(ServerError::PidFileMissing {
                 server: server.into(),
                 path: path.into(),

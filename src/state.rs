@@ -7,7 +7,9 @@
 //! because of the ledger: damaged lines are reported and skipped. Nothing here knows
 //! about layouts, servers or issuers.
 
-use crate::fsutil::{ensure_dir, sync_dir, write_atomic, FileSpec, FsError};
+use crate::fsutil::{
+    ensure_dir, remove_stale_temp_files, sync_dir, write_atomic, FileSpec, FsError,
+};
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, OpenOptions};
@@ -25,6 +27,11 @@ pub const DEFAULT_LEDGER_CAP: u64 = 10 * 1024 * 1024;
 pub const LEDGER_GENERATIONS: usize = 3;
 /// The file in `archive/NAME/` naming the serial that is installed.
 const INSTALLED_MARKER: &str = "installed";
+/// Present in the state directory while a process holds the state lock. Found when the
+/// lock is taken, it says that the last holder stopped while holding it (killed, or the
+/// host went down), so that what its interrupted writes left is looked for then, and
+/// only then: a walk of the whole archive costs seconds with ten thousand certificates.
+pub const HELD_MARKER: &str = "lock.held";
 /// Suffix of an archived pair that is being removed (renamed first, so that a crash
 /// never leaves half a pair that looks whole).
 const PRUNED_SUFFIX: &str = ".pruned";
@@ -53,8 +60,22 @@ struct Archived {
 
 /// Held while writing state or installing files; released on drop.
 pub struct StateLock {
+    /// `HELD_MARKER`, removed before the lock is released (None when it could not be
+    /// made).
+    marker: Option<PathBuf>,
     /// The state directory, locked.
     _lock: nix::fcntl::Flock<fs::File>,
+}
+
+impl Drop for StateLock {
+    fn drop(&mut self) {
+        // Runs before the fields drop: the marker goes while the lock is still held.
+        if let Some(marker) = &self.marker {
+            if let Err(e) = fs::remove_file(marker) {
+                tracing::warn!(path = %marker.display(), error = %e, "cannot remove the marker of a held state lock");
+            }
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -110,6 +131,18 @@ fn io_err<'a>(path: &'a Path, action: &'static str) -> impl FnOnce(io::Error) ->
         action,
         source,
     }
+}
+
+/// The directories in `dir` (links are not followed); none when it cannot be listed.
+fn subdirs(dir: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .map(|e| e.path())
+        .collect()
 }
 
 /// Who holds the flock on `dir`, from /proc/locks: `pid 123 (certkeeper) since 0:00:05`.
@@ -240,7 +273,49 @@ impl StateDir {
                 }
             }
         };
-        Ok(StateLock { _lock: locked })
+        let marker = self.root.join(HELD_MARKER);
+        if fs::symlink_metadata(&marker).is_ok() {
+            let removed = self.remove_stale_temp_files();
+            tracing::info!(
+                removed,
+                "the last certkeeper process to hold the state lock stopped while holding it; removed the temporary files its writes left"
+            );
+        }
+        // Not fsynced: a journaling filesystem commits metadata in order, so a crash
+        // that keeps a later temporary file of this holder keeps the marker too.
+        let marker = match OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&marker)
+        {
+            Ok(_) => Some(marker),
+            Err(e) => {
+                tracing::warn!(path = %marker.display(), error = %e, "cannot mark the state lock as held");
+                None
+            }
+        };
+        Ok(StateLock {
+            marker,
+            _lock: locked,
+        })
+    }
+
+    /// Removes the temporary files (`.NAME.certkeeper-tmp-RANDOM`) that interrupted
+    /// writes left in the state directory and anywhere in the archive
+    /// (`archive/NAME/` and `archive/NAME/SERIAL/`). The caller holds the state lock.
+    pub fn remove_stale_temp_files(&self) -> usize {
+        let mut removed = remove_stale_temp_files(&self.root);
+        let archive = self.root.join("archive");
+        for name in subdirs(&archive) {
+            removed += remove_stale_temp_files(&name);
+            for pair in subdirs(&name) {
+                removed += remove_stale_temp_files(&pair);
+            }
+        }
+        removed
     }
 
     /// Keeps a copy of a new pair under `archive/NAME/SERIAL/`. The pairs' directory

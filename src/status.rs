@@ -127,9 +127,12 @@ fn managed_rows(
 pub fn watched_rows(config: &Config, now: OffsetDateTime) -> Vec<Row> {
     let mut out = Vec::new();
     for w in &config.watched {
-        let read = std::fs::read(&w.path)
+        let read = crate::fsread::read_regular(&w.path, crate::fsread::PEM_MAX)
             .map_err(|e| e.to_string())
-            .and_then(|b| parse_certs(&b, "watched certificate"));
+            .and_then(|b| {
+                parse_certs(&b, "watched certificate")
+                    .map_err(|e| format!("{}: {e}", w.path.display()))
+            });
         let (state, detail, not_after, sans) = match read {
             Ok(certs) => {
                 let leaf = &certs[0];
@@ -151,12 +154,7 @@ pub fn watched_rows(config: &Config, now: OffsetDateTime) -> Vec<Row> {
                 };
                 (state.to_string(), detail, Some(leaf.not_after), sans)
             }
-            Err(e) => (
-                "unreadable".to_string(),
-                Some(format!("{}: {e}", w.path.display())),
-                None,
-                Vec::new(),
-            ),
+            Err(e) => ("unreadable".to_string(), Some(e), None, Vec::new()),
         };
         out.push(Row {
             name: w.name.clone(),
@@ -254,7 +252,10 @@ pub fn table(rows: &[Row], now: OffsetDateTime, with_last: bool) -> String {
             if c + 1 == cols {
                 s.push_str(cell);
             } else {
-                s.push_str(&format!("{cell:<w$}  ", w = widths[c]));
+                // Padded by hand: a format width is limited to 65,535.
+                s.push_str(cell);
+                let pad = widths[c] - cell.chars().count() + 2;
+                s.extend(std::iter::repeat_n(' ', pad));
             }
         }
         out.push_str(s.trim_end());

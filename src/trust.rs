@@ -356,7 +356,11 @@ pub fn sync(config: &Config, state: &StateDir, ca: &InternalCa, now: OffsetDateT
                 continue;
             }
         };
-        if std::fs::read(&target).is_ok_and(|have| have == want.as_bytes()) {
+        // Read up to the size it must have: a bigger file (or anything but a regular
+        // file) differs, and is replaced.
+        if crate::fsread::read_regular(&target, want.len() as u64)
+            .is_ok_and(|have| have.as_slice() == want.as_bytes())
+        {
             continue;
         }
         let spec = FileSpec {

@@ -179,7 +179,10 @@ pub fn parse_certs(bytes: &[u8], what: &str) -> Result<Vec<CertInfo>, String> {
             PemItem::Cert(c) => certs.push(*c),
             PemItem::Key(_) => return Err(format!("the {what} file holds a private key")),
             PemItem::Other(label) => {
-                return Err(format!("the {what} file holds a `{label}` block"))
+                return Err(format!(
+                    "the {what} file holds a `{}` block",
+                    crate::model::excerpt(&label)
+                ))
             }
         }
     }

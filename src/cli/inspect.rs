@@ -3,7 +3,9 @@
 
 use super::ca::print_cert;
 use super::CliError;
+use crate::fsread::{read_regular, PEM_MAX};
 use crate::keys::KeyInfo;
+use crate::model::excerpt;
 use crate::x509::{check_chain_order, parse_pem, CertInfo, PemItem};
 use std::path::PathBuf;
 use time::OffsetDateTime;
@@ -13,8 +15,10 @@ pub fn run(files: &[PathBuf], now: OffsetDateTime) -> Result<u8, CliError> {
     let mut failed = 0;
     for f in files {
         let name = f.display().to_string();
-        match std::fs::read(f)
-            .map_err(|e| e.to_string())
+        // Any file may be given: only a regular one of PEM size is read, so that a FIFO
+        // or a device is an error at once rather than a hang.
+        match read_regular(f, PEM_MAX)
+            .map_err(|e| e.reason())
             .and_then(|b| parse_pem(&b))
         {
             Ok(items) if items.is_empty() => {
@@ -84,7 +88,9 @@ pub fn run(files: &[PathBuf], now: OffsetDateTime) -> Result<u8, CliError> {
                     };
                     println!("  [{}] private key ({kind}): {m}", i + 1);
                 }
-                PemItem::Other(label) => println!("  [{}] {label} (not inspected)", i + 1),
+                PemItem::Other(label) => {
+                    println!("  [{}] {} (not inspected)", i + 1, excerpt(label))
+                }
             }
         }
         let file_certs: Vec<CertInfo> = items

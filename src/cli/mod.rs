@@ -8,7 +8,7 @@ mod issue;
 mod renew;
 mod status;
 
-use crate::config::{self, Config, ConfigErrors};
+use crate::config::{self, Config, LoadError};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -114,7 +114,7 @@ enum Shell {
 #[derive(Debug)]
 pub enum CliError {
     Usage(String),
-    Config(ConfigErrors),
+    Config(LoadError),
     Runtime(String),
 }
 
@@ -140,7 +140,11 @@ pub fn main() -> ExitCode {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             match &e {
-                CliError::Config(errs) => {
+                // Not a problem in the configuration: say what it is, and nothing else.
+                CliError::Config(unreadable @ LoadError::Unreadable(_)) => {
+                    eprintln!("error: {unreadable}")
+                }
+                CliError::Config(LoadError::Invalid(errs)) => {
                     for err in &errs.0 {
                         eprintln!("error: {err}");
                     }

@@ -3,12 +3,14 @@
 //! `load` (reads the file) and user/group name look-ups.
 
 pub mod diff;
+mod limits;
 mod locate;
 mod raw;
 mod split;
 
 use crate::duration::{format_duration, parse_duration, RenewBefore};
-use crate::model::{one_of, validate_dns_name, KeyType, Layout, San, Usage};
+use crate::fsread::{self, ReadError, CONFIG_MAX};
+use crate::model::{excerpt, one_of, validate_dns_name, KeyType, Layout, San, Usage};
 use locate::Locator;
 use raw::*;
 use serde::de::DeserializeOwned;
@@ -20,6 +22,15 @@ use std::time::Duration;
 
 pub const DEFAULT_PATH: &str = "/etc/certkeeper/config.yaml";
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/certkeeper";
+/// The longest certificate name: names become directory names, and file names with a
+/// suffix (`NAME.crt`, `.NAME.crt.certkeeper-tmp-RANDOM`), within Linux's 255 bytes.
+pub const MAX_NAME_LEN: usize = 200;
+/// The longest path accepted (Linux's PATH_MAX, less the terminating zero).
+pub const MAX_PATH_LEN: usize = 4095;
+/// The longest message, field or word an error prints: a value the deserializer quotes
+/// whole is cut here too.
+const MAX_MESSAGE_CHARS: usize = 2000;
+const MAX_WORD_CHARS: usize = 200;
 /// The shortest lifetime a leaf may ask for: short enough for demos and tests.
 pub const MIN_LIFETIME: Duration = Duration::from_secs(30);
 /// The longest lifetime accepted: the end of a certificate must fit in its date field
@@ -226,13 +237,46 @@ impl fmt::Display for ConfigError {
         }
         write!(f, ": ")?;
         if let Some(cert) = &self.certificate {
-            write!(f, "certificate `{cert}`, ")?;
+            write!(f, "certificate `{}`, ", excerpt(cert))?;
         }
         if !self.field.is_empty() {
-            write!(f, "field `{}`: ", self.field)?;
+            write!(f, "field `{}`: ", bounded(&self.field))?;
         }
-        f.write_str(&self.message)
+        f.write_str(&bounded(&self.message))
     }
+}
+
+/// `text` with every word longer than `MAX_WORD_CHARS` cut to an excerpt, and cut
+/// itself after `MAX_MESSAGE_CHARS`: whatever a message quotes, it stays a message.
+fn bounded(text: &str) -> std::borrow::Cow<'_, str> {
+    let long_word = text
+        .split_whitespace()
+        .any(|w| w.chars().nth(MAX_WORD_CHARS).is_some());
+    if !long_word && text.chars().nth(MAX_MESSAGE_CHARS).is_none() {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::new();
+    let mut chars = 0;
+    for (i, piece) in text.split(' ').enumerate() {
+        if i > 0 {
+            out.push(' ');
+            chars += 1;
+        }
+        let piece = if piece.chars().nth(MAX_WORD_CHARS).is_some() {
+            excerpt(piece)
+        } else {
+            std::borrow::Cow::Borrowed(piece)
+        };
+        let n = piece.chars().count();
+        if chars + n > MAX_MESSAGE_CHARS {
+            out.extend(piece.chars().take(MAX_MESSAGE_CHARS.saturating_sub(chars)));
+            out.push('…');
+            break;
+        }
+        out.push_str(&piece);
+        chars += n;
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 /// Every problem found, in file order.
@@ -253,24 +297,56 @@ impl fmt::Display for ConfigErrors {
 
 impl std::error::Error for ConfigErrors {}
 
-/// Reads and checks the configuration file.
-pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
-    match std::fs::read_to_string(path) {
-        Ok(text) => parse(&text, path),
-        Err(e) => Err(ConfigErrors(vec![ConfigError {
-            file: path.to_path_buf(),
-            line: None,
-            field: String::new(),
-            certificate: None,
-            message: format!(
+/// Why the configuration was not loaded: the file could not be read (nothing is wrong
+/// *in* it), or what it says is wrong.
+#[derive(Debug)]
+pub enum LoadError {
+    Unreadable(ReadError),
+    Invalid(ConfigErrors),
+}
+
+impl fmt::Display for LoadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LoadError::Unreadable(e @ ReadError::PermissionDenied { .. }) => write!(
+                f,
+                "cannot read the configuration: {e}; run certkeeper as a user who may read the file (root, or with sudo), or pass another file with -c"
+            ),
+            LoadError::Unreadable(e) => write!(
+                f,
                 "cannot read the configuration: {e}; pass another file with -c or set CERTKEEPER_CONFIG"
             ),
-        }])),
+            LoadError::Invalid(errs) => write!(f, "{errs}"),
+        }
     }
+}
+
+impl std::error::Error for LoadError {}
+
+/// The configuration file's text: a regular file of at most `CONFIG_MAX` bytes.
+pub fn read(path: &Path) -> Result<String, ReadError> {
+    let mut text = fsread::read_text(path, CONFIG_MAX)?;
+    // The configuration holds no secrets (keys live in the files it names).
+    Ok(std::mem::take(&mut *text))
+}
+
+/// Reads and checks the configuration file.
+pub fn load(path: &Path) -> Result<Config, LoadError> {
+    let text = read(path).map_err(LoadError::Unreadable)?;
+    parse(&text, path).map_err(LoadError::Invalid)
 }
 
 /// Parses and checks configuration text; `file` is only used in messages.
 pub fn parse(text: &str, file: &Path) -> Result<Config, ConfigErrors> {
+    if let Err(e) = limits::check(text) {
+        return Err(ConfigErrors(vec![ConfigError {
+            file: file.to_path_buf(),
+            line: Some(e.line),
+            field: String::new(),
+            certificate: None,
+            message: e.message,
+        }]));
+    }
     let mut cx = Ctx {
         file: file.to_path_buf(),
         text: text.to_string(),
@@ -399,7 +475,8 @@ impl Ctx {
                     &name,
                     None,
                     format!(
-                        "unknown key `{name}`; top-level keys are {}",
+                        "unknown key `{}`; top-level keys are {}",
+                        excerpt(&name),
                         one_of(TOP_KEYS.iter().copied())
                     ),
                 );
@@ -460,7 +537,10 @@ impl Ctx {
                 self.err(
                     "metrics.listen",
                     None,
-                    format!("`{}` is not an address:port, e.g. 127.0.0.1:9717", m.listen),
+                    format!(
+                        "`{}` is not an address:port, e.g. 127.0.0.1:9717",
+                        excerpt(&m.listen)
+                    ),
                 );
                 None
             }
@@ -641,11 +721,22 @@ impl Ctx {
         if text.is_empty() {
             self.err(field, cert, "is empty; give an absolute path");
             None
+        } else if text.len() > MAX_PATH_LEN {
+            self.err(
+                field,
+                cert,
+                format!(
+                    "`{}` is {} bytes long; Linux opens no path longer than {MAX_PATH_LEN}",
+                    excerpt(text),
+                    text.len()
+                ),
+            );
+            None
         } else if !p.is_absolute() {
             self.err(
                 field,
                 cert,
-                format!("`{text}` is a relative path; write it in full from `/` (relative paths would depend on where certkeeper was started)"),
+                format!("`{}` is a relative path; write it in full from `/` (relative paths would depend on where certkeeper was started)", excerpt(text)),
             );
             None
         } else {
@@ -795,7 +886,10 @@ impl Ctx {
                 self.err(
                     field,
                     cert,
-                    format!("`{text}` is not a file mode; write an octal mode such as \"0640\""),
+                    format!(
+                        "`{}` is not a file mode; write an octal mode such as \"0640\"",
+                        excerpt(&text)
+                    ),
                 );
                 return None;
             }
@@ -804,7 +898,7 @@ impl Ctx {
             self.err(
                 field,
                 cert,
-                format!("`{text}` lets every user on the host read or change the private key; use \"0600\" or \"0640\""),
+                format!("`{}` lets every user on the host read or change the private key; use \"0600\" or \"0640\"", excerpt(&text)),
             );
             return None;
         }
@@ -812,7 +906,10 @@ impl Ctx {
             self.err(
                 field,
                 cert,
-                format!("`{text}` does not let the owner read the file; use e.g. \"0600\""),
+                format!(
+                    "`{}` does not let the owner read the file; use e.g. \"0600\"",
+                    excerpt(&text)
+                ),
             );
             return None;
         }
@@ -849,7 +946,7 @@ impl Ctx {
                 self.err(
                     field,
                     cert,
-                    format!("there is no {what} `{name}` on this host; create it or name an existing {what}"),
+                    format!("there is no {what} `{}` on this host; create it or name an existing {what}", excerpt(name)),
                 );
                 None
             }
@@ -869,7 +966,7 @@ impl Ctx {
                     self.err(
                         &format!("{path}.type"),
                         None,
-                        format!("`{other}` is not a server type; use `nginx`, `apache`, `systemd` or `command`"),
+                        format!("`{}` is not a server type; use `nginx`, `apache`, `systemd` or `command`", excerpt(other)),
                     );
                     continue;
                 }
@@ -991,7 +1088,7 @@ impl Ctx {
             let a = i.acme;
             let mut ok = true;
             if !a.directory.starts_with("https://") && !a.directory.starts_with("http://") {
-                self.err(&format!("{path}.directory"), None, format!("`{}` is not a URL; give the ACME directory URL, e.g. https://ca.example.internal/acme/acme/directory", a.directory));
+                self.err(&format!("{path}.directory"), None, format!("`{}` is not a URL; give the ACME directory URL, e.g. https://ca.example.internal/acme/acme/directory", excerpt(&a.directory)));
                 ok = false;
             }
             let ca_bundle = a
@@ -1025,7 +1122,10 @@ impl Ctx {
                         self.err(
                             &format!("{path}.challenge.http01.standalone"),
                             None,
-                            format!("`{s}` is not an address:port, e.g. \"0.0.0.0:80\""),
+                            format!(
+                                "`{}` is not an address:port, e.g. \"0.0.0.0:80\"",
+                                excerpt(s)
+                            ),
                         );
                         ok = false;
                         None
@@ -1081,7 +1181,7 @@ impl Ctx {
                 self.err(
                     &format!("{field}[{i}]"),
                     cert,
-                    format!("reloads unknown server `{s}`; {known}"),
+                    format!("reloads unknown server `{}`; {known}", excerpt(s)),
                 );
                 ok = false;
             }
@@ -1127,7 +1227,11 @@ impl Ctx {
                         c.is_ascii_lowercase() || c.is_ascii_digit() || "._-".contains(c)
                     }) =>
             {
-                self.err(&f("name"), cert, format!("`{n}` is not a valid name; use lower-case letters, digits, `.`, `_` and `-` (not `.` or `..` alone: names become directory names)"));
+                self.err(&f("name"), cert, format!("`{}` is not a valid name; use lower-case letters, digits, `.`, `_` and `-` (not `.` or `..` alone: names become directory names)", excerpt(n)));
+                None
+            }
+            Some(n) if n.len() > MAX_NAME_LEN => {
+                self.err(&f("name"), cert, format!("`{}` is {} characters long; a name has at most {MAX_NAME_LEN} (names become directory and file names)", excerpt(n), n.len()));
                 None
             }
             Some(n) => Some(n.clone()),
@@ -1191,7 +1295,7 @@ impl Ctx {
                         Ok(san) if out.contains(&san) => self.err(
                             &format!("{path}.sans[{j}]"),
                             cert,
-                            format!("`{s}` is listed twice"),
+                            format!("`{}` is listed twice", excerpt(s)),
                         ),
                         Ok(san) => out.push(san),
                         Err(e) => self.err(&format!("{path}.sans[{j}]"), cert, e),
@@ -1337,7 +1441,8 @@ impl Ctx {
                 &field,
                 cert,
                 format!(
-                    "unknown issuer `{issuer}`; use `internal` or one declared under `issuers:`"
+                    "unknown issuer `{}`; use `internal` or one declared under `issuers:`",
+                    excerpt(&issuer)
                 ),
             );
         }
@@ -1457,7 +1562,11 @@ impl Ctx {
                             self.err(
                                 &f(field),
                                 cert,
-                                format!("`{v}` names a directory; name the file, e.g. {v}www.crt"),
+                                format!(
+                                    "`{}` names a directory; name the file, e.g. {}www.crt",
+                                    excerpt(v),
+                                    excerpt(v)
+                                ),
                             );
                             ok = false;
                         } else {
@@ -1497,7 +1606,10 @@ impl Ctx {
             self.err(
                 &format!("{path}.connect"),
                 cert,
-                format!("`{}` is not host:port, e.g. 127.0.0.1:443", v.connect),
+                format!(
+                    "`{}` is not host:port, e.g. 127.0.0.1:443",
+                    excerpt(&v.connect)
+                ),
             );
             ok = false;
         }
@@ -1554,7 +1666,10 @@ impl Ctx {
                     self.err(
                         &format!("{path}.contents"),
                         None,
-                        format!("`{other}` is not trust contents; use `roots`, `chain` or `crl`"),
+                        format!(
+                            "`{}` is not trust contents; use `roots`, `chain` or `crl`",
+                            excerpt(other)
+                        ),
                     );
                     None
                 }

@@ -418,3 +418,72 @@ fn bad_archive_hooks_and_timeouts_name_their_field() {
     assert_eq!(errs[0].field, "hooks.failed", "{errs:?}");
     assert!(errs[0].message.contains("empty command"), "{errs:?}");
 }
+
+#[test]
+fn bad_values_are_quoted_as_short_excerpts() {
+    let huge = "a".repeat(100_000);
+    for body in [
+        format!("  - name: www\n    sans: [{huge}]\n    files: {{ layout: combined, cert: /a.pem }}\n"),
+        format!("  - name: www\n    sans: {huge}\n    files: {{ layout: combined, cert: /a.pem }}\n"),
+        format!("  - name: www\n    lifetime: {huge}\n    sans: [a.b]\n    files: {{ layout: combined, cert: /a.pem }}\n"),
+        format!("  - name: X{huge}\n    sans: [a.b]\n    files: {{ layout: combined, cert: /a.pem }}\n"),
+        format!("  - name: www\n    sans: [a.b]\n    files: {{ layout: {huge}, cert: /a.pem }}\n"),
+        format!("  - name: www\n    sans: [a.b]\n    files: {{ layout: combined, cert: {huge} }}\n"),
+        format!("  - name: www\n    sans: [a.b]\n    files: {{ layout: combined, cert: /a.pem }}\n    reload: [{huge}]\n"),
+    ] {
+        let text = cert(&body);
+        for e in errors(&text) {
+            let shown = e.to_string();
+            assert!(shown.len() < 600, "{} bytes: {}", shown.len(), &shown[..600]);
+            assert!(shown.contains("aaaa…"), "{shown}");
+        }
+    }
+}
+
+#[test]
+fn names_and_paths_have_a_length_limit() {
+    let long = "a".repeat(MAX_NAME_LEN + 1);
+    let e = one_error(&cert(&format!(
+        "  - name: {long}\n    sans: [a.b]\n    files: {{ layout: combined, cert: /a.pem }}\n"
+    )));
+    assert_eq!(e.field, "certificates[0].name");
+    assert!(e.message.contains("201 characters long"), "{e}");
+    ok(&cert(&format!(
+        "  - name: {}\n    sans: [a.b]\n    files: {{ layout: combined, cert: /a.pem }}\n",
+        &long[1..]
+    )));
+    let path = format!("/{}", "d/".repeat(MAX_PATH_LEN / 2));
+    let e = one_error(&cert(&format!(
+        "  - name: www\n    sans: [a.b]\n    files: {{ layout: combined, cert: {path}a.pem }}\n"
+    )));
+    assert_eq!(e.field, "certificates[0].files.cert");
+    assert!(
+        e.message.contains("Linux opens no path longer than 4095"),
+        "{e}"
+    );
+}
+
+#[test]
+fn deep_nesting_and_alias_bombs_are_refused_quickly() {
+    let started = std::time::Instant::now();
+    let e = one_error(&format!(
+        "state_dir: /tmp/s\ncertificates: []\nx: {}{}\n",
+        "[".repeat(100_000),
+        "]".repeat(100_000)
+    ));
+    assert_eq!(e.line, Some(3), "{e}");
+    assert!(e.message.contains("nest more than 64 levels"), "{e}");
+    let mut bomb =
+        String::from("state_dir: /tmp/s\ncertificates: []\na: &a [x, x, x, x, x, x, x, x, x]\n");
+    let mut prev = 'a';
+    for name in "bcdefghi".chars() {
+        bomb.push_str(&format!(
+            "{name}: &{name} [{}]\n",
+            vec![format!("*{prev}"); 9].join(", ")
+        ));
+        prev = name;
+    }
+    let e = one_error(&bomb);
+    assert!(e.message.contains("aliases (`*name`) expanded"), "{e}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(2));
+}

@@ -549,3 +549,53 @@ fn mark_installed_refuses_paths() {
     state.mark_installed("www", "ab").unwrap();
     assert_eq!(state.installed_serial("www").as_deref(), Some("ab"));
 }
+
+#[test]
+fn temporary_files_in_the_archive_are_removed_after_a_holder_died() {
+    let tmp = tempfile::tempdir().unwrap();
+    let state = StateDir::new(tmp.path());
+    state
+        .archive("www", "0a0b", "CERT\n", "CHAIN\n", "KEY\n")
+        .unwrap();
+    state.mark_installed("www", "0a0b").unwrap();
+    let pair = state.archive_dir("www", "0a0b");
+    let leftovers = [
+        pair.join(".key.pem.certkeeper-tmp-00aa11bb22cc"),
+        state
+            .root
+            .join("archive/www/.installed.certkeeper-tmp-00aa11bb22cc"),
+        state
+            .root
+            .join(".observed.json.certkeeper-tmp-00aa11bb22cc"),
+    ];
+    let leave = || {
+        for p in &leftovers {
+            fs::write(p, "half a key").unwrap();
+        }
+    };
+    let marker = state.root.join(HELD_MARKER);
+
+    // A holder that let go normally leaves no marker: nothing is walked.
+    leave();
+    let lock = state.lock().unwrap();
+    assert!(
+        marker.exists(),
+        "the marker is there while the lock is held"
+    );
+    drop(lock);
+    assert!(!marker.exists(), "the marker goes with the lock");
+    assert!(leftovers.iter().all(|p| p.exists()));
+
+    // A holder that died left its marker: the next one to lock cleans up.
+    fs::write(&marker, "").unwrap();
+    let lock = state.lock().unwrap();
+    for p in &leftovers {
+        assert!(!p.exists(), "{} was left", p.display());
+    }
+    for f in ["cert.pem", "chain.pem", "key.pem"] {
+        assert!(pair.join(f).is_file(), "{f} must stay");
+    }
+    assert_eq!(state.installed_serial("www").as_deref(), Some("0a0b"));
+    drop(lock);
+    assert!(!marker.exists());
+}
