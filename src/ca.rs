@@ -3,7 +3,7 @@
 //! names, usages, serial and validity itself.
 
 use crate::config::CaSpec;
-use crate::fsread::{read_regular, read_text, ReadError, PEM_MAX};
+use crate::fsread::{read_own as read_regular, read_own_text as read_text, ReadError, PEM_MAX};
 use crate::fsutil::{ensure_dir, sync_dir, write_atomic, FileSpec, FsError};
 use crate::keys::PrivateKey;
 use crate::model::{KeyType, San, Usage};

@@ -196,6 +196,49 @@ fn read_capped(
     Ok(bytes)
 }
 
+/// Reads a file certkeeper made itself (in its state directory): like `read_regular`,
+/// but no link is followed, neither on the way nor at the file (a link there was
+/// planted: refused as what it is).
+pub fn read_own(path: &Path, cap: u64) -> Result<Zeroizing<Vec<u8>>, ReadError> {
+    let io_error = |e: io::Error| ReadError::io(path, e);
+    let dir =
+        crate::fsutil::Dir::open(path.parent().unwrap_or(Path::new("/")), false).map_err(|e| {
+            match e {
+                crate::fsutil::FsError::Io { source, .. } => io_error(source),
+                other => ReadError::Io {
+                    path: path.to_path_buf(),
+                    source: io::Error::other(other.to_string()),
+                },
+            }
+        })?;
+    let name = path.file_name().unwrap_or_default();
+    let file = dir.open_read(name).map_err(|e| {
+        if e.raw_os_error() == Some(libc::ELOOP) {
+            ReadError::NotAFile {
+                path: path.to_path_buf(),
+                kind: "a symbolic link",
+            }
+        } else {
+            io_error(e)
+        }
+    })?;
+    let meta = file.metadata().map_err(io_error)?;
+    check(path, &meta, cap)?;
+    read_capped(&file, path, meta.len(), cap)
+}
+
+/// `read_own`, as UTF-8 text.
+pub fn read_own_text(path: &Path, cap: u64) -> Result<Zeroizing<String>, ReadError> {
+    let bytes = read_own(path, cap)?;
+    match std::str::from_utf8(&bytes) {
+        Ok(text) => Ok(Zeroizing::new(text.to_string())),
+        Err(e) => Err(ReadError::Io {
+            path: path.to_path_buf(),
+            source: io::Error::new(io::ErrorKind::InvalidData, e.to_string()),
+        }),
+    }
+}
+
 /// `read_regular`, as UTF-8 text.
 pub fn read_text(path: &Path, cap: u64) -> Result<Zeroizing<String>, ReadError> {
     let bytes = read_regular(path, cap)?;

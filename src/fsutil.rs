@@ -400,6 +400,24 @@ impl Dir {
         io_err(here, "cannot open directory")(e.into())
     }
 
+    /// Opens the file `name` here for reading, never through a link (`O_NOFOLLOW`) and
+    /// never waiting (`O_NONBLOCK`: a FIFO has no writer to wait for).
+    pub fn open_read(&self, name: &std::ffi::OsStr) -> io::Result<File> {
+        use nix::fcntl::OFlag;
+        nix::fcntl::openat(
+            &self.fd,
+            name,
+            OFlag::O_RDONLY
+                | OFlag::O_NOFOLLOW
+                | OFlag::O_NONBLOCK
+                | OFlag::O_NOCTTY
+                | OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+        .map(File::from)
+        .map_err(io::Error::from)
+    }
+
     /// The path this directory was opened by (for messages).
     pub fn path(&self) -> &Path {
         &self.path

@@ -290,7 +290,11 @@ fn link(live: &Path, target: &Path, follow: bool) -> Result<(), FsError> {
 fn read_nofollow(path: &Path) -> Result<Option<FileSpec>, FsError> {
     let mut file = match OpenOptions::new()
         .read(true)
-        .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits() | nix::fcntl::OFlag::O_CLOEXEC.bits())
+        .custom_flags(
+            nix::fcntl::OFlag::O_NOFOLLOW.bits()
+                | nix::fcntl::OFlag::O_NONBLOCK.bits()
+                | nix::fcntl::OFlag::O_CLOEXEC.bits(),
+        )
         .open(path)
     {
         Ok(f) => f,

@@ -476,3 +476,25 @@ fn a_state_directory_we_create_is_private_and_one_others_can_write_is_refused() 
     }
     before.assert_same(&sb.snapshot(), "a group-writable state directory");
 }
+
+#[test]
+fn a_link_planted_among_the_ca_files_is_not_followed() {
+    let sb = Sandbox::new();
+    let www = CertDef::new("www", Layout::Combined);
+    sb.write_certs(std::slice::from_ref(&www));
+    sb.ck(&["ca", "init"]).ok();
+    // The real intermediate key moved away, a link to a copy of it in its place: the
+    // CA must not sign with whatever a link leads to.
+    let key = sb.state_dir().join("ca/intermediate.key");
+    let elsewhere = sb.path("elsewhere.key");
+    fs::rename(&key, &elsewhere).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, &key).unwrap();
+    let before = sb.snapshot();
+    let r = sb.renew_all();
+    r.expect_code(1);
+    r.stderr_has(&format!(
+        "{}: is a symbolic link, not a regular file",
+        key.display()
+    ));
+    before.assert_same(&sb.snapshot(), "renew with a linked CA key");
+}
