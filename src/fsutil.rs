@@ -585,7 +585,10 @@ pub fn temp_name(target: &Path) -> PathBuf {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    target.with_file_name(format!(".{name}.certkeeper-tmp-{}", crate::x509::hex(&rnd)))
+    target.with_file_name(format!(
+        ".{name}.certkeeper-tmp-{}",
+        crate::encoding::hex(&rnd)
+    ))
 }
 
 /// Removes temporary files a killed certkeeper left in `dir` (only names it makes

@@ -142,7 +142,7 @@ impl KeyInfo {
         if let Some(info) = ec_fast_path(label, der) {
             return Ok(info);
         }
-        let pem = Zeroizing::new(crate::x509::pem_encode(label, der));
+        let pem = Zeroizing::new(crate::encoding::pem_encode(label, der));
         let key = PrivateKey::from_pem(&pem)?;
         Ok(KeyInfo {
             public_key_raw: key.public_key_raw().to_vec(),

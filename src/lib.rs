@@ -1,32 +1,45 @@
 //! certkeeper: keeps TLS certificates issued, installed, renewed and served.
 //!
-//! Layers: vocabulary and pure logic (`model`, `duration`, `config`, `x509`, `policy`,
-//! `layout::render`), effects (`keys`, `ca`, `fsread`, `fsutil`, `install`, `state`,
-//! `process`, `server`, `hooks`), orchestration (`reconcile`, `status`) and the command
-//! line (`cli`).
+//! The modules by layer, each using only the layers above it:
+//! - vocabulary and pure rules (no I/O; time is a parameter): `model`, `duration`,
+//!   `encoding`, `x509`, `config` (apart from reading the file), `policy` (the renewal
+//!   decision, `policy::retry`), `layout` (which bytes go where), `reconcile::plan`;
+//! - effects (files, processes, network, the clock): `fsread`, `fsutil`, `keys`,
+//!   `issuer` (`internal`, `acme`), `observe`, `install`, `state`, `cache`, `process`,
+//!   `server`, `verify`, `trust`, `hooks`, `metrics`, `clock`;
+//! - orchestration: `reconcile` (one pass), `status`, `daemon`;
+//! - the command line: `cli`.
 
-pub mod acme;
-pub mod ca;
-pub mod cache;
-pub mod cli;
-pub mod clock;
+// Vocabulary and pure rules.
 pub mod config;
-pub mod daemon;
 pub mod duration;
+pub mod encoding;
+pub mod layout;
+pub mod model;
+pub mod policy;
+pub mod x509;
+
+// Effects.
+pub mod cache;
+pub mod clock;
 pub mod fsread;
 pub mod fsutil;
 pub mod hooks;
 pub mod install;
+pub mod issuer;
 pub mod keys;
-pub mod layout;
 pub mod metrics;
-pub mod model;
-pub mod policy;
+pub mod observe;
 pub mod process;
-pub mod reconcile;
 pub mod server;
 pub mod state;
-pub mod status;
 pub mod trust;
 pub mod verify;
-pub mod x509;
+
+// Orchestration.
+pub mod daemon;
+pub mod reconcile;
+pub mod status;
+
+// The command line.
+pub mod cli;

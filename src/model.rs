@@ -336,3 +336,35 @@ mod tests {
         }
     }
 }
+
+/// Which issuer signs a certificate: `issuer:` in the configuration, resolved.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum IssuerRef {
+    /// The built-in CA (`internal`, the default).
+    Internal,
+    /// An ACME CA declared under `issuers:`, by its name.
+    Acme(String),
+}
+
+impl IssuerRef {
+    /// The built-in CA's name in the configuration, the ledger and `status`.
+    pub const INTERNAL: &'static str = "internal";
+
+    /// The issuer a name refers to (declared or not: the configuration checks that).
+    pub fn named(name: &str) -> IssuerRef {
+        if name == Self::INTERNAL {
+            IssuerRef::Internal
+        } else {
+            IssuerRef::Acme(name.to_string())
+        }
+    }
+}
+
+impl fmt::Display for IssuerRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            IssuerRef::Internal => f.write_str(Self::INTERNAL),
+            IssuerRef::Acme(name) => f.write_str(name),
+        }
+    }
+}

@@ -205,7 +205,7 @@ pub fn decide(spec: &CertSpec, seen: &Seen, now: OffsetDateTime) -> Verdict {
             want: spec.key,
         });
     }
-    let usage_ok = if spec.issuer == "internal" {
+    let usage_ok = if spec.issuer == crate::model::IssuerRef::Internal {
         leaf.usage == Some(spec.usage)
     } else {
         // An ACME CA picks the extended key usages itself (RFC 8555 cannot ask for

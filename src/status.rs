@@ -1,9 +1,9 @@
 //! What `status` and `check` show: one row per certificate, built from the config, the
 //! files on disk, the ledger and `now`. Reads only; never creates or changes a file.
 
-use crate::ca::Issuer;
 use crate::config::Config;
-use crate::layout::observe;
+use crate::issuer::{InternalCa, Registry};
+use crate::observe::observe;
 use crate::policy::{decide_with_revocations, relative, rfc3339, Seen, Verdict};
 use crate::state::{LedgerEntry, StateDir};
 use crate::x509::parse_certs;
@@ -55,10 +55,10 @@ impl From<&LedgerEntry> for LastResult {
     }
 }
 
-/// Builds the rows. `issuer` is the internal CA when it exists.
+/// Builds the rows. `ca` is the internal CA when it exists.
 pub fn rows(
     config: &Config,
-    issuer: Option<&dyn Issuer>,
+    ca: Option<&InternalCa>,
     now: OffsetDateTime,
     with_ledger: bool,
 ) -> Vec<Row> {
@@ -67,31 +67,24 @@ pub fn rows(
     } else {
         Default::default()
     };
-    let revoked = crate::trust::revoked(&StateDir::new(&config.state_dir))
-        .into_iter()
-        .map(|r| r.serial)
-        .collect();
+    let revoked = crate::trust::revoked_serials(&StateDir::new(&config.state_dir));
     let mut out = Vec::new();
-    out.extend(managed_rows(config, issuer, now, &last, &revoked));
+    out.extend(managed_rows(config, ca, now, &last, &revoked));
     out.extend(watched_rows(config, now));
     out
 }
 
 fn managed_rows(
     config: &Config,
-    issuer: Option<&dyn Issuer>,
+    ca: Option<&InternalCa>,
     now: OffsetDateTime,
     last: &std::collections::HashMap<String, LedgerEntry>,
     revoked: &std::collections::HashSet<String>,
 ) -> Vec<Row> {
     let mut out = Vec::new();
-    let acme = crate::reconcile::acme_issuers(config);
+    let issuers = Registry::new(config, ca);
     for spec in &config.certificates {
-        let iss = match spec.issuer.as_str() {
-            "internal" => issuer,
-            name => acme.get(name).map(|a| a as &dyn Issuer),
-        };
-        let seen = observe(spec, iss);
+        let seen = observe(spec, issuers.get(&spec.issuer));
         let verdict = decide_with_revocations(spec, &seen, now, revoked);
         let not_after = match &seen {
             Seen::Present(p) => Some(p.leaf.not_after),
@@ -104,7 +97,7 @@ fn managed_rows(
         out.push(Row {
             name: spec.name.clone(),
             kind: "managed",
-            issuer: Some(spec.issuer.clone()),
+            issuer: Some(spec.issuer.to_string()),
             sans: spec.sans.iter().map(|s| s.to_string()).collect(),
             not_after,
             seconds_left: not_after.map(|t| (t - now).whole_seconds()),

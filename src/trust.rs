@@ -4,9 +4,9 @@
 //! servers reloaded) only when its content really changes: on revoke, on a new CA, or
 //! when a CRL is re-signed before its nextUpdate.
 
-use crate::ca::{CaError, InternalCa};
 use crate::config::{Config, TrustContents, TrustSpec};
 use crate::fsutil::{write_atomic, FileSpec, FsError};
+use crate::issuer::{CaError, InternalCa};
 use crate::policy::rfc3339;
 use crate::state::{LedgerEntry, StateDir};
 use serde::{Deserialize, Serialize};
@@ -85,6 +85,11 @@ pub fn revoked(state: &StateDir) -> Vec<Revoked> {
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
         .unwrap_or_default()
+}
+
+/// The serials of [`revoked`], for the renewal decision.
+pub fn revoked_serials(state: &StateDir) -> std::collections::HashSet<String> {
+    revoked(state).into_iter().map(|r| r.serial).collect()
 }
 
 /// Revokes a serial this CA issued. The caller holds the state lock.

@@ -192,7 +192,9 @@ fn describe(der: &[u8]) -> String {
         ),
         Err(e) => format!(
             "an unparsable certificate ({e}), SHA-256 {}",
-            crate::x509::hex(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, der).as_ref())
+            crate::encoding::hex(
+                aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, der).as_ref()
+            )
         ),
     }
 }

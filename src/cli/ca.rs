@@ -1,12 +1,13 @@
 //! `certkeeper ca init|show|bundle`: the internal CA.
 
 use super::{CliError, ConfigArg};
-use crate::ca::InternalCa;
 use crate::duration::format_duration;
+use crate::encoding::colon_hex;
+use crate::issuer::InternalCa;
 use crate::policy::{relative, rfc3339};
 use crate::reconcile::ensure_ca;
 use crate::state::StateDir;
-use crate::x509::{colon_hex, CertInfo};
+use crate::x509::CertInfo;
 use clap::Subcommand;
 use time::OffsetDateTime;
 

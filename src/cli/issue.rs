@@ -2,9 +2,9 @@
 //! e.g. a client certificate for a calling service. Recorded in the ledger.
 
 use super::{CliError, ConfigArg};
-use crate::ca::{make_csr, IssueRequest, Issuer};
 use crate::duration::parse_duration;
 use crate::fsutil::{write_atomic, FileSpec};
+use crate::issuer::{make_csr, IssueRequest, Issuer};
 use crate::keys::PrivateKey;
 use crate::model::{KeyType, San, Usage};
 use crate::policy::rfc3339;

@@ -8,12 +8,7 @@ use time::OffsetDateTime;
 
 pub fn run(config: &Config, json: bool, now: OffsetDateTime) -> Result<u8, CliError> {
     let ca = load_ca(config).map_err(|e| CliError::Runtime(e.to_string()))?;
-    let rows = rows(
-        config,
-        ca.as_ref().map(|c| c as &dyn crate::ca::Issuer),
-        now,
-        true,
-    );
+    let rows = rows(config, ca.as_ref(), now, true);
     if json {
         println!(
             "{}",

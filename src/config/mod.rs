@@ -10,7 +10,7 @@ mod split;
 
 use crate::duration::{format_duration, parse_duration, RenewBefore};
 use crate::fsread::{self, ReadError, CONFIG_MAX};
-use crate::model::{excerpt, one_of, validate_dns_name, KeyType, Layout, San, Usage};
+use crate::model::{excerpt, one_of, validate_dns_name, IssuerRef, KeyType, Layout, San, Usage};
 use locate::Locator;
 use raw::*;
 use serde::de::DeserializeOwned;
@@ -118,7 +118,7 @@ pub struct CertSpec {
     pub group: Option<Principal>,
     pub key_mode: u32,
     pub cert_mode: u32,
-    pub issuer: String,
+    pub issuer: IssuerRef,
     pub files: Files,
     pub reload: Vec<String>,
     pub verify: Option<VerifySpec>,
@@ -1068,7 +1068,7 @@ impl Ctx {
         let mut out = BTreeMap::new();
         for (name, i) in raw {
             let path = format!("issuers.{name}.acme");
-            if name == "internal" {
+            if name == IssuerRef::INTERNAL {
                 self.err(
                     &format!("issuers.{name}"),
                     None,
@@ -1430,8 +1430,8 @@ impl Ctx {
             .issuer
             .clone()
             .or_else(|| defaults.issuer.clone())
-            .unwrap_or_else(|| "internal".into());
-        if issuer != "internal" && !issuers.contains_key(&issuer) {
+            .unwrap_or_else(|| IssuerRef::INTERNAL.into());
+        if issuer != IssuerRef::INTERNAL && !issuers.contains_key(&issuer) {
             let field = if raw.issuer.is_some() {
                 f("issuer")
             } else {
@@ -1491,7 +1491,7 @@ impl Ctx {
             group,
             key_mode: key_mode?,
             cert_mode: cert_mode?,
-            issuer,
+            issuer: IssuerRef::named(&issuer),
             files: files?,
             reload,
             verify,

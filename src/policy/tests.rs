@@ -31,7 +31,7 @@ fn spec(lifetime: u64, renew_before: RenewBefore) -> CertSpec {
         group: None,
         key_mode: 0o600,
         cert_mode: 0o644,
-        issuer: "internal".into(),
+        issuer: crate::model::IssuerRef::Internal,
         files: Files {
             layout: Layout::Nginx,
             cert: "/x/www.crt".into(),
@@ -310,7 +310,7 @@ fn acme_leaves_may_allow_more_usage_than_asked_internal_ones_may_not() {
     ));
     // An ACME CA picks the EKUs; server+client covers server.
     let mut s = base.clone();
-    s.issuer = "fleet".into();
+    s.issuer = crate::model::IssuerRef::Acme("fleet".into());
     assert!(matches!(
         decide(&s, &seen(l.clone()), t(1)),
         Verdict::Fine { .. }

@@ -4,13 +4,13 @@
 //! server gets one config test and one reload. One certificate failing never stops the
 //! others; the reports say what happened to each.
 
-use crate::acme::AcmeIssuer;
-use crate::ca::{make_csr, InternalCa, IssueRequest, Issued, Issuer};
 use crate::cache::{Learned, ObserveCache};
 use crate::config::{CertSpec, Config};
 use crate::install::{install, Installed, RolledBack};
+use crate::issuer::{make_csr, InternalCa, IssueRequest, Issued, Issuer, Registry};
 use crate::keys::PrivateKey;
-use crate::layout::{observe, render};
+use crate::layout::render;
+use crate::observe::observe;
 use crate::policy::{renew_at, rfc3339, Reason, Seen};
 use crate::state::{LedgerEntry, StateDir};
 use crate::x509::{check_chain_order, CertInfo};
@@ -81,7 +81,7 @@ pub enum RenewError {
     #[error("`{0}` is a watch-only certificate; certkeeper does not issue it")]
     WatchOnly(String),
     #[error("{0}")]
-    Ca(#[from] crate::ca::CaError),
+    Ca(#[from] crate::issuer::CaError),
     #[error("{0}")]
     Fs(#[from] crate::fsutil::FsError),
 }
@@ -117,10 +117,10 @@ pub fn select<'a>(config: &'a Config, names: &[String]) -> Result<Vec<&'a CertSp
 }
 
 /// Loads the internal CA for reading, without creating it.
-pub fn load_ca(config: &Config) -> Result<Option<InternalCa>, crate::ca::CaError> {
+pub fn load_ca(config: &Config) -> Result<Option<InternalCa>, crate::issuer::CaError> {
     match InternalCa::load(&StateDir::new(&config.state_dir).ca_dir()) {
         Ok(ca) => Ok(Some(ca)),
-        Err(crate::ca::CaError::Missing { .. }) => Ok(None),
+        Err(crate::issuer::CaError::Missing { .. }) => Ok(None),
         Err(e) => Err(e),
     }
 }
@@ -131,7 +131,7 @@ pub fn ensure_ca(
     config: &Config,
     state: &StateDir,
     now: OffsetDateTime,
-) -> Result<InternalCa, crate::ca::CaError> {
+) -> Result<InternalCa, crate::issuer::CaError> {
     // Creating the CA happens once; concurrent passes of the daemon must not race it.
     static CREATE: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _one_at_a_time = CREATE.lock().unwrap_or_else(|p| p.into_inner());
@@ -197,15 +197,6 @@ pub fn plan_for(
     let selected = select(config, names)?;
     let ca = load_ca(config)?;
     Ok(plan::make(config, ca.as_ref(), &selected, force, now))
-}
-
-/// The configured ACME issuers by name. Cheap to build (no I/O until they issue).
-pub fn acme_issuers(config: &Config) -> BTreeMap<&str, AcmeIssuer> {
-    config
-        .issuers
-        .iter()
-        .map(|(name, spec)| (name.as_str(), AcmeIssuer::new(spec, &config.state_dir)))
-        .collect()
 }
 
 /// A new pair that has been issued and perhaps installed, on its way through the pass.
@@ -312,17 +303,9 @@ pub fn run_pass(
     };
     // Certificates with a new pair in the archive (installed or not), pruned at the end.
     let mut attempted: Vec<&CertSpec> = Vec::new();
-    let revoked: std::collections::HashSet<String> = crate::trust::revoked(state)
-        .into_iter()
-        .map(|r| r.serial)
-        .collect();
-    let acme = acme_issuers(config);
-    let issuer_of = |spec: &CertSpec| -> Option<&dyn Issuer> {
-        match spec.issuer.as_str() {
-            "internal" => ca.map(|c| c as &dyn Issuer),
-            name => acme.get(name).map(|a| a as &dyn Issuer),
-        }
-    };
+    let revoked = crate::trust::revoked_serials(state);
+    let issuers = Registry::new(config, ca);
+    let issuer_of = |spec: &CertSpec| issuers.get(&spec.issuer);
     // Observed in slices, so that memory stays flat with thousands of certificates.
     let slices = selected.chunks(OBSERVE_SLICE).flat_map(|part| {
         let observed = observe_all(part, &issuer_of, cache.as_deref());
@@ -359,7 +342,7 @@ pub fn run_pass(
                     (opts.check_served, serving, &spec.verify, &seen)
                 {
                     match crate::verify::served_leaf(&v.connect, &v.server_name, v.timeout) {
-                        Ok(der) if crate::x509::sha256_hex(&der) == p.leaf.fingerprint => {
+                        Ok(der) if crate::encoding::sha256_hex(&der) == p.leaf.fingerprint => {
                             tracing::info!(certificate = %spec.name, connect = %v.connect, "verified: the server serves the certificate on disk");
                         }
                         Ok(_) => {
@@ -385,20 +368,13 @@ pub fn run_pass(
             Action::Renew(r) => r,
         };
         let Some(issuer) = issuer else {
-            let error = if spec.issuer == "internal" {
-                "the internal CA is not available".to_string()
-            } else {
-                format!(
-                    "issuer `{}` is not available in this version of certkeeper",
-                    spec.issuer
-                )
-            };
+            let error = Registry::unavailable(&spec.issuer);
             reports.push(failed(state, spec, reason, error, current, now));
             continue;
         };
         if let Reason::KeyExposed { path, why } = &reason {
             tracing::warn!(certificate = %spec.name, path = %path.display(), %why, "the private key was readable beyond its configuration: tightening it now and replacing the pair");
-            crate::layout::tighten(spec, path);
+            crate::observe::tighten(spec, path);
         }
         tracing::info!(certificate = %spec.name, reason = %reason, "renewing");
         attempted.push(spec);
@@ -469,7 +445,7 @@ pub fn run_pass(
                 let mut e = LedgerEntry::new(now, "installed");
                 e.name = Some(spec.name.clone());
                 e.serial = Some(leaf.serial.clone());
-                e.issuer = Some(spec.issuer.clone());
+                e.issuer = Some(spec.issuer.to_string());
                 e.not_after = Some(leaf.not_after);
                 e.files = spec
                     .files
@@ -541,7 +517,7 @@ fn observe_all<'a>(
         };
         let stamps = ObserveCache::stamps(spec);
         if let Some(seen) = stamps.as_ref().and_then(|st| cache.lookup(spec, st)) {
-            return (crate::layout::exposure(spec).unwrap_or(seen), None);
+            return (crate::observe::exposure(spec).unwrap_or(seen), None);
         }
         let seen = observe(spec, issuer_of(spec));
         // Stamps taken before reading: a change during the read shows up next time.
@@ -787,7 +763,7 @@ fn record_failure(
 ) {
     let mut e = LedgerEntry::new(now, "failed");
     e.name = Some(spec.name.clone());
-    e.issuer = Some(spec.issuer.clone());
+    e.issuer = Some(spec.issuer.to_string());
     e.reason = Some(format!("{}: {error}", reason.code()));
     if let Err(err) = state.record(&e) {
         tracing::error!(certificate = %spec.name, error = %err, "cannot record the failure in the ledger");

@@ -3,9 +3,9 @@
 //! and reloaded. Every real pass decides each certificate with [`decide`]; `check` and
 //! `renew --dry-run` print the [`Plan`] that [`make`] builds from the same decisions.
 
-use super::{acme_issuers, observe_all};
-use crate::ca::{InternalCa, Issuer};
+use super::observe_all;
 use crate::config::{CertSpec, Config};
+use crate::issuer::{InternalCa, Registry};
 use crate::policy::{decide_with_revocations, relative, rfc3339, Reason, Seen, Verdict};
 use crate::state::StateDir;
 use std::collections::{BTreeSet, HashSet};
@@ -125,17 +125,9 @@ pub fn make(
     force: bool,
     now: OffsetDateTime,
 ) -> Plan {
-    let revoked: HashSet<String> = crate::trust::revoked(&StateDir::new(&config.state_dir))
-        .into_iter()
-        .map(|r| r.serial)
-        .collect();
-    let acme = acme_issuers(config);
-    let issuer_of = |spec: &CertSpec| -> Option<&dyn Issuer> {
-        match spec.issuer.as_str() {
-            "internal" => ca.map(|c| c as &dyn Issuer),
-            name => acme.get(name).map(|a| a as &dyn Issuer),
-        }
-    };
+    let revoked = crate::trust::revoked_serials(&StateDir::new(&config.state_dir));
+    let issuers = Registry::new(config, ca);
+    let issuer_of = |spec: &CertSpec| issuers.get(&spec.issuer);
     let seen = observe_all(selected, &issuer_of, None);
     Plan {
         items: selected

@@ -6,8 +6,8 @@
 
 #![allow(dead_code)]
 
-use certkeeper::ca::{make_csr, InternalCa, IssueRequest, Issuer};
 use certkeeper::config::{CaSpec, ServerKind, ServerSpec};
+use certkeeper::issuer::{make_csr, InternalCa, IssueRequest, Issuer};
 use certkeeper::keys::PrivateKey;
 use certkeeper::model::{KeyType, San, Usage};
 use nix::errno::Errno;

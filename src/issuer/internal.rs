@@ -1,12 +1,12 @@
-//! The issuer abstraction and the built-in internal CA (root + intermediate).
-//! The CA enforces its own policy: it takes only the public key from a CSR and sets
-//! names, usages, serial and validity itself.
+//! The built-in internal CA (root + intermediate). It enforces its own policy: it takes
+//! only the public key from a CSR and sets names, usages, serial and validity itself.
 
+use super::{sans_for_rcgen, IssueError, IssueRequest, Issued, Issuer};
 use crate::config::CaSpec;
 use crate::fsread::{read_own as read_regular, read_own_text as read_text, ReadError, PEM_MAX};
 use crate::fsutil::{ensure_dir, sync_dir, write_atomic, FileSpec, FsError};
 use crate::keys::PrivateKey;
-use crate::model::{KeyType, San, Usage};
+use crate::model::{KeyType, Usage};
 use crate::x509::{parse_certs, CertInfo};
 use rcgen::{
     BasicConstraints, CertificateParams, CertificateSigningRequestParams, DnType,
@@ -18,79 +18,6 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 use time::OffsetDateTime;
 use zeroize::Zeroizing;
-
-/// What the agent asks an issuer for. The CSR carries the public key; the issuer takes
-/// names, usage and lifetime from here, never from the CSR's own requests.
-#[derive(Debug, Clone)]
-pub struct IssueRequest {
-    pub name: String,
-    pub common_name: String,
-    pub sans: Vec<San>,
-    pub usage: Usage,
-    pub lifetime: Duration,
-}
-
-/// A signed leaf and the intermediates to serve with it (never the root).
-#[derive(Debug, Clone)]
-pub struct Issued {
-    pub leaf: CertInfo,
-    pub chain: Vec<CertInfo>,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum IssueError {
-    #[error("the CSR is not acceptable: {0}")]
-    BadCsr(String),
-    #[error("signing failed: {0}")]
-    Sign(String),
-    #[error("the CA has expired (intermediate valid until {0}); create a new CA")]
-    CaExpired(OffsetDateTime),
-    #[error("{0}")]
-    Other(String),
-}
-
-/// Something that turns a CSR into a certificate: the internal CA now, ACME later.
-pub trait Issuer: Sync {
-    /// The name certificates use in `issuer:`.
-    fn id(&self) -> &str;
-    fn issue(
-        &self,
-        csr_der: &[u8],
-        req: &IssueRequest,
-        now: OffsetDateTime,
-    ) -> Result<Issued, IssueError>;
-    /// Whether a leaf + chain comes from this issuer as it is now. The caller has
-    /// already checked that the chain is in order (each signed by the next).
-    fn issued(&self, leaf: &CertInfo, chain: &[CertInfo]) -> bool;
-}
-
-/// Makes the CSR the agent sends to an issuer: the subject and names it wants, signed
-/// with the new key (proof of possession).
-pub fn make_csr(key: &PrivateKey, req: &IssueRequest) -> Result<Vec<u8>, IssueError> {
-    let mut params = CertificateParams::default();
-    params.distinguished_name = rcgen::DistinguishedName::new();
-    params
-        .distinguished_name
-        .push(DnType::CommonName, req.common_name.as_str());
-    params.subject_alt_names = sans_for_rcgen(&req.sans)?;
-    let csr = params
-        .serialize_request(key.pair())
-        .map_err(|e| IssueError::Sign(format!("cannot build the CSR: {e}")))?;
-    Ok(csr.der().to_vec())
-}
-
-fn sans_for_rcgen(sans: &[San]) -> Result<Vec<SanType>, IssueError> {
-    sans.iter()
-        .map(|s| match s {
-            San::Dns(d) => d
-                .as_str()
-                .try_into()
-                .map(SanType::DnsName)
-                .map_err(|e| IssueError::BadCsr(format!("`{d}`: {e}"))),
-            San::Ip(ip) => Ok(SanType::IpAddress(*ip)),
-        })
-        .collect()
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum CaError {
@@ -405,7 +332,7 @@ impl InternalCa {
         let crl = params
             .signed_by(&issuer)
             .map_err(|e| CaError::Create(format!("cannot sign the CRL: {e}")))?;
-        Ok(crate::x509::pem_encode("X509 CRL", crl.der()))
+        Ok(crate::encoding::pem_encode("X509 CRL", crl.der()))
     }
 
     pub fn root_pem(&self) -> String {
@@ -423,7 +350,7 @@ impl InternalCa {
 
 impl Issuer for InternalCa {
     fn id(&self) -> &str {
-        "internal"
+        crate::model::IssuerRef::INTERNAL
     }
 
     fn issue(

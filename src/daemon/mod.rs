@@ -4,6 +4,10 @@
 //! certificates concerned. No polling: when nothing is due and nothing changes, the
 //! process sleeps until the next due time (or the systemd watchdog).
 
+mod reload;
+mod systemd;
+mod watch;
+
 use crate::cache::ObserveCache;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{self, Config};
@@ -20,6 +24,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+use systemd::notify;
 use time::OffsetDateTime;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
@@ -181,48 +186,6 @@ struct Daemon {
     /// The fields a refused reload changed that only a restart applies (shown in
     /// `STATUS=` until a reload no longer changes them).
     restart_needed: Option<String>,
-}
-
-/// Tells systemd (`$NOTIFY_SOCKET`) about state changes. Never blocks: a service manager
-/// that does not read its socket (a full queue) costs a dropped status line, not a
-/// daemon stuck in `send` while certificates come due.
-/// A status line alone that says what the last one said is not sent again (the loop
-/// wakes for timers and file events far more often than its status changes).
-fn notify(states: &[NotifyState]) {
-    static LAST_STATUS: std::sync::Mutex<String> = std::sync::Mutex::new(String::new());
-    {
-        let mut last = LAST_STATUS.lock().unwrap_or_else(|p| p.into_inner());
-        let status = states.iter().find_map(|s| match s {
-            NotifyState::Status(text) => Some(*text),
-            _ => None,
-        });
-        if let Some(text) = status {
-            if states.len() == 1 && *last == text {
-                return;
-            }
-            text.clone_into(&mut last);
-        }
-    }
-    if let Err(e) = notify_nonblocking(states) {
-        tracing::debug!(error = %e, "sd_notify failed");
-    }
-}
-
-fn notify_nonblocking(states: &[NotifyState]) -> std::io::Result<()> {
-    use std::os::linux::net::SocketAddrExt;
-    use std::os::unix::net::{SocketAddr, UnixDatagram};
-    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
-        return Ok(());
-    };
-    let msg: String = states.iter().map(|s| format!("{s}\n")).collect();
-    let sock = UnixDatagram::unbound()?;
-    sock.set_nonblocking(true)?;
-    let bytes = std::os::unix::ffi::OsStrExt::as_bytes(path.as_os_str());
-    let addr = match bytes.strip_prefix(b"@") {
-        Some(name) => SocketAddr::from_abstract_name(name)?,
-        None => SocketAddr::from_pathname(&path)?,
-    };
-    sock.send_to_addr(msg.as_bytes(), &addr).map(|_| ())
 }
 
 pub fn run(config_path: &Path) -> Result<(), DaemonError> {
@@ -424,123 +387,7 @@ pub async fn serve(
     Ok(())
 }
 
-/// A directory's device and inode, or None when it is not a directory (or missing).
-fn dir_identity(p: &Path) -> Option<(u64, u64)> {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::metadata(p)
-        .ok()
-        .filter(|m| m.is_dir())
-        .map(|m| (m.dev(), m.ino()))
-}
-
-fn is_own_temp(p: &Path) -> bool {
-    p.file_name()
-        .and_then(|n| n.to_str())
-        .is_some_and(|n| n.contains(".certkeeper-tmp-") || n.starts_with(".ca-init-"))
-}
-
 impl Daemon {
-    /// Indexes every file of the configuration by the certificates that own it, and
-    /// the directories to watch. Done when the configuration is (re)loaded.
-    fn reindex(&mut self) {
-        let mut index: HashMap<PathBuf, Vec<Owner>> = HashMap::new();
-        for (i, c) in self.config.certificates.iter().enumerate() {
-            for (_, p) in c.files.paths() {
-                index
-                    .entry(p.to_path_buf())
-                    .or_default()
-                    .push(Owner::Managed(i));
-            }
-        }
-        for t in &self.config.trust {
-            index.entry(t.path.clone()).or_default().push(Owner::Trust);
-        }
-        for w in &self.config.watched {
-            index
-                .entry(w.path.clone())
-                .or_default()
-                .push(Owner::Watched);
-        }
-        let mut dirs: BTreeSet<PathBuf> = index
-            .keys()
-            .filter_map(|p| p.parent().map(Path::to_path_buf))
-            .collect();
-        if let Some(d) = self.config_path.parent() {
-            dirs.insert(d.to_path_buf());
-        }
-        self.index = index;
-        self.by_name = self
-            .config
-            .certificates
-            .iter()
-            .enumerate()
-            .map(|(i, c)| (c.name.clone(), i))
-            .collect();
-        self.dirs = dirs;
-        self.stores = self
-            .config
-            .certificates
-            .iter()
-            .enumerate()
-            .filter(|(_, c)| crate::install::uses_store(c))
-            .map(|(i, c)| (crate::install::store_dir(c), i))
-            .collect();
-        self.store_dirs = self
-            .config
-            .certificates
-            .iter()
-            .map(|c| (c.name.clone(), crate::install::watch_dirs(c)))
-            .collect();
-        let names: BTreeSet<&String> = self.config.certificates.iter().map(|c| &c.name).collect();
-        self.tracks.retain(|n, _| names.contains(n));
-        let watched: BTreeSet<&String> = self.config.watched.iter().map(|w| &w.name).collect();
-        self.watch_next.retain(|n, _| watched.contains(n));
-        self.rewatch();
-    }
-
-    /// Watches every directory of the index that exists (one inotify watch each,
-    /// however many certificates share it) and drops watches no longer needed.
-    /// Returns the directories that got a watch just now.
-    fn rewatch(&mut self) -> Vec<PathBuf> {
-        let mut armed = Vec::new();
-        let mut wanted = self.dirs.clone();
-        if self.stores_armed {
-            wanted.extend(self.store_dirs.values().flatten().cloned());
-        }
-        for gone in self
-            .watched_dirs
-            .difference(&wanted)
-            .cloned()
-            .collect::<Vec<_>>()
-        {
-            let _ = self.watcher.unwatch(&gone);
-            self.watched_dirs.remove(&gone);
-            self.dir_ids.remove(&gone);
-        }
-        for dir in &wanted {
-            if self.watched_dirs.contains(dir) {
-                continue;
-            }
-            // A directory that does not exist yet is created by the first install;
-            // the pass that installs re-arms the watch.
-            if dir.is_dir() {
-                match self.watcher.watch(dir, RecursiveMode::NonRecursive) {
-                    Ok(()) => {
-                        self.watched_dirs.insert(dir.clone());
-                        armed.push(dir.clone());
-                        if let Some(id) = dir_identity(dir) {
-                            self.dir_ids.insert(dir.clone(), id);
-                        }
-                    }
-                    Err(e) => {
-                        tracing::warn!(dir = %dir.display(), error = %e, "cannot watch directory (inotify limit? see fs.inotify.max_user_watches)")
-                    }
-                }
-            }
-        }
-        armed
-    }
-
     fn next_wake(&self) -> Option<OffsetDateTime> {
         // What waits for a pass in flight is started when that pass ends, not by time.
         let trust_waits = self.trust_wanted || self.flights.values().any(|f| f.trust);
@@ -1111,206 +958,6 @@ impl Daemon {
                 }
             }
         }
-    }
-
-    async fn on_files(&mut self, paths: Vec<PathBuf>) {
-        let mut owners: Vec<Owner> = Vec::new();
-        let mut config_changed = false;
-        let mut rearm = false;
-        for p in paths.iter().filter(|p| !is_own_temp(p)) {
-            if p == &self.config_path {
-                config_changed = true;
-            }
-            // A store itself, an entry of it (`current`, a pair's directory) or a file of
-            // one of its pairs.
-            if let Some(i) = p
-                .ancestors()
-                .take(3)
-                .find_map(|a| self.stores.get(a).copied())
-            {
-                owners.push(Owner::Managed(i));
-            }
-            if let Some(o) = self.index.get(p) {
-                owners.extend(o.iter().copied());
-            } else if self.watched_dirs.contains(p) {
-                // An event about a watched directory itself. Still the directory we
-                // watch (its creation seen from its parent, a chmod): nothing to do.
-                if dir_identity(p).is_some() && dir_identity(p) == self.dir_ids.get(p).copied() {
-                    continue;
-                }
-                // Removed, moved or replaced: its watch is gone. Watch what is there now
-                // (at once, so that no later change is missed) and look at everything
-                // in it; a directory that is missing is re-armed after the pass
-                // recreates it.
-                let _ = self.watcher.unwatch(p);
-                self.watched_dirs.remove(p);
-                self.dir_ids.remove(p);
-                rearm = true;
-                for (file, o) in &self.index {
-                    if file.parent() == Some(p.as_path()) {
-                        owners.extend(o.iter().copied());
-                    }
-                }
-            }
-        }
-        if rearm {
-            self.rewatch();
-        }
-        if config_changed {
-            tracing::info!(config = %self.config_path.display(), "configuration file changed; re-reading it once it has settled");
-            let text = self.settled_config().await;
-            self.reload_config_from(text).await;
-            notify(&[NotifyState::Status(&self.summary())]);
-            return;
-        }
-        let mut managed: BTreeSet<String> = BTreeSet::new();
-        let (mut trust_touched, mut watched_touched) = (false, false);
-        let now = self.clock.now();
-        for o in owners {
-            match o {
-                Owner::Managed(i) => {
-                    let name = &self.config.certificates[i].name;
-                    // A certificate in backoff is not touched before its retry time,
-                    // whoever changed its files (our own rollback included); a healthy
-                    // one is repaired at once.
-                    match self.held_until(name, now) {
-                        Some(until) => {
-                            tracing::debug!(certificate = %name, retry = %rfc3339(until), "files changed while in backoff; waiting for the retry time");
-                        }
-                        None => {
-                            managed.insert(name.clone());
-                        }
-                    }
-                }
-                Owner::Watched => watched_touched = true,
-                Owner::Trust => trust_touched = true,
-            }
-        }
-        if !managed.is_empty() || trust_touched {
-            tracing::debug!(certificates = ?managed, trust = trust_touched, "files changed; checking");
-            self.launch(managed.into_iter().collect(), false, trust_touched);
-        }
-        if watched_touched {
-            self.check_watched(self.clock.now());
-        }
-        notify(&[NotifyState::Status(&self.summary())]);
-    }
-
-    /// The configuration file's text once it has stayed the same for `CONFIG_SETTLE`
-    /// (at most `CONFIG_SETTLE_MAX`): what is parsed is what was read, never a file
-    /// that is still being written.
-    async fn settled_config(&self) -> Result<String, ReadError> {
-        let started = tokio::time::Instant::now();
-        let mut last = self.read_config().await;
-        loop {
-            tokio::time::sleep(CONFIG_SETTLE).await;
-            let now = self.read_config().await;
-            let same = match (&last, &now) {
-                (Ok(a), Ok(b)) => a == b,
-                (Err(a), Err(b)) => a.to_string() == b.to_string(),
-                _ => false,
-            };
-            if same || started.elapsed() >= CONFIG_SETTLE_MAX {
-                return now;
-            }
-            last = now;
-        }
-    }
-
-    /// The configuration file's text, read off the loop (a slow disk must not hold up
-    /// signals). The read itself never waits on a FIFO or a device: it is refused.
-    async fn read_config(&self) -> Result<String, ReadError> {
-        let path = self.config_path.clone();
-        tokio::task::spawn_blocking(move || config::read(&path))
-            .await
-            .unwrap_or_else(|e| {
-                Err(ReadError::Io {
-                    path: self.config_path.clone(),
-                    source: std::io::Error::other(e.to_string()),
-                })
-            })
-    }
-
-    async fn reload_config(&mut self) {
-        let text = self.read_config().await;
-        self.reload_config_from(text).await;
-    }
-
-    async fn reload_config_from(&mut self, text: Result<String, ReadError>) {
-        let parsed = match text {
-            Ok(text) => config::parse(&text, &self.config_path),
-            Err(e) => {
-                tracing::error!(error = %config::LoadError::Unreadable(e), "cannot read the new configuration; keeping the running one");
-                return;
-            }
-        };
-        let new = match parsed {
-            Ok(c) => c,
-            Err(errs) => {
-                tracing::error!(errors = %errs, "the new configuration is invalid; keeping the running one");
-                return;
-            }
-        };
-        let fixed = config::diff::needs_restart(&self.config, &new);
-        if !fixed.is_empty() {
-            let fields = fixed.join(", ");
-            tracing::error!(%fields, "the new configuration changes what cannot change while certkeeper runs; keeping the running one: restart certkeeper to apply it");
-            self.restart_needed = Some(fields);
-            return;
-        }
-        self.restart_needed = None;
-        let old = self.config.clone();
-        // A certificate whose own entry or one of whose servers changed is looked at at
-        // once, even in backoff: the user acted. The others keep their schedule.
-        let old_by_name: HashMap<&str, &config::CertSpec> = old
-            .certificates
-            .iter()
-            .map(|c| (c.name.as_str(), c))
-            .collect();
-        let changed: Vec<String> = new
-            .certificates
-            .iter()
-            .filter(|c| {
-                old_by_name.get(c.name.as_str()) != Some(c)
-                    || c.reload
-                        .iter()
-                        .any(|s| old.servers.get(s) != new.servers.get(s))
-            })
-            .map(|c| c.name.clone())
-            .collect();
-        for name in &changed {
-            if let Some(t) = self.tracks.get_mut(name) {
-                t.next = self.clock.now();
-            }
-        }
-        for (name, server) in &new.servers {
-            if old.servers.get(name) != Some(server) {
-                self.servers.remove(name);
-            }
-        }
-        let removed: Vec<&String> = old
-            .certificates
-            .iter()
-            .map(|c| &c.name)
-            .filter(|n| !new.certificates.iter().any(|c| &c.name == *n))
-            .collect();
-        tracing::info!(added_or_changed = ?changed, removed = ?removed, "configuration reloaded");
-        for name in removed.iter().chain(
-            old.watched
-                .iter()
-                .map(|w| &w.name)
-                .filter(|n| !new.watched.iter().any(|w| &w.name == *n))
-                .collect::<Vec<_>>()
-                .iter(),
-        ) {
-            self.metrics.forget(name);
-        }
-        self.config = Arc::new(new);
-        self.reindex();
-        if !changed.is_empty() || old.trust != self.config.trust {
-            self.launch(changed, false, true);
-        }
-        self.check_watched(self.clock.now());
     }
 
     /// Logs watched-only certificates that are inside their warning window (again

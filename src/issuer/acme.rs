@@ -5,7 +5,7 @@
 //! flow on the caller's tokio runtime when there is one (the daemon runs passes on a
 //! `spawn_blocking` thread) and on a private current-thread runtime otherwise (the CLI).
 
-use crate::ca::{IssueError, IssueRequest, Issued, Issuer};
+use super::{IssueError, IssueRequest, Issued, Issuer};
 use crate::config::AcmeSpec;
 use crate::fsread::{read_regular, read_text, PEM_MAX};
 use crate::fsutil::{ensure_dir, write_atomic, FileSpec};
@@ -34,6 +34,33 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Polling the order: first after 250 ms, then 1.5× longer each time, within this bound.
 const POLL_TIMEOUT: Duration = Duration::from_secs(90);
 
+/// What went wrong talking to an ACME CA, by the step that failed: the next features
+/// (account recovery, renewal information) act on the step, the user reads the text.
+#[derive(Debug, thiserror::Error)]
+pub enum AcmeError {
+    /// The HTTPS client could not be set up (trust roots, runtime).
+    #[error("{0}")]
+    Client(String),
+    /// The stored account could not be used, or a new one not registered or stored.
+    #[error("{0}")]
+    Account(String),
+    /// The CA refused the order.
+    #[error("{0}")]
+    Order(String),
+    /// An authorization or its http-01 challenge could not be answered.
+    #[error("{0}")]
+    Challenge(String),
+    /// The CA did not validate the order.
+    #[error("{0}")]
+    Validation(String),
+    /// Finalizing or downloading the certificate failed, or it was unusable.
+    #[error("{0}")]
+    Certificate(String),
+    /// The whole issuance took longer than its deadline.
+    #[error("no certificate within {0:?}")]
+    Timeout(Duration),
+}
+
 /// One `issuers: NAME: acme:` entry, ready to issue.
 pub struct AcmeIssuer {
     spec: AcmeSpec,
@@ -53,23 +80,28 @@ impl AcmeIssuer {
         &self.spec.directory
     }
 
-    fn http_client(&self) -> Result<Box<dyn HttpClient>, String> {
+    fn http_client(&self) -> Result<Box<dyn HttpClient>, AcmeError> {
         let mut roots = rustls::RootCertStore::empty();
         match &self.spec.ca_bundle {
             Some(bundle) => {
                 let bytes = read_regular(bundle, PEM_MAX)
-                    .map_err(|e| format!("cannot read ca_bundle {e}"))?;
-                let certs = parse_certs(&bytes, &format!("ca_bundle {}", bundle.display()))?;
+                    .map_err(|e| AcmeError::Client(format!("cannot read ca_bundle {e}")))?;
+                let certs = parse_certs(&bytes, &format!("ca_bundle {}", bundle.display()))
+                    .map_err(AcmeError::Client)?;
                 for c in certs {
                     roots
                         .add(rustls::pki_types::CertificateDer::from(c.der.clone()))
-                        .map_err(|e| format!("ca_bundle {}: {e}", bundle.display()))?;
+                        .map_err(|e| {
+                            AcmeError::Client(format!("ca_bundle {}: {e}", bundle.display()))
+                        })?;
                 }
             }
             None => {
                 let loaded = rustls_native_roots();
                 if loaded.is_empty() {
-                    return Err("no system CA certificates found; set `ca_bundle:`".into());
+                    return Err(AcmeError::Client(
+                        "no system CA certificates found; set `ca_bundle:`".into(),
+                    ));
                 }
                 for c in loaded {
                     let _ = roots.add(c);
@@ -79,7 +111,7 @@ impl AcmeIssuer {
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let tls = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
-            .map_err(|e| e.to_string())?
+            .map_err(|e| AcmeError::Client(e.to_string()))?
             .with_root_certificates(roots)
             .with_no_client_auth();
         let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
@@ -97,15 +129,16 @@ impl AcmeIssuer {
     }
 
     /// Restores the stored account, or creates one and stores its credentials.
-    async fn account(&self) -> Result<Account, String> {
+    async fn account(&self) -> Result<Account, AcmeError> {
         let dir = &self.spec.directory;
         if self.account_file.exists() {
-            let text = read_text(&self.account_file, PEM_MAX).map_err(|e| e.to_string())?;
+            let text = read_text(&self.account_file, PEM_MAX)
+                .map_err(|e| AcmeError::Account(e.to_string()))?;
             let damaged = |e: serde_json::Error| {
-                format!(
+                AcmeError::Account(format!(
                     "{} is damaged ({e}); move it away to register a new account",
                     self.account_file.display()
-                )
+                ))
             };
             // The credentials name the directory they belong to, and instant-acme talks
             // to that one: an account for another directory is set aside, not used.
@@ -115,16 +148,24 @@ impl AcmeIssuer {
                 return Account::builder_with_http(self.http_client()?)
                     .from_credentials(creds)
                     .await
-                    .map_err(|e| format!("cannot use the stored account: {}", chain(&e)));
+                    .map_err(|e| {
+                        AcmeError::Account(format!("cannot use the stored account: {}", chain(&e)))
+                    });
             }
             tracing::warn!(issuer = %self.spec.name, directory = %dir, file = %self.account_file.display(), "the stored ACME account belongs to another directory; registering a new one");
         }
         let eab = match &self.spec.eab {
             Some((kid, file)) => {
-                let raw = read_text(file, PEM_MAX).map_err(|e| e.to_string())?;
+                let raw =
+                    read_text(file, PEM_MAX).map_err(|e| AcmeError::Account(e.to_string()))?;
                 let key = base64::engine::general_purpose::URL_SAFE_NO_PAD
                     .decode(raw.trim().trim_end_matches('='))
-                    .map_err(|e| format!("{}: not a base64url HMAC key: {e}", file.display()))?;
+                    .map_err(|e| {
+                        AcmeError::Account(format!(
+                            "{}: not a base64url HMAC key: {e}",
+                            file.display()
+                        ))
+                    })?;
                 Some(ExternalAccountKey::new(kid.clone(), &key))
             }
             None => None,
@@ -141,15 +182,23 @@ impl AcmeIssuer {
                 eab.as_ref(),
             )
             .await
-            .map_err(|e| format!("cannot register an account: {}", chain(&e)))?;
-        let json = Zeroizing::new(serde_json::to_vec_pretty(&creds).map_err(|e| e.to_string())?);
+            .map_err(|e| {
+                AcmeError::Account(format!("cannot register an account: {}", chain(&e)))
+            })?;
+        let json = Zeroizing::new(
+            serde_json::to_vec_pretty(&creds).map_err(|e| AcmeError::Account(e.to_string()))?,
+        );
         if let Some(parent) = self.account_file.parent() {
-            ensure_dir(parent, 0o700).map_err(|e| e.to_string())?;
+            ensure_dir(parent, 0o700).map_err(|e| AcmeError::Account(e.to_string()))?;
         }
         if self.account_file.exists() {
             let old = self.account_file.with_extension("json.previous");
-            std::fs::rename(&self.account_file, &old)
-                .map_err(|e| format!("cannot set aside {}: {e}", self.account_file.display()))?;
+            std::fs::rename(&self.account_file, &old).map_err(|e| {
+                AcmeError::Account(format!(
+                    "cannot set aside {}: {e}",
+                    self.account_file.display()
+                ))
+            })?;
         }
         write_atomic(&FileSpec {
             path: self.account_file.clone(),
@@ -159,12 +208,12 @@ impl AcmeIssuer {
             gid: None,
             follow_symlinks: false,
         })
-        .map_err(|e| format!("cannot store the new account: {e}"))?;
+        .map_err(|e| AcmeError::Account(format!("cannot store the new account: {e}")))?;
         tracing::info!(issuer = %self.spec.name, directory = %dir, account = %account.id(), "registered an ACME account");
         Ok(account)
     }
 
-    async fn issue_async(&self, csr_der: &[u8], req: &IssueRequest) -> Result<String, String> {
+    async fn issue_async(&self, csr_der: &[u8], req: &IssueRequest) -> Result<String, AcmeError> {
         let account = self.account().await?;
         let ids: Vec<Identifier> = req
             .sans
@@ -175,36 +224,39 @@ impl AcmeIssuer {
             })
             .collect();
         if ids.is_empty() {
-            return Err("the certificate has no names to order".into());
+            return Err(AcmeError::Order(
+                "the certificate has no names to order".into(),
+            ));
         }
         let mut order = account
             .new_order(&NewOrder::new(&ids))
             .await
-            .map_err(|e| format!("new order refused: {}", chain(&e)))?;
+            .map_err(|e| AcmeError::Order(format!("new order refused: {}", chain(&e))))?;
         let mut responder = Responder::start(&self.spec).await?;
         let mut authzs = order.authorizations();
         while let Some(authz) = authzs.next().await {
-            let mut authz =
-                authz.map_err(|e| format!("cannot read an authorization: {}", chain(&e)))?;
+            let mut authz = authz.map_err(|e| {
+                AcmeError::Challenge(format!("cannot read an authorization: {}", chain(&e)))
+            })?;
             match authz.status {
                 AuthorizationStatus::Valid => continue,
                 AuthorizationStatus::Pending => {}
                 other => {
-                    return Err(format!(
+                    return Err(AcmeError::Challenge(format!(
                         "authorization for {} is {other:?}",
                         authz.identifier()
-                    ))
+                    )))
                 }
             }
             let ident = authz.identifier().to_string();
-            let mut ch = authz
-                .challenge(ChallengeType::Http01)
-                .ok_or_else(|| format!("the CA offers no http-01 challenge for {ident}"))?;
+            let mut ch = authz.challenge(ChallengeType::Http01).ok_or_else(|| {
+                AcmeError::Challenge(format!("the CA offers no http-01 challenge for {ident}"))
+            })?;
             let key_auth = ch.key_authorization().as_str().to_string();
             responder.add(&ch.token, &key_auth)?;
-            ch.set_ready()
-                .await
-                .map_err(|e| format!("challenge for {ident} refused: {}", chain(&e)))?;
+            ch.set_ready().await.map_err(|e| {
+                AcmeError::Challenge(format!("challenge for {ident} refused: {}", chain(&e)))
+            })?;
         }
         let retry = RetryPolicy::new()
             .initial_delay(Duration::from_millis(250))
@@ -213,7 +265,7 @@ impl AcmeIssuer {
         let status = order
             .poll_ready(&retry)
             .await
-            .map_err(|e| format!("waiting for validation: {}", chain(&e)))?;
+            .map_err(|e| AcmeError::Validation(format!("waiting for validation: {}", chain(&e))))?;
         responder.stop();
         if status != OrderStatus::Ready {
             let mut why = Vec::new();
@@ -225,23 +277,22 @@ impl AcmeIssuer {
                     }
                 }
             }
-            return Err(format!(
+            return Err(AcmeError::Validation(format!(
                 "the order is {status:?}: {}",
                 if why.is_empty() {
                     "no reason given".to_string()
                 } else {
                     why.join("; ")
                 }
-            ));
+            )));
         }
         order
             .finalize_csr(csr_der)
             .await
-            .map_err(|e| format!("finalize refused: {}", chain(&e)))?;
-        order
-            .poll_certificate(&retry)
-            .await
-            .map_err(|e| format!("waiting for the certificate: {}", chain(&e)))
+            .map_err(|e| AcmeError::Certificate(format!("finalize refused: {}", chain(&e))))?;
+        order.poll_certificate(&retry).await.map_err(|e| {
+            AcmeError::Certificate(format!("waiting for the certificate: {}", chain(&e)))
+        })
     }
 }
 
@@ -277,7 +328,7 @@ fn chain(e: &(dyn std::error::Error + 'static)) -> String {
 }
 
 /// Runs `fut` to completion from synchronous code.
-fn block_on<F: Future>(fut: F) -> Result<F::Output, String> {
+fn block_on<F: Future>(fut: F) -> Result<F::Output, AcmeError> {
     match tokio::runtime::Handle::try_current() {
         // On a spawn_blocking thread of the daemon's runtime.
         Ok(handle) => Ok(handle.block_on(fut)),
@@ -285,7 +336,7 @@ fn block_on<F: Future>(fut: F) -> Result<F::Output, String> {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
-                .map_err(|e| format!("cannot start a runtime: {e}"))?;
+                .map_err(|e| AcmeError::Client(format!("cannot start a runtime: {e}")))?;
             Ok(rt.block_on(fut))
         }
     }
@@ -301,7 +352,7 @@ struct Responder {
 }
 
 impl Responder {
-    async fn start(spec: &AcmeSpec) -> Result<Responder, String> {
+    async fn start(spec: &AcmeSpec) -> Result<Responder, AcmeError> {
         let tokens: Arc<Mutex<HashMap<String, String>>> = Arc::default();
         let server = match spec.standalone {
             Some(addr) => Some(serve(addr, tokens.clone()).await?),
@@ -315,21 +366,25 @@ impl Responder {
         })
     }
 
-    fn add(&mut self, token: &str, key_auth: &str) -> Result<(), String> {
+    fn add(&mut self, token: &str, key_auth: &str) -> Result<(), AcmeError> {
         if token.is_empty()
             || !token
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         {
-            return Err(format!("the CA sent an unusable challenge token `{token}`"));
+            return Err(AcmeError::Challenge(format!(
+                "the CA sent an unusable challenge token `{token}`"
+            )));
         }
         if let Some(root) = &self.webroot {
             let dir = root.join(".well-known").join("acme-challenge");
-            std::fs::create_dir_all(&dir)
-                .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+            std::fs::create_dir_all(&dir).map_err(|e| {
+                AcmeError::Challenge(format!("cannot create {}: {e}", dir.display()))
+            })?;
             let path = dir.join(token);
-            std::fs::write(&path, key_auth)
-                .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+            std::fs::write(&path, key_auth).map_err(|e| {
+                AcmeError::Challenge(format!("cannot write {}: {e}", path.display()))
+            })?;
             use std::os::unix::fs::PermissionsExt;
             let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644));
             self.written.push(path);
@@ -360,10 +415,10 @@ impl Drop for Responder {
 async fn serve(
     addr: SocketAddr,
     tokens: Arc<Mutex<HashMap<String, String>>>,
-) -> Result<tokio::task::JoinHandle<()>, String> {
+) -> Result<tokio::task::JoinHandle<()>, AcmeError> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
-        .map_err(|e| format!("cannot listen on {addr} for http-01: {e}"))?;
+        .map_err(|e| AcmeError::Challenge(format!("cannot listen on {addr} for http-01: {e}")))?;
     Ok(tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
@@ -421,22 +476,25 @@ impl Issuer for AcmeIssuer {
         req: &IssueRequest,
         _now: OffsetDateTime,
     ) -> Result<Issued, IssueError> {
-        let ca = &self.spec.directory;
-        let fail = |msg: String| {
-            IssueError::Other(format!("ACME CA {ca}, certificate `{}`: {msg}", req.name))
+        let fail = |error: AcmeError| IssueError::Acme {
+            directory: self.spec.directory.clone(),
+            name: req.name.clone(),
+            error,
         };
         let pem = block_on(async {
             match tokio::time::timeout(ISSUE_DEADLINE, self.issue_async(csr_der, req)).await {
                 Ok(r) => r,
-                Err(_) => Err(format!("no certificate within {ISSUE_DEADLINE:?}")),
+                Err(_) => Err(AcmeError::Timeout(ISSUE_DEADLINE)),
             }
         })
         .and_then(|r| r)
         .map_err(fail)?;
         let mut certs = parse_certs(pem.as_bytes(), "the certificate the CA returned")
-            .map_err(|e| fail(e.to_string()))?;
+            .map_err(|e| fail(AcmeError::Certificate(e)))?;
         if certs.is_empty() {
-            return Err(fail("the CA returned no certificate".into()));
+            return Err(fail(AcmeError::Certificate(
+                "the CA returned no certificate".into(),
+            )));
         }
         let leaf = certs.remove(0);
         Ok(Issued { leaf, chain: certs })

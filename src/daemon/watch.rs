@@ -1,0 +1,205 @@
+//! The file-watch index: which watched directory and file belongs to which
+//! certificate, and what the daemon does when files change.
+
+use super::*;
+
+/// A directory's device and inode, or None when it is not a directory (or missing).
+fn dir_identity(p: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(p)
+        .ok()
+        .filter(|m| m.is_dir())
+        .map(|m| (m.dev(), m.ino()))
+}
+
+pub(super) fn is_own_temp(p: &Path) -> bool {
+    p.file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.contains(".certkeeper-tmp-") || n.starts_with(".ca-init-"))
+}
+
+impl Daemon {
+    /// Indexes every file of the configuration by the certificates that own it, and
+    /// the directories to watch. Done when the configuration is (re)loaded.
+    pub(super) fn reindex(&mut self) {
+        let mut index: HashMap<PathBuf, Vec<Owner>> = HashMap::new();
+        for (i, c) in self.config.certificates.iter().enumerate() {
+            for (_, p) in c.files.paths() {
+                index
+                    .entry(p.to_path_buf())
+                    .or_default()
+                    .push(Owner::Managed(i));
+            }
+        }
+        for t in &self.config.trust {
+            index.entry(t.path.clone()).or_default().push(Owner::Trust);
+        }
+        for w in &self.config.watched {
+            index
+                .entry(w.path.clone())
+                .or_default()
+                .push(Owner::Watched);
+        }
+        let mut dirs: BTreeSet<PathBuf> = index
+            .keys()
+            .filter_map(|p| p.parent().map(Path::to_path_buf))
+            .collect();
+        if let Some(d) = self.config_path.parent() {
+            dirs.insert(d.to_path_buf());
+        }
+        self.index = index;
+        self.by_name = self
+            .config
+            .certificates
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (c.name.clone(), i))
+            .collect();
+        self.dirs = dirs;
+        self.stores = self
+            .config
+            .certificates
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| crate::install::uses_store(c))
+            .map(|(i, c)| (crate::install::store_dir(c), i))
+            .collect();
+        self.store_dirs = self
+            .config
+            .certificates
+            .iter()
+            .map(|c| (c.name.clone(), crate::install::watch_dirs(c)))
+            .collect();
+        let names: BTreeSet<&String> = self.config.certificates.iter().map(|c| &c.name).collect();
+        self.tracks.retain(|n, _| names.contains(n));
+        let watched: BTreeSet<&String> = self.config.watched.iter().map(|w| &w.name).collect();
+        self.watch_next.retain(|n, _| watched.contains(n));
+        self.rewatch();
+    }
+
+    /// Watches every directory of the index that exists (one inotify watch each,
+    /// however many certificates share it) and drops watches no longer needed.
+    /// Returns the directories that got a watch just now.
+    pub(super) fn rewatch(&mut self) -> Vec<PathBuf> {
+        let mut armed = Vec::new();
+        let mut wanted = self.dirs.clone();
+        if self.stores_armed {
+            wanted.extend(self.store_dirs.values().flatten().cloned());
+        }
+        for gone in self
+            .watched_dirs
+            .difference(&wanted)
+            .cloned()
+            .collect::<Vec<_>>()
+        {
+            let _ = self.watcher.unwatch(&gone);
+            self.watched_dirs.remove(&gone);
+            self.dir_ids.remove(&gone);
+        }
+        for dir in &wanted {
+            if self.watched_dirs.contains(dir) {
+                continue;
+            }
+            // A directory that does not exist yet is created by the first install;
+            // the pass that installs re-arms the watch.
+            if dir.is_dir() {
+                match self.watcher.watch(dir, RecursiveMode::NonRecursive) {
+                    Ok(()) => {
+                        self.watched_dirs.insert(dir.clone());
+                        armed.push(dir.clone());
+                        if let Some(id) = dir_identity(dir) {
+                            self.dir_ids.insert(dir.clone(), id);
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(dir = %dir.display(), error = %e, "cannot watch directory (inotify limit? see fs.inotify.max_user_watches)")
+                    }
+                }
+            }
+        }
+        armed
+    }
+
+    pub(super) async fn on_files(&mut self, paths: Vec<PathBuf>) {
+        let mut owners: Vec<Owner> = Vec::new();
+        let mut config_changed = false;
+        let mut rearm = false;
+        for p in paths.iter().filter(|p| !is_own_temp(p)) {
+            if p == &self.config_path {
+                config_changed = true;
+            }
+            // A store itself, an entry of it (`current`, a pair's directory) or a file of
+            // one of its pairs.
+            if let Some(i) = p
+                .ancestors()
+                .take(3)
+                .find_map(|a| self.stores.get(a).copied())
+            {
+                owners.push(Owner::Managed(i));
+            }
+            if let Some(o) = self.index.get(p) {
+                owners.extend(o.iter().copied());
+            } else if self.watched_dirs.contains(p) {
+                // An event about a watched directory itself. Still the directory we
+                // watch (its creation seen from its parent, a chmod): nothing to do.
+                if dir_identity(p).is_some() && dir_identity(p) == self.dir_ids.get(p).copied() {
+                    continue;
+                }
+                // Removed, moved or replaced: its watch is gone. Watch what is there now
+                // (at once, so that no later change is missed) and look at everything
+                // in it; a directory that is missing is re-armed after the pass
+                // recreates it.
+                let _ = self.watcher.unwatch(p);
+                self.watched_dirs.remove(p);
+                self.dir_ids.remove(p);
+                rearm = true;
+                for (file, o) in &self.index {
+                    if file.parent() == Some(p.as_path()) {
+                        owners.extend(o.iter().copied());
+                    }
+                }
+            }
+        }
+        if rearm {
+            self.rewatch();
+        }
+        if config_changed {
+            tracing::info!(config = %self.config_path.display(), "configuration file changed; re-reading it once it has settled");
+            let text = self.settled_config().await;
+            self.reload_config_from(text).await;
+            notify(&[NotifyState::Status(&self.summary())]);
+            return;
+        }
+        let mut managed: BTreeSet<String> = BTreeSet::new();
+        let (mut trust_touched, mut watched_touched) = (false, false);
+        let now = self.clock.now();
+        for o in owners {
+            match o {
+                Owner::Managed(i) => {
+                    let name = &self.config.certificates[i].name;
+                    // A certificate in backoff is not touched before its retry time,
+                    // whoever changed its files (our own rollback included); a healthy
+                    // one is repaired at once.
+                    match self.held_until(name, now) {
+                        Some(until) => {
+                            tracing::debug!(certificate = %name, retry = %rfc3339(until), "files changed while in backoff; waiting for the retry time");
+                        }
+                        None => {
+                            managed.insert(name.clone());
+                        }
+                    }
+                }
+                Owner::Watched => watched_touched = true,
+                Owner::Trust => trust_touched = true,
+            }
+        }
+        if !managed.is_empty() || trust_touched {
+            tracing::debug!(certificates = ?managed, trust = trust_touched, "files changed; checking");
+            self.launch(managed.into_iter().collect(), false, trust_touched);
+        }
+        if watched_touched {
+            self.check_watched(self.clock.now());
+        }
+        notify(&[NotifyState::Status(&self.summary())]);
+    }
+}

@@ -1,0 +1,258 @@
+//! Reading a certificate's files back into what the renewal decision needs: parsed,
+//! matched (key and certificate, chain order, issuer), and whether the key is kept as
+//! private as configured (`exposure`, repaired by `tighten`).
+
+use crate::config::CertSpec;
+use crate::fsread::{self, PEM_MAX};
+use crate::issuer::Issuer;
+use crate::keys::KeyInfo;
+use crate::model::Layout;
+use crate::policy::{Present, Seen};
+use crate::x509::{check_chain_order, parse_pem, CertInfo, PemItem};
+use std::fs;
+use std::path::{Path, PathBuf};
+
+/// One file's parsed blocks.
+struct Parsed {
+    path: PathBuf,
+    certs: Vec<CertInfo>,
+    keys: Vec<KeyInfo>,
+}
+
+fn read(path: &Path) -> Result<Parsed, Seen> {
+    let bytes = match fsread::read_regular(path, PEM_MAX) {
+        Ok(b) => b,
+        Err(e) if e.is_not_found() => return Err(Seen::Missing(path.to_path_buf())),
+        Err(e) => {
+            return Err(Seen::Damaged {
+                path: path.to_path_buf(),
+                reason: e.reason(),
+            });
+        }
+    };
+    let items = parse_pem(&bytes).map_err(|reason| Seen::Damaged {
+        path: path.to_path_buf(),
+        reason,
+    })?;
+    let mut parsed = Parsed {
+        path: path.to_path_buf(),
+        certs: Vec::new(),
+        keys: Vec::new(),
+    };
+    for item in items {
+        match item {
+            PemItem::Cert(c) => parsed.certs.push(*c),
+            PemItem::Key(k) => parsed.keys.push(k),
+            PemItem::Other(label) => {
+                return Err(Seen::Damaged {
+                    path: path.to_path_buf(),
+                    reason: format!("unexpected `{}` block", crate::model::excerpt(&label)),
+                })
+            }
+        }
+    }
+    Ok(parsed)
+}
+
+fn damaged(p: &Parsed, reason: impl Into<String>) -> Seen {
+    Seen::Damaged {
+        path: p.path.clone(),
+        reason: reason.into(),
+    }
+}
+
+fn only_certs(p: &Parsed, min: usize, max: Option<usize>, what: &str) -> Result<(), Seen> {
+    if !p.keys.is_empty() {
+        return Err(damaged(p, format!("the {what} file holds a private key")));
+    }
+    let n = p.certs.len();
+    if n < min || max.is_some_and(|m| n > m) {
+        return Err(damaged(
+            p,
+            format!("the {what} file holds {n} certificates"),
+        ));
+    }
+    Ok(())
+}
+
+fn only_key(p: &Parsed) -> Result<&KeyInfo, Seen> {
+    match (p.keys.len(), p.certs.len()) {
+        (1, 0) => Ok(&p.keys[0]),
+        (0, _) => Err(damaged(p, "no private key in the key file")),
+        _ => Err(damaged(
+            p,
+            "the key file must hold exactly one private key and nothing else",
+        )),
+    }
+}
+
+fn same(a: &[CertInfo], b: &[CertInfo]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.der == y.der)
+}
+
+/// The file that holds a certificate's private key: `key`, or the one `combined` file.
+pub fn key_path(spec: &CertSpec) -> &Path {
+    spec.files.key.as_deref().unwrap_or(&spec.files.cert)
+}
+
+/// Whether the key file lets someone read it whom the configuration does not: read bits
+/// for group or others beyond `key_mode`, an owner other than the configured one (or,
+/// when none is configured, than certkeeper's user), or another group than the
+/// configured one while the group may read. One `stat`, done on every look (also when
+/// the rest comes from the cache of checked files, whose entries predate a config
+/// change).
+pub fn exposure(spec: &CertSpec) -> Option<Seen> {
+    use std::os::unix::fs::MetadataExt;
+    let path = key_path(spec);
+    let meta = fs::metadata(path).ok()?;
+    let mode = meta.mode() & 0o777;
+    let allowed = spec.key_mode;
+    let extra = mode & 0o044 & !allowed;
+    let why = if extra != 0 {
+        let who = match (extra & 0o040 != 0, extra & 0o004 != 0) {
+            (true, true) => "its group and every user",
+            (true, false) => "its group",
+            _ => "every user",
+        };
+        Some(format!(
+            "has mode {mode:04o}, which lets {who} read it (key_mode is {allowed:04o})"
+        ))
+    } else {
+        let owner = spec
+            .owner
+            .as_ref()
+            .map(|o| (o.id, o.name.clone()))
+            .unwrap_or_else(|| {
+                let me = nix::unistd::geteuid().as_raw();
+                (me, format!("uid {me}"))
+            });
+        if meta.uid() != owner.0 {
+            Some(format!(
+                "is owned by uid {}, not by {} as configured",
+                meta.uid(),
+                owner.1
+            ))
+        } else {
+            match &spec.group {
+                Some(g) if mode & 0o040 != 0 && meta.gid() != g.id => Some(format!(
+                    "belongs to gid {} (which may read it), not to group {}",
+                    meta.gid(),
+                    g.name
+                )),
+                _ => None,
+            }
+        }
+    };
+    why.map(|why| Seen::Exposed {
+        path: path.to_path_buf(),
+        why,
+    })
+}
+
+/// Takes back what an exposed key file allows at once (mode `key_mode`, the configured
+/// owner and group), before the pair is replaced: the old key stays in the store as the
+/// previous pair until the next install. Errors are logged; the reissue goes on.
+pub fn tighten(spec: &CertSpec, path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Err(e) = fs::set_permissions(path, fs::Permissions::from_mode(spec.key_mode)) {
+        tracing::error!(certificate = %spec.name, path = %path.display(), error = %e, "cannot tighten the mode of an exposed key");
+    }
+    let uid = spec.owner.as_ref().map(|o| o.id);
+    let gid = spec.group.as_ref().map(|g| g.id);
+    if uid.is_some() || gid.is_some() {
+        if let Err(e) = std::os::unix::fs::chown(path, uid, gid) {
+            tracing::error!(certificate = %spec.name, path = %path.display(), error = %e, "cannot give an exposed key back to its owner");
+        }
+    }
+}
+
+/// Reads a managed certificate's files and checks them against each other.
+pub fn observe(spec: &CertSpec, issuer: Option<&dyn Issuer>) -> Seen {
+    match observe_inner(spec) {
+        Ok((leaf, chain)) => {
+            if let Some(exposed) = exposure(spec) {
+                return exposed;
+            }
+            let from_issuer = issuer.is_some_and(|i| i.issued(&leaf, &chain));
+            Seen::Present(Box::new(Present {
+                leaf,
+                chain,
+                from_issuer,
+            }))
+        }
+        Err(seen) => seen,
+    }
+}
+
+fn observe_inner(spec: &CertSpec) -> Result<(CertInfo, Vec<CertInfo>), Seen> {
+    let f = &spec.files;
+    // Read every file first so that "missing" wins over "damaged" consistently.
+    let paths: Vec<&Path> = f
+        .layout
+        .needs()
+        .iter()
+        .map(|field| match *field {
+            "cert" => f.cert.as_path(),
+            "chain" => f.chain.as_deref().unwrap(),
+            "fullchain" => f.fullchain.as_deref().unwrap(),
+            _ => f.key.as_deref().unwrap(),
+        })
+        .collect();
+    let mut parsed = Vec::new();
+    for p in &paths {
+        parsed.push(read(p)?);
+    }
+    let (certs, key, key_path): (Vec<CertInfo>, &KeyInfo, &Path) = match f.layout {
+        Layout::Nginx => {
+            let (cert, keyf) = (&parsed[0], &parsed[1]);
+            only_certs(cert, 2, None, "certificate")?;
+            (cert.certs.clone(), only_key(keyf)?, &keyf.path)
+        }
+        Layout::Apache => {
+            let (cert, chain, keyf) = (&parsed[0], &parsed[1], &parsed[2]);
+            only_certs(cert, 1, Some(1), "certificate")?;
+            only_certs(chain, 1, None, "chain")?;
+            let all = cert.certs.iter().chain(&chain.certs).cloned().collect();
+            (all, only_key(keyf)?, &keyf.path)
+        }
+        Layout::Combined => {
+            let one = &parsed[0];
+            if one.keys.len() != 1 {
+                return Err(damaged(
+                    one,
+                    "the combined file must hold exactly one private key",
+                ));
+            }
+            if one.certs.len() < 2 {
+                return Err(damaged(
+                    one,
+                    "the combined file must hold the certificate and its chain",
+                ));
+            }
+            (one.certs.clone(), &one.keys[0], &one.path)
+        }
+        Layout::Separate => {
+            let (cert, chain, full, keyf) = (&parsed[0], &parsed[1], &parsed[2], &parsed[3]);
+            only_certs(cert, 1, Some(1), "certificate")?;
+            only_certs(chain, 1, None, "chain")?;
+            only_certs(full, 2, None, "fullchain")?;
+            let all: Vec<CertInfo> = cert.certs.iter().chain(&chain.certs).cloned().collect();
+            if !same(&all, &full.certs) {
+                return Err(damaged(
+                    full,
+                    "the fullchain file is not the certificate followed by the chain",
+                ));
+            }
+            (all, only_key(keyf)?, &keyf.path)
+        }
+    };
+    let leaf = certs[0].clone();
+    if !leaf.matches(key) {
+        return Err(Seen::KeyMismatch(key_path.to_path_buf()));
+    }
+    check_chain_order(&certs).map_err(|reason| Seen::Damaged {
+        path: f.cert.clone(),
+        reason,
+    })?;
+    Ok((leaf, certs[1..].to_vec()))
+}
