@@ -252,7 +252,7 @@ pub fn pass_events(config: &Config, reports: &[CertReport], now: OffsetDateTime)
                         HookKind::Failed,
                         serial.as_ref(),
                         *not_after,
-                        Some(error),
+                        Some(&error.to_string()),
                     ));
                 }
                 match (serial, not_before, not_after) {

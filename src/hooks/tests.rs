@@ -49,7 +49,7 @@ fn unchanged(serial: &str, not_before: OffsetDateTime, lifetime: time::Duration)
 fn failed(error: &str, in_place: Option<(&str, OffsetDateTime, time::Duration)>) -> Outcome {
     Outcome::Failed {
         reason: Some(Reason::Forced),
-        error: error.into(),
+        error: crate::reconcile::Failure::Key(error.into()),
         not_after: in_place.map(|(_, nb, l)| nb + l),
         serial: in_place.map(|(s, _, _)| s.to_string()),
         not_before: in_place.map(|(_, nb, _)| nb),

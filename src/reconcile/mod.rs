@@ -18,9 +18,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use time::OffsetDateTime;
 
+pub mod failure;
 pub mod plan;
 
+pub use failure::{Failure, Rollback, ServerStep};
 use plan::Action;
+use std::sync::Arc;
 
 #[derive(Debug, Clone)]
 pub enum Outcome {
@@ -42,7 +45,7 @@ pub enum Outcome {
     },
     Failed {
         reason: Option<Reason>,
-        error: String,
+        error: Failure,
         /// The certificate still in place, if any.
         not_after: Option<OffsetDateTime>,
         serial: Option<String>,
@@ -207,43 +210,36 @@ struct Staged<'a> {
     /// The install, until it is rolled back. Dropped with the pass, it is kept for good
     /// (see `Drop`).
     installed: Option<Installed>,
-    error: Option<String>,
+    error: Option<Failure>,
     /// Facts for the ledger and the report although it worked.
     notes: Vec<String>,
 }
 
 impl Staged<'_> {
-    fn fail(&mut self, error: String) {
-        if self.error.is_none() {
-            self.error = Some(error);
-        }
-    }
-
-    /// Rolls back because `what` failed with `error`, and fails with a message that
-    /// says what the rollback did.
-    fn roll_back(&mut self, what: &str, error: impl std::fmt::Display) {
+    /// Rolls the install back, and fails with what `failure` makes of what the rollback
+    /// did. Only a pair's first failure counts: one already rolled back stays as it is.
+    fn roll_back(&mut self, failure: impl FnOnce(Rollback) -> Failure) {
         let name = &self.spec.name;
         let Some(installed) = self.installed.take() else {
-            // Already rolled back (and failed) for an earlier reason.
-            return self.fail(format!("{what}: {error}"));
+            return;
         };
         let done = match installed.roll_back() {
             Ok(RolledBack::Restored) => {
                 tracing::warn!(certificate = %name, "rolled back to the previous files");
-                "previous files restored".to_string()
+                Rollback::Restored
             }
             Ok(RolledBack::KeptNew) => {
                 tracing::warn!(certificate = %name, "no previous files to roll back to; the new pair stays installed");
-                "there were no previous files; the new pair stays installed".to_string()
+                Rollback::KeptNew
             }
             Err(e) => {
                 tracing::error!(certificate = %name, error = %e, "could not restore the previous files");
-                format!(
-                    "the previous files could not be restored ({e}); the new pair stays installed"
-                )
+                Rollback::Failed(Arc::new(e))
             }
         };
-        self.fail(format!("{what}, {done}: {error}"));
+        if self.error.is_none() {
+            self.error = Some(failure(done));
+        }
     }
 }
 
@@ -368,7 +364,7 @@ pub fn run_pass(
             Action::Renew(r) => r,
         };
         let Some(issuer) = issuer else {
-            let error = Registry::unavailable(&spec.issuer);
+            let error = Failure::NoIssuer(spec.issuer.clone());
             reports.push(failed(state, spec, reason, error, current, now));
             continue;
         };
@@ -568,7 +564,7 @@ fn apply_to_servers(
     // Config tests first: a failing test rolls back every certificate of that server
     // before anything is reloaded. A server that is not running is tested too (it will
     // read these files when it starts) but has nothing to reload.
-    let mut failed: BTreeMap<String, String> = BTreeMap::new();
+    let mut failed: BTreeMap<String, Arc<crate::server::ServerError>> = BTreeMap::new();
     for name in &wanted {
         let Some(server) = config.servers.get(name) else {
             continue;
@@ -586,7 +582,7 @@ fn apply_to_servers(
             activity
                 .failed_servers
                 .insert(name.clone(), format!("config test failed: {e}"));
-            failed.insert(name.clone(), e.to_string());
+            failed.insert(name.clone(), Arc::new(e));
         }
     }
     for st in staged.iter_mut().filter(|s| s.error.is_none()) {
@@ -596,7 +592,12 @@ fn apply_to_servers(
             .iter()
             .find_map(|s| failed.get(s).map(|e| (s, e.clone())))
         {
-            st.roll_back(&format!("config test of server `{name}` failed"), e);
+            st.roll_back(|rollback| Failure::Server {
+                step: ServerStep::ConfigTest,
+                server: name.clone(),
+                error: e,
+                rollback,
+            });
         }
     }
     // Reload each server that passed and still has something new to serve.
@@ -641,11 +642,17 @@ fn apply_to_servers(
                 activity
                     .failed_servers
                     .insert(name.clone(), format!("reload failed: {e}"));
+                let e = Arc::new(e);
                 for st in staged
                     .iter_mut()
                     .filter(|s| s.error.is_none() && s.spec.reload.contains(name))
                 {
-                    st.roll_back(&format!("reload of server `{name}` failed"), &e);
+                    st.roll_back(|rollback| Failure::Server {
+                        step: ServerStep::Reload,
+                        server: name.clone(),
+                        error: e.clone(),
+                        rollback,
+                    });
                 }
             }
         }
@@ -705,7 +712,11 @@ fn apply_to_servers(
                 }
                 Err(e) => {
                     tracing::error!(certificate = %st.spec.name, error = %e, "verify failed; rolling back");
-                    st.roll_back(&format!("verify of {} failed", v.connect), &e);
+                    st.roll_back(|rollback| Failure::Verify {
+                        connect: v.connect.to_string(),
+                        error: Arc::new(e),
+                        rollback,
+                    });
                     again.extend(st.spec.reload.iter().cloned());
                 }
             }
@@ -737,7 +748,7 @@ fn failed(
     state: &StateDir,
     spec: &CertSpec,
     reason: Reason,
-    error: String,
+    error: Failure,
     in_place: Option<&CertInfo>,
     now: OffsetDateTime,
 ) -> CertReport {
@@ -758,7 +769,7 @@ fn record_failure(
     state: &StateDir,
     spec: &CertSpec,
     reason: &Reason,
-    error: &str,
+    error: &Failure,
     now: OffsetDateTime,
 ) {
     let mut e = LedgerEntry::new(now, "failed");
@@ -788,28 +799,28 @@ fn issue_and_install(
     issuer: &dyn Issuer,
     reason: &Reason,
     now: OffsetDateTime,
-) -> Result<(Issued, Installed), String> {
+) -> Result<(Issued, Installed), Failure> {
     // Refuse unusable targets (a symlink, a file where a directory should be) before
     // anything is issued, so that a refused install leaves no trace in the CA.
-    crate::install::preflight(spec)
-        .map_err(|e| format!("install refused, nothing was issued: {e}"))?;
-    let key = PrivateKey::generate(spec.key).map_err(|e| e.to_string())?;
+    crate::install::preflight(spec).map_err(|e| Failure::Refused(Arc::new(e)))?;
+    let key = PrivateKey::generate(spec.key).map_err(|e| Failure::Key(e.to_string()))?;
     let req = request_for(spec);
-    let csr = make_csr(&key, &req).map_err(|e| e.to_string())?;
-    let issued = issuer
-        .issue(&csr, &req, now)
-        .map_err(|e| format!("issuer `{}`: {e}", issuer.id()))?;
+    let csr = make_csr(&key, &req).map_err(|e| Failure::Key(e.to_string()))?;
+    let issued = issuer.issue(&csr, &req, now).map_err(|e| Failure::Issue {
+        issuer: issuer.id().to_string(),
+        error: Arc::new(e),
+    })?;
+    let returned = |problem: String| Failure::Returned {
+        issuer: issuer.id().to_string(),
+        problem,
+    };
     if !issued.leaf.matches_key(&key) {
-        return Err(format!(
-            "issuer `{}` returned a certificate for another key",
-            issuer.id()
-        ));
+        return Err(returned("a certificate for another key".into()));
     }
     let full: Vec<_> = std::iter::once(issued.leaf.clone())
         .chain(issued.chain.iter().cloned())
         .collect();
-    check_chain_order(&full)
-        .map_err(|e| format!("issuer `{}` returned a bad chain: {e}", issuer.id()))?;
+    check_chain_order(&full).map_err(|e| returned(format!("a bad chain: {e}")))?;
     let serial = issued.leaf.serial.clone();
 
     let mut entry = LedgerEntry::new(now, "issued");
@@ -819,7 +830,10 @@ fn issue_and_install(
     entry.not_after = Some(issued.leaf.not_after);
     entry.sans = spec.sans.iter().map(|s| s.to_string()).collect();
     entry.reason = Some(reason.code().to_string());
-    state.record(&entry).map_err(|e| e.to_string())?;
+    state.record(&entry).map_err(|e| Failure::State {
+        what: "cannot record the new pair in the ledger",
+        error: Arc::new(e),
+    })?;
 
     let chain_pem: String = issued.chain.iter().map(|c| c.to_pem()).collect();
     state
@@ -830,10 +844,12 @@ fn issue_and_install(
             &chain_pem,
             key.pem(),
         )
-        .map_err(|e| format!("cannot archive the new pair: {e}"))?;
+        .map_err(|e| Failure::State {
+            what: "cannot archive the new pair",
+            error: Arc::new(e),
+        })?;
 
     let files = render(spec, &key, &issued.leaf, &issued.chain);
-    let installed = install(spec, &serial, &files)
-        .map_err(|e| format!("install failed, previous files kept: {e}"))?;
+    let installed = install(spec, &serial, &files).map_err(|e| Failure::Install(Arc::new(e)))?;
     Ok((issued, installed))
 }
