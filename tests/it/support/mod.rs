@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod daemon;
+pub mod servers;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -12,6 +13,7 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
 use tempfile::TempDir;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_certkeeper");
@@ -788,4 +790,32 @@ fn walk(root: &Path, dir: &Path, map: &mut BTreeMap<PathBuf, Node>) {
             );
         }
     }
+}
+
+/// Polls `pred` (every 2 ms at first, backing off to every 20 ms) until it holds or
+/// `limit` passes; says whether it held. The one way tests wait: never a fixed sleep.
+pub fn wait_until(limit: Duration, mut pred: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    let mut pause = Duration::from_millis(2);
+    loop {
+        if pred() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(20));
+    }
+}
+
+/// [`wait_until`] that panics, naming `what`, when `limit` passes first; returns how
+/// long it took.
+#[track_caller]
+pub fn wait_for(limit: Duration, what: &str, pred: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    if !wait_until(limit, pred) {
+        panic!("timed out after {limit:?} waiting for {what}");
+    }
+    start.elapsed()
 }

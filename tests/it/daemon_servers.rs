@@ -8,15 +8,13 @@
 //! client here is independent of certkeeper's own `verify` module: it trusts only the
 //! root that `certkeeper ca bundle` prints and checks the server name.
 
-#[path = "support/servers.rs"]
-mod servers_support;
-mod support;
-
+use crate::support::daemon::{wait_until, Daemon, READY};
+use crate::support::servers::{q, server_yaml, Apache, Nginx, SERVER_NAME};
+use crate::support::*;
 use certkeeper::x509::CertInfo;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::{ClientConfig, ClientConnection, RootCertStore};
-use servers_support::{q, server_yaml, Apache, Nginx, SERVER_NAME};
 use std::fs;
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
@@ -24,8 +22,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
-use support::daemon::{wait_until, Daemon, READY};
-use support::*;
 
 /// One handshake's bound (connect, every read and write).
 const HANDSHAKE: Duration = Duration::from_secs(5);

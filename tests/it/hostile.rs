@@ -4,13 +4,11 @@
 //! file. Each is a configuration error (exit 2) naming both paths, and nothing on disk
 //! changes, whether given to `check`, `renew` or a running daemon.
 
-mod support;
-
+use crate::support::daemon::{wait_until, Daemon};
+use crate::support::*;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
-use support::daemon::{wait_until, Daemon};
-use support::*;
 
 /// A configuration with one certificate whose `files:` line is `files`.
 fn config(files: &str, extra: &str) -> String {

@@ -11,19 +11,7 @@ use std::time::{Duration, Instant};
 /// How long a daemon may take to finish its first reconciliation.
 pub const READY: Duration = Duration::from_secs(20);
 
-/// Polls `pred` every 20 ms until it holds or `limit` passes.
-pub fn wait_until(limit: Duration, mut pred: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    loop {
-        if pred() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
+pub use super::wait_until;
 
 pub struct Daemon {
     pub child: Child,

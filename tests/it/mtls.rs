@@ -25,8 +25,7 @@
 //! - Both read the CA file and the CRL file only when they (re)load their configuration:
 //!   a new CRL takes effect after the reload certkeeper sends (SIGHUP / SIGUSR1).
 
-mod support;
-
+use crate::support::*;
 use nix::errno::Errno;
 use nix::sys::signal::{kill, killpg, Signal};
 use nix::unistd::Pid;
@@ -37,7 +36,6 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-use support::*;
 
 const NGINX: &str = "/usr/sbin/nginx";
 const APACHE: &str = "/usr/sbin/apache2";

@@ -3,13 +3,12 @@
 //! instances. Each test has its own directory, server, port and certificates, waits with
 //! deadlines, and stops only the processes it started.
 
-#[path = "support/servers.rs"]
-mod servers_support;
-
+use crate::support::servers::{
+    comm, process_gone, wait_for, Apache, Nginx, Pair, TestCa, SERVER_NAME,
+};
 use certkeeper::config::{ServerKind, ServerSpec};
 use certkeeper::server::{config_test, reload, ServerError};
 use certkeeper::verify::{served_leaf, wait_for_leaf, VerifyError};
-use servers_support::{comm, process_gone, wait_until, Apache, Nginx, Pair, TestCa, SERVER_NAME};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
@@ -63,7 +62,7 @@ impl Bystander {
         // spawn() returns once the exec has begun, a moment before the kernel renames
         // the child: until then /proc/PID/comm still shows this test's thread name.
         let pid = b.pid() as i32;
-        wait_until(Duration::from_secs(5), "`sleep` to be exec'd", || {
+        wait_for(Duration::from_secs(5), "`sleep` to be exec'd", || {
             comm(pid) == "sleep"
         });
         b

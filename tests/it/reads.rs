@@ -9,15 +9,13 @@
 //! the test instead of hanging the suite. Directory snapshots are not used here: they
 //! read every file, FIFOs included.
 
-mod support;
-
+use crate::support::daemon::{wait_until, Daemon};
+use crate::support::*;
 use std::fs;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use support::daemon::{wait_until, Daemon};
-use support::*;
 
 /// What a command that meets a hostile file may take (a second is the goal; CI runs
 /// on two noisy cores).

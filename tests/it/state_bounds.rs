@@ -3,15 +3,13 @@
 //! rotated under its cap, and `certkeeper status` (the real binary) still showing each
 //! certificate's last result, also one whose last event is two rotations back.
 
-mod support;
-
+use crate::support::*;
 use certkeeper::reconcile::{renew, Outcome, RenewOptions};
 use certkeeper::state::{LedgerEntry, DEFAULT_LEDGER_CAP};
 use std::fs;
 use std::io::Write;
 use std::path::Path;
 use std::time::Instant;
-use support::*;
 use time::{Duration, OffsetDateTime};
 
 const RENEWALS: usize = 1000;
@@ -177,7 +175,7 @@ fn a_thousand_forced_renewals_keep_the_archive_and_the_ledger_bounded() {
 
 /// Every line of one ledger file is a JSON object, and the file ends with a newline.
 fn ledger_lines(path: &Path) -> Vec<serde_json::Value> {
-    support::ledger(path)
+    crate::support::ledger(path)
 }
 
 fn ledger_bytes(sb: &Sandbox) -> u64 {

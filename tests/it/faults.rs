@@ -9,16 +9,12 @@
 //! Each test has its own sandbox, servers on free 127.0.0.1 ports and its own daemon; it
 //! waits with deadlines and stops only the processes it started.
 
-#[path = "support/servers.rs"]
-mod servers_support;
-mod support;
-
+use crate::support::daemon::{wait_until, Daemon};
+use crate::support::servers::{q, server_yaml, Nginx, SERVER_NAME};
+use crate::support::*;
 use certkeeper::x509::CertInfo;
-use servers_support::{q, server_yaml, Nginx, SERVER_NAME};
 use std::fs;
 use std::time::{Duration, Instant};
-use support::daemon::{wait_until, Daemon};
-use support::*;
 use time::OffsetDateTime;
 
 /// How long the daemon runs next to the failing certificates.

@@ -2,7 +2,7 @@
 //! /work/shared/TESTING-NOTES.md describes: everything (config, pid, lock, temp paths,
 //! logs) inside the test's own directory, listening on 127.0.0.1 on a port picked free
 //! at run time, stopped by the pid it started. Also test certificates from certkeeper's
-//! own internal CA, and a `wait_until` helper. Never touches the system's servers.
+//! own internal CA, and `wait_for`. Never touches the system's servers.
 
 #![allow(dead_code)]
 
@@ -32,23 +32,7 @@ pub const SERVER_NAME: &str = "www.example.internal";
 const START_DEADLINE: Duration = Duration::from_secs(15);
 const STOP_DEADLINE: Duration = Duration::from_secs(10);
 
-/// Polls `done` every few milliseconds until it returns true; panics with `what` when
-/// `deadline` passes first. Returns how long it took.
-#[track_caller]
-pub fn wait_until(deadline: Duration, what: &str, mut done: impl FnMut() -> bool) -> Duration {
-    let start = Instant::now();
-    let mut pause = Duration::from_millis(2);
-    loop {
-        if done() {
-            return start.elapsed();
-        }
-        if start.elapsed() >= deadline {
-            panic!("timed out after {deadline:?} waiting for {what}");
-        }
-        std::thread::sleep(pause);
-        pause = (pause * 2).min(Duration::from_millis(50));
-    }
-}
+pub use super::wait_for;
 
 // ---------------------------------------------------------------------------------
 // Configuration snippets

@@ -2,12 +2,10 @@
 //! directory holding its config, state directory and installed files, runs the real
 //! binary, and lets `openssl` judge what was written.
 
-mod support;
-
+use crate::support::*;
 use std::fs;
 use std::os::unix::fs::symlink;
 use std::path::PathBuf;
-use support::*;
 
 // ---------------------------------------------------------------------------------------
 // 1. Key types and layouts

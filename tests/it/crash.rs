@@ -14,8 +14,7 @@
 //! reader sees the new key beside the old certificate between two renames, and after a
 //! kill there until the next run repairs it.
 
-mod support;
-
+use crate::support::*;
 use certkeeper::x509::{parse_pem, CertInfo, PemItem};
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -23,7 +22,6 @@ use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use support::*;
 
 /// Certificates per layout (four layouts).
 const PER_LAYOUT: usize = 60;

@@ -3,17 +3,13 @@
 //! time, with a listener certificate from certkeeper's own CA, and stops it by the pid
 //! it started. Pebble's root changes on every start: it is fetched from `/roots/0`.
 
-#[path = "support/servers.rs"]
-mod servers_support;
-mod support;
-
-use servers_support::{free_port, wait_until, TestCa};
+use crate::support::servers::{free_port, wait_for, TestCa};
+use crate::support::*;
 use std::fs;
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-use support::*;
 
 const PEBBLE: &str = "/usr/bin/pebble";
 
@@ -94,7 +90,7 @@ impl Pebble {
             http_port,
             listener_ca,
         };
-        wait_until(Duration::from_secs(20), "pebble to listen", || {
+        wait_for(Duration::from_secs(20), "pebble to listen", || {
             TcpStream::connect(("127.0.0.1", p.port)).is_ok()
                 && TcpStream::connect(("127.0.0.1", p.mgmt_port)).is_ok()
         });
@@ -352,7 +348,7 @@ fn the_daemon_issues_from_the_acme_ca() {
         &[acme.clone(), internal.clone()],
         &pebble.issuers_yaml("pebble"),
     );
-    let mut d = support::daemon::Daemon::start(&sb, &[]);
+    let mut d = crate::support::daemon::Daemon::start(&sb, &[]);
     assert!(
         d.wait_notify("READY=1", Duration::from_secs(60)),
         "no READY=1: {}\n{}",
@@ -441,7 +437,7 @@ fn acme_webroot_challenge_is_served_by_the_existing_web_server() {
         .stderr(fs::File::create(&access_log).unwrap())
         .spawn()
         .expect("start a static web server");
-    wait_until(Duration::from_secs(10), "the web server to listen", || {
+    wait_for(Duration::from_secs(10), "the web server to listen", || {
         TcpStream::connect(("127.0.0.1", pebble.http_port)).is_ok()
     });
     let acme = CertDef::new("local", Layout::Nginx)

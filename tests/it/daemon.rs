@@ -2,15 +2,13 @@
 //! reload append to a log: scheduling, repair, coalescing, signals, systemd
 //! notifications, crash safety. Real nginx and Apache are exercised in `servers.rs`.
 
-mod support;
-
+use crate::support::daemon::{wait_until, Daemon, READY};
+use crate::support::*;
 use std::fs;
 use std::os::unix::net::UnixDatagram;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
-use support::daemon::{wait_until, Daemon, READY};
-use support::*;
 
 /// A config with a `demo` command server that logs its tests and reloads.
 fn config_with_server(sb: &Sandbox, certs: &[CertDef]) -> PathBuf {

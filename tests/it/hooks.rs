@@ -2,14 +2,12 @@
 //! `renewed` and `failed` hooks with the facts in their environment, kills a hanging
 //! hook or config test at its deadline, and never leaves the state lock held.
 
-mod support;
-
+use crate::support::daemon::wait_until;
+use crate::support::*;
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::Path;
 use std::time::{Duration, Instant};
-use support::daemon::wait_until;
-use support::*;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 

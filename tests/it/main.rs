@@ -1,0 +1,18 @@
+//! certkeeper's integration tests, in one binary: every test runs the real `certkeeper`
+//! binary (or the daemon on a virtual clock) against real files, and, where a server is
+//! reloaded, a real nginx or Apache on 127.0.0.1. `support` is the one harness.
+
+mod support;
+
+mod acme;
+mod cli;
+mod crash;
+mod daemon;
+mod daemon_servers;
+mod faults;
+mod hooks;
+mod hostile;
+mod mtls;
+mod reads;
+mod servers;
+mod state_bounds;
