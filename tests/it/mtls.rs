@@ -25,16 +25,13 @@
 //! - Both read the CA file and the CRL file only when they (re)load their configuration:
 //!   a new CRL takes effect after the reload certkeeper sends (SIGHUP / SIGUSR1).
 
+use crate::support::daemon::Daemon;
+use crate::support::servers::{is_root, open_dir, read_or_empty, write_file, Instance};
 use crate::support::*;
-use nix::errno::Errno;
-use nix::sys::signal::{kill, killpg, Signal};
-use nix::unistd::Pid;
-use std::fs::{self, File, OpenOptions};
-use std::io::Write;
-use std::net::{TcpListener, TcpStream};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::fs;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const NGINX: &str = "/usr/sbin/nginx";
@@ -43,8 +40,6 @@ const APACHE_MODULES: &str = "/usr/lib/apache2/modules";
 /// The name the test servers answer to; `www` is issued for it.
 const SERVER_NAME: &str = "www.example.internal";
 
-const START_DEADLINE: Duration = Duration::from_secs(15);
-const STOP_DEADLINE: Duration = Duration::from_secs(10);
 /// nginx applies a new CRL within milliseconds of SIGHUP (its old worker may answer a
 /// few more requests); an Apache graceful restart often takes about a second.
 const NGINX_SWITCH: Duration = Duration::from_secs(5);
@@ -52,190 +47,6 @@ const APACHE_SWITCH: Duration = Duration::from_secs(10);
 /// How long the daemon may take for its first pass, and to repair a deleted file.
 const DAEMON_START: Duration = Duration::from_secs(20);
 const DAEMON_REPAIR: Duration = Duration::from_secs(5);
-
-// ---------------------------------------------------------------------------------------
-// Waiting and processes (after tests/support/servers.rs)
-
-/// Polls `probe` until it returns `Ok`; panics with `what` and the last `Err` once
-/// `limit` has passed.
-#[track_caller]
-fn poll<T>(limit: Duration, what: &str, mut probe: impl FnMut() -> Result<T, String>) -> T {
-    let start = Instant::now();
-    let mut pause = Duration::from_millis(2);
-    loop {
-        match probe() {
-            Ok(v) => return v,
-            Err(last) if start.elapsed() >= limit => {
-                panic!("timed out after {limit:?} waiting for {what}; last: {last}")
-            }
-            Err(_) => {}
-        }
-        std::thread::sleep(pause);
-        pause = (pause * 2).min(Duration::from_millis(50));
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("bind 127.0.0.1:0")
-        .port()
-}
-
-fn is_root() -> bool {
-    nix::unistd::geteuid().is_root()
-}
-
-fn read_or_empty(path: &Path) -> String {
-    fs::read_to_string(path).unwrap_or_default()
-}
-
-fn write_file(path: &Path, content: &str, mode: u32) {
-    let _ = fs::remove_file(path);
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(path)
-        .unwrap_or_else(|e| panic!("create {}: {e}", path.display()));
-    f.write_all(content.as_bytes())
-        .unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
-}
-
-/// Makes `dir` traversable by the servers' unprivileged workers.
-fn open_dir(dir: &Path) {
-    fs::set_permissions(dir, fs::Permissions::from_mode(0o755)).expect("chmod");
-}
-
-/// No such pid, or a zombie nobody has reaped yet.
-fn process_gone(pid: i32) -> bool {
-    if kill(Pid::from_raw(pid), None) == Err(Errno::ESRCH) {
-        return true;
-    }
-    match fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => stat
-            .rfind(')')
-            .and_then(|i| stat[i + 1..].split_whitespace().next())
-            .is_some_and(|state| state == "Z"),
-        Err(_) => true,
-    }
-}
-
-fn comm(pid: i32) -> String {
-    read_or_empty(Path::new(&format!("/proc/{pid}/comm")))
-        .trim()
-        .to_string()
-}
-
-/// Servers daemonize: as child subreaper this test process inherits them and can reap
-/// them after stopping them.
-fn adopt_daemons() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        if let Err(e) = nix::sys::prctl::set_child_subreaper(true) {
-            eprintln!("cannot become child subreaper ({e}); stopped servers may stay zombies");
-        }
-    });
-}
-
-fn reap(pid: i32) {
-    let _ = nix::sys::wait::waitpid(
-        Pid::from_raw(pid),
-        Some(nix::sys::wait::WaitPidFlag::WNOHANG),
-    );
-}
-
-/// SIGTERM to the master we started, then SIGKILL to its process group if it lingers.
-/// Checks the process name first, in case the pid was reused.
-fn stop_pid(what: &str, pid: i32) {
-    if pid <= 1 || process_gone(pid) {
-        reap(pid);
-        return;
-    }
-    let name = comm(pid);
-    if !["nginx", "apache2", "httpd"].contains(&name.as_str()) {
-        eprintln!("not stopping pid {pid}: it is `{name}` now, not {what}");
-        return;
-    }
-    let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
-    let deadline = Instant::now() + STOP_DEADLINE;
-    while !process_gone(pid) {
-        if Instant::now() >= deadline {
-            eprintln!("{what} (pid {pid}) ignored SIGTERM for {STOP_DEADLINE:?}; killing it");
-            let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
-            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-            let deadline = Instant::now() + STOP_DEADLINE;
-            while !process_gone(pid) && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    reap(pid);
-}
-
-/// A `certkeeper run` daemon, stopped (SIGTERM, then SIGKILL) when dropped.
-struct Daemon {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Daemon {
-    fn start(sb: &Sandbox) -> Daemon {
-        let log = sb.path("daemon.log");
-        let out = File::create(&log).expect("daemon log");
-        let config = sb.config();
-        let child = sb
-            .command(&["run", "-c", &config])
-            .stdout(out.try_clone().expect("dup"))
-            .stderr(out)
-            .spawn()
-            .expect("spawn certkeeper run");
-        Daemon { child, log }
-    }
-
-    fn log(&self) -> String {
-        read_or_empty(&self.log)
-    }
-
-    /// SIGTERM; the daemon must exit 0 within seconds.
-    #[track_caller]
-    fn stop(mut self) {
-        let pid = Pid::from_raw(self.child.id() as i32);
-        kill(pid, Signal::SIGTERM).expect("SIGTERM the daemon");
-        let status = poll(
-            STOP_DEADLINE,
-            "the daemon to exit after SIGTERM",
-            || match self.child.try_wait().expect("try_wait") {
-                Some(s) => Ok(s),
-                None => Err("still running".into()),
-            },
-        );
-        assert!(
-            status.success(),
-            "the daemon exited with {status}:\n{}",
-            self.log()
-        );
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = kill(Pid::from_raw(self.child.id() as i32), Signal::SIGTERM);
-            let deadline = Instant::now() + STOP_DEADLINE;
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = self.child.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
 
 // ---------------------------------------------------------------------------------------
 // Private nginx and Apache that require client certificates
@@ -289,22 +100,14 @@ struct ServedFiles {
 
 struct WebServer {
     kind: Kind,
-    dir: PathBuf,
-    conf: PathBuf,
-    good_conf: String,
-    pid_file: PathBuf,
-    error_log: PathBuf,
-    port: u16,
-    pid: i32,
+    inst: Instance,
 }
 
 impl WebServer {
-    /// Writes the config (retrying with another port if the one picked was taken in
-    /// between), starts the server, waits until its pid file names a live process and
-    /// its port accepts connections. Also writes `configtest.sh`, the `test:` command
-    /// certkeeper is given: it logs each run to `configtests.log`, then runs the real test.
+    /// Starts the server (see `Instance::start`). Also writes `configtest.sh`, the
+    /// `test:` command certkeeper is given: it logs each run to `configtests.log`, then
+    /// runs the real test.
     fn start(kind: Kind, dir: &Path, files: &ServedFiles) -> WebServer {
-        adopt_daemons();
         for sub in ["logs", "run", "tmp", "htdocs"] {
             fs::create_dir_all(dir.join(sub)).expect("create server dirs");
         }
@@ -325,8 +128,9 @@ impl WebServer {
             ),
         };
         let c = conf.display().to_string();
-        let (test, start): (String, Vec<String>) = match kind {
+        let (binary, test, start): (&str, String, Vec<String>) = match kind {
             Kind::Nginx => (
+                NGINX,
                 format!("{NGINX} -p {d}/ -e {d}/logs/error.log -t -q -c {c}"),
                 [
                     "-p",
@@ -340,6 +144,7 @@ impl WebServer {
                 .to_vec(),
             ),
             Kind::Apache => (
+                APACHE,
                 format!("{APACHE} -d {d} -f {c} -t"),
                 ["-d", &d, "-f", &c, "-k", "start"]
                     .map(String::from)
@@ -351,78 +156,23 @@ impl WebServer {
             &format!("#!/bin/sh\necho test >> {d}/configtests.log\nexec {test}\n"),
             0o755,
         );
-        let binary = match kind {
-            Kind::Nginx => NGINX,
-            Kind::Apache => APACHE,
-        };
-        for attempt in 1..=3 {
-            let port = free_port();
-            let text = match kind {
+        let inst = Instance::start(
+            kind.name(),
+            dir,
+            conf,
+            pid_file,
+            error_log,
+            |port| match kind {
                 Kind::Nginx => nginx_conf(&d, port, files),
                 Kind::Apache => apache_conf(&d, port, files),
-            };
-            write_file(&conf, &text, 0o644);
-            let start_log = dir.join("logs/start.out");
-            let out = File::create(&start_log).expect("start log");
-            let status = Command::new(binary)
-                .args(&start)
-                .stdin(Stdio::null())
-                .stdout(out.try_clone().expect("dup"))
-                .stderr(out)
-                .status()
-                .unwrap_or_else(|e| panic!("cannot run {binary}: {e}"));
-            let logs = || {
-                format!(
-                    "--- start output ---\n{}--- {} ---\n{}",
-                    read_or_empty(&start_log),
-                    error_log.display(),
-                    read_or_empty(&error_log)
-                )
-            };
-            if !status.success() {
-                if attempt < 3 && logs().contains("Address already in use") {
-                    continue;
-                }
-                panic!("{binary} did not start ({status}):\n{}", logs());
-            }
-            let mut pid = 0;
-            let started = Instant::now();
-            loop {
-                if pid == 0 {
-                    pid = read_or_empty(&pid_file).trim().parse().unwrap_or(0);
-                }
-                if pid > 1 && TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                    break;
-                }
-                if pid > 1 && process_gone(pid) {
-                    panic!(
-                        "{binary} (pid {pid}) exited right after starting:\n{}",
-                        logs()
-                    );
-                }
-                if started.elapsed() > START_DEADLINE {
-                    if pid > 1 {
-                        stop_pid(binary, pid);
-                    }
-                    panic!(
-                        "{binary} did not listen on 127.0.0.1:{port} within {START_DEADLINE:?}:\n{}",
-                        logs()
-                    );
-                }
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            return WebServer {
-                kind,
-                dir: dir.to_path_buf(),
-                conf,
-                good_conf: text,
-                pid_file,
-                error_log,
-                port,
-                pid,
-            };
-        }
-        unreachable!()
+            },
+            move || {
+                let mut cmd = Command::new(binary);
+                cmd.args(&start);
+                cmd
+            },
+        );
+        WebServer { kind, inst }
     }
 
     /// The `servers:` entry: type, pid file and the counting config test.
@@ -430,14 +180,14 @@ impl WebServer {
         format!(
             "  {name}:\n    type: {name}\n    pid_file: {pid}\n    test: [/bin/sh, {test}]\n",
             name = self.kind.name(),
-            pid = q(path_str(&self.pid_file)),
-            test = q(path_str(&self.dir.join("configtest.sh"))),
+            pid = q(path_str(&self.inst.pid_file)),
+            test = q(path_str(&self.inst.dir.join("configtest.sh"))),
         )
     }
 
     /// How many config tests certkeeper ran.
     fn config_tests(&self) -> usize {
-        read_or_empty(&self.dir.join("configtests.log"))
+        read_or_empty(&self.inst.dir.join("configtests.log"))
             .lines()
             .count()
     }
@@ -455,26 +205,19 @@ impl WebServer {
     }
 
     fn error_log(&self) -> String {
-        read_or_empty(&self.error_log)
+        self.inst.error_log()
     }
 
     /// Makes the server's config test fail (an unknown directive).
     fn break_config(&self) {
-        let line = match self.kind {
+        self.inst.break_config(match self.kind {
             Kind::Nginx => "certkeeper_test_broken_directive on;",
             Kind::Apache => "CertkeeperTestBrokenDirective on",
-        };
-        write_file(&self.conf, &format!("{}\n{line}\n", self.good_conf), 0o644);
+        });
     }
 
     fn fix_config(&self) {
-        write_file(&self.conf, &self.good_conf, 0o644);
-    }
-}
-
-impl Drop for WebServer {
-    fn drop(&mut self) {
-        stop_pid(self.kind.name(), self.pid);
+        self.inst.fix_config();
     }
 }
 
@@ -804,7 +547,7 @@ fn turned_away(kind: Kind, a: &Answer) -> bool {
 
 #[track_caller]
 fn assert_accepted(s: &WebServer, root: &Path, c: &Client) {
-    let a = request(s.port, root, Some(c));
+    let a = request(s.inst.port, root, Some(c));
     assert_eq!(
         a,
         Answer::Http(200),
@@ -817,7 +560,7 @@ fn assert_accepted(s: &WebServer, root: &Path, c: &Client) {
 
 #[track_caller]
 fn assert_turned_away(s: &WebServer, root: &Path, c: Option<&Client>) {
-    let a = request(s.port, root, c);
+    let a = request(s.inst.port, root, c);
     assert!(
         turned_away(s.kind, &a),
         "{} should be turned away by {:?}, got {a:?}",
@@ -1003,7 +746,7 @@ fn server_requires_certificates_from_the_ca_and_honours_revocations(kind: Kind) 
             || {
                 // After a reload the old worker may still answer for a while with the
                 // old CRL: wait until the refusal is steady (10 in a row).
-                let a = request(server.port, &root, Some(&alice));
+                let a = request(server.inst.port, &root, Some(&alice));
                 match a {
                     Answer::Http(200) => {
                         steady.set(0);
@@ -1131,7 +874,7 @@ fn a_revocation_that_could_not_reach_nginx_is_reported_and_retried() {
         "a failing config test must stop the reload"
     );
     assert_eq!(
-        request(server.port, &root, Some(&alice)),
+        request(server.inst.port, &root, Some(&alice)),
         Answer::Http(200),
         "nginx still runs its old configuration, with the old CRL"
     );
@@ -1149,10 +892,10 @@ fn a_revocation_that_could_not_reach_nginx_is_reported_and_retried() {
         ));
     }
     let start = Instant::now();
-    let mut last = request(server.port, &root, Some(&alice));
+    let mut last = request(server.inst.port, &root, Some(&alice));
     while !turned_away(kind, &last) && start.elapsed() < NGINX_SWITCH {
         std::thread::sleep(Duration::from_millis(20));
-        last = request(server.port, &root, Some(&alice));
+        last = request(server.inst.port, &root, Some(&alice));
     }
     if !turned_away(kind, &last) {
         wrong.push(format!(
@@ -1403,7 +1146,7 @@ fn the_daemon_restores_a_deleted_crl_and_follows_revocations() {
     let crl = sb.path("tls/clients.crl");
     let run_count = || read_or_empty(&runs).lines().count();
 
-    let daemon = Daemon::start(&sb);
+    let daemon = Daemon::start(&sb, &[]);
     poll(DAEMON_START, "the daemon to write the trust files", || {
         if ca_file.exists() && crl.exists() && run_count() == 1 {
             Ok(())

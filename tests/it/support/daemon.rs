@@ -114,6 +114,18 @@ impl Daemon {
     pub fn alive(&mut self) -> bool {
         self.child.try_wait().unwrap().is_none()
     }
+
+    /// SIGTERM; the daemon must exit 0 within seconds.
+    #[track_caller]
+    pub fn stop(mut self) {
+        self.signal(nix::sys::signal::Signal::SIGTERM);
+        let status = self.wait_exit(Duration::from_secs(10));
+        assert!(
+            status.is_some_and(|s| s.success()),
+            "the daemon did not exit 0 after SIGTERM ({status:?}):\n{}",
+            self.log()
+        );
+    }
 }
 
 impl Drop for Daemon {

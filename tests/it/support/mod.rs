@@ -819,3 +819,25 @@ pub fn wait_for(limit: Duration, what: &str, pred: impl FnMut() -> bool) -> Dura
     }
     start.elapsed()
 }
+
+/// Polls `probe` until it returns `Ok`; panics with `what` and the last `Err` once
+/// `limit` has passed. For waits whose failure should say what was last seen.
+#[track_caller]
+pub fn poll<T>(limit: Duration, what: &str, mut probe: impl FnMut() -> Result<T, String>) -> T {
+    let mut last = String::new();
+    let mut found = None;
+    let done = wait_until(limit, || match probe() {
+        Ok(v) => {
+            found = Some(v);
+            true
+        }
+        Err(e) => {
+            last = e;
+            false
+        }
+    });
+    match (done, found) {
+        (true, Some(v)) => v,
+        _ => panic!("timed out after {limit:?} waiting for {what}; last: {last}"),
+    }
+}

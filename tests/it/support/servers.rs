@@ -86,11 +86,11 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-fn is_root() -> bool {
+pub fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
 
-fn write_file(path: &Path, content: &str, mode: u32) {
+pub fn write_file(path: &Path, content: &str, mode: u32) {
     let _ = fs::remove_file(path);
     let mut f = OpenOptions::new()
         .write(true)
@@ -102,7 +102,7 @@ fn write_file(path: &Path, content: &str, mode: u32) {
         .unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
 }
 
-fn read_or_empty(path: &Path) -> String {
+pub fn read_or_empty(path: &Path) -> String {
     fs::read_to_string(path).unwrap_or_default()
 }
 
@@ -124,7 +124,7 @@ pub fn process_gone(pid: i32) -> bool {
 /// Makes this test process the "child subreaper": servers that daemonize (fork and let
 /// the launcher exit) become our children instead of init's, so `stop_pid` can reap
 /// them. Without it they stay zombies where init does not reap (as in some containers).
-fn adopt_daemons() {
+pub fn adopt_daemons() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
         if let Err(e) = nix::sys::prctl::set_child_subreaper(true) {
@@ -237,24 +237,25 @@ impl Pair {
 // ---------------------------------------------------------------------------------
 // Shared start/stop logic
 
-/// What the two servers have in common once started.
-struct Instance {
-    what: &'static str,
-    dir: PathBuf,
-    config: PathBuf,
-    pid_file: PathBuf,
-    error_log: PathBuf,
-    port: u16,
-    pid: i32,
+/// A private nginx or Apache once started (the mTLS tests build theirs on it too);
+/// stopped when dropped.
+pub struct Instance {
+    pub what: &'static str,
+    pub dir: PathBuf,
+    pub config: PathBuf,
+    pub pid_file: PathBuf,
+    pub error_log: PathBuf,
+    pub port: u16,
+    pub pid: i32,
     /// The configuration as first written, for `fix_config`.
-    good_config: String,
+    pub good_config: String,
 }
 
 impl Instance {
     /// Runs `start` (which daemonizes), then waits until the pid file names a live
     /// process and the port accepts connections. `render(port)` gives the config text.
     /// Retries with another port when the chosen one was taken in between.
-    fn start(
+    pub fn start(
         what: &'static str,
         dir: &Path,
         config: PathBuf,
@@ -330,7 +331,7 @@ impl Instance {
         unreachable!()
     }
 
-    fn break_config(&self, line: &str) {
+    pub fn break_config(&self, line: &str) {
         write_file(
             &self.config,
             &format!("{}\n{line}\n", self.good_config),
@@ -338,11 +339,11 @@ impl Instance {
         );
     }
 
-    fn fix_config(&self) {
+    pub fn fix_config(&self) {
         write_file(&self.config, &self.good_config, 0o644);
     }
 
-    fn error_log(&self) -> String {
+    pub fn error_log(&self) -> String {
         read_or_empty(&self.error_log)
     }
 }
@@ -356,7 +357,7 @@ impl Drop for Instance {
 /// Stops the server whose master we started: SIGTERM, wait, then SIGKILL to its
 /// process group (a daemonized master leads its own session, so that is the master and
 /// its workers and nothing else). Checks the name first, in case the pid was reused.
-fn stop_pid(what: &str, pid: i32) {
+pub fn stop_pid(what: &str, pid: i32) {
     if pid <= 1 || process_gone(pid) {
         reap(pid);
         return;
@@ -386,7 +387,7 @@ fn stop_pid(what: &str, pid: i32) {
 }
 
 /// Makes `dir` traversable by the unprivileged worker processes.
-fn open_dir(dir: &Path) {
+pub fn open_dir(dir: &Path) {
     fs::set_permissions(dir, fs::Permissions::from_mode(0o755)).expect("chmod");
 }
 
