@@ -3,6 +3,7 @@
 //! private as configured (`exposure`, repaired by `tighten`).
 
 use crate::config::CertSpec;
+use crate::config::WatchSpec;
 use crate::fsread::{self, PEM_MAX};
 use crate::issuer::Issuer;
 use crate::keys::KeyInfo;
@@ -255,4 +256,12 @@ fn observe_inner(spec: &CertSpec) -> Result<(CertInfo, Vec<CertInfo>), Seen> {
         reason,
     })?;
     Ok((leaf, certs[1..].to_vec()))
+}
+
+/// The certificates in a watch-only certificate's file (the leaf first), or why they
+/// could not be read.
+pub fn watched(w: &WatchSpec) -> Result<Vec<CertInfo>, String> {
+    let bytes = fsread::read_regular(&w.path, PEM_MAX).map_err(|e| e.to_string())?;
+    crate::x509::parse_certs(&bytes, "watched certificate")
+        .map_err(|e| format!("{}: {e}", w.path.display()))
 }

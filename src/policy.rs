@@ -12,6 +12,7 @@ use std::time::Duration;
 use time::OffsetDateTime;
 
 pub mod retry;
+pub mod watch;
 
 /// What was found on disk for a managed certificate.
 #[derive(Debug, Clone)]

@@ -6,7 +6,6 @@ use crate::issuer::{InternalCa, Registry};
 use crate::observe::observe;
 use crate::policy::{decide_with_revocations, relative, rfc3339, Seen, Verdict};
 use crate::state::{LedgerEntry, StateDir};
-use crate::x509::parse_certs;
 use serde::Serialize;
 use time::OffsetDateTime;
 
@@ -120,35 +119,24 @@ fn managed_rows(
 pub fn watched_rows(config: &Config, now: OffsetDateTime) -> Vec<Row> {
     let mut out = Vec::new();
     for w in &config.watched {
-        let read = crate::fsread::read_regular(&w.path, crate::fsread::PEM_MAX)
-            .map_err(|e| e.to_string())
-            .and_then(|b| {
-                parse_certs(&b, "watched certificate")
-                    .map_err(|e| format!("{}: {e}", w.path.display()))
-            });
-        let (state, detail, not_after, sans) = match read {
-            Ok(certs) => {
-                let leaf = &certs[0];
-                let sans = leaf.sans.iter().map(|s| s.to_string()).collect();
-                let warn_at =
-                    leaf.not_after - time::Duration::seconds(w.warn_before.as_secs() as i64);
-                let (state, detail) = if now >= leaf.not_after {
-                    (
-                        "expired",
-                        Some(format!("expired at {}", rfc3339(leaf.not_after))),
-                    )
-                } else if now >= warn_at {
-                    (
-                        "expiring",
-                        Some(format!("expires {}", relative(leaf.not_after, now))),
-                    )
-                } else {
-                    ("ok", None)
-                };
-                (state.to_string(), detail, Some(leaf.not_after), sans)
-            }
-            Err(e) => ("unreadable".to_string(), Some(e), None, Vec::new()),
+        let read = crate::observe::watched(w);
+        let verdict = crate::policy::watch::judge(
+            match &read {
+                Ok(certs) => Ok(certs[0].not_after),
+                Err(e) => Err(e.as_str()),
+            },
+            w.warn_before,
+            now,
+        );
+        let sans = match &read {
+            Ok(certs) => certs[0].sans.iter().map(|s| s.to_string()).collect(),
+            Err(_) => Vec::new(),
         };
+        let (state, detail, not_after) = (
+            verdict.code().to_string(),
+            verdict.detail(now),
+            verdict.not_after(),
+        );
         out.push(Row {
             name: w.name.clone(),
             kind: "watched",

@@ -963,15 +963,16 @@ impl Daemon {
     /// Logs watched-only certificates that are inside their warning window (again
     /// daily), and schedules the next look.
     fn check_watched(&mut self, now: OffsetDateTime) {
-        let rows = crate::status::watched_rows(&self.config, now);
         for w in &self.config.watched {
-            let Some(row) = rows
-                .iter()
-                .find(|r| r.name == w.name && r.kind == "watched")
-            else {
-                continue;
-            };
-            match row.not_after {
+            let verdict = crate::policy::watch::judge(
+                crate::observe::watched(w)
+                    .as_ref()
+                    .map(|certs| certs[0].not_after)
+                    .map_err(|e| e.as_str()),
+                w.warn_before,
+                now,
+            );
+            match verdict.not_after() {
                 Some(na) => {
                     self.metrics
                         .not_after
@@ -982,16 +983,13 @@ impl Daemon {
                     self.metrics.not_after.remove(&Metrics::name(&w.name));
                 }
             }
-            let next = match (row.state.as_str(), row.not_after) {
-                ("ok", Some(na)) => na - time::Duration::seconds(w.warn_before.as_secs() as i64),
-                (_, _) => {
-                    if self.watch_next.get(&w.name).is_none_or(|t| *t <= now) {
-                        tracing::warn!(certificate = %w.name, path = %w.path.display(), state = %row.state, detail = row.detail.as_deref().unwrap_or(""), "watched certificate needs attention");
-                    }
-                    now + time::Duration::days(1)
-                }
-            };
-            self.watch_next.insert(w.name.clone(), next);
+            if !matches!(verdict, crate::policy::watch::Watched::Fine { .. })
+                && self.watch_next.get(&w.name).is_none_or(|t| *t <= now)
+            {
+                tracing::warn!(certificate = %w.name, path = %w.path.display(), state = verdict.code(), detail = verdict.detail(now).unwrap_or_default(), "watched certificate needs attention");
+            }
+            self.watch_next
+                .insert(w.name.clone(), verdict.next_look(now));
         }
     }
 
