@@ -120,16 +120,16 @@ pub fn run(cmd: CaCommand, now: OffsetDateTime) -> Result<u8, CliError> {
                 .iter()
                 .filter(|c| r.name.as_deref() == Some(c.name.as_str()))
                 .collect();
-            let (reports, activity) = crate::reconcile::run_pass(
-                &config,
-                &state,
-                Some(&ca),
-                &owner,
-                &opts,
+            let (reports, activity) = crate::reconcile::run_pass(crate::reconcile::Pass {
+                config: &config,
+                state: &state,
+                ca: Some(&ca),
+                selected: &owner,
+                opts: &opts,
                 now,
-                &cancel,
-                None,
-            );
+                cancel: &cancel,
+                cache: None,
+            });
             let mut failed = false;
             for report in &reports {
                 match &report.outcome {

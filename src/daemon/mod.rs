@@ -15,7 +15,9 @@ use crate::fsread::ReadError;
 use crate::metrics::{Metrics, ReloadLabel, RenewalLabel};
 use crate::policy::retry::{backoff, retry_at, retry_at_spread};
 use crate::policy::{relative, rfc3339};
-use crate::reconcile::{ensure_ca, run_pass, CertReport, Outcome, RenewOptions, ServerActivity};
+use crate::reconcile::{
+    ensure_ca, run_pass, CertReport, Outcome, Pass, RenewOptions, ServerActivity,
+};
 use crate::state::{StateDir, StateLock};
 use notify::{RecursiveMode, Watcher};
 use sd_notify::NotifyState;
@@ -622,16 +624,16 @@ impl Daemon {
                     }
                 }
                 let mut cache = guard.as_deref_mut().and_then(|c| c.as_mut());
-                let (reports, activity) = run_pass(
-                    &config,
-                    &state,
-                    Some(&ca),
-                    &selected,
-                    &opts,
+                let (reports, activity) = run_pass(Pass {
+                    config: &config,
+                    state: &state,
+                    ca: Some(&ca),
+                    selected: &selected,
+                    opts: &opts,
                     now,
-                    &cancel,
-                    cache.as_deref_mut(),
-                );
+                    cancel: &cancel,
+                    cache: cache.as_deref_mut(),
+                });
                 if let Some(cache) = cache {
                     let names_now: std::collections::HashSet<&str> = config
                         .certificates

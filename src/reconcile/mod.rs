@@ -176,16 +176,16 @@ pub fn renew(
     let state = StateDir::new(&config.state_dir);
     let _lock = state.lock()?;
     let ca = ensure_ca(config, &state, now)?;
-    Ok(run_pass(
+    Ok(run_pass(Pass {
         config,
-        &state,
-        Some(&ca),
-        &selected,
+        state: &state,
+        ca: Some(&ca),
+        selected: &selected,
         opts,
         now,
-        &AtomicBool::new(false),
-        None,
-    )
+        cancel: &AtomicBool::new(false),
+        cache: None,
+    })
     .0)
 }
 
@@ -255,19 +255,36 @@ impl Drop for Staged<'_> {
     }
 }
 
-/// Runs one pass over `selected`. The caller holds the state lock (unless dry-run).
-/// `cancel` is checked between certificates, never in the middle of an install.
-#[allow(clippy::too_many_arguments)]
-pub fn run_pass(
-    config: &Config,
-    state: &StateDir,
-    ca: Option<&InternalCa>,
-    selected: &[&CertSpec],
-    opts: &RenewOptions,
-    now: OffsetDateTime,
-    cancel: &AtomicBool,
-    mut cache: Option<&mut ObserveCache>,
-) -> (Vec<CertReport>, ServerActivity) {
+/// One pass, as its caller describes it.
+pub struct Pass<'a> {
+    pub config: &'a Config,
+    pub state: &'a StateDir,
+    /// The internal CA; None when there is none (its certificates fail, ACME ones go on).
+    pub ca: Option<&'a InternalCa>,
+    /// The certificates to look at (and renew what needs it).
+    pub selected: &'a [&'a CertSpec],
+    pub opts: &'a RenewOptions,
+    pub now: OffsetDateTime,
+    /// Checked between certificates, never in the middle of an install.
+    pub cancel: &'a AtomicBool,
+    /// Files unchanged since their last full check are not read again (the daemon's).
+    pub cache: Option<&'a mut ObserveCache>,
+}
+
+/// Runs one pass: observe, decide (`plan::decide`), issue and install, then config
+/// tests, reloads, verification and rollback per server, and the ledger. The caller
+/// holds the state lock.
+pub fn run_pass(pass: Pass) -> (Vec<CertReport>, ServerActivity) {
+    let Pass {
+        config,
+        state,
+        ca,
+        selected,
+        opts,
+        now,
+        cancel,
+        mut cache,
+    } = pass;
     let mut reports = Vec::new();
     let mut staged: Vec<Staged> = Vec::new();
     if opts.clean_temp_files {
