@@ -265,3 +265,125 @@ pub fn watched(w: &WatchSpec) -> Result<Vec<CertInfo>, String> {
     crate::x509::parse_certs(&bytes, "watched certificate")
         .map_err(|e| format!("{}: {e}", w.path.display()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::CaSpec;
+    use crate::issuer::{make_csr, InternalCa, IssueRequest, Issuer, Registry};
+    use crate::keys::PrivateKey;
+    use crate::model::{IssuerRef, KeyType};
+    use std::time::Duration;
+    use time::OffsetDateTime;
+
+    /// A CA in `dir/ca` and a certificate `www` of `layout` whose files are in `dir/tls`.
+    fn world(dir: &Path, layout: &str) -> (crate::config::Config, InternalCa) {
+        let d = dir.display();
+        let files = match layout {
+            "nginx" => format!("{{ layout: nginx, cert: {d}/tls/www.crt, key: {d}/tls/www.key }}"),
+            "apache" => format!("{{ layout: apache, cert: {d}/tls/www.crt, chain: {d}/tls/chain.crt, key: {d}/tls/www.key }}"),
+            "separate" => format!("{{ layout: separate, cert: {d}/tls/www.crt, chain: {d}/tls/chain.crt, fullchain: {d}/tls/full.crt, key: {d}/tls/www.key }}"),
+            _ => format!("{{ layout: combined, cert: {d}/tls/www.pem }}"),
+        };
+        let yaml = format!(
+            "state_dir: {d}/state\ncertificates:\n  - name: www\n    sans: [www.example.internal]\n    files: {files}\n"
+        );
+        let config = crate::config::parse(&yaml, Path::new("c.yaml")).expect("valid");
+        let spec = CaSpec {
+            organization: "certkeeper tests".into(),
+            common_name: "Test CA".into(),
+            key: KeyType::EcdsaP256,
+            root_lifetime: Duration::from_secs(10 * 365 * 86_400),
+            intermediate_lifetime: Duration::from_secs(3 * 365 * 86_400),
+        };
+        let ca = InternalCa::init(&spec, &dir.join("ca"), OffsetDateTime::now_utc()).unwrap();
+        (config, ca)
+    }
+
+    /// Issues `www` and writes the files `layout::render` makes.
+    fn install(config: &crate::config::Config, ca: &InternalCa) -> CertInfo {
+        let spec = &config.certificates[0];
+        let key = PrivateKey::generate(spec.key).unwrap();
+        let req = IssueRequest {
+            name: spec.name.clone(),
+            common_name: spec.common_name.clone(),
+            sans: spec.sans.clone(),
+            usage: spec.usage,
+            lifetime: spec.lifetime,
+        };
+        let issued = ca
+            .issue(
+                &make_csr(&key, &req).unwrap(),
+                &req,
+                OffsetDateTime::now_utc(),
+            )
+            .unwrap();
+        for f in crate::layout::render(spec, &key, &issued.leaf, &issued.chain) {
+            crate::fsutil::write_atomic(&f).unwrap();
+        }
+        issued.leaf
+    }
+
+    #[test]
+    fn what_render_writes_observe_reads_back_for_every_layout() {
+        for layout in ["nginx", "apache", "separate", "combined"] {
+            let dir = tempfile::tempdir().unwrap();
+            let (config, ca) = world(dir.path(), layout);
+            let spec = &config.certificates[0];
+            let registry = Registry::new(&config, Some(&ca));
+            assert!(matches!(
+                observe(spec, registry.get(&IssuerRef::Internal)),
+                Seen::Missing(_)
+            ));
+            let leaf = install(&config, &ca);
+            match observe(spec, registry.get(&spec.issuer)) {
+                Seen::Present(p) => {
+                    assert_eq!(p.leaf.fingerprint, leaf.fingerprint, "{layout}");
+                    assert_eq!(p.chain.len(), 1, "{layout}: the intermediate");
+                    assert!(p.from_issuer, "{layout}");
+                }
+                other => panic!("{layout}: {other:?}"),
+            }
+            // The key of another pair beside this certificate: seen as a mismatch (or,
+            // in one file, as a damaged file).
+            let other = PrivateKey::generate(spec.key).unwrap();
+            let key_at = key_path(spec).to_path_buf();
+            if layout == "combined" {
+                let text = fs::read_to_string(&key_at).unwrap();
+                let certs = &text[text.find("-----BEGIN CERTIFICATE").unwrap()..];
+                fs::write(&key_at, format!("{}{certs}", other.pem())).unwrap();
+            } else {
+                fs::write(&key_at, other.pem()).unwrap();
+            }
+            assert!(
+                matches!(
+                    observe(spec, registry.get(&spec.issuer)),
+                    Seen::KeyMismatch(_) | Seen::Damaged { .. }
+                ),
+                "{layout}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_registry_finds_the_internal_ca_and_says_why_an_issuer_is_missing() {
+        let dir = tempfile::tempdir().unwrap();
+        let (config, ca) = world(dir.path(), "nginx");
+        assert_eq!(
+            Registry::new(&config, Some(&ca))
+                .get(&IssuerRef::Internal)
+                .map(|i| i.id().to_string()),
+            Some("internal".into())
+        );
+        assert!(Registry::new(&config, None)
+            .get(&IssuerRef::Internal)
+            .is_none());
+        assert!(Registry::new(&config, Some(&ca))
+            .get(&IssuerRef::Acme("fleet".into()))
+            .is_none());
+        assert_eq!(
+            Registry::unavailable(&IssuerRef::Internal),
+            "the internal CA is not available"
+        );
+    }
+}

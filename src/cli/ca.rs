@@ -151,10 +151,11 @@ pub fn run(cmd: CaCommand, now: OffsetDateTime) -> Result<u8, CliError> {
             if !activity.trust_pending.is_empty() {
                 for server in &activity.trust_pending {
                     let why = activity
-                        .failed_servers
+                        .servers
                         .get(server)
-                        .map(String::as_str)
-                        .unwrap_or("not reloaded");
+                        .filter(|o| o.failed())
+                        .map(|o| o.to_string())
+                        .unwrap_or_else(|| "not reloaded".into());
                     eprintln!("error: server `{server}` has not loaded the new CRL: {why}");
                 }
                 eprintln!(

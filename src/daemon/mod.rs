@@ -928,7 +928,7 @@ impl Daemon {
                 self.servers.remove(name);
             }
         }
-        for (name, why) in &activity.failed_servers {
+        for (name, why) in activity.servers.iter().filter(|(_, o)| o.failed()) {
             let s = self.servers.entry(name.clone()).or_insert(ServerTrack {
                 failures: 0,
                 waiting_start: 0,
@@ -940,7 +940,7 @@ impl Daemon {
             tracing::warn!(server = %name, failures = s.failures, retry = %rfc3339(s.next), error = %why, "server in backoff: certificates that reload it wait until then");
         }
         for name in activity.not_running.keys() {
-            if activity.failed_servers.contains_key(name) {
+            if activity.servers.get(name).is_some_and(|o| o.failed()) {
                 continue;
             }
             let s = self.servers.entry(name.clone()).or_insert(ServerTrack {

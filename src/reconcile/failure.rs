@@ -56,6 +56,48 @@ pub enum ServerStep {
     Reload,
 }
 
+/// What a pass did with one server, carrying the error where something failed.
+#[derive(Debug, Clone)]
+pub enum ServerOutcome {
+    /// Tested and reloaded (or, after a rollback, reloaded again).
+    Reloaded,
+    /// Its config test failed: it was not reloaded, and its certificates were rolled back.
+    TestFailed(Arc<ServerError>),
+    /// Its reload failed: its certificates were rolled back.
+    ReloadFailed(Arc<ServerError>),
+    /// Reloaded, but did not serve a new certificate (rolled back, reloaded again).
+    VerifyFailed {
+        certificate: String,
+        error: Arc<VerifyError>,
+    },
+    /// Not running: tested, but nothing to reload (it reads the files when it starts).
+    Skipped(crate::server::NotRunning),
+}
+
+impl ServerOutcome {
+    /// Whether the server failed a step (and goes into backoff).
+    pub fn failed(&self) -> bool {
+        matches!(
+            self,
+            ServerOutcome::TestFailed(_) | ServerOutcome::ReloadFailed(_)
+        )
+    }
+}
+
+impl fmt::Display for ServerOutcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ServerOutcome::Reloaded => f.write_str("reloaded"),
+            ServerOutcome::TestFailed(e) => write!(f, "config test failed: {e}"),
+            ServerOutcome::ReloadFailed(e) => write!(f, "reload failed: {e}"),
+            ServerOutcome::VerifyFailed { certificate, error } => {
+                write!(f, "reloaded, but `{certificate}` was not served: {error}")
+            }
+            ServerOutcome::Skipped(why) => write!(f, "not running ({why}): nothing to reload"),
+        }
+    }
+}
+
 /// What the rollback after a server or verify failure did.
 #[derive(Debug, Clone)]
 pub enum Rollback {

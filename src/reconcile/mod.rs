@@ -21,7 +21,7 @@ use time::OffsetDateTime;
 pub mod failure;
 pub mod plan;
 
-pub use failure::{Failure, Rollback, ServerStep};
+pub use failure::{Failure, Rollback, ServerOutcome, ServerStep};
 use plan::Action;
 use std::sync::Arc;
 
@@ -66,8 +66,9 @@ pub struct ServerActivity {
     pub trust_refresh_at: Option<OffsetDateTime>,
     /// Every reload with whether it worked, in order.
     pub reload_results: Vec<(String, bool)>,
-    /// Servers whose config test or reload failed in this pass, with the reason.
-    pub failed_servers: BTreeMap<String, String>,
+    /// What this pass did with each server it looked at, with the error where a step
+    /// failed (the last outcome when a server was reloaded again after a rollback).
+    pub servers: BTreeMap<String, ServerOutcome>,
     /// Servers that still owe a reload for changed trust material (retried later).
     pub trust_pending: Vec<String>,
     /// Servers that were not reloaded because they are not running: they load the
@@ -437,7 +438,8 @@ pub fn run_pass(pass: Pass) -> (Vec<CertReport>, ServerActivity) {
             .reload
             .iter()
             .filter(|s| {
-                activity.failed_servers.contains_key(*s) || !config.servers.contains_key(*s)
+                activity.servers.get(*s).is_some_and(ServerOutcome::failed)
+                    || !config.servers.contains_key(*s)
             })
             .cloned()
             .collect();
@@ -596,10 +598,11 @@ fn apply_to_servers(
         }
         if let Err(e) = crate::server::config_test(server) {
             tracing::error!(server = %name, error = %e, "config test failed; rolling back");
+            let e = Arc::new(e);
             activity
-                .failed_servers
-                .insert(name.clone(), format!("config test failed: {e}"));
-            failed.insert(name.clone(), Arc::new(e));
+                .servers
+                .insert(name.clone(), ServerOutcome::TestFailed(e.clone()));
+            failed.insert(name.clone(), e);
         }
     }
     for st in staged.iter_mut().filter(|s| s.error.is_none()) {
@@ -645,6 +648,9 @@ fn apply_to_servers(
             if installed > 0 {
                 tracing::warn!(server = %name, reason = %why, "{kind} is not running; it will load the new files when it starts (reload skipped)");
             }
+            activity
+                .servers
+                .insert(name.clone(), ServerOutcome::Skipped(why.clone()));
             continue;
         }
         let result = crate::server::reload(server);
@@ -653,13 +659,16 @@ fn apply_to_servers(
             Ok(()) => {
                 tracing::info!(server = %name, "reloaded");
                 reloaded.insert(name.clone());
+                activity
+                    .servers
+                    .insert(name.clone(), ServerOutcome::Reloaded);
             }
             Err(e) => {
                 tracing::error!(server = %name, error = %e, "reload failed; rolling back");
-                activity
-                    .failed_servers
-                    .insert(name.clone(), format!("reload failed: {e}"));
                 let e = Arc::new(e);
+                activity
+                    .servers
+                    .insert(name.clone(), ServerOutcome::ReloadFailed(e.clone()));
                 for st in staged
                     .iter_mut()
                     .filter(|s| s.error.is_none() && s.spec.reload.contains(name))
@@ -729,9 +738,19 @@ fn apply_to_servers(
                 }
                 Err(e) => {
                     tracing::error!(certificate = %st.spec.name, error = %e, "verify failed; rolling back");
+                    let e = Arc::new(e);
+                    for server in &st.spec.reload {
+                        activity.servers.insert(
+                            server.clone(),
+                            ServerOutcome::VerifyFailed {
+                                certificate: st.spec.name.clone(),
+                                error: e.clone(),
+                            },
+                        );
+                    }
                     st.roll_back(|rollback| Failure::Verify {
                         connect: v.connect.to_string(),
-                        error: Arc::new(e),
+                        error: e,
                         rollback,
                     });
                     again.extend(st.spec.reload.iter().cloned());
