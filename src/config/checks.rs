@@ -1,0 +1,210 @@
+//! Cross-field checks, once every section is resolved: reloads name declared servers,
+//! nothing is written into certkeeper's own state or onto the configuration, and no
+//! two entries claim one name or one file.
+
+use super::*;
+
+impl Ctx {
+    pub(super) fn check_reloads(
+        &mut self,
+        field: &str,
+        cert: Option<&str>,
+        reload: &[String],
+        servers: &BTreeMap<String, ServerSpec>,
+    ) -> bool {
+        let mut ok = true;
+        for (i, s) in reload.iter().enumerate() {
+            if !servers.contains_key(s) {
+                let known = if servers.is_empty() {
+                    "no servers are declared; add it under `servers:`".to_string()
+                } else {
+                    format!(
+                        "declared servers: {}",
+                        one_of(servers.keys().map(String::as_str))
+                    )
+                };
+                self.err(
+                    &format!("{field}[{i}]"),
+                    cert,
+                    format!("reloads unknown server `{}`; {known}", excerpt(s)),
+                );
+                ok = false;
+            }
+        }
+        ok
+    }
+
+    /// Nothing certkeeper writes for a certificate or a trust target may land in its own
+    /// state (the CA, the archive, the ledger, the lock) or on the configuration file,
+    /// whatever the spelling (`..`, a symlinked directory).
+    pub(super) fn check_own_paths(
+        &mut self,
+        state_dir: &Path,
+        certs: &[CertSpec],
+        managed_at: &[usize],
+        trust: &[TrustSpec],
+    ) {
+        let state = crate::fsutil::resolved(state_dir);
+        let config = crate::fsutil::resolved(&self.file);
+        let mut targets: Vec<(String, Option<String>, &Path, bool)> = Vec::new();
+        for (c, i) in certs.iter().zip(managed_at) {
+            for (field, p) in c.files.paths() {
+                targets.push((
+                    format!("certificates[{i}].files.{field}"),
+                    Some(c.name.clone()),
+                    p,
+                    c.follow_symlinks,
+                ));
+            }
+        }
+        for (i, t) in trust.iter().enumerate() {
+            targets.push((format!("trust[{i}].path"), None, &t.path, t.follow_symlinks));
+        }
+        // Directories looked at once each: thousands of certificates share a few.
+        let mut links: HashMap<PathBuf, Option<PathBuf>> = HashMap::new();
+        for (field, cert, path, follow) in targets {
+            let real = crate::fsutil::resolved(path);
+            let shown = if real.as_path() == path {
+                String::new()
+            } else {
+                format!(" (that is {})", real.display())
+            };
+            if real.starts_with(&state) {
+                self.err(
+                    &field,
+                    cert.as_deref(),
+                    format!(
+                        "{}{shown} is inside state_dir {}, which holds the CA, the archive, the ledger and the lock; certkeeper never writes a certificate there: choose a path outside it",
+                        path.display(),
+                        state_dir.display()
+                    ),
+                );
+            } else if real == config {
+                self.err(
+                    &field,
+                    cert.as_deref(),
+                    format!(
+                        "{}{shown} is the configuration file {}; choose another path",
+                        path.display(),
+                        self.file.display()
+                    ),
+                );
+            } else if !follow {
+                let dir = path.parent().unwrap_or(Path::new("/")).to_path_buf();
+                let link =
+                    links
+                        .entry(dir)
+                        .or_insert_with_key(|dir| match crate::fsutil::no_link_on_way(dir) {
+                            Err(crate::fsutil::FsError::LinkInPath { link, .. }) => Some(link),
+                            _ => None,
+                        });
+                if let Some(link) = link {
+                    self.err(
+                        &field,
+                        cert.as_deref(),
+                        format!(
+                            "{}: {} is a symbolic link; certkeeper writes nothing through a linked directory unless told to: write the real path ({}), or set follow_symlinks: true",
+                            path.display(),
+                            link.display(),
+                            real.display()
+                        ),
+                    );
+                }
+            }
+        }
+    }
+
+    pub(super) fn check_unique(
+        &mut self,
+        certs: &[CertSpec],
+        managed_at: &[usize],
+        watched: &[WatchSpec],
+        watched_at: &[usize],
+        trust: &[TrustSpec],
+    ) {
+        let index = std::mem::take(&mut self.cert_index);
+        let mut first: HashMap<&str, usize> = HashMap::new();
+        for (name, i) in &index {
+            if let Some(j) = first.get(name.as_str()) {
+                let line = self
+                    .loc()
+                    .line(&format!("certificates[{j}]"))
+                    .map(|l| format!(" (line {l})"))
+                    .unwrap_or_default();
+                self.err(
+                    &format!("certificates[{i}].name"),
+                    Some(name),
+                    format!("the name `{name}` is already used by certificates[{j}]{line}; names must be unique"),
+                );
+            } else {
+                first.insert(name, *i);
+            }
+        }
+        // By the path the file system resolves (`..`, symlinked directories) and, for
+        // files that exist, by device and inode (hard links).
+        let mut claimed: HashMap<PathBuf, (String, PathBuf)> = HashMap::new();
+        let mut claimed_ids: HashMap<(u64, u64), (String, PathBuf)> = HashMap::new();
+        let mut claim = |cx: &mut Ctx,
+                         path: &Path,
+                         who: String,
+                         field: String,
+                         cert: Option<&str>| {
+            let real = crate::fsutil::resolved(path);
+            let id = crate::fsutil::file_identity(path);
+            let other = claimed
+                .get(&real)
+                .or_else(|| id.and_then(|id| claimed_ids.get(&id)));
+            if let Some((other, other_path)) = other {
+                let spelling = if other_path.as_path() == path {
+                    String::new()
+                } else {
+                    format!(" (as {})", other_path.display())
+                };
+                cx.err(
+                        &field,
+                        cert,
+                        format!(
+                            "{} is also written by {other}{spelling}; two outputs cannot share one file",
+                            path.display()
+                        ),
+                    );
+            } else {
+                claimed.insert(real, (who.clone(), path.to_path_buf()));
+                if let Some(id) = id {
+                    claimed_ids.insert(id, (who, path.to_path_buf()));
+                }
+            }
+        };
+        for (c, i) in certs.iter().zip(managed_at) {
+            let base = format!("certificates[{i}]");
+            for (field, p) in c.files.paths() {
+                claim(
+                    self,
+                    p,
+                    format!("certificate `{}` (files.{field})", c.name),
+                    format!("{base}.files.{field}"),
+                    Some(&c.name),
+                );
+            }
+        }
+        for (w, i) in watched.iter().zip(watched_at) {
+            let base = format!("certificates[{i}]");
+            claim(
+                self,
+                &w.path,
+                format!("watched certificate `{}`", w.name),
+                format!("{base}.watch"),
+                Some(&w.name),
+            );
+        }
+        for (i, t) in trust.iter().enumerate() {
+            claim(
+                self,
+                &t.path,
+                format!("trust[{i}]"),
+                format!("trust[{i}].path"),
+                None,
+            );
+        }
+    }
+}

@@ -1,0 +1,199 @@
+//! Field helpers: one value of the configuration turned into its type, or an error at
+//! its field (paths, durations, key types, modes, users and groups).
+
+use super::raw::*;
+use super::*;
+
+impl Ctx {
+    pub(super) fn abs_path(
+        &mut self,
+        field: &str,
+        cert: Option<&str>,
+        text: &str,
+    ) -> Option<PathBuf> {
+        let p = Path::new(text);
+        if text.is_empty() {
+            self.err(field, cert, "is empty; give an absolute path");
+            None
+        } else if text.len() > MAX_PATH_LEN {
+            self.err(
+                field,
+                cert,
+                format!(
+                    "`{}` is {} bytes long; Linux opens no path longer than {MAX_PATH_LEN}",
+                    excerpt(text),
+                    text.len()
+                ),
+            );
+            None
+        } else if !p.is_absolute() {
+            self.err(
+                field,
+                cert,
+                format!("`{}` is a relative path; write it in full from `/` (relative paths would depend on where certkeeper was started)", excerpt(text)),
+            );
+            None
+        } else {
+            Some(p.to_path_buf())
+        }
+    }
+
+    pub(super) fn duration(
+        &mut self,
+        field: &str,
+        cert: Option<&str>,
+        text: &str,
+    ) -> Option<Duration> {
+        parse_duration(text)
+            .map_err(|e| self.err(field, cert, e))
+            .ok()
+    }
+
+    /// Whether a lifetime fits in a certificate (see `MAX_LIFETIME`); reports it if not.
+    pub(super) fn fits(&mut self, field: &str, cert: Option<&str>, d: Duration) -> bool {
+        if d > MAX_LIFETIME {
+            self.err(
+                field,
+                cert,
+                format!(
+                    "{} is longer than certkeeper accepts ({}): the end of a certificate must fit in its date field",
+                    format_duration(d),
+                    format_duration(MAX_LIFETIME)
+                ),
+            );
+            return false;
+        }
+        true
+    }
+
+    pub(super) fn key_type(
+        &mut self,
+        field: &str,
+        cert: Option<&str>,
+        text: &str,
+    ) -> Option<KeyType> {
+        text.parse()
+            .map_err(|e: String| self.err(field, cert, e))
+            .ok()
+    }
+
+    pub(super) fn mode(
+        &mut self,
+        field: &str,
+        cert: Option<&str>,
+        raw: &RawMode,
+        secret: bool,
+    ) -> Option<u32> {
+        let text = match raw {
+            RawMode::Text(t) => t.clone(),
+            RawMode::Number(n) => {
+                self.err(
+                    field,
+                    cert,
+                    format!("write the mode as a quoted octal string, e.g. \"0{n}\" (YAML reads an unquoted {n} as a decimal number)"),
+                );
+                return None;
+            }
+        };
+        let digits = text.strip_prefix("0o").unwrap_or(&text);
+        let mode = match u32::from_str_radix(digits, 8) {
+            Ok(m) if m <= 0o777 && !digits.is_empty() => m,
+            _ => {
+                self.err(
+                    field,
+                    cert,
+                    format!(
+                        "`{}` is not a file mode; write an octal mode such as \"0640\"",
+                        excerpt(&text)
+                    ),
+                );
+                return None;
+            }
+        };
+        if secret && mode & 0o007 != 0 {
+            self.err(
+                field,
+                cert,
+                format!("`{}` lets every user on the host read or change the private key; use \"0600\" or \"0640\"", excerpt(&text)),
+            );
+            return None;
+        }
+        if mode & 0o400 == 0 {
+            self.err(
+                field,
+                cert,
+                format!(
+                    "`{}` does not let the owner read the file; use e.g. \"0600\"",
+                    excerpt(&text)
+                ),
+            );
+            return None;
+        }
+        Some(mode)
+    }
+
+    pub(super) fn principal(
+        &mut self,
+        field: &str,
+        cert: Option<&str>,
+        name: &str,
+        group: bool,
+    ) -> Option<Principal> {
+        let id = if let Ok(n) = name.parse::<u32>() {
+            Some(n)
+        } else if group {
+            nix::unistd::Group::from_name(name)
+                .ok()
+                .flatten()
+                .map(|g| g.gid.as_raw())
+        } else {
+            nix::unistd::User::from_name(name)
+                .ok()
+                .flatten()
+                .map(|u| u.uid.as_raw())
+        };
+        match id {
+            Some(id) => Some(Principal {
+                name: name.to_string(),
+                id,
+            }),
+            None => {
+                let what = if group { "group" } else { "user" };
+                self.err(
+                    field,
+                    cert,
+                    format!("there is no {what} `{}` on this host; create it or name an existing {what}", excerpt(name)),
+                );
+                None
+            }
+        }
+    }
+
+    pub(super) fn principal_quiet(&mut self, name: &str, group: bool) -> Option<Principal> {
+        let before = self.errors.len();
+        let p = self.principal("", None, name, group);
+        self.errors.truncate(before);
+        p
+    }
+}
+
+pub(super) fn quiet_mode(raw: &RawMode, secret: bool) -> Option<u32> {
+    let mut cx = Ctx {
+        file: PathBuf::new(),
+        text: String::new(),
+        loc: std::cell::OnceCell::new(),
+        errors: Vec::new(),
+        cert_index: Vec::new(),
+        hook_timeout: DEFAULT_COMMAND_TIMEOUT,
+    };
+    cx.mode("", None, raw, secret)
+}
+
+pub(super) fn describe_layout(layout: Layout) -> &'static str {
+    match layout {
+        Layout::Nginx => "`cert` (leaf + intermediates) and `key`",
+        Layout::Apache => "`cert` (leaf), `chain` (intermediates) and `key`",
+        Layout::Combined => "one `cert` file holding key, leaf and intermediates",
+        Layout::Separate => "`cert`, `chain`, `fullchain` and `key`",
+    }
+}

@@ -1,0 +1,869 @@
+//! Resolution section by section: `ca`, `defaults`, `servers`, `issuers`, `hooks`,
+//! `certificates` (with their files and `verify`) and `trust`.
+
+use super::fields::{describe_layout, quiet_mode};
+use super::raw::*;
+use super::*;
+
+impl Ctx {
+    /// Resolves a `hooks:` section; `timeout` is the default when it sets none.
+    pub(super) fn resolve_hooks(
+        &mut self,
+        path: &str,
+        cert: Option<&str>,
+        raw: &RawHooks,
+        timeout: Duration,
+    ) -> Option<Hooks> {
+        let before = self.errors.len();
+        let commands = |cx: &mut Ctx, field: &str, raw: &Option<RawCommands>| {
+            let list = match raw {
+                None => Vec::new(),
+                Some(RawCommands::One(c)) => vec![c.clone()],
+                Some(RawCommands::Many(cs)) => cs.clone(),
+            };
+            for (i, c) in list.iter().enumerate() {
+                if c.is_empty() || c[0].is_empty() {
+                    let at = match raw {
+                        Some(RawCommands::Many(_)) => format!("{path}.{field}[{i}]"),
+                        _ => format!("{path}.{field}"),
+                    };
+                    cx.err(
+                        &at,
+                        cert,
+                        "is an empty command; give the program and its arguments as a list, e.g. [systemctl, reload, postfix]",
+                    );
+                }
+            }
+            list
+        };
+        let renewed = commands(self, "renewed", &raw.renewed);
+        let failed = commands(self, "failed", &raw.failed);
+        let expiring = commands(self, "expiring", &raw.expiring);
+        let timeout = match &raw.timeout {
+            Some(t) => self.duration(&format!("{path}.timeout"), cert, &t.0),
+            None => Some(timeout),
+        };
+        if self.errors.len() > before {
+            return None;
+        }
+        Some(Hooks {
+            renewed,
+            failed,
+            expiring,
+            timeout: timeout?,
+        })
+    }
+
+    pub(super) fn resolve_ca(&mut self, raw: RawCa) -> Option<CaSpec> {
+        let organization = raw.organization.unwrap_or_else(|| "certkeeper".into());
+        let common_name = raw
+            .common_name
+            .unwrap_or_else(|| format!("{organization} Internal CA"));
+        let key = self.key_type("ca.key", None, raw.key.as_deref().unwrap_or("ecdsa-p256"));
+        let root = self.duration(
+            "ca.root_lifetime",
+            None,
+            raw.root_lifetime
+                .as_ref()
+                .map(|t| t.0.as_str())
+                .unwrap_or("10y"),
+        );
+        let inter = self.duration(
+            "ca.intermediate_lifetime",
+            None,
+            raw.intermediate_lifetime
+                .as_ref()
+                .map(|t| t.0.as_str())
+                .unwrap_or("3y"),
+        );
+        let root = root.filter(|d| self.fits("ca.root_lifetime", None, *d));
+        let inter = inter.filter(|d| self.fits("ca.intermediate_lifetime", None, *d));
+        if let (Some(r), Some(i)) = (root, inter) {
+            if i > r {
+                self.err(
+                    "ca.intermediate_lifetime",
+                    None,
+                    format!(
+                        "{} is longer than ca.root_lifetime ({}); an intermediate cannot outlive its root",
+                        format_duration(i),
+                        format_duration(r)
+                    ),
+                );
+                return None;
+            }
+        }
+        Some(CaSpec {
+            organization,
+            common_name,
+            key: key?,
+            root_lifetime: root?,
+            intermediate_lifetime: inter?,
+        })
+    }
+
+    pub(super) fn check_defaults(&mut self, d: &RawDefaults) {
+        // Resolve once so that bad defaults are reported at `defaults.*`, not per certificate.
+        if let Some(k) = &d.key {
+            self.key_type("defaults.key", None, k);
+        }
+        if let Some(u) = &d.usage {
+            u.parse::<Usage>()
+                .map_err(|e| self.err("defaults.usage", None, e))
+                .ok();
+        }
+        for (f, v) in [("lifetime", &d.lifetime), ("warn_before", &d.warn_before)] {
+            if let Some(v) = v {
+                let field = format!("defaults.{f}");
+                if let Some(d) = self.duration(&field, None, &v.0) {
+                    if f == "lifetime" {
+                        self.fits(&field, None, d);
+                    }
+                }
+            }
+        }
+        if let Some(r) = &d.renew_before {
+            RenewBefore::parse(&r.0)
+                .map_err(|e| self.err("defaults.renew_before", None, e))
+                .ok();
+        }
+        for (f, m, secret) in [
+            ("key_mode", &d.key_mode, true),
+            ("cert_mode", &d.cert_mode, false),
+        ] {
+            if let Some(m) = m {
+                self.mode(&format!("defaults.{f}"), None, m, secret);
+            }
+        }
+        if let Some(o) = &d.owner {
+            self.principal("defaults.owner", None, o, false);
+        }
+        if let Some(g) = &d.group {
+            self.principal("defaults.group", None, g, true);
+        }
+    }
+
+    pub(super) fn resolve_servers(&mut self, raw: RawServers) -> BTreeMap<String, ServerSpec> {
+        let mut out = BTreeMap::new();
+        for (name, s) in raw {
+            let path = format!("servers.{name}");
+            let kind = match s.kind.as_str() {
+                "nginx" => ServerKind::Nginx,
+                "apache" => ServerKind::Apache,
+                "systemd" => ServerKind::Systemd,
+                "command" => ServerKind::Command,
+                other => {
+                    self.err(
+                        &format!("{path}.type"),
+                        None,
+                        format!("`{}` is not a server type; use `nginx`, `apache`, `systemd` or `command`", excerpt(other)),
+                    );
+                    continue;
+                }
+            };
+            let mut ok = true;
+            let mut path_of = |cx: &mut Ctx, field: &str, v: &Option<String>| -> Option<PathBuf> {
+                let p = v
+                    .as_ref()
+                    .and_then(|t| cx.abs_path(&format!("{path}.{field}"), None, t));
+                if v.is_some() && p.is_none() {
+                    ok = false;
+                }
+                p
+            };
+            let pid_file = path_of(self, "pid_file", &s.pid_file);
+            let binary = path_of(self, "binary", &s.binary);
+            let config = path_of(self, "config", &s.config);
+            for (field, cmd) in [("test", &s.test), ("reload", &s.reload)] {
+                if matches!(cmd, Some(c) if c.is_empty()) {
+                    self.err(
+                        &format!("{path}.{field}"),
+                        None,
+                        "is an empty command; give the program and its arguments as a list",
+                    );
+                    ok = false;
+                }
+            }
+            match kind {
+                ServerKind::Nginx | ServerKind::Apache
+                    if pid_file.is_none() && s.reload.is_none() && s.pid_file.is_none() =>
+                {
+                    self.err(
+                        &path,
+                        None,
+                        format!("a `{}` server needs `pid_file:` (where its master process id is) to be reloaded", s.kind),
+                    );
+                    ok = false;
+                }
+                ServerKind::Systemd if s.unit.is_none() && s.reload.is_none() => {
+                    self.err(
+                        &path,
+                        None,
+                        "a `systemd` server needs `unit:` (e.g. unit: haproxy.service)",
+                    );
+                    ok = false;
+                }
+                ServerKind::Command if s.reload.is_none() => {
+                    self.err(
+                        &path,
+                        None,
+                        "a `command` server needs `reload:` (the command that reloads it)",
+                    );
+                    ok = false;
+                }
+                _ => {}
+            }
+            let timeout = match &s.timeout {
+                Some(t) => match parse_duration(&t.0) {
+                    Ok(d) if d.is_zero() => {
+                        self.err(&format!("{path}.timeout"), None, "must be longer than 0s");
+                        None
+                    }
+                    Ok(d) => Some(d),
+                    Err(e) => {
+                        self.err(&format!("{path}.timeout"), None, e);
+                        None
+                    }
+                },
+                None => Some(DEFAULT_COMMAND_TIMEOUT),
+            };
+            ok &= timeout.is_some();
+            if matches!(kind, ServerKind::Systemd | ServerKind::Command)
+                && (s.binary.is_some() || s.config.is_some())
+            {
+                self.err(&path, None, "`binary:` and `config:` apply only to nginx and apache servers; use `test:` and `reload:`");
+                ok = false;
+            }
+            if ok {
+                out.insert(
+                    name.clone(),
+                    ServerSpec {
+                        name,
+                        kind,
+                        pid_file,
+                        binary,
+                        config,
+                        unit: s.unit,
+                        test: s.test,
+                        reload: s.reload,
+                        timeout: timeout.unwrap_or(DEFAULT_COMMAND_TIMEOUT),
+                    },
+                );
+            }
+        }
+        out
+    }
+
+    pub(super) fn resolve_issuers(&mut self, raw: RawIssuers) -> BTreeMap<String, AcmeSpec> {
+        let mut out = BTreeMap::new();
+        for (name, i) in raw {
+            let path = format!("issuers.{name}.acme");
+            if name == IssuerRef::INTERNAL {
+                self.err(
+                    &format!("issuers.{name}"),
+                    None,
+                    "`internal` is the built-in CA's name; choose another",
+                );
+                continue;
+            }
+            // The name becomes a directory under state_dir/acme/.
+            if name.is_empty() || name == "." || name == ".." || name.contains(['/', '\0']) {
+                self.err(
+                    &format!("issuers.{name}"),
+                    None,
+                    "is not a usable issuer name (it names a directory under state_dir/acme): use letters, digits, `.`, `_` and `-`",
+                );
+                continue;
+            }
+            let a = i.acme;
+            let mut ok = true;
+            if !a.directory.starts_with("https://") && !a.directory.starts_with("http://") {
+                self.err(&format!("{path}.directory"), None, format!("`{}` is not a URL; give the ACME directory URL, e.g. https://ca.example.internal/acme/acme/directory", excerpt(&a.directory)));
+                ok = false;
+            }
+            let ca_bundle = a
+                .ca_bundle
+                .as_ref()
+                .and_then(|p| self.abs_path(&format!("{path}.ca_bundle"), None, p));
+            ok &= a.ca_bundle.is_none() || ca_bundle.is_some();
+            let eab = match &a.eab {
+                Some(e) => match self.abs_path(
+                    &format!("{path}.eab.hmac_key_file"),
+                    None,
+                    &e.hmac_key_file,
+                ) {
+                    Some(p) => Some((e.kid.clone(), p)),
+                    None => {
+                        ok = false;
+                        None
+                    }
+                },
+                None => None,
+            };
+            let h = &a.challenge.http01;
+            let webroot = h
+                .webroot
+                .as_ref()
+                .and_then(|p| self.abs_path(&format!("{path}.challenge.http01.webroot"), None, p));
+            let standalone = match &h.standalone {
+                Some(s) => match s.parse::<SocketAddr>() {
+                    Ok(a) => Some(a),
+                    Err(_) => {
+                        self.err(
+                            &format!("{path}.challenge.http01.standalone"),
+                            None,
+                            format!(
+                                "`{}` is not an address:port, e.g. \"0.0.0.0:80\"",
+                                excerpt(s)
+                            ),
+                        );
+                        ok = false;
+                        None
+                    }
+                },
+                None => None,
+            };
+            if h.webroot.is_some() == h.standalone.is_some() {
+                self.err(
+                    &format!("{path}.challenge.http01"),
+                    None,
+                    "give exactly one of `webroot:` or `standalone:`",
+                );
+                ok = false;
+            }
+            ok &= h.webroot.is_none() || webroot.is_some();
+            if ok {
+                out.insert(
+                    name.clone(),
+                    AcmeSpec {
+                        name,
+                        directory: a.directory,
+                        ca_bundle,
+                        contact: a.contact.unwrap_or_default(),
+                        eab,
+                        webroot,
+                        standalone,
+                    },
+                );
+            }
+        }
+        out
+    }
+
+    pub(super) fn resolve_cert(
+        &mut self,
+        i: usize,
+        value: serde_yaml::Value,
+        defaults: &RawDefaults,
+        servers: &BTreeMap<String, ServerSpec>,
+        issuers: &BTreeMap<String, AcmeSpec>,
+        ca: Option<&CaSpec>,
+    ) -> Option<Entry> {
+        let hook_timeout = self.hook_timeout;
+        let path = format!("certificates[{i}]");
+        let label = value
+            .get("name")
+            .and_then(|n| n.as_str())
+            .map(str::to_string)
+            .unwrap_or_else(|| format!("#{}", i + 1));
+        let cert = Some(label.as_str());
+        let raw: RawCertificate = self.section(&path, value, cert)?;
+        let f = |field: &str| format!("{path}.{field}");
+        let before = self.errors.len();
+
+        let name = match &raw.name {
+            None => {
+                self.err(
+                    &path,
+                    cert,
+                    "has no `name:`; give every certificate a unique name such as `www`",
+                );
+                None
+            }
+            Some(n)
+                if n.is_empty()
+                    || n == "."
+                    || n == ".."
+                    || !n.chars().all(|c| {
+                        c.is_ascii_lowercase() || c.is_ascii_digit() || "._-".contains(c)
+                    }) =>
+            {
+                self.err(&f("name"), cert, format!("`{}` is not a valid name; use lower-case letters, digits, `.`, `_` and `-` (not `.` or `..` alone: names become directory names)", excerpt(n)));
+                None
+            }
+            Some(n) if n.len() > MAX_NAME_LEN => {
+                self.err(&f("name"), cert, format!("`{}` is {} characters long; a name has at most {MAX_NAME_LEN} (names become directory and file names)", excerpt(n), n.len()));
+                None
+            }
+            Some(n) => Some(n.clone()),
+        };
+
+        if let Some(n) = &name {
+            self.cert_index.push((n.clone(), i));
+        }
+
+        if let Some(watch) = &raw.watch {
+            let managed_fields = [
+                ("sans", raw.sans.is_some()),
+                ("files", raw.files.is_some()),
+                ("common_name", raw.common_name.is_some()),
+                ("key", raw.key.is_some()),
+                ("lifetime", raw.lifetime.is_some()),
+                ("verify", raw.verify.is_some()),
+                ("hooks", raw.hooks.is_some()),
+            ];
+            for (field, set) in managed_fields {
+                if set {
+                    self.err(&f(field), cert, format!("a watch-only certificate (`watch:`) is never issued or written, so `{field}` does not apply; remove it, or remove `watch:` to manage the certificate"));
+                }
+            }
+            let path_ = self.abs_path(&f("watch"), cert, watch);
+            let warn = raw
+                .warn_before
+                .as_ref()
+                .or(defaults.warn_before.as_ref())
+                .map(|t| t.0.as_str())
+                .unwrap_or("21d")
+                .to_string();
+            let warn_before = self.duration(&f("warn_before"), cert, &warn);
+            if self.errors.len() > before {
+                return None;
+            }
+            return Some(Entry::Watched(WatchSpec {
+                name: name?,
+                path: path_?,
+                warn_before: warn_before?,
+            }));
+        }
+
+        let sans: Vec<San> = match &raw.sans {
+            None => {
+                self.err(&path, cert, "has no `sans:`; list the DNS names and IP addresses it is for, e.g. sans: [www.example.internal]");
+                Vec::new()
+            }
+            Some(list) if list.is_empty() => {
+                self.err(
+                    &f("sans"),
+                    cert,
+                    "is empty; list at least one DNS name or IP address",
+                );
+                Vec::new()
+            }
+            Some(list) => {
+                let mut out: Vec<San> = Vec::new();
+                for (j, s) in list.iter().enumerate() {
+                    match San::parse(s) {
+                        Ok(san) if out.contains(&san) => self.err(
+                            &format!("{path}.sans[{j}]"),
+                            cert,
+                            format!("`{}` is listed twice", excerpt(s)),
+                        ),
+                        Ok(san) => out.push(san),
+                        Err(e) => self.err(&format!("{path}.sans[{j}]"), cert, e),
+                    }
+                }
+                out
+            }
+        };
+        let common_name = match &raw.common_name {
+            Some(cn) if cn.is_empty() || cn.len() > 64 => {
+                self.err(&f("common_name"), cert, "must be 1 to 64 characters");
+                None
+            }
+            Some(cn) => Some(cn.clone()),
+            None => sans
+                .iter()
+                .find(|s| matches!(s, San::Dns(_)))
+                .or(sans.first())
+                .map(|s| s.to_string()),
+        };
+
+        let pick = |own: &Option<String>, dflt: &Option<String>, builtin: &str| -> (String, bool) {
+            match own {
+                Some(v) => (v.clone(), true),
+                None => (dflt.clone().unwrap_or_else(|| builtin.to_string()), false),
+            }
+        };
+        let text = |t: &Option<Text>| t.as_ref().map(|t| t.0.clone());
+        // A bad default is reported once at `defaults.*`; here only the certificate's own values.
+        let (key_text, own_key) = pick(&raw.key, &defaults.key, "ecdsa-p256");
+        let key = if own_key {
+            self.key_type(&f("key"), cert, &key_text)
+        } else {
+            key_text.parse().ok()
+        };
+        let (usage_text, own_usage) = pick(&raw.usage, &defaults.usage, "server");
+        let usage = match usage_text.parse::<Usage>() {
+            Ok(u) => Some(u),
+            Err(e) => {
+                if own_usage {
+                    self.err(&f("usage"), cert, e);
+                }
+                None
+            }
+        };
+        let (life_text, own_life) = pick(&text(&raw.lifetime), &text(&defaults.lifetime), "90d");
+        let lifetime = if own_life {
+            self.duration(&f("lifetime"), cert, &life_text)
+        } else {
+            parse_duration(&life_text).ok()
+        };
+        let lifetime_field = if own_life {
+            f("lifetime")
+        } else if defaults.lifetime.is_some() {
+            "defaults.lifetime".into()
+        } else {
+            f("lifetime")
+        };
+        // A default that is too long is reported once, at `defaults.lifetime`.
+        let lifetime = if own_life {
+            lifetime.filter(|l| self.fits(&lifetime_field, cert, *l))
+        } else {
+            lifetime.filter(|l| *l <= MAX_LIFETIME)
+        };
+        if let Some(l) = lifetime {
+            if l < MIN_LIFETIME {
+                self.err(
+                    &lifetime_field,
+                    cert,
+                    format!(
+                        "{} is too short; a certificate must live at least {}",
+                        format_duration(l),
+                        format_duration(MIN_LIFETIME)
+                    ),
+                );
+            }
+            if let Some(ca) = ca {
+                if l > ca.intermediate_lifetime {
+                    self.err(&lifetime_field, cert, format!("{} is longer than ca.intermediate_lifetime ({}); a certificate cannot outlive the CA that signs it", format_duration(l), format_duration(ca.intermediate_lifetime)));
+                }
+            }
+        }
+        let (rb_text, own_rb) = pick(
+            &text(&raw.renew_before),
+            &text(&defaults.renew_before),
+            "33%",
+        );
+        let rb_field = if own_rb {
+            f("renew_before")
+        } else {
+            "defaults.renew_before".into()
+        };
+        let renew_before = match RenewBefore::parse(&rb_text) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                if own_rb {
+                    self.err(&rb_field, cert, e);
+                }
+                None
+            }
+        };
+        if let (Some(l), Some(RenewBefore::Fixed(d))) = (lifetime, renew_before) {
+            if d >= l {
+                self.err(
+                    &rb_field,
+                    cert,
+                    format!("renew_before ({}) is not shorter than the lifetime ({}): the certificate would be due the moment it is issued; shorten renew_before or use a share such as 33%", format_duration(d), format_duration(l)),
+                );
+            }
+        }
+        let owner = match (&raw.owner, &defaults.owner) {
+            (Some(o), _) => self.principal(&f("owner"), cert, o, false),
+            (None, Some(o)) => self.principal_quiet(o, false),
+            _ => None,
+        };
+        let group = match (&raw.group, &defaults.group) {
+            (Some(g), _) => self.principal(&f("group"), cert, g, true),
+            (None, Some(g)) => self.principal_quiet(g, true),
+            _ => None,
+        };
+        let key_mode = match (&raw.key_mode, &defaults.key_mode) {
+            (Some(m), _) => self.mode(&f("key_mode"), cert, m, true),
+            (None, Some(m)) => quiet_mode(m, true),
+            _ => Some(0o600),
+        };
+        let cert_mode = match (&raw.cert_mode, &defaults.cert_mode) {
+            (Some(m), _) => self.mode(&f("cert_mode"), cert, m, false),
+            (None, Some(m)) => quiet_mode(m, false),
+            _ => Some(0o644),
+        };
+        let issuer = raw
+            .issuer
+            .clone()
+            .or_else(|| defaults.issuer.clone())
+            .unwrap_or_else(|| IssuerRef::INTERNAL.into());
+        if issuer != IssuerRef::INTERNAL && !issuers.contains_key(&issuer) {
+            let field = if raw.issuer.is_some() {
+                f("issuer")
+            } else {
+                "defaults.issuer".into()
+            };
+            self.err(
+                &field,
+                cert,
+                format!(
+                    "unknown issuer `{}`; use `internal` or one declared under `issuers:`",
+                    excerpt(&issuer)
+                ),
+            );
+        }
+        let reload = raw
+            .reload
+            .clone()
+            .or_else(|| defaults.reload.clone())
+            .unwrap_or_default();
+        let reload_field = if raw.reload.is_some() {
+            f("reload")
+        } else {
+            "defaults.reload".into()
+        };
+        self.check_reloads(&reload_field, cert, &reload, servers);
+
+        let files = match &raw.files {
+            None => {
+                self.err(&path, cert, "has no `files:`; say where to install it, e.g. files: { layout: nginx, cert: /etc/nginx/tls/www.crt, key: /etc/nginx/tls/www.key }");
+                None
+            }
+            Some(files) => self.resolve_files(&f("files"), cert, files),
+        };
+        let verify = match &raw.verify {
+            None => None,
+            Some(v) => self.resolve_verify(&f("verify"), cert, v, &sans),
+        };
+        let hooks = match &raw.hooks {
+            None => Some(Hooks {
+                timeout: hook_timeout,
+                ..Hooks::default()
+            }),
+            Some(h) => self.resolve_hooks(&f("hooks"), cert, h, hook_timeout),
+        };
+        if self.errors.len() > before {
+            return None;
+        }
+        Some(Entry::Managed(Box::new(CertSpec {
+            name: name?,
+            common_name: common_name?,
+            sans,
+            usage: usage?,
+            key: key?,
+            lifetime: lifetime?,
+            renew_before: renew_before?,
+            owner,
+            group,
+            key_mode: key_mode?,
+            cert_mode: cert_mode?,
+            issuer: IssuerRef::named(&issuer),
+            files: files?,
+            reload,
+            verify,
+            follow_symlinks: raw
+                .follow_symlinks
+                .or(defaults.follow_symlinks)
+                .unwrap_or(false),
+            hooks: hooks?,
+        })))
+    }
+
+    pub(super) fn resolve_files(
+        &mut self,
+        path: &str,
+        cert: Option<&str>,
+        files: &RawFiles,
+    ) -> Option<Files> {
+        let f = |field: &str| format!("{path}.{field}");
+        let Some(layout_text) = &files.layout else {
+            self.err(
+                &f("layout"),
+                cert,
+                format!(
+                    "is missing; choose one of {}",
+                    one_of(Layout::ALL.iter().map(|l| l.as_str()))
+                ),
+            );
+            return None;
+        };
+        let layout: Layout = match layout_text.parse() {
+            Ok(l) => l,
+            Err(e) => {
+                self.err(&f("layout"), cert, e);
+                return None;
+            }
+        };
+        let given = [
+            ("cert", &files.cert),
+            ("chain", &files.chain),
+            ("fullchain", &files.fullchain),
+            ("key", &files.key),
+        ];
+        let mut ok = true;
+        let mut resolved: HashMap<&str, PathBuf> = HashMap::new();
+        for (field, value) in given {
+            let needed = layout.needs().contains(&field);
+            match (value, needed) {
+                (None, true) => {
+                    self.err(
+                        &f(field),
+                        cert,
+                        format!(
+                            "is missing: layout `{layout}` writes {}; add `{field}:`",
+                            describe_layout(layout)
+                        ),
+                    );
+                    ok = false;
+                }
+                (Some(_), false) => {
+                    self.err(&f(field), cert, format!("layout `{layout}` does not write a `{field}` file (it writes {}); remove it or choose another layout", describe_layout(layout)));
+                    ok = false;
+                }
+                (Some(v), true) => match self.abs_path(&f(field), cert, v) {
+                    Some(p) => {
+                        if p.as_os_str().to_string_lossy().ends_with('/') {
+                            self.err(
+                                &f(field),
+                                cert,
+                                format!(
+                                    "`{}` names a directory; name the file, e.g. {}www.crt",
+                                    excerpt(v),
+                                    excerpt(v)
+                                ),
+                            );
+                            ok = false;
+                        } else {
+                            resolved.insert(field, p);
+                        }
+                    }
+                    None => ok = false,
+                },
+                (None, false) => {}
+            }
+        }
+        if !ok {
+            return None;
+        }
+        Some(Files {
+            layout,
+            cert: resolved.remove("cert")?,
+            chain: resolved.remove("chain"),
+            fullchain: resolved.remove("fullchain"),
+            key: resolved.remove("key"),
+        })
+    }
+
+    pub(super) fn resolve_verify(
+        &mut self,
+        path: &str,
+        cert: Option<&str>,
+        v: &RawVerify,
+        sans: &[San],
+    ) -> Option<VerifySpec> {
+        let mut ok = true;
+        let connect_ok = v.connect.parse::<SocketAddr>().is_ok()
+            || v.connect.rsplit_once(':').is_some_and(|(host, port)| {
+                port.parse::<u16>().is_ok() && validate_dns_name(host).is_ok()
+            });
+        if !connect_ok {
+            self.err(
+                &format!("{path}.connect"),
+                cert,
+                format!(
+                    "`{}` is not host:port, e.g. 127.0.0.1:443",
+                    excerpt(&v.connect)
+                ),
+            );
+            ok = false;
+        }
+        let server_name = match &v.server_name {
+            Some(n) => match validate_dns_name(n) {
+                Ok(n) => Some(n),
+                Err(e) => {
+                    self.err(&format!("{path}.server_name"), cert, e);
+                    None
+                }
+            },
+            None => sans.iter().find_map(|s| match s {
+                San::Dns(d) if !d.starts_with('*') => Some(d.clone()),
+                _ => None,
+            }),
+        };
+        if server_name.is_none() && v.server_name.is_none() {
+            self.err(
+                &format!("{path}.server_name"),
+                cert,
+                "is needed when the certificate has no plain DNS name to send as SNI",
+            );
+            ok = false;
+        }
+        let timeout = match &v.timeout {
+            Some(t) => self.duration(&format!("{path}.timeout"), cert, &t.0),
+            None => Some(Duration::from_secs(10)),
+        };
+        if !ok {
+            return None;
+        }
+        Some(VerifySpec {
+            connect: v.connect.clone(),
+            server_name: server_name?,
+            timeout: timeout?,
+        })
+    }
+
+    pub(super) fn resolve_trust(
+        &mut self,
+        raw: Vec<RawTrust>,
+        servers: &BTreeMap<String, ServerSpec>,
+    ) -> Vec<TrustSpec> {
+        let mut out = Vec::new();
+        for (i, t) in raw.into_iter().enumerate() {
+            let path = format!("trust[{i}]");
+            let before = self.errors.len();
+            let p = self.abs_path(&format!("{path}.path"), None, &t.path);
+            let contents = match t.contents.as_deref().unwrap_or("roots") {
+                "roots" => Some(TrustContents::Roots),
+                "chain" => Some(TrustContents::Chain),
+                "crl" => Some(TrustContents::Crl),
+                other => {
+                    self.err(
+                        &format!("{path}.contents"),
+                        None,
+                        format!(
+                            "`{}` is not trust contents; use `roots`, `chain` or `crl`",
+                            excerpt(other)
+                        ),
+                    );
+                    None
+                }
+            };
+            let reload = t.reload.unwrap_or_default();
+            self.check_reloads(&format!("{path}.reload"), None, &reload, servers);
+            if matches!(&t.run, Some(r) if r.is_empty()) {
+                self.err(
+                    &format!("{path}.run"),
+                    None,
+                    "is an empty command; give the program and its arguments as a list",
+                );
+            }
+            let owner = t
+                .owner
+                .as_ref()
+                .and_then(|o| self.principal(&format!("{path}.owner"), None, o, false));
+            let group = t
+                .group
+                .as_ref()
+                .and_then(|g| self.principal(&format!("{path}.group"), None, g, true));
+            if self.errors.len() > before {
+                continue;
+            }
+            if let (Some(path), Some(contents)) = (p, contents) {
+                out.push(TrustSpec {
+                    path,
+                    contents,
+                    reload,
+                    run: t.run,
+                    owner,
+                    group,
+                    follow_symlinks: t.follow_symlinks.unwrap_or(false),
+                });
+            }
+        }
+        out
+    }
+}
