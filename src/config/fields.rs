@@ -197,3 +197,40 @@ pub(super) fn describe_layout(layout: Layout) -> &'static str {
         Layout::Separate => "`cert`, `chain`, `fullchain` and `key`",
     }
 }
+
+/// A certificate's setting and where it came from: its own entry, `defaults:`, or the
+/// built-in default. `field` is where an error about it belongs: the certificate's own
+/// field, or `defaults.NAME` (where a bad default is reported once, so `own` is false
+/// and the certificate does not report it again).
+pub(super) struct Inherited<T> {
+    pub value: T,
+    pub own: bool,
+    pub field: String,
+}
+
+/// The one rule for "own value, else `defaults.NAME`, else built-in".
+pub(super) fn inherit<T: Clone>(
+    own: &Option<T>,
+    default: &Option<T>,
+    builtin: impl FnOnce() -> T,
+    own_field: String,
+    name: &str,
+) -> Inherited<T> {
+    match (own, default) {
+        (Some(v), _) => Inherited {
+            value: v.clone(),
+            own: true,
+            field: own_field,
+        },
+        (None, Some(v)) => Inherited {
+            value: v.clone(),
+            own: false,
+            field: format!("defaults.{name}"),
+        },
+        (None, None) => Inherited {
+            value: builtin(),
+            own: false,
+            field: own_field,
+        },
+    }
+}

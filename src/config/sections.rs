@@ -1,7 +1,7 @@
 //! Resolution section by section: `ca`, `defaults`, `servers`, `issuers`, `hooks`,
 //! `certificates` (with their files and `verify`) and `trust`.
 
-use super::fields::{describe_layout, quiet_mode};
+use super::fields::{describe_layout, inherit, quiet_mode};
 use super::raw::*;
 use super::*;
 
@@ -477,48 +477,53 @@ impl Ctx {
                 .map(|s| s.to_string()),
         };
 
-        let pick = |own: &Option<String>, dflt: &Option<String>, builtin: &str| -> (String, bool) {
-            match own {
-                Some(v) => (v.clone(), true),
-                None => (dflt.clone().unwrap_or_else(|| builtin.to_string()), false),
-            }
-        };
         let text = |t: &Option<Text>| t.as_ref().map(|t| t.0.clone());
-        // A bad default is reported once at `defaults.*`; here only the certificate's own values.
-        let (key_text, own_key) = pick(&raw.key, &defaults.key, "ecdsa-p256");
-        let key = if own_key {
-            self.key_type(&f("key"), cert, &key_text)
+        // A bad default is reported once at `defaults.*`; here only the certificate's own
+        // values are reported (`own`), a default is taken quietly.
+        let key_text = inherit(
+            &raw.key,
+            &defaults.key,
+            || "ecdsa-p256".into(),
+            f("key"),
+            "key",
+        );
+        let key = if key_text.own {
+            self.key_type(&key_text.field, cert, &key_text.value)
         } else {
-            key_text.parse().ok()
+            key_text.value.parse().ok()
         };
-        let (usage_text, own_usage) = pick(&raw.usage, &defaults.usage, "server");
-        let usage = match usage_text.parse::<Usage>() {
+        let usage_text = inherit(
+            &raw.usage,
+            &defaults.usage,
+            || "server".into(),
+            f("usage"),
+            "usage",
+        );
+        let usage = match usage_text.value.parse::<Usage>() {
             Ok(u) => Some(u),
             Err(e) => {
-                if own_usage {
-                    self.err(&f("usage"), cert, e);
+                if usage_text.own {
+                    self.err(&usage_text.field, cert, e);
                 }
                 None
             }
         };
-        let (life_text, own_life) = pick(&text(&raw.lifetime), &text(&defaults.lifetime), "90d");
-        let lifetime = if own_life {
-            self.duration(&f("lifetime"), cert, &life_text)
+        let life_text = inherit(
+            &text(&raw.lifetime),
+            &text(&defaults.lifetime),
+            || "90d".into(),
+            f("lifetime"),
+            "lifetime",
+        );
+        let lifetime_field = life_text.field.clone();
+        let lifetime = if life_text.own {
+            self.duration(&lifetime_field, cert, &life_text.value)
+                .filter(|l| self.fits(&lifetime_field, cert, *l))
         } else {
-            parse_duration(&life_text).ok()
-        };
-        let lifetime_field = if own_life {
-            f("lifetime")
-        } else if defaults.lifetime.is_some() {
-            "defaults.lifetime".into()
-        } else {
-            f("lifetime")
-        };
-        // A default that is too long is reported once, at `defaults.lifetime`.
-        let lifetime = if own_life {
-            lifetime.filter(|l| self.fits(&lifetime_field, cert, *l))
-        } else {
-            lifetime.filter(|l| *l <= MAX_LIFETIME)
+            // A default that is too long is reported once, at `defaults.lifetime`.
+            parse_duration(&life_text.value)
+                .ok()
+                .filter(|l| *l <= MAX_LIFETIME)
         };
         if let Some(l) = lifetime {
             if l < MIN_LIFETIME {
@@ -538,20 +543,24 @@ impl Ctx {
                 }
             }
         }
-        let (rb_text, own_rb) = pick(
+        let rb_text = inherit(
             &text(&raw.renew_before),
             &text(&defaults.renew_before),
-            "33%",
+            || "33%".into(),
+            f("renew_before"),
+            "renew_before",
         );
-        let rb_field = if own_rb {
-            f("renew_before")
+        // Problems of the combination (renew_before against the lifetime) belong where
+        // renew_before was written, own or default.
+        let rb_field = if rb_text.own || defaults.renew_before.is_some() {
+            rb_text.field.clone()
         } else {
             "defaults.renew_before".into()
         };
-        let renew_before = match RenewBefore::parse(&rb_text) {
+        let renew_before = match RenewBefore::parse(&rb_text.value) {
             Ok(r) => Some(r),
             Err(e) => {
-                if own_rb {
+                if rb_text.own {
                     self.err(&rb_field, cert, e);
                 }
                 None
@@ -586,19 +595,17 @@ impl Ctx {
             (None, Some(m)) => quiet_mode(m, false),
             _ => Some(0o644),
         };
-        let issuer = raw
-            .issuer
-            .clone()
-            .or_else(|| defaults.issuer.clone())
-            .unwrap_or_else(|| IssuerRef::INTERNAL.into());
+        let issuer = inherit(
+            &raw.issuer,
+            &defaults.issuer,
+            || IssuerRef::INTERNAL.into(),
+            f("issuer"),
+            "issuer",
+        );
+        let (issuer, issuer_field) = (issuer.value, issuer.field);
         if issuer != IssuerRef::INTERNAL && !issuers.contains_key(&issuer) {
-            let field = if raw.issuer.is_some() {
-                f("issuer")
-            } else {
-                "defaults.issuer".into()
-            };
             self.err(
-                &field,
+                &issuer_field,
                 cert,
                 format!(
                     "unknown issuer `{}`; use `internal` or one declared under `issuers:`",
@@ -606,16 +613,14 @@ impl Ctx {
                 ),
             );
         }
-        let reload = raw
-            .reload
-            .clone()
-            .or_else(|| defaults.reload.clone())
-            .unwrap_or_default();
-        let reload_field = if raw.reload.is_some() {
-            f("reload")
-        } else {
-            "defaults.reload".into()
-        };
+        let reload = inherit(
+            &raw.reload,
+            &defaults.reload,
+            Vec::new,
+            f("reload"),
+            "reload",
+        );
+        let (reload, reload_field) = (reload.value, reload.field);
         self.check_reloads(&reload_field, cert, &reload, servers);
 
         let files = match &raw.files {
