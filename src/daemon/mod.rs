@@ -190,6 +190,17 @@ struct Daemon {
     restart_needed: Option<String>,
 }
 
+/// What reaches the daemon's loop from outside, on its one channel.
+#[derive(Debug)]
+enum Control {
+    /// Paths the file watcher saw change (collected, then looked at once settled).
+    Files(Vec<PathBuf>),
+    /// Re-read the configuration (SIGHUP).
+    Reload,
+    /// Stop between certificates (SIGTERM, SIGINT, or the caller's trigger).
+    Stop,
+}
+
 pub fn run(config_path: &Path) -> Result<(), DaemonError> {
     // One malloc arena: the daemon is mostly one thread, and memory freed after parsing
     // the configuration is then reused by the passes instead of staying mapped in
@@ -231,13 +242,16 @@ pub async fn serve(
     // reloads read) by an absolute path.
     let absolute = std::path::absolute(config_path).unwrap_or_else(|_| config_path.to_path_buf());
     let config_path = absolute.as_path();
-    let (fs_tx, mut fs_rx) = mpsc::unbounded_channel::<Vec<PathBuf>>();
+    // Everything that reaches the loop from outside comes as one `Control` on one
+    // channel: file events, reload requests (SIGHUP), the stop.
+    let (control, mut controls) = mpsc::unbounded_channel::<Control>();
+    let fs_tx = control.clone();
     let watcher =
         notify::recommended_watcher(move |res: notify::Result<notify::Event>| match res {
             // Reading a file (our own checks do) is not a change.
             Ok(ev) if matches!(ev.kind, notify::EventKind::Access(_)) => {}
             Ok(ev) => {
-                let _ = fs_tx.send(ev.paths);
+                let _ = fs_tx.send(Control::Files(ev.paths));
             }
             Err(e) => tracing::warn!(error = %e, "file watcher error"),
         })
@@ -281,15 +295,22 @@ pub async fn serve(
         tokio::spawn(crate::metrics::serve(listener, d.metrics.clone()));
     }
     let mut hup = signal(SignalKind::hangup()).map_err(|e| DaemonError::Startup(e.to_string()))?;
+    let reload_tx = control.clone();
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            if reload_tx.send(Control::Reload).is_err() {
+                break;
+            }
+        }
+    });
     // A stop raises the cancel flag at once, even while a pass runs: the pass stops
     // between certificates (never inside an install) and the loop ends.
-    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
     let cancel = d.cancel.clone();
     tokio::spawn(async move {
         stop.await;
         tracing::info!("stop requested");
         cancel.store(true, Ordering::Relaxed);
-        let _ = stop_tx.send(true);
+        let _ = control.send(Control::Stop);
     });
 
     d.reindex();
@@ -342,7 +363,8 @@ pub async fn serve(
                 d.check_watched(now);
                 notify(&[NotifyState::Status(&d.summary())]);
             }
-            Some(paths) = fs_rx.recv() => {
+            Some(c) = controls.recv() => match c {
+            Control::Files(paths) => {
                 let now = tokio::time::Instant::now();
                 if pending.is_empty() {
                     burst_until = now + SETTLE_MAX;
@@ -350,14 +372,16 @@ pub async fn serve(
                 pending.extend(paths);
                 settle_at = Some((now + SETTLE).min(burst_until));
             }
-            _ = tokio::time::sleep_until(settle_at.unwrap_or_else(tokio::time::Instant::now)), if settle_at.is_some() => {
-                settle_at = None;
-                d.on_files(std::mem::take(&mut pending)).await;
-            }
-            _ = hup.recv() => {
+            Control::Reload => {
                 notify(&[NotifyState::Reloading, NotifyState::monotonic_usec_now().unwrap_or(NotifyState::Status("reloading"))]);
                 d.reload_config().await;
                 notify(&[NotifyState::Ready, NotifyState::Status(&d.summary())]);
+            }
+            Control::Stop => break,
+            },
+            _ = tokio::time::sleep_until(settle_at.unwrap_or_else(tokio::time::Instant::now)), if settle_at.is_some() => {
+                settle_at = None;
+                d.on_files(std::mem::take(&mut pending)).await;
             }
             Some(done) = d.passes.join_next(), if !d.passes.is_empty() => {
                 d.finish(done);
@@ -369,7 +393,6 @@ pub async fn serve(
                 }
                 notify(&[NotifyState::Status(&d.summary())]);
             }
-            _ = stop_rx.changed() => break,
             _ = watchdog_tick.tick(), if watchdog.is_some() => {
                 notify(&[NotifyState::Watchdog]);
             }
