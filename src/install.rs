@@ -91,7 +91,7 @@ pub fn store_dir(spec: &CertSpec) -> PathBuf {
 
 /// Whether this certificate's layout keeps its files in the store.
 pub fn uses_store(spec: &CertSpec) -> bool {
-    spec.files.layout != Layout::Combined
+    spec.files.layout() != Layout::Combined
 }
 
 /// The directory of the store the daemon should watch besides the live paths'
@@ -394,9 +394,8 @@ impl Previous {
 /// the certificate for layouts without a key file.
 fn store_parent(spec: &CertSpec) -> &Path {
     spec.files
-        .key
-        .as_deref()
-        .unwrap_or(&spec.files.cert)
+        .key()
+        .unwrap_or(spec.files.cert())
         .parent()
         .unwrap_or(Path::new("/"))
 }
@@ -462,7 +461,7 @@ impl Store {
             dir: store_dir(spec),
             files: spec
                 .files
-                .layout
+                .layout()
                 .needs()
                 .iter()
                 .map(|f| store_file(f))
@@ -933,7 +932,7 @@ mod tests {
     fn an_incomplete_old_pair_is_not_restored() {
         let tmp = tempfile::tempdir().unwrap();
         let s = spec(tmp.path(), "nginx");
-        fs::write(&s.files.cert, "OLD cert\n").unwrap();
+        fs::write(s.files.cert(), "OLD cert\n").unwrap();
         let i = install(&s, "bb", &files(&s, "B")).unwrap();
         assert_eq!(i.roll_back().unwrap(), RolledBack::KeptNew);
         assert_eq!(shown(&s), pair(&s, "B"));
@@ -949,14 +948,14 @@ mod tests {
             .unwrap()
             .commit()
             .unwrap();
-        let key = s.files.key.clone().unwrap();
+        let key = s.files.key().unwrap().to_path_buf();
         fs::remove_file(&key).unwrap();
         // Someone put a plain copy of the certificate where the link was.
-        let copy = fs::read(&s.files.cert).unwrap();
-        fs::remove_file(&s.files.cert).unwrap();
-        fs::write(&s.files.cert, copy).unwrap();
+        let copy = fs::read(s.files.cert()).unwrap();
+        fs::remove_file(s.files.cert()).unwrap();
+        fs::write(s.files.cert(), copy).unwrap();
         let i = install(&s, "bb", &files(&s, "B")).unwrap();
-        assert!(is_link(&key) && is_link(&s.files.cert));
+        assert!(is_link(&key) && is_link(s.files.cert()));
         assert_eq!(shown(&s), pair(&s, "B"));
         // The pair the live paths showed (the certificate only) was not complete.
         assert_eq!(i.roll_back().unwrap(), RolledBack::KeptNew);
@@ -969,14 +968,14 @@ mod tests {
         let private = tmp.path().join("private");
         let s = spec_in(&certs, "nginx", Some(&private), "");
         install(&s, "aa", &files(&s, "A")).unwrap();
-        let key = s.files.key.clone().unwrap();
+        let key = s.files.key().unwrap().to_path_buf();
         // The key stays in its own (private) directory; the certificate points there.
         assert_eq!(
             fs::read_link(&key).unwrap(),
             Path::new(".certkeeper/www/current/key.pem")
         );
         assert_eq!(
-            fs::read_link(&s.files.cert).unwrap(),
+            fs::read_link(s.files.cert()).unwrap(),
             private.join(".certkeeper/www/current/cert.pem")
         );
         assert!(!certs.join(STORE_DIR).exists());
@@ -1001,7 +1000,7 @@ mod tests {
         install(&renamed, "bb", &files(&renamed, "B")).unwrap();
         assert_eq!(shown(&renamed), pair(&renamed, "B"));
         assert_eq!(
-            fs::read_link(&renamed.files.cert).unwrap(),
+            fs::read_link(renamed.files.cert()).unwrap(),
             Path::new(".certkeeper/web/current/cert.pem")
         );
         assert!(is_store_link(Path::new(
@@ -1019,16 +1018,16 @@ mod tests {
         let real = tmp.path().join("real.crt");
         fs::write(&real, "OLD cert\n").unwrap();
         let s = spec(tmp.path(), "nginx");
-        std::os::unix::fs::symlink(&real, &s.files.cert).unwrap();
+        std::os::unix::fs::symlink(&real, s.files.cert()).unwrap();
         let err = install(&s, "aa", &files(&s, "A")).unwrap_err();
         assert!(matches!(err, FsError::Symlink { .. }), "{err}");
         assert!(!tmp.path().join(STORE_DIR).exists(), "nothing written");
-        assert!(!s.files.key.as_ref().unwrap().exists());
+        assert!(!s.files.key().unwrap().exists());
 
         let s = spec_in(tmp.path(), "nginx", None, "    follow_symlinks: true\n");
-        fs::write(s.files.key.as_ref().unwrap(), "OLD key\n").unwrap();
+        fs::write(s.files.key().unwrap(), "OLD key\n").unwrap();
         let i = install(&s, "aa", &files(&s, "A")).unwrap();
-        assert!(is_link(&s.files.cert), "the user's link stays");
+        assert!(is_link(s.files.cert()), "the user's link stays");
         assert_eq!(fs::read_to_string(&real).unwrap(), "A cert\n");
         assert!(!tmp.path().join(STORE_DIR).exists(), "no store");
         assert_eq!(i.roll_back().unwrap(), RolledBack::Restored);
@@ -1068,7 +1067,7 @@ mod tests {
         let s = spec(tmp.path(), "combined");
         let first = install(&s, "aa", &files(&s, "A")).unwrap();
         assert_eq!(first.roll_back().unwrap(), RolledBack::KeptNew);
-        assert!(!is_link(&s.files.cert));
+        assert!(!is_link(s.files.cert()));
         let i = install(&s, "bb", &files(&s, "B")).unwrap();
         assert_eq!(shown(&s), pair(&s, "B"));
         assert_eq!(i.roll_back().unwrap(), RolledBack::Restored);

@@ -1,10 +1,9 @@
 //! Layouts: which bytes go to which file with which mode (pure). Reading the files back
 //! is `observe`.
 
-use crate::config::CertSpec;
+use crate::config::{CertSpec, Files};
 use crate::fsutil::FileSpec;
 use crate::keys::PrivateKey;
-use crate::model::Layout;
 use crate::x509::CertInfo;
 use std::path::Path;
 use zeroize::Zeroizing;
@@ -34,42 +33,28 @@ pub fn render(
         gid: spec.group.as_ref().map(|p| p.id),
         follow_symlinks: spec.follow_symlinks,
     };
-    let f = &spec.files;
-    let key_file = || {
-        file(
-            f.key.as_deref().expect("layout has a key file"),
-            key.pem().to_string(),
-            true,
-        )
-    };
+    let key_file = |path: &Path| file(path, key.pem().to_string(), true);
     // The key is written first: a reader that sees the new certificate then finds its key.
-    match f.layout {
-        Layout::Nginx => vec![key_file(), file(&f.cert, pems(&full), false)],
-        Layout::Apache => vec![
-            key_file(),
-            file(
-                f.chain.as_deref().expect("apache layout has chain"),
-                pems(&chain_refs),
-                false,
-            ),
-            file(&f.cert, leaf.to_pem(), false),
+    match &spec.files {
+        Files::Nginx { cert, key } => vec![key_file(key), file(cert, pems(&full), false)],
+        Files::Apache { cert, chain, key } => vec![
+            key_file(key),
+            file(chain, pems(&chain_refs), false),
+            file(cert, leaf.to_pem(), false),
         ],
-        Layout::Combined => vec![file(&f.cert, format!("{}{}", key.pem(), pems(&full)), true)],
-        Layout::Separate => vec![
-            key_file(),
-            file(
-                f.chain.as_deref().expect("separate layout has chain"),
-                pems(&chain_refs),
-                false,
-            ),
-            file(
-                f.fullchain
-                    .as_deref()
-                    .expect("separate layout has fullchain"),
-                pems(&full),
-                false,
-            ),
-            file(&f.cert, leaf.to_pem(), false),
+        Files::Combined { cert } => {
+            vec![file(cert, format!("{}{}", key.pem(), pems(&full)), true)]
+        }
+        Files::Separate {
+            cert,
+            chain,
+            fullchain,
+            key,
+        } => vec![
+            key_file(key),
+            file(chain, pems(&chain_refs), false),
+            file(fullchain, pems(&full), false),
+            file(cert, leaf.to_pem(), false),
         ],
     }
 }

@@ -93,7 +93,7 @@ fn same(a: &[CertInfo], b: &[CertInfo]) -> bool {
 
 /// The file that holds a certificate's private key: `key`, or the one `combined` file.
 pub fn key_path(spec: &CertSpec) -> &Path {
-    spec.files.key.as_deref().unwrap_or(&spec.files.cert)
+    spec.files.key().unwrap_or(spec.files.cert())
 }
 
 /// Whether the key file lets someone read it whom the configuration does not: read bits
@@ -188,22 +188,12 @@ pub fn observe(spec: &CertSpec, issuer: Option<&dyn Issuer>) -> Seen {
 fn observe_inner(spec: &CertSpec) -> Result<(CertInfo, Vec<CertInfo>), Seen> {
     let f = &spec.files;
     // Read every file first so that "missing" wins over "damaged" consistently.
-    let paths: Vec<&Path> = f
-        .layout
-        .needs()
-        .iter()
-        .map(|field| match *field {
-            "cert" => f.cert.as_path(),
-            "chain" => f.chain.as_deref().unwrap(),
-            "fullchain" => f.fullchain.as_deref().unwrap(),
-            _ => f.key.as_deref().unwrap(),
-        })
-        .collect();
+    let paths: Vec<&Path> = f.paths().into_iter().map(|(_, p)| p).collect();
     let mut parsed = Vec::new();
     for p in &paths {
         parsed.push(read(p)?);
     }
-    let (certs, key, key_path): (Vec<CertInfo>, &KeyInfo, &Path) = match f.layout {
+    let (certs, key, key_path): (Vec<CertInfo>, &KeyInfo, &Path) = match f.layout() {
         Layout::Nginx => {
             let (cert, keyf) = (&parsed[0], &parsed[1]);
             only_certs(cert, 2, None, "certificate")?;
@@ -252,7 +242,7 @@ fn observe_inner(spec: &CertSpec) -> Result<(CertInfo, Vec<CertInfo>), Seen> {
         return Err(Seen::KeyMismatch(key_path.to_path_buf()));
     }
     check_chain_order(&certs).map_err(|reason| Seen::Damaged {
-        path: f.cert.clone(),
+        path: f.cert().to_path_buf(),
         reason,
     })?;
     Ok((leaf, certs[1..].to_vec()))

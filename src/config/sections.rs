@@ -744,12 +744,27 @@ impl Ctx {
         if !ok {
             return None;
         }
-        Some(Files {
-            layout,
-            cert: resolved.remove("cert")?,
-            chain: resolved.remove("chain"),
-            fullchain: resolved.remove("fullchain"),
-            key: resolved.remove("key"),
+        // Every field the layout needs was checked above: each `?` holds.
+        let mut take = |field: &str| resolved.remove(field);
+        Some(match layout {
+            Layout::Nginx => Files::Nginx {
+                cert: take("cert")?,
+                key: take("key")?,
+            },
+            Layout::Apache => Files::Apache {
+                cert: take("cert")?,
+                chain: take("chain")?,
+                key: take("key")?,
+            },
+            Layout::Combined => Files::Combined {
+                cert: take("cert")?,
+            },
+            Layout::Separate => Files::Separate {
+                cert: take("cert")?,
+                chain: take("chain")?,
+                fullchain: take("fullchain")?,
+                key: take("key")?,
+            },
         })
     }
 

@@ -112,28 +112,88 @@ pub struct CertSpec {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct Files {
-    pub layout: Layout,
-    pub cert: PathBuf,
-    pub chain: Option<PathBuf>,
-    pub fullchain: Option<PathBuf>,
-    pub key: Option<PathBuf>,
+pub enum Files {
+    /// `cert`: leaf + chain; `key`.
+    Nginx { cert: PathBuf, key: PathBuf },
+    /// `cert`: the leaf alone; `chain`: the intermediates; `key`.
+    Apache {
+        cert: PathBuf,
+        chain: PathBuf,
+        key: PathBuf,
+    },
+    /// One file: key, leaf and chain.
+    Combined { cert: PathBuf },
+    /// Every form: leaf, chain, leaf + chain, key.
+    Separate {
+        cert: PathBuf,
+        chain: PathBuf,
+        fullchain: PathBuf,
+        key: PathBuf,
+    },
 }
 
 impl Files {
-    /// Every path this certificate writes, with its field name.
+    /// Every path this certificate writes, with its field name, in the order of
+    /// `Layout::needs` (cert, chain, fullchain, key).
     pub fn paths(&self) -> Vec<(&'static str, &Path)> {
-        let mut out = vec![("cert", self.cert.as_path())];
-        for (field, p) in [
-            ("chain", &self.chain),
-            ("fullchain", &self.fullchain),
-            ("key", &self.key),
-        ] {
-            if let Some(p) = p {
-                out.push((field, p.as_path()));
+        match self {
+            Files::Nginx { cert, key } => vec![("cert", cert), ("key", key)],
+            Files::Apache { cert, chain, key } => {
+                vec![("cert", cert), ("chain", chain), ("key", key)]
             }
+            Files::Combined { cert } => vec![("cert", cert)],
+            Files::Separate {
+                cert,
+                chain,
+                fullchain,
+                key,
+            } => vec![
+                ("cert", cert),
+                ("chain", chain),
+                ("fullchain", fullchain),
+                ("key", key),
+            ],
         }
-        out
+        .into_iter()
+        .map(|(field, p)| (field, p.as_path()))
+        .collect()
+    }
+
+    pub fn layout(&self) -> Layout {
+        match self {
+            Files::Nginx { .. } => Layout::Nginx,
+            Files::Apache { .. } => Layout::Apache,
+            Files::Combined { .. } => Layout::Combined,
+            Files::Separate { .. } => Layout::Separate,
+        }
+    }
+
+    /// The `cert` file (in `combined`, the one file).
+    pub fn cert(&self) -> &Path {
+        match self {
+            Files::Nginx { cert, .. }
+            | Files::Apache { cert, .. }
+            | Files::Combined { cert }
+            | Files::Separate { cert, .. } => cert,
+        }
+    }
+
+    /// The key file, in the layouts that have one.
+    pub fn key(&self) -> Option<&Path> {
+        match self {
+            Files::Nginx { key, .. } | Files::Apache { key, .. } | Files::Separate { key, .. } => {
+                Some(key)
+            }
+            Files::Combined { .. } => None,
+        }
+    }
+
+    /// The chain file, in the layouts that have one.
+    pub fn chain(&self) -> Option<&Path> {
+        match self {
+            Files::Apache { chain, .. } | Files::Separate { chain, .. } => Some(chain),
+            _ => None,
+        }
     }
 }
 

@@ -119,7 +119,7 @@ fn the_design_example_resolves() {
     assert_eq!(api.key, KeyType::Rsa3072);
     assert_eq!(api.common_name, "api.example.internal");
     assert_eq!(
-        api.files.chain.as_deref(),
+        api.files.chain(),
         Some(Path::new("/etc/apache2/tls/api.chain.crt"))
     );
     assert_eq!(c.certificates[2].usage, Usage::ServerClient);

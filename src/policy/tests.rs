@@ -3,7 +3,7 @@
 use super::*;
 use crate::config::{CertSpec, Files};
 use crate::duration::RenewBefore;
-use crate::model::{KeyType, Layout, San, Usage};
+use crate::model::{KeyType, San, Usage};
 use crate::x509::CertInfo;
 use std::path::PathBuf;
 use time::macros::datetime;
@@ -32,12 +32,9 @@ fn spec(lifetime: u64, renew_before: RenewBefore) -> CertSpec {
         key_mode: 0o600,
         cert_mode: 0o644,
         issuer: crate::model::IssuerRef::Internal,
-        files: Files {
-            layout: Layout::Nginx,
+        files: Files::Nginx {
             cert: "/x/www.crt".into(),
-            chain: None,
-            fullchain: None,
-            key: Some("/x/www.key".into()),
+            key: "/x/www.key".into(),
         },
         reload: vec![],
         verify: None,
