@@ -370,32 +370,7 @@ impl Ctx {
         let f = |field: &str| format!("{path}.{field}");
         let before = self.errors.len();
 
-        let name = match &raw.name {
-            None => {
-                self.err(
-                    &path,
-                    cert,
-                    "has no `name:`; give every certificate a unique name such as `www`",
-                );
-                None
-            }
-            Some(n)
-                if n.is_empty()
-                    || n == "."
-                    || n == ".."
-                    || !n.chars().all(|c| {
-                        c.is_ascii_lowercase() || c.is_ascii_digit() || "._-".contains(c)
-                    }) =>
-            {
-                self.err(&f("name"), cert, format!("`{}` is not a valid name; use lower-case letters, digits, `.`, `_` and `-` (not `.` or `..` alone: names become directory names)", excerpt(n)));
-                None
-            }
-            Some(n) if n.len() > MAX_NAME_LEN => {
-                self.err(&f("name"), cert, format!("`{}` is {} characters long; a name has at most {MAX_NAME_LEN} (names become directory and file names)", excerpt(n), n.len()));
-                None
-            }
-            Some(n) => Some(n.clone()),
-        };
+        let name = self.cert_name(&raw.name, &path, cert);
 
         if let Some(n) = &name {
             self.cert_index.push((n.clone(), i));
@@ -435,49 +410,8 @@ impl Ctx {
             }));
         }
 
-        let sans: Vec<San> = match &raw.sans {
-            None => {
-                self.err(&path, cert, "has no `sans:`; list the DNS names and IP addresses it is for, e.g. sans: [www.example.internal]");
-                Vec::new()
-            }
-            Some(list) if list.is_empty() => {
-                self.err(
-                    &f("sans"),
-                    cert,
-                    "is empty; list at least one DNS name or IP address",
-                );
-                Vec::new()
-            }
-            Some(list) => {
-                let mut out: Vec<San> = Vec::new();
-                for (j, s) in list.iter().enumerate() {
-                    match San::parse(s) {
-                        Ok(san) if out.contains(&san) => self.err(
-                            &format!("{path}.sans[{j}]"),
-                            cert,
-                            format!("`{}` is listed twice", excerpt(s)),
-                        ),
-                        Ok(san) => out.push(san),
-                        Err(e) => self.err(&format!("{path}.sans[{j}]"), cert, e),
-                    }
-                }
-                out
-            }
-        };
-        let common_name = match &raw.common_name {
-            Some(cn) if cn.is_empty() || cn.len() > 64 => {
-                self.err(&f("common_name"), cert, "must be 1 to 64 characters");
-                None
-            }
-            Some(cn) => Some(cn.clone()),
-            None => sans
-                .iter()
-                .find(|s| matches!(s, San::Dns(_)))
-                .or(sans.first())
-                .map(|s| s.to_string()),
-        };
+        let (sans, common_name) = self.cert_names(&raw, &path, cert);
 
-        let text = |t: &Option<Text>| t.as_ref().map(|t| t.0.clone());
         // A bad default is reported once at `defaults.*`; here only the certificate's own
         // values are reported (`own`), a default is taken quietly.
         let key_text = inherit(
@@ -508,93 +442,8 @@ impl Ctx {
                 None
             }
         };
-        let life_text = inherit(
-            &text(&raw.lifetime),
-            &text(&defaults.lifetime),
-            || "90d".into(),
-            f("lifetime"),
-            "lifetime",
-        );
-        let lifetime_field = life_text.field.clone();
-        let lifetime = if life_text.own {
-            self.duration(&lifetime_field, cert, &life_text.value)
-                .filter(|l| self.fits(&lifetime_field, cert, *l))
-        } else {
-            // A default that is too long is reported once, at `defaults.lifetime`.
-            parse_duration(&life_text.value)
-                .ok()
-                .filter(|l| *l <= MAX_LIFETIME)
-        };
-        if let Some(l) = lifetime {
-            if l < MIN_LIFETIME {
-                self.err(
-                    &lifetime_field,
-                    cert,
-                    format!(
-                        "{} is too short; a certificate must live at least {}",
-                        format_duration(l),
-                        format_duration(MIN_LIFETIME)
-                    ),
-                );
-            }
-            if let Some(ca) = ca {
-                if l > ca.intermediate_lifetime {
-                    self.err(&lifetime_field, cert, format!("{} is longer than ca.intermediate_lifetime ({}); a certificate cannot outlive the CA that signs it", format_duration(l), format_duration(ca.intermediate_lifetime)));
-                }
-            }
-        }
-        let rb_text = inherit(
-            &text(&raw.renew_before),
-            &text(&defaults.renew_before),
-            || "33%".into(),
-            f("renew_before"),
-            "renew_before",
-        );
-        // Problems of the combination (renew_before against the lifetime) belong where
-        // renew_before was written, own or default.
-        let rb_field = if rb_text.own || defaults.renew_before.is_some() {
-            rb_text.field.clone()
-        } else {
-            "defaults.renew_before".into()
-        };
-        let renew_before = match RenewBefore::parse(&rb_text.value) {
-            Ok(r) => Some(r),
-            Err(e) => {
-                if rb_text.own {
-                    self.err(&rb_field, cert, e);
-                }
-                None
-            }
-        };
-        if let (Some(l), Some(RenewBefore::Fixed(d))) = (lifetime, renew_before) {
-            if d >= l {
-                self.err(
-                    &rb_field,
-                    cert,
-                    format!("renew_before ({}) is not shorter than the lifetime ({}): the certificate would be due the moment it is issued; shorten renew_before or use a share such as 33%", format_duration(d), format_duration(l)),
-                );
-            }
-        }
-        let owner = match (&raw.owner, &defaults.owner) {
-            (Some(o), _) => self.principal(&f("owner"), cert, o, false),
-            (None, Some(o)) => self.principal_quiet(o, false),
-            _ => None,
-        };
-        let group = match (&raw.group, &defaults.group) {
-            (Some(g), _) => self.principal(&f("group"), cert, g, true),
-            (None, Some(g)) => self.principal_quiet(g, true),
-            _ => None,
-        };
-        let key_mode = match (&raw.key_mode, &defaults.key_mode) {
-            (Some(m), _) => self.mode(&f("key_mode"), cert, m, true),
-            (None, Some(m)) => quiet_mode(m, true),
-            _ => Some(0o600),
-        };
-        let cert_mode = match (&raw.cert_mode, &defaults.cert_mode) {
-            (Some(m), _) => self.mode(&f("cert_mode"), cert, m, false),
-            (None, Some(m)) => quiet_mode(m, false),
-            _ => Some(0o644),
-        };
+        let (lifetime, renew_before) = self.cert_timing(&raw, defaults, &path, cert, ca);
+        let (owner, group, key_mode, cert_mode) = self.cert_access(&raw, defaults, &path, cert);
         let issuer = inherit(
             &raw.issuer,
             &defaults.issuer,
@@ -666,6 +515,216 @@ impl Ctx {
                 .unwrap_or(false),
             hooks: hooks?,
         })))
+    }
+
+    /// A certificate's `name`: present, usable as a directory name, not too long.
+    fn cert_name(
+        &mut self,
+        raw: &Option<String>,
+        path: &str,
+        cert: Option<&str>,
+    ) -> Option<String> {
+        let f = |field: &str| format!("{path}.{field}");
+        match raw {
+            None => {
+                self.err(
+                    path,
+                    cert,
+                    "has no `name:`; give every certificate a unique name such as `www`",
+                );
+                None
+            }
+            Some(n)
+                if n.is_empty()
+                    || n == "."
+                    || n == ".."
+                    || !n.chars().all(|c| {
+                        c.is_ascii_lowercase() || c.is_ascii_digit() || "._-".contains(c)
+                    }) =>
+            {
+                self.err(&f("name"), cert, format!("`{}` is not a valid name; use lower-case letters, digits, `.`, `_` and `-` (not `.` or `..` alone: names become directory names)", excerpt(n)));
+                None
+            }
+            Some(n) if n.len() > MAX_NAME_LEN => {
+                self.err(&f("name"), cert, format!("`{}` is {} characters long; a name has at most {MAX_NAME_LEN} (names become directory and file names)", excerpt(n), n.len()));
+                None
+            }
+            Some(n) => Some(n.clone()),
+        }
+    }
+
+    /// A certificate's `sans` (parsed, no duplicates) and its common name (given, or the
+    /// first DNS name).
+    fn cert_names(
+        &mut self,
+        raw: &RawCertificate,
+        path: &str,
+        cert: Option<&str>,
+    ) -> (Vec<San>, Option<String>) {
+        let f = |field: &str| format!("{path}.{field}");
+        let sans: Vec<San> = match &raw.sans {
+            None => {
+                self.err(path, cert, "has no `sans:`; list the DNS names and IP addresses it is for, e.g. sans: [www.example.internal]");
+                Vec::new()
+            }
+            Some(list) if list.is_empty() => {
+                self.err(
+                    &f("sans"),
+                    cert,
+                    "is empty; list at least one DNS name or IP address",
+                );
+                Vec::new()
+            }
+            Some(list) => {
+                let mut out: Vec<San> = Vec::new();
+                for (j, s) in list.iter().enumerate() {
+                    match San::parse(s) {
+                        Ok(san) if out.contains(&san) => self.err(
+                            &format!("{path}.sans[{j}]"),
+                            cert,
+                            format!("`{}` is listed twice", excerpt(s)),
+                        ),
+                        Ok(san) => out.push(san),
+                        Err(e) => self.err(&format!("{path}.sans[{j}]"), cert, e),
+                    }
+                }
+                out
+            }
+        };
+        let common_name = match &raw.common_name {
+            Some(cn) if cn.is_empty() || cn.len() > 64 => {
+                self.err(&f("common_name"), cert, "must be 1 to 64 characters");
+                None
+            }
+            Some(cn) => Some(cn.clone()),
+            None => sans
+                .iter()
+                .find(|s| matches!(s, San::Dns(_)))
+                .or(sans.first())
+                .map(|s| s.to_string()),
+        };
+        (sans, common_name)
+    }
+
+    /// A certificate's `lifetime` and `renew_before` (own, else `defaults.*`, else
+    /// built-in), checked against each other and the CA's intermediate.
+    fn cert_timing(
+        &mut self,
+        raw: &RawCertificate,
+        defaults: &RawDefaults,
+        path: &str,
+        cert: Option<&str>,
+        ca: Option<&CaSpec>,
+    ) -> (Option<Duration>, Option<RenewBefore>) {
+        let f = |field: &str| format!("{path}.{field}");
+        let text = |t: &Option<Text>| t.as_ref().map(|t| t.0.clone());
+        let life_text = inherit(
+            &text(&raw.lifetime),
+            &text(&defaults.lifetime),
+            || "90d".into(),
+            f("lifetime"),
+            "lifetime",
+        );
+        let lifetime_field = life_text.field.clone();
+        let lifetime = if life_text.own {
+            self.duration(&lifetime_field, cert, &life_text.value)
+                .filter(|l| self.fits(&lifetime_field, cert, *l))
+        } else {
+            // A default that is too long is reported once, at `defaults.lifetime`.
+            parse_duration(&life_text.value)
+                .ok()
+                .filter(|l| *l <= MAX_LIFETIME)
+        };
+        if let Some(l) = lifetime {
+            if l < MIN_LIFETIME {
+                self.err(
+                    &lifetime_field,
+                    cert,
+                    format!(
+                        "{} is too short; a certificate must live at least {}",
+                        format_duration(l),
+                        format_duration(MIN_LIFETIME)
+                    ),
+                );
+            }
+            if let Some(ca) = ca {
+                if l > ca.intermediate_lifetime {
+                    self.err(&lifetime_field, cert, format!("{} is longer than ca.intermediate_lifetime ({}); a certificate cannot outlive the CA that signs it", format_duration(l), format_duration(ca.intermediate_lifetime)));
+                }
+            }
+        }
+        let rb_text = inherit(
+            &text(&raw.renew_before),
+            &text(&defaults.renew_before),
+            || "33%".into(),
+            f("renew_before"),
+            "renew_before",
+        );
+        // Problems of the combination (renew_before against the lifetime) belong where
+        // renew_before was written, own or default.
+        let rb_field = if rb_text.own || defaults.renew_before.is_some() {
+            rb_text.field.clone()
+        } else {
+            "defaults.renew_before".into()
+        };
+        let renew_before = match RenewBefore::parse(&rb_text.value) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                if rb_text.own {
+                    self.err(&rb_field, cert, e);
+                }
+                None
+            }
+        };
+        if let (Some(l), Some(RenewBefore::Fixed(d))) = (lifetime, renew_before) {
+            if d >= l {
+                self.err(
+                    &rb_field,
+                    cert,
+                    format!("renew_before ({}) is not shorter than the lifetime ({}): the certificate would be due the moment it is issued; shorten renew_before or use a share such as 33%", format_duration(d), format_duration(l)),
+                );
+            }
+        }
+        (lifetime, renew_before)
+    }
+
+    /// A certificate's owner, group and file modes (a default is taken quietly: a bad
+    /// one is reported once, at `defaults.*`).
+    #[allow(clippy::type_complexity)]
+    fn cert_access(
+        &mut self,
+        raw: &RawCertificate,
+        defaults: &RawDefaults,
+        path: &str,
+        cert: Option<&str>,
+    ) -> (
+        Option<Principal>,
+        Option<Principal>,
+        Option<u32>,
+        Option<u32>,
+    ) {
+        let f = |field: &str| format!("{path}.{field}");
+        let owner = match (&raw.owner, &defaults.owner) {
+            (Some(o), _) => self.principal(&f("owner"), cert, o, false),
+            (None, Some(o)) => self.principal_quiet(o, false),
+            _ => None,
+        };
+        let group = match (&raw.group, &defaults.group) {
+            (Some(g), _) => self.principal(&f("group"), cert, g, true),
+            (None, Some(g)) => self.principal_quiet(g, true),
+            _ => None,
+        };
+        let key_mode = match (&raw.key_mode, &defaults.key_mode) {
+            (Some(m), _) => self.mode(&f("key_mode"), cert, m, true),
+            (None, Some(m)) => quiet_mode(m, true),
+            _ => Some(0o600),
+        };
+        let cert_mode = match (&raw.cert_mode, &defaults.cert_mode) {
+            (Some(m), _) => self.mode(&f("cert_mode"), cert, m, false),
+            (None, Some(m)) => quiet_mode(m, false),
+            _ => Some(0o644),
+        };
+        (owner, group, key_mode, cert_mode)
     }
 
     pub(super) fn resolve_files(

@@ -461,54 +461,8 @@ pub fn run_pass(pass: Pass) -> (Vec<CertReport>, ServerActivity) {
         activity.trust_pending = pending.into_iter().collect();
     }
 
-    for mut st in staged {
-        let spec = st.spec;
-        match st.error.take() {
-            None => {
-                let leaf = &st.issued.leaf;
-                let mut e = LedgerEntry::new(now, "installed");
-                e.name = Some(spec.name.clone());
-                e.serial = Some(leaf.serial.clone());
-                e.issuer = Some(spec.issuer.to_string());
-                e.not_after = Some(leaf.not_after);
-                e.files = spec
-                    .files
-                    .paths()
-                    .iter()
-                    .map(|(_, p)| p.display().to_string())
-                    .collect();
-                e.reason = Some(st.reason.code().to_string());
-                e.note = (!st.notes.is_empty()).then(|| st.notes.join("; "));
-                if let Err(err) = state.record(&e) {
-                    tracing::error!(certificate = %spec.name, error = %err, "cannot record the install in the ledger");
-                }
-                if let Err(err) = state.mark_installed(&spec.name, &leaf.serial) {
-                    tracing::warn!(certificate = %spec.name, error = %err, "cannot mark the installed pair in the archive");
-                }
-                tracing::info!(certificate = %spec.name, serial = %leaf.serial, not_after = %rfc3339(leaf.not_after), reason = %st.reason, "installed");
-                reports.push(CertReport {
-                    name: spec.name.clone(),
-                    outcome: Outcome::Renewed {
-                        reason: st.reason.clone(),
-                        serial: leaf.serial.clone(),
-                        not_after: leaf.not_after,
-                        renew_at: renew_at(spec, leaf),
-                        notes: std::mem::take(&mut st.notes),
-                    },
-                });
-            }
-            Some(error) => {
-                let in_place = observe_leaf(spec, ca);
-                reports.push(failed(
-                    state,
-                    spec,
-                    st.reason.clone(),
-                    error,
-                    in_place.as_ref(),
-                    now,
-                ));
-            }
-        }
+    for st in staged {
+        reports.push(report::settle(state, ca, st, now));
     }
     // The archive keeps the installed pair (and the one on disk, should they differ after
     // a crash) plus `archive.keep` superseded ones.

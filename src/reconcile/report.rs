@@ -1,4 +1,4 @@
-//! What a pass reports of a failed certificate: the ledger entry and its report.
+//! What a pass records and reports of each certificate it renewed or failed to.
 
 use super::*;
 
@@ -37,5 +37,63 @@ fn record_failure(
     e.reason = Some(format!("{}: {error}", reason.code()));
     if let Err(err) = state.record(&e) {
         tracing::error!(certificate = %spec.name, error = %err, "cannot record the failure in the ledger");
+    }
+}
+
+/// Settles one staged pair at the end of its pass: an install that held is recorded
+/// (ledger, archive marker) and reported renewed; one that failed is recorded as failed,
+/// reported with the certificate still in place. The pair is then kept (see `Drop`).
+pub(super) fn settle(
+    state: &StateDir,
+    ca: Option<&InternalCa>,
+    mut st: Staged,
+    now: OffsetDateTime,
+) -> CertReport {
+    let spec = st.spec;
+    match st.error.take() {
+        None => {
+            let leaf = &st.issued.leaf;
+            let mut e = LedgerEntry::new(now, "installed");
+            e.name = Some(spec.name.clone());
+            e.serial = Some(leaf.serial.clone());
+            e.issuer = Some(spec.issuer.to_string());
+            e.not_after = Some(leaf.not_after);
+            e.files = spec
+                .files
+                .paths()
+                .iter()
+                .map(|(_, p)| p.display().to_string())
+                .collect();
+            e.reason = Some(st.reason.code().to_string());
+            e.note = (!st.notes.is_empty()).then(|| st.notes.join("; "));
+            if let Err(err) = state.record(&e) {
+                tracing::error!(certificate = %spec.name, error = %err, "cannot record the install in the ledger");
+            }
+            if let Err(err) = state.mark_installed(&spec.name, &leaf.serial) {
+                tracing::warn!(certificate = %spec.name, error = %err, "cannot mark the installed pair in the archive");
+            }
+            tracing::info!(certificate = %spec.name, serial = %leaf.serial, not_after = %rfc3339(leaf.not_after), reason = %st.reason, "installed");
+            CertReport {
+                name: spec.name.clone(),
+                outcome: Outcome::Renewed {
+                    reason: st.reason.clone(),
+                    serial: leaf.serial.clone(),
+                    not_after: leaf.not_after,
+                    renew_at: renew_at(spec, leaf),
+                    notes: std::mem::take(&mut st.notes),
+                },
+            }
+        }
+        Some(error) => {
+            let in_place = observe_leaf(spec, ca);
+            failed(
+                state,
+                spec,
+                st.reason.clone(),
+                error,
+                in_place.as_ref(),
+                now,
+            )
+        }
     }
 }
