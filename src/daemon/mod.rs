@@ -13,7 +13,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::{self, Config};
 use crate::fsread::ReadError;
 use crate::metrics::{Metrics, ReloadLabel, RenewalLabel};
-use crate::policy::retry::{backoff, retry_at, retry_at_spread};
+use crate::policy::retry::{backoff, held_until, next_look, retry_at, retry_at_spread, Held};
 use crate::policy::{relative, rfc3339};
 use crate::reconcile::{
     ensure_ca, run_pass, CertReport, Outcome, Pass, RenewOptions, ServerActivity,
@@ -343,11 +343,7 @@ pub async fn serve(
     let mut settle_at: Option<tokio::time::Instant> = None;
     let mut burst_until = tokio::time::Instant::now();
     while !d.cancel.load(Ordering::Relaxed) {
-        let now = d.clock.now();
-        let next = d.next_wake();
-        let sleep_for = next
-            .map(|t| Duration::from_secs_f64((t - now).as_seconds_f64().max(0.0)))
-            .unwrap_or(Duration::from_secs(86_400));
+        let sleep_for = crate::policy::retry::sleep_for(d.wakes(), d.clock.now());
         tokio::select! {
             _ = tokio::time::sleep(sleep_for) => {
                 let now = d.clock.now();
@@ -413,35 +409,38 @@ pub async fn serve(
 }
 
 impl Daemon {
-    fn next_wake(&self) -> Option<OffsetDateTime> {
+    /// Every time something is scheduled for: certificates, watched ones, the trust
+    /// material, servers in backoff.
+    fn wakes(&self) -> Vec<OffsetDateTime> {
         // What waits for a pass in flight is started when that pass ends, not by time.
         let trust_waits = self.trust_wanted || self.flights.values().any(|f| f.trust);
         self.tracks
             .iter()
             .filter(|(n, _)| !self.in_flight(n) && !self.deferred.contains(*n))
-            .map(|(_, t)| t.expiring_at.map_or(t.next, |e| e.min(t.next)))
+            .map(|(_, t)| next_look(t.next, t.expiring_at))
             .chain(self.watch_next.values().copied())
             .chain(self.trust_next.filter(|_| !trust_waits))
             .chain(self.servers.values().map(|s| s.next))
-            .min()
+            .collect()
     }
 
     /// When `name` may be attempted next: its own retry time, and no sooner than every
     /// server it reloads is out of backoff. None when it may go now.
     fn held_until(&self, name: &str, now: OffsetDateTime) -> Option<OffsetDateTime> {
-        let own = self
-            .tracks
-            .get(name)
-            .filter(|t| t.failures > 0 && t.next > now)
-            .map(|t| t.next);
+        let own = self.tracks.get(name).map(|t| Held {
+            failures: t.failures,
+            next: t.next,
+        });
         let servers = self
             .spec(name)
             .into_iter()
             .flat_map(|c| c.reload.iter())
             .filter_map(|s| self.servers.get(s))
-            .filter(|s| s.failures > 0 && s.next > now)
-            .map(|s| s.next);
-        own.into_iter().chain(servers).max()
+            .map(|s| Held {
+                failures: s.failures,
+                next: s.next,
+            });
+        held_until(own, servers, now)
     }
 
     /// The certificates whose time has come, leaving out those held back by a server in

@@ -47,6 +47,42 @@ pub fn retry_at_spread(
     (at - time::Duration::seconds(spread.as_secs() as i64)).max(now + time::Duration::seconds(1))
 }
 
+/// A thing in backoff: how many failures in a row, and when it may be tried again.
+#[derive(Debug, Clone, Copy)]
+pub struct Held {
+    pub failures: u32,
+    pub next: OffsetDateTime,
+}
+
+/// When a certificate may be attempted: no sooner than its own retry time and those of
+/// every server it reloads that is in backoff. None when it may go now.
+pub fn held_until(
+    own: Option<Held>,
+    servers: impl IntoIterator<Item = Held>,
+    now: OffsetDateTime,
+) -> Option<OffsetDateTime> {
+    own.into_iter()
+        .chain(servers)
+        .filter(|h| h.failures > 0 && h.next > now)
+        .map(|h| h.next)
+        .max()
+}
+
+/// When a certificate is looked at next: its renewal (or retry) time, or its
+/// `expiring` hook's time when that comes first.
+pub fn next_look(next: OffsetDateTime, expiring_at: Option<OffsetDateTime>) -> OffsetDateTime {
+    expiring_at.map_or(next, |e| e.min(next))
+}
+
+/// How long to sleep until the earliest of `wakes` (at once when it has passed; a day
+/// when nothing is scheduled).
+pub fn sleep_for(wakes: impl IntoIterator<Item = OffsetDateTime>, now: OffsetDateTime) -> Duration {
+    match wakes.into_iter().min() {
+        Some(t) => Duration::from_secs_f64((t - now).as_seconds_f64().max(0.0)),
+        None => Duration::from_secs(86_400),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -94,5 +130,29 @@ mod tests {
             );
             assert_eq!(spread, retry_at_spread(name, now, 4, None));
         }
+    }
+
+    #[test]
+    fn a_certificate_waits_for_its_own_retry_and_its_servers() {
+        let now = datetime!(2026-11-27 12:00 UTC);
+        let at = |m| now + time::Duration::minutes(m);
+        let held = |failures, m| Held {
+            failures,
+            next: at(m),
+        };
+        assert_eq!(held_until(None, [], now), None);
+        // Healthy (no failures) or already past: nothing holds.
+        assert_eq!(held_until(Some(held(0, 10)), [held(2, -1)], now), None);
+        assert_eq!(held_until(Some(held(1, 5)), [], now), Some(at(5)));
+        // The latest of its own retry and its servers' in backoff.
+        assert_eq!(
+            held_until(Some(held(1, 5)), [held(3, 20), held(0, 60)], now),
+            Some(at(20))
+        );
+        assert_eq!(next_look(at(30), Some(at(10))), at(10));
+        assert_eq!(next_look(at(30), None), at(30));
+        assert_eq!(sleep_for([at(2), at(1)], now), Duration::from_secs(60));
+        assert_eq!(sleep_for([at(-5)], now), Duration::ZERO);
+        assert_eq!(sleep_for([], now), Duration::from_secs(86_400));
     }
 }
