@@ -23,14 +23,23 @@ pub const MAX_LIFETIME: Duration = Duration::from_secs(1000 * 365 * 86_400);
 
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// The file it was read from (named in every message).
     pub file: PathBuf,
+    /// The CA, the archive, the ledger and the lock; resolved (no link on the way).
     pub state_dir: PathBuf,
+    /// The internal CA's settings (used when it is created).
     pub ca: CaSpec,
+    /// The web servers certificates reload, by name.
     pub servers: BTreeMap<String, ServerSpec>,
+    /// The managed certificates, in the order of the file.
     pub certificates: Vec<CertSpec>,
+    /// Certificates certkeeper only watches (`watch:`), never issues.
     pub watched: Vec<WatchSpec>,
+    /// Where the CA's trust material goes (bundles, CRLs).
     pub trust: Vec<TrustSpec>,
+    /// ACME issuers, by name (`issuers:`).
     pub issuers: BTreeMap<String, AcmeSpec>,
+    /// Where `/metrics` is served (`metrics.listen`), if anywhere.
     pub metrics: Option<SocketAddr>,
     /// How many superseded pairs each certificate keeps in `state_dir/archive/NAME/`.
     pub archive_keep: usize,
@@ -75,37 +84,60 @@ impl Hooks {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct CaSpec {
+    /// `O=` of the root and intermediate.
     pub organization: String,
+    /// `CN=` base of the root (`… Root`) and intermediate.
     pub common_name: String,
+    /// The CA keys' type.
     pub key: KeyType,
+    /// How long the root lives.
     pub root_lifetime: Duration,
+    /// How long the intermediate lives; no leaf outlives it.
     pub intermediate_lifetime: Duration,
 }
 
 /// A user or group, by the name the config gave and the id it resolved to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
+    /// As written in the configuration.
     pub name: String,
+    /// The uid or gid it resolved to.
     pub id: u32,
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct CertSpec {
+    /// Unique; names the store, the archive and the ledger entries.
     pub name: String,
+    /// `CN=` of the leaf (given, or the first DNS name).
     pub common_name: String,
+    /// DNS names and IP addresses, without duplicates.
     pub sans: Vec<San>,
+    /// Server, client or both (extended key usage).
     pub usage: Usage,
+    /// The leaf key's type (a new key at every renewal).
     pub key: KeyType,
+    /// How long a leaf lives (never past the intermediate).
     pub lifetime: Duration,
+    /// How long before the end it is renewed (a duration or a share).
     pub renew_before: RenewBefore,
+    /// Owner of the installed files, when set.
     pub owner: Option<Principal>,
+    /// Group of the installed files, when set.
     pub group: Option<Principal>,
+    /// Mode of the key (and of a `combined` file).
     pub key_mode: u32,
+    /// Mode of the certificate and chain files.
     pub cert_mode: u32,
+    /// Which issuer signs it.
     pub issuer: IssuerRef,
+    /// Where its files go, by layout.
     pub files: Files,
+    /// Servers config-tested and reloaded after an install.
     pub reload: Vec<String>,
+    /// Where to check that the new certificate is served.
     pub verify: Option<VerifySpec>,
+    /// Whether links of the user's own, at the files or on the way to them, are written through.
     pub follow_symlinks: bool,
     /// This certificate's own hooks, run after the global ones.
     pub hooks: Hooks,
@@ -199,15 +231,21 @@ impl Files {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct VerifySpec {
+    /// `HOST:PORT` to connect to.
     pub connect: String,
+    /// The SNI name sent (and expected in the leaf).
     pub server_name: String,
+    /// How long the new leaf may take to be served.
     pub timeout: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct WatchSpec {
+    /// Unique among all certificates.
     pub name: String,
+    /// The PEM file watched.
     pub path: PathBuf,
+    /// How long before its end it needs attention.
     pub warn_before: Duration,
 }
 
@@ -220,12 +258,19 @@ pub enum TrustContents {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct TrustSpec {
+    /// The file written.
     pub path: PathBuf,
+    /// Roots, chain or CRLs.
     pub contents: TrustContents,
+    /// Servers reloaded when it changes.
     pub reload: Vec<String>,
+    /// A command run when it changes.
     pub run: Option<Vec<String>>,
+    /// Owner of the file, when set.
     pub owner: Option<Principal>,
+    /// Group of the file, when set.
     pub group: Option<Principal>,
+    /// Whether a link of the user's own (at the file or on the way) is written through.
     pub follow_symlinks: bool,
 }
 
@@ -239,13 +284,21 @@ pub enum ServerKind {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct ServerSpec {
+    /// As declared under `servers:`.
     pub name: String,
+    /// nginx, apache, systemd or command.
     pub kind: ServerKind,
+    /// The master's pid file (nginx, apache).
     pub pid_file: Option<PathBuf>,
+    /// The server binary, when not the packaged one.
     pub binary: Option<PathBuf>,
+    /// The server's own configuration file, when not the default.
     pub config: Option<PathBuf>,
+    /// The systemd unit (`type: systemd`).
     pub unit: Option<String>,
+    /// The config test command, replacing the built-in one.
     pub test: Option<Vec<String>>,
+    /// The reload command, replacing the built-in one.
     pub reload: Option<Vec<String>>,
     /// Deadline of the config test and of the reload command.
     pub timeout: Duration,
@@ -253,11 +306,18 @@ pub struct ServerSpec {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct AcmeSpec {
+    /// As declared under `issuers:`.
     pub name: String,
+    /// The ACME directory URL.
     pub directory: String,
+    /// Roots to trust for the directory, instead of the system's.
     pub ca_bundle: Option<PathBuf>,
+    /// Account contacts (`mailto:` URLs).
     pub contact: Vec<String>,
+    /// External account binding: key id and the file of its HMAC key.
     pub eab: Option<(String, PathBuf)>,
+    /// http-01 answers as files under this directory.
     pub webroot: Option<PathBuf>,
+    /// http-01 answers from a listener of certkeeper's own.
     pub standalone: Option<SocketAddr>,
 }
