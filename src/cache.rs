@@ -38,6 +38,9 @@ struct Entry {
     usage: Option<String>,
     fingerprint: String,
     from_issuer: bool,
+    /// The end of the CA certificate that signed it (absent in older caches).
+    #[serde(default)]
+    issuer_not_after: Option<i64>,
 }
 
 #[derive(Serialize, Deserialize, Default)]
@@ -159,6 +162,9 @@ impl ObserveCache {
             leaf,
             chain: Vec::new(),
             from_issuer: e.from_issuer,
+            issuer_not_after: e
+                .issuer_not_after
+                .and_then(|t| OffsetDateTime::from_unix_timestamp(t).ok()),
         })))
     }
 
@@ -180,6 +186,7 @@ impl ObserveCache {
                 usage: l.usage.map(|u| u.to_string()),
                 fingerprint: l.fingerprint.clone(),
                 from_issuer: p.from_issuer,
+                issuer_not_after: p.issuer_not_after.map(|t| t.unix_timestamp()),
             },
         ))
     }

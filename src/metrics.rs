@@ -30,6 +30,14 @@ pub struct ReloadLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CaLabel {
+    /// `root` or `intermediate`.
+    pub ca: String,
+    /// Which generation of it (1 until the CA can rotate).
+    pub generation: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildLabel {
     version: String,
 }
@@ -41,6 +49,7 @@ pub struct Metrics {
     pub renewals: Family<RenewalLabel, Counter>,
     pub reloads: Family<ReloadLabel, Counter>,
     pub last_success: Family<NameLabel, Gauge>,
+    pub ca_not_after: Family<CaLabel, Gauge>,
 }
 
 impl Default for Metrics {
@@ -51,6 +60,7 @@ impl Default for Metrics {
         let renewals = Family::<RenewalLabel, Counter>::default();
         let reloads = Family::<ReloadLabel, Counter>::default();
         let last_success = Family::<NameLabel, Gauge>::default();
+        let ca_not_after = Family::<CaLabel, Gauge>::default();
         registry.register(
             "certificate_not_after_seconds",
             "notAfter of the certificate in place (Unix time), managed and watched",
@@ -69,6 +79,11 @@ impl Default for Metrics {
             last_success.clone(),
         );
         registry.register(
+            "ca_not_after_seconds",
+            "notAfter of the internal CA's root and intermediate (Unix time)",
+            ca_not_after.clone(),
+        );
+        registry.register(
             "build",
             "certkeeper build information",
             Info::new(BuildLabel {
@@ -82,6 +97,7 @@ impl Default for Metrics {
             renewals,
             reloads,
             last_success,
+            ca_not_after,
         }
     }
 }

@@ -175,10 +175,12 @@ pub fn observe(spec: &CertSpec, issuer: Option<&dyn Issuer>) -> Seen {
                 return exposed;
             }
             let from_issuer = issuer.is_some_and(|i| i.issued(&leaf, &chain));
+            let issuer_not_after = chain.first().map(|c| c.not_after);
             Seen::Present(Box::new(Present {
                 leaf,
                 chain,
                 from_issuer,
+                issuer_not_after,
             }))
         }
         Err(seen) => seen,

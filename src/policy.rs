@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 use time::OffsetDateTime;
 
+pub mod ca;
 pub mod retry;
 pub mod watch;
 
@@ -40,6 +41,8 @@ pub struct Present {
     pub chain: Vec<CertInfo>,
     /// The leaf and chain come from the certificate's issuer as it is now.
     pub from_issuer: bool,
+    /// When the CA certificate that signed the leaf ends (the chain's first), if known.
+    pub issuer_not_after: Option<OffsetDateTime>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -226,6 +229,18 @@ pub fn decide(spec: &CertSpec, seen: &Seen, now: OffsetDateTime) -> Verdict {
     }
     let renew_at = renew_at(spec, leaf);
     if now >= renew_at {
+        // A leaf that ends with the CA that signed it (it was cut short to fit) gains
+        // nothing from a renewal before that CA is replaced: renewing would make the
+        // same short certificate again, and again. It stays until it expires; the CA's
+        // alarm (`check`, `status`, the log) says what to do.
+        let ends_with_its_ca = p
+            .issuer_not_after
+            .is_some_and(|end| leaf.not_after >= end - time::Duration::minutes(1));
+        if ends_with_its_ca {
+            return Verdict::Fine {
+                renew_at: leaf.not_after,
+            };
+        }
         Verdict::Reissue(Reason::Due(renew_at))
     } else {
         Verdict::Fine { renew_at }

@@ -188,6 +188,10 @@ struct Daemon {
     /// The fields a refused reload changed that only a restart applies (shown in
     /// `STATUS=` until a reload no longer changes them).
     restart_needed: Option<String>,
+    /// Which CA certificates are due for replacement (shown in `STATUS=`), and when the
+    /// CA was last looked at.
+    ca_alarm: Option<String>,
+    ca_checked: Option<OffsetDateTime>,
 }
 
 /// What reaches the daemon's loop from outside, on its one channel.
@@ -286,6 +290,8 @@ pub async fn serve(
         lock: SharedLock::default(),
         metrics: Arc::new(Metrics::default()),
         restart_needed: None,
+        ca_alarm: None,
+        ca_checked: None,
     };
     if let Some(addr) = d.config.metrics {
         let listener = crate::metrics::bind(addr).await.map_err(|e| {
@@ -692,6 +698,7 @@ impl Daemon {
     /// The first reconciliation is over: tell systemd, and watch the stores too.
     fn started(&mut self) {
         self.check_watched(self.clock.now());
+        self.check_ca(self.clock.now());
         if !self.cancel.load(Ordering::Relaxed) {
             notify(&[NotifyState::Ready, NotifyState::Status(&self.summary())]);
         }
@@ -732,7 +739,43 @@ impl Daemon {
         };
         let with_trust = self.flights.remove(&done.id).is_some_and(|f| f.trust);
         self.apply(done.now, done.names, done.result, with_trust);
+        if self
+            .ca_checked
+            .is_none_or(|t| self.clock.now() - t >= time::Duration::hours(1))
+        {
+            self.check_ca(self.clock.now());
+        }
         self.relaunch();
+    }
+
+    /// Looks at the internal CA's own validity: its `not_after` in the metrics, and an
+    /// alarm (log, `STATUS=`) when a CA certificate is due for replacement, which
+    /// certkeeper cannot do by itself yet.
+    fn check_ca(&mut self, now: OffsetDateTime) {
+        self.ca_checked = Some(now);
+        let Ok(Some(ca)) = crate::reconcile::load_ca(&self.config) else {
+            return;
+        };
+        let (leaf_carry, root_carry) = crate::policy::ca::carries(&self.config);
+        let mut alarms = Vec::new();
+        for (which, cert, carry) in [
+            ("root", &ca.root, root_carry),
+            ("intermediate", &ca.intermediate, leaf_carry),
+        ] {
+            self.metrics
+                .ca_not_after
+                .get_or_create(&crate::metrics::CaLabel {
+                    ca: which.into(),
+                    generation: "1".into(),
+                })
+                .set(cert.not_after.unix_timestamp());
+            let h = crate::policy::ca::health(cert.not_before, cert.not_after, carry, now);
+            if let Some(alarm) = crate::policy::ca::alarm(which, h) {
+                tracing::warn!("{alarm}");
+                alarms.push(which);
+            }
+        }
+        self.ca_alarm = (!alarms.is_empty()).then(|| alarms.join(" and "));
     }
 
     /// Starts what waited for a pass to end, unless a stop was requested.
@@ -1032,6 +1075,11 @@ impl Daemon {
         }
         if failing > 0 {
             s.push_str(&format!(", {failing} failing"));
+        }
+        if let Some(which) = &self.ca_alarm {
+            s.push_str(&format!(
+                "; the CA {which} certificate is due for replacement (see `certkeeper check`)"
+            ));
         }
         if let Some(fields) = &self.restart_needed {
             s.push_str(&format!(

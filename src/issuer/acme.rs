@@ -497,7 +497,11 @@ impl Issuer for AcmeIssuer {
             )));
         }
         let leaf = certs.remove(0);
-        Ok(Issued { leaf, chain: certs })
+        Ok(Issued {
+            leaf,
+            chain: certs,
+            clamped: None,
+        })
     }
 
     fn issued(&self, leaf: &CertInfo, chain: &[CertInfo]) -> bool {

@@ -406,7 +406,8 @@ impl Issuer for InternalCa {
         p.serial_number = Some(random_serial());
         p.not_before = now - to_offset(backdate_for(req.lifetime));
         // A leaf never outlives the CA that signs it.
-        p.not_after = (now + to_offset(req.lifetime)).min(self.intermediate.not_after);
+        let wanted = now + to_offset(req.lifetime);
+        p.not_after = wanted.min(self.intermediate.not_after);
         p.use_authority_key_identifier_extension = true;
         let issuer = rcgen::Issuer::from_ca_cert_der(
             &self.intermediate.der.clone().into(),
@@ -420,6 +421,7 @@ impl Issuer for InternalCa {
         Ok(Issued {
             leaf,
             chain: vec![self.intermediate.clone()],
+            clamped: (wanted > self.intermediate.not_after).then_some(wanted),
         })
     }
 

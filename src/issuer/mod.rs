@@ -35,6 +35,9 @@ pub struct IssueRequest {
 pub struct Issued {
     pub leaf: CertInfo,
     pub chain: Vec<CertInfo>,
+    /// The end the request asked for, when the issuer cut the leaf short (it would
+    /// have outlived the CA that signs it).
+    pub clamped: Option<OffsetDateTime>,
 }
 
 #[derive(Debug, thiserror::Error)]

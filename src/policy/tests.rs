@@ -72,6 +72,7 @@ fn seen(l: CertInfo) -> Seen {
         leaf: l,
         chain: vec![],
         from_issuer: true,
+        issuer_not_after: None,
     }))
 }
 
@@ -221,6 +222,7 @@ fn config_changes_force_reissue() {
         leaf: l.clone(),
         chain: vec![],
         from_issuer: false,
+        issuer_not_after: None,
     }));
     assert_eq!(
         decide(&base, &foreign, t(1)),
@@ -318,5 +320,42 @@ fn acme_leaves_may_allow_more_usage_than_asked_internal_ones_may_not() {
     assert!(matches!(
         decide(&s, &seen(l), t(1)),
         Verdict::Reissue(Reason::UsageChanged { .. })
+    ));
+}
+
+#[test]
+fn a_leaf_cut_short_to_end_with_its_ca_is_not_renewed_in_a_loop() {
+    let s = spec(90 * 86_400, RenewBefore::Fixed(d(30 * 86_400)));
+    // Issued at day 70, cut short to day 100 where the intermediate ends: its window
+    // (30 days) covers all of it, so it is "due" from the start; a new one would end at
+    // day 100 too.
+    let (day70, day100) = (70 * 86_400, 100 * 86_400);
+    let clamped = |ca_end: Option<i64>| {
+        Seen::Present(Box::new(Present {
+            leaf: leaf(day70 - 300, day100),
+            chain: vec![],
+            from_issuer: true,
+            issuer_not_after: ca_end.map(t),
+        }))
+    };
+    assert_eq!(
+        decide(&s, &clamped(Some(day100)), t(day70 + 60)),
+        Verdict::Fine {
+            renew_at: t(day100)
+        }
+    );
+    // Without a CA that ends with it, the same leaf is due (and a renewal helps).
+    assert!(matches!(
+        decide(&s, &clamped(Some(day100 + 365 * 86_400)), t(day70 + 60)),
+        Verdict::Reissue(Reason::Due(_))
+    ));
+    assert!(matches!(
+        decide(&s, &clamped(None), t(day70 + 60)),
+        Verdict::Reissue(Reason::Due(_))
+    ));
+    // At its end it is reissued like any expired certificate.
+    assert!(matches!(
+        decide(&s, &clamped(Some(day100)), t(day100)),
+        Verdict::Reissue(_)
     ));
 }

@@ -402,14 +402,30 @@ pub fn run_pass(pass: Pass) -> (Vec<CertReport>, ServerActivity) {
         tracing::info!(certificate = %spec.name, reason = %reason, "renewing");
         attempted.push(spec);
         match issue_and_install(state, spec, issuer, &reason, now) {
-            Ok((issued, installed)) => staged.push(Staged {
-                spec,
-                reason,
-                issued,
-                installed: Some(installed),
-                error: None,
-                notes: Vec::new(),
-            }),
+            Ok((issued, installed)) => {
+                // A leaf cut short to end with its CA is never silent.
+                let notes: Vec<String> = issued
+                    .clamped
+                    .map(|wanted| {
+                        let note = format!(
+                            "issued short: valid until {} instead of {}, because the CA that signs it expires then; create a new CA",
+                            rfc3339(issued.leaf.not_after),
+                            rfc3339(wanted)
+                        );
+                        tracing::warn!(certificate = %spec.name, "{note}");
+                        note
+                    })
+                    .into_iter()
+                    .collect();
+                staged.push(Staged {
+                    spec,
+                    reason,
+                    issued,
+                    installed: Some(installed),
+                    error: None,
+                    notes,
+                })
+            }
             Err(error) => {
                 tracing::error!(certificate = %spec.name, %error, "renewal failed; the installed files were left as they were");
                 reports.push(failed(state, spec, reason, error, current, now));

@@ -1261,3 +1261,31 @@ fn revoking_a_managed_certificate_reissues_it() {
     again.ok();
     assert!(again.stdout.contains("www: ok"), "{again:?}");
 }
+
+#[test]
+fn check_raises_the_alarm_for_a_ca_that_can_no_longer_carry_its_certificates() {
+    let sb = Sandbox::new();
+    // A 9-day certificate renewed 3 days early needs 12 days of CA; the intermediate has
+    // 10 from its first day.
+    sb.write_config(
+        "state_dir: $DIR/state\n\
+         ca: { organization: Test Org, common_name: Test CA, intermediate_lifetime: 10d, root_lifetime: 20d }\n\
+         certificates:\n  - name: www\n    sans: [www.example.internal]\n    lifetime: 9d\n    files: { layout: combined, cert: $DIR/tls/www.pem }\n",
+    );
+    sb.ck(&["ca", "init"]).ok();
+    let r = sb.ck(&["check"]);
+    r.expect_code(1);
+    r.stderr_has("warning: the CA intermediate certificate expires")
+        .stderr_has("certkeeper cannot rotate its CA yet: create a new CA before then");
+    // The root (20 days, carrying 10 + 12) is due too; the plan is still printed.
+    r.stderr_has("warning: the CA root certificate expires");
+    assert!(r.line_for("www").contains("would renew"), "{r:?}");
+    // A CA with room to spare raises nothing.
+    let sb = Sandbox::new();
+    sb.write_certs(&[CertDef::new("www", Layout::Combined)]);
+    sb.ck(&["ca", "init"]).ok();
+    let r = sb.ck(&["check"]);
+    r.ok();
+    assert!(!r.stderr.contains("warning"), "{r:?}");
+    assert!(r.stdout.contains("due for replacement 20"), "{r:?}");
+}

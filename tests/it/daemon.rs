@@ -868,3 +868,45 @@ async fn a_year_of_virtual_time_renews_a_90_day_certificate_every_60_days() {
     // A year in virtual time; a real one would never end here.
     assert!(real < Duration::from_secs(10), "{real:?}");
 }
+
+/// A leaf that would outlive its CA is cut short, and never silently: the ledger (and
+/// so `status`) says so.
+#[tokio::test(start_paused = true)]
+async fn a_leaf_cut_short_by_its_ca_says_so() {
+    let sb = Sandbox::new();
+    sb.write_config(
+        "state_dir: $DIR/state\n\
+         ca: { organization: Test Org, common_name: Test CA, intermediate_lifetime: 100d, root_lifetime: 400d }\n\
+         certificates:\n  - name: www\n    sans: [www.example.internal]\n    lifetime: 90d\n    renew_before: 30d\n    files: { layout: combined, cert: $DIR/tls/www.pem }\n",
+    );
+    let start = time::OffsetDateTime::now_utc();
+    let clock = std::sync::Arc::new(certkeeper::clock::RuntimeClock::starting_at(start));
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let config = sb.config_path();
+    let (served, _) = tokio::join!(
+        certkeeper::daemon::serve(&config, clock, async {
+            let _ = rx.await;
+        }),
+        async {
+            // The renewal at day 60 asks for day 150; the intermediate ends at day 100.
+            tokio::time::sleep(Duration::from_secs(70 * 86_400)).await;
+            tx.send(()).unwrap();
+        }
+    );
+    served.unwrap();
+    let installs: Vec<serde_json::Value> = ledger(&sb.state_dir().join("ledger.jsonl"))
+        .into_iter()
+        .filter(|e| e["event"] == "installed")
+        .collect();
+    assert_eq!(installs.len(), 2, "{installs:?}");
+    assert!(installs[0]["note"].is_null(), "{installs:?}");
+    let note = installs[1]["note"].as_str().unwrap_or_default();
+    assert!(
+        note.starts_with("issued short: valid until ")
+            && note.contains("because the CA that signs it expires then"),
+        "{installs:?}"
+    );
+    let r = sb.ck(&["status"]);
+    r.ok();
+    assert!(r.stdout.contains("issued short"), "{r:?}");
+}
