@@ -652,6 +652,8 @@ fn metrics_cover_every_managed_and_watched_certificate() {
         "certkeeper_reloads_total{server=\"demo\",result=\"success\"} 1",
         "certkeeper_last_success_timestamp_seconds{name=\"www\"}",
         "certkeeper_build_info{version=",
+        "certkeeper_ca_not_after_seconds{ca=\"root\",generation=\"1\"}",
+        "certkeeper_ca_not_after_seconds{ca=\"intermediate\",generation=\"1\"}",
     ] {
         assert!(body.contains(needle), "{needle} missing in:\n{body}");
     }
