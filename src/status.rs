@@ -244,3 +244,35 @@ pub fn table(rows: &[Row], now: OffsetDateTime, with_last: bool) -> String {
     }
     out
 }
+
+/// The internal CA in one line (each certificate's end and when it is due for
+/// replacement), and the alarms of the certificates that are due or expired.
+pub fn ca_summary(config: &Config, ca: &InternalCa, now: OffsetDateTime) -> (String, Vec<String>) {
+    use crate::policy::ca::{alarm, carries, health, CaHealth};
+    let (leaf_carry, root_carry) = carries(config);
+    let int = health(
+        ca.intermediate.not_before,
+        ca.intermediate.not_after,
+        leaf_carry,
+        now,
+    );
+    let root = health(ca.root.not_before, ca.root.not_after, root_carry, now);
+    let due = |h| match h {
+        CaHealth::Fine { rotate_at } => format!("due for replacement {}", rfc3339(rotate_at)),
+        CaHealth::RotationDue { .. } => "due for replacement now".to_string(),
+        CaHealth::Expired { .. } => "expired".to_string(),
+    };
+    let line = format!(
+        "CA: {} (intermediate valid until {}, {}; root valid until {}, {})",
+        ca.dir.display(),
+        rfc3339(ca.intermediate.not_after),
+        due(int),
+        rfc3339(ca.root.not_after),
+        due(root)
+    );
+    let alarms = alarm("intermediate", int)
+        .into_iter()
+        .chain(alarm("root", root))
+        .collect();
+    (line, alarms)
+}

@@ -19,31 +19,9 @@ pub fn run(arg: &ConfigArg, now: OffsetDateTime) -> Result<u8, CliError> {
     let mut alarms = Vec::new();
     match &ca {
         Some(ca) => {
-            let (leaf_carry, root_carry) = crate::policy::ca::carries(&config);
-            let int = crate::policy::ca::health(
-                ca.intermediate.not_before,
-                ca.intermediate.not_after,
-                leaf_carry,
-                now,
-            );
-            let root =
-                crate::policy::ca::health(ca.root.not_before, ca.root.not_after, root_carry, now);
-            let next = |h| match h {
-                crate::policy::ca::CaHealth::Fine { rotate_at } => {
-                    format!("due for replacement {}", crate::policy::rfc3339(rotate_at))
-                }
-                _ => "due for replacement now".to_string(),
-            };
-            println!(
-                "CA: {} (intermediate valid until {}, {}; root valid until {}, {})",
-                ca.dir.display(),
-                crate::policy::rfc3339(ca.intermediate.not_after),
-                next(int),
-                crate::policy::rfc3339(ca.root.not_after),
-                next(root)
-            );
-            alarms.extend(crate::policy::ca::alarm("intermediate", int));
-            alarms.extend(crate::policy::ca::alarm("root", root));
+            let (line, found) = crate::status::ca_summary(&config, ca, now);
+            println!("{line}");
+            alarms = found;
         }
         None => println!(
             "CA: none yet in {}; it will be created by the first `certkeeper renew`",

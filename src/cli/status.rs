@@ -16,6 +16,13 @@ pub fn run(config: &Config, json: bool, now: OffsetDateTime) -> Result<u8, CliEr
         );
     } else {
         print!("{}", table(&rows, now, true));
+        if let Some(ca) = &ca {
+            let (line, alarms) = crate::status::ca_summary(config, ca, now);
+            println!("{line}");
+            for a in alarms {
+                eprintln!("warning: {a}");
+            }
+        }
     }
     Ok(0)
 }

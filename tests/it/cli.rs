@@ -1280,6 +1280,16 @@ fn check_raises_the_alarm_for_a_ca_that_can_no_longer_carry_its_certificates() {
     // The root (20 days, carrying 10 + 12) is due too; the plan is still printed.
     r.stderr_has("warning: the CA root certificate expires");
     assert!(r.line_for("www").contains("would renew"), "{r:?}");
+    // `status` shows the CA and the same alarm.
+    let r = sb.ck(&["status"]);
+    r.ok();
+    r.stderr_has("warning: the CA intermediate certificate expires");
+    assert!(
+        r.stdout.lines().any(|l| l.starts_with("CA: ")
+            && l.contains("intermediate valid until")
+            && l.contains("due for replacement now")),
+        "{r:?}"
+    );
     // A CA with room to spare raises nothing.
     let sb = Sandbox::new();
     sb.write_certs(&[CertDef::new("www", Layout::Combined)]);
