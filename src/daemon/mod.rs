@@ -188,9 +188,9 @@ struct Daemon {
     /// The fields a refused reload changed that only a restart applies (shown in
     /// `STATUS=` until a reload no longer changes them).
     restart_needed: Option<String>,
-    /// Which CA certificates are due for replacement (shown in `STATUS=`), and when the
+    /// Whether a CA certificate is due for replacement (said in `STATUS=`), and when the
     /// CA was last looked at.
-    ca_alarm: Option<String>,
+    ca_alarm: bool,
     ca_checked: Option<OffsetDateTime>,
 }
 
@@ -290,7 +290,7 @@ pub async fn serve(
         lock: SharedLock::default(),
         metrics: Arc::new(Metrics::default()),
         restart_needed: None,
-        ca_alarm: None,
+        ca_alarm: false,
         ca_checked: None,
     };
     if let Some(addr) = d.config.metrics {
@@ -756,12 +756,7 @@ impl Daemon {
         let Ok(Some(ca)) = crate::reconcile::load_ca(&self.config) else {
             return;
         };
-        let (leaf_carry, root_carry) = crate::policy::ca::carries(&self.config);
-        let mut alarms = Vec::new();
-        for (which, cert, carry) in [
-            ("root", &ca.root, root_carry),
-            ("intermediate", &ca.intermediate, leaf_carry),
-        ] {
+        for (which, cert) in [("root", &ca.root), ("intermediate", &ca.intermediate)] {
             self.metrics
                 .ca_not_after
                 .get_or_create(&crate::metrics::CaLabel {
@@ -769,13 +764,12 @@ impl Daemon {
                     generation: "1".into(),
                 })
                 .set(cert.not_after.unix_timestamp());
-            let h = crate::policy::ca::health(cert.not_before, cert.not_after, carry, now);
-            if let Some(alarm) = crate::policy::ca::alarm(which, h) {
-                tracing::warn!("{alarm}");
-                alarms.push(which);
-            }
         }
-        self.ca_alarm = (!alarms.is_empty()).then(|| alarms.join(" and "));
+        let (_, alarms) = crate::status::ca_summary(&self.config, &ca, now);
+        for alarm in &alarms {
+            tracing::warn!("{alarm}");
+        }
+        self.ca_alarm = !alarms.is_empty();
     }
 
     /// Starts what waited for a pass to end, unless a stop was requested.
@@ -1076,10 +1070,8 @@ impl Daemon {
         if failing > 0 {
             s.push_str(&format!(", {failing} failing"));
         }
-        if let Some(which) = &self.ca_alarm {
-            s.push_str(&format!(
-                "; the CA {which} certificate is due for replacement (see `certkeeper check`)"
-            ));
+        if self.ca_alarm {
+            s.push_str("; the CA is due for replacement (see `certkeeper check`)");
         }
         if let Some(fields) = &self.restart_needed {
             s.push_str(&format!(

@@ -912,3 +912,25 @@ async fn a_leaf_cut_short_by_its_ca_says_so() {
     r.ok();
     assert!(r.stdout.contains("issued short"), "{r:?}");
 }
+
+#[test]
+fn a_ca_due_for_replacement_is_said_in_the_status_line_and_the_log() {
+    let sb = Sandbox::new();
+    sb.write_config(
+        "state_dir: $DIR/state\n\
+         ca: { organization: Test Org, common_name: Test CA, intermediate_lifetime: 10d, root_lifetime: 20d }\n\
+         certificates:\n  - name: www\n    sans: [www.example.internal]\n    lifetime: 9d\n    files: { layout: combined, cert: $DIR/tls/www.pem }\n",
+    );
+    let d = Daemon::start_ready(&sb, &[]);
+    assert!(
+        d.messages.iter().any(|m| m.contains("READY=1")
+            && m.contains("; the CA is due for replacement (see `certkeeper check`)")),
+        "{:?}",
+        d.messages
+    );
+    assert!(
+        d.log().contains("the CA intermediate certificate expires"),
+        "{}",
+        d.log()
+    );
+}
