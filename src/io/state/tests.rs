@@ -286,7 +286,7 @@ fn a_failed_append_leaves_the_ledger_as_before() {
     let out = Command::new(std::env::current_exe().unwrap())
         .args([
             "--exact",
-            "state::tests::append_under_a_file_size_limit",
+            "io::state::tests::append_under_a_file_size_limit",
             "--ignored",
             "--nocapture",
             "--test-threads=1",

@@ -1,0 +1,9 @@
+//! Vocabulary and pure rules: no file, process, network or clock. Time is a parameter,
+//! so every decision here is tested without waiting.
+
+pub mod duration;
+pub mod encoding;
+pub mod layout;
+pub mod model;
+pub mod policy;
+pub mod x509;
