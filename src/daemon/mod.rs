@@ -913,7 +913,7 @@ impl Daemon {
                     {
                         track.next = track.next.max(until);
                     }
-                    tracing::warn!(certificate = %r.name, failures = track.failures, retry = %rfc3339(track.next), %error, "will retry");
+                    tracing::warn!(certificate = %r.name, failures = track.failures, retry = %rfc3339(track.next), step = error.code(), %error, "will retry");
                 }
             }
             let label = Metrics::name(&r.name);

@@ -223,14 +223,6 @@ pub fn replace_with(target: &Path, spec: &FileSpec) -> Result<(), FsError> {
     dir.replace_file(name, spec)
 }
 
-/// Creates `path`, which must not exist (`O_EXCL | O_NOFOLLOW`: never through a link),
-/// mode 0600 until its owner and final mode are set, all before the first byte; then
-/// writes `spec`'s bytes and fsyncs. The directory is not fsynced.
-pub fn write_new(path: &Path, spec: &FileSpec) -> Result<(), FsError> {
-    let (dir, name) = Dir::of_file(path, 0o755, spec.follow_symlinks)?;
-    dir.create_file(name, spec)
-}
-
 pub fn sync_dir(dir: &Path) -> Result<(), FsError> {
     File::open(dir)
         .and_then(|d| d.sync_all())
@@ -416,11 +408,6 @@ impl Dir {
         )
         .map(File::from)
         .map_err(io::Error::from)
-    }
-
-    /// The path this directory was opened by (for messages).
-    pub fn path(&self) -> &Path {
-        &self.path
     }
 
     /// Opens the directory `name` in this one, following no link; with `create`,

@@ -7,9 +7,7 @@
 //! because of the ledger: damaged lines are reported and skipped. Nothing here knows
 //! about layouts, servers or issuers.
 
-use crate::fsutil::{
-    ensure_dir, remove_stale_temp_files, sync_dir, write_atomic, FileSpec, FsError,
-};
+use crate::fsutil::{ensure_dir, remove_stale_temp_files, sync_dir, FileSpec, FsError};
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, OpenOptions};
@@ -331,21 +329,22 @@ impl StateDir {
     ) -> Result<PathBuf, FsError> {
         let dir = self.archive_dir(name, serial);
         // Made 0700 where missing, and never through a link: a link planted in the
-        // archive is refused, whatever it points at.
-        ensure_dir(&dir, 0o700)?;
+        // archive is refused, whatever it points at. Opened once for its three files.
+        let pair = crate::fsutil::Dir::open_or_create(&dir, 0o700, false)?;
         for (file, bytes, mode) in [
             ("cert.pem", cert_pem, 0o644),
             ("chain.pem", chain_pem, 0o644),
             ("key.pem", key_pem, 0o600),
         ] {
-            write_atomic(&FileSpec {
+            let spec = FileSpec {
                 path: dir.join(file),
                 bytes: Zeroizing::new(bytes.as_bytes().to_vec()),
                 mode,
                 uid: None,
                 gid: None,
                 follow_symlinks: false,
-            })?;
+            };
+            pair.replace_file(std::ffi::OsStr::new(file), &spec)?;
         }
         let newest_other = self
             .archived_entries(name)?
@@ -415,15 +414,16 @@ impl StateDir {
                 ),
             });
         }
-        ensure_dir(&dir, 0o700)?;
-        write_atomic(&FileSpec {
+        let spec = FileSpec {
             path: marker,
             bytes: Zeroizing::new(format!("{serial}\n").into_bytes()),
             mode: 0o600,
             uid: None,
             gid: None,
             follow_symlinks: false,
-        })
+        };
+        crate::fsutil::Dir::open_or_create(&dir, 0o700, false)?
+            .replace_file(std::ffi::OsStr::new(INSTALLED_MARKER), &spec)
     }
 
     /// The serial of the pair installed for `name`: the install marker, or for an
