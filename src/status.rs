@@ -245,31 +245,54 @@ pub fn table(rows: &[Row], now: OffsetDateTime, with_last: bool) -> String {
     out
 }
 
-/// The internal CA in one line (each certificate's end and when it is due for
-/// replacement), and the alarms of the certificates that are due or expired.
+/// The internal CA in one line (the issuing intermediate's and root's generation,
+/// end and next rotation; a published root and earlier generations still kept), and
+/// the alarms of certificates whose replacement is due and cannot happen here.
 pub fn ca_summary(config: &Config, ca: &InternalCa, now: OffsetDateTime) -> (String, Vec<String>) {
-    use crate::policy::ca::{alarm, carries, health, CaHealth};
-    let (leaf_carry, root_carry) = carries(config);
-    let int = health(
-        ca.intermediate.not_before,
-        ca.intermediate.not_after,
-        leaf_carry,
+    use crate::policy::ca::{alarm, health, timing, CaHealth};
+    let (int, root) = health(
+        &ca.state(),
+        &timing(config),
+        ca.has_root_key(),
+        ca.has_next_root_key(),
         now,
     );
-    let root = health(ca.root.not_before, ca.root.not_after, root_carry, now);
     let due = |h| match h {
         CaHealth::Fine { rotate_at } => format!("due for replacement {}", rfc3339(rotate_at)),
-        CaHealth::RotationDue { .. } => "due for replacement now".to_string(),
+        CaHealth::Due { .. } => "due for replacement now (at the next pass)".to_string(),
+        CaHealth::Blocked { .. } => "due for replacement now".to_string(),
         CaHealth::Expired { .. } => "expired".to_string(),
     };
-    let line = format!(
-        "CA: {} (intermediate valid until {}, {}; root valid until {}, {})",
+    let m = &ca.manifest;
+    let mut line = format!(
+        "CA: {} (intermediate generation {} valid until {}, {}; root generation {} valid until {}, {}",
         ca.dir.display(),
+        m.intermediate,
         rfc3339(ca.intermediate.not_after),
         due(int),
+        m.root,
         rfc3339(ca.root.not_after),
         due(root)
     );
+    if let (Some(n), Some((cert, _))) = (&m.next_root, &ca.next_root) {
+        line.push_str(&format!(
+            "; root generation {} published {}, valid until {}",
+            n.generation,
+            rfc3339(n.published_at),
+            rfc3339(cert.not_after)
+        ));
+    }
+    for r in &m.retired {
+        line.push_str(&format!(
+            "; intermediate generation {} kept until {}",
+            r.generation,
+            rfc3339(r.last_leaf)
+        ));
+    }
+    for g in &m.old_roots {
+        line.push_str(&format!("; root generation {g} still trusted"));
+    }
+    line.push(')');
     let alarms = alarm("intermediate", int)
         .into_iter()
         .chain(alarm("root", root))

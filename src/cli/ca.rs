@@ -18,7 +18,30 @@ pub enum CaCommand {
         #[command(flatten)]
         config: ConfigArg,
     },
-    /// Describe the root and the intermediate
+    /// Replace the intermediate now (also applies new `ca.permitted`/`ca.excluded`);
+    /// the daemon does this by itself before the intermediate runs short
+    Rotate {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The root's private key, when it is not kept in the CA directory (root
+        /// offline); it is read, used and never copied
+        #[arg(long, value_name = "FILE")]
+        root_key: Option<std::path::PathBuf>,
+    },
+    /// Publish a new root now: trust targets carry both roots, and issuance moves to
+    /// the new one after `ca.root_overlap`
+    RotateRoot {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The current root's private key, when it is not kept in the CA directory; it
+        /// is read, used and never copied (the new root's key is written to
+        /// `next-root.key` in the CA directory: move it offline too, and give it to
+        /// `ca rotate --root-key` when issuance moves)
+        #[arg(long, value_name = "FILE")]
+        root_key: Option<std::path::PathBuf>,
+    },
+    /// Describe the CA: every root and intermediate it keeps, which one issues, and
+    /// when each is replaced
     Show {
         #[command(flatten)]
         config: ConfigArg,
@@ -75,7 +98,18 @@ pub fn run(cmd: CaCommand, now: OffsetDateTime) -> Result<u8, CliError> {
             let ca =
                 InternalCa::load(&StateDir::new(&config.state_dir).ca_dir()).map_err(runtime)?;
             describe(&ca, now);
-            Ok(0)
+            let (line, alarms) = crate::status::ca_summary(&config, &ca, now);
+            println!("{line}");
+            for a in &alarms {
+                eprintln!("warning: {a}");
+            }
+            Ok(if alarms.is_empty() { 0 } else { 1 })
+        }
+        CaCommand::Rotate { config, root_key } => {
+            rotate(config, root_key, crate::issuer::Force::Intermediate, now)
+        }
+        CaCommand::RotateRoot { config, root_key } => {
+            rotate(config, root_key, crate::issuer::Force::Root, now)
         }
         CaCommand::Revoke {
             config,
@@ -174,7 +208,7 @@ pub fn run(cmd: CaCommand, now: OffsetDateTime) -> Result<u8, CliError> {
             let _lock = state.lock().map_err(runtime)?;
             let ca = InternalCa::load(&state.ca_dir()).map_err(runtime)?;
             let crls = crate::trust::refresh_crls(&state, &ca, now, false).map_err(runtime)?;
-            print!("{}{}", crls.leaf_crl, crls.root_crl);
+            print!("{}", crls.pems.concat());
             Ok(0)
         }
         CaCommand::Bundle { config } => {
@@ -187,11 +221,105 @@ pub fn run(cmd: CaCommand, now: OffsetDateTime) -> Result<u8, CliError> {
     }
 }
 
+/// `ca rotate` and `ca rotate-root`: the step asked for (and whatever else is due),
+/// then the trust targets and the certificates a pass would renew, as `renew --all`.
+fn rotate(
+    config: ConfigArg,
+    root_key: Option<std::path::PathBuf>,
+    force: crate::issuer::Force,
+    now: OffsetDateTime,
+) -> Result<u8, CliError> {
+    let config = config.load()?;
+    let state = StateDir::new(&config.state_dir);
+    let _lock = state.lock().map_err(runtime)?;
+    let ca = crate::reconcile::maintain_ca(&config, &state, now, force, root_key.as_deref())
+        .map_err(runtime)?;
+    for change in &ca.changes {
+        println!("{}", change.message);
+    }
+    let opts = crate::reconcile::RenewOptions::default();
+    let cancel = std::sync::atomic::AtomicBool::new(false);
+    let all: Vec<_> = config.certificates.iter().collect();
+    let (reports, activity) = crate::reconcile::run_pass(crate::reconcile::Pass {
+        config: &config,
+        state: &state,
+        ca: Some(&ca),
+        selected: &all,
+        opts: &opts,
+        now,
+        cancel: &cancel,
+        cache: None,
+    });
+    let mut failed = false;
+    for report in &reports {
+        match &report.outcome {
+            crate::reconcile::Outcome::Renewed { serial, .. } => {
+                println!("renewed `{}`: new serial {serial}", report.name)
+            }
+            crate::reconcile::Outcome::Failed { error, .. } => {
+                failed = true;
+                eprintln!("error: `{}` could not be renewed: {error}", report.name);
+            }
+            _ => {}
+        }
+    }
+    for server in &activity.trust_pending {
+        failed = true;
+        eprintln!("error: server `{server}` has not loaded the new trust material; the next `certkeeper renew` or the daemon retries");
+    }
+    describe(&ca, now);
+    Ok(u8::from(failed))
+}
+
 fn describe(ca: &InternalCa, now: OffsetDateTime) {
-    for (label, cert, file) in [
-        ("root", &ca.root, "root.crt"),
-        ("intermediate", &ca.intermediate, "intermediate.crt"),
-    ] {
+    let m = &ca.manifest;
+    let mut shown: Vec<(String, &CertInfo, String)> = vec![(
+        format!("root (generation {}, issuing)", m.root),
+        &ca.root,
+        "root.crt".into(),
+    )];
+    if let (Some(n), Some((c, _))) = (&m.next_root, &ca.next_root) {
+        shown.push((
+            format!(
+                "root (generation {}, published {}, issues after the overlap)",
+                n.generation,
+                rfc3339(n.published_at)
+            ),
+            c,
+            crate::issuer::internal::store::NEXT_ROOT_CRT.into(),
+        ));
+    }
+    for (g, c) in &ca.old_roots {
+        shown.push((
+            format!("root (generation {g}, earlier, still trusted)"),
+            c,
+            crate::issuer::internal::store::old_root(*g, "crt"),
+        ));
+    }
+    shown.push((
+        format!("intermediate (generation {}, issuing)", m.intermediate),
+        &ca.intermediate,
+        "intermediate.crt".into(),
+    ));
+    for ((g, c), r) in ca.retired.iter().zip(&m.retired) {
+        shown.push((
+            format!(
+                "intermediate (generation {g}, retired {}, kept until {})",
+                rfc3339(r.retired_at),
+                rfc3339(r.last_leaf)
+            ),
+            c,
+            crate::issuer::internal::store::old_int(*g, "crt"),
+        ));
+    }
+    if let Some(cross) = &ca.cross {
+        shown.push((
+            "cross certificate (issuing root signed by the earlier one, served in chains)".into(),
+            cross,
+            crate::issuer::internal::store::ROOT_CROSS.into(),
+        ));
+    }
+    for (label, cert, file) in shown {
         println!("{label}: {}", ca.dir.join(file).display());
         print_cert(cert, now, "  ");
     }

@@ -107,7 +107,7 @@ pub fn run(a: IssueArgs, now: OffsetDateTime) -> Result<u8, CliError> {
     }
     let state = StateDir::new(&config.state_dir);
     let _lock = state.lock().map_err(|e| CliError::Runtime(e.to_string()))?;
-    let ca = ensure_ca(&config, &state, now).map_err(|e| CliError::Runtime(e.to_string()))?;
+    let mut ca = ensure_ca(&config, &state, now).map_err(|e| CliError::Runtime(e.to_string()))?;
     let key = PrivateKey::generate(key_type).map_err(|e| CliError::Runtime(e.to_string()))?;
     let common_name = sans
         .iter()
@@ -124,6 +124,9 @@ pub fn run(a: IssueArgs, now: OffsetDateTime) -> Result<u8, CliError> {
     let csr = make_csr(&key, &req).map_err(|e| CliError::Runtime(e.to_string()))?;
     let issued = ca
         .issue(&csr, &req, now)
+        .map_err(|e| CliError::Runtime(e.to_string()))?;
+    // A rotation keeps the intermediate until this leaf has expired too.
+    ca.note_adhoc(issued.leaf.not_after)
         .map_err(|e| CliError::Runtime(e.to_string()))?;
     let full: String = std::iter::once(&issued.leaf)
         .chain(&issued.chain)

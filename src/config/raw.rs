@@ -43,6 +43,8 @@ pub struct RawCa {
     pub key: Option<String>,
     pub root_lifetime: Option<Text>,
     pub intermediate_lifetime: Option<Text>,
+    pub rotate_before: Option<Text>,
+    pub root_overlap: Option<Text>,
 }
 
 /// The certificate fields that `defaults:` may also set.

@@ -92,12 +92,51 @@ impl Ctx {
                 return None;
             }
         }
+        let rotate_before = match &raw.rotate_before {
+            None => Some(RenewBefore::Share(333)),
+            Some(t) => match RenewBefore::parse(&t.0) {
+                Ok(RenewBefore::Share(p)) if p == 0 || p >= 1000 => {
+                    self.err(
+                        "ca.rotate_before",
+                        None,
+                        "must be a share between 0% and 100% (exclusive), or a duration"
+                            .to_string(),
+                    );
+                    None
+                }
+                Ok(r) => Some(r),
+                Err(e) => {
+                    self.err("ca.rotate_before", None, e);
+                    None
+                }
+            },
+        };
+        let root_overlap = match &raw.root_overlap {
+            None => root.map(crate::policy::ca::default_root_overlap),
+            Some(t) => self.duration("ca.root_overlap", None, &t.0),
+        };
+        if let (Some(r), Some(o)) = (root, root_overlap) {
+            if o >= r / 2 {
+                self.err(
+                    "ca.root_overlap",
+                    None,
+                    format!(
+                        "{} is too long for a root that lives {}; it must be less than half of ca.root_lifetime",
+                        format_duration(o),
+                        format_duration(r)
+                    ),
+                );
+                return None;
+            }
+        }
         Some(CaSpec {
             organization,
             common_name,
             key: key?,
             root_lifetime: root?,
             intermediate_lifetime: inter?,
+            rotate_before: rotate_before?,
+            root_overlap: root_overlap?,
         })
     }
 

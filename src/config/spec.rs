@@ -94,6 +94,28 @@ pub struct CaSpec {
     pub root_lifetime: Duration,
     /// How long the intermediate lives; no leaf outlives it.
     pub intermediate_lifetime: Duration,
+    /// A CA certificate is replaced at the latest when this share (or duration) of its
+    /// lifetime is left; earlier when it could no longer carry what it signs.
+    pub rotate_before: RenewBefore,
+    /// How long trust targets carry a new root before issuance moves to it.
+    pub root_overlap: Duration,
+}
+
+impl Default for CaSpec {
+    /// The built-in CA: `certkeeper Internal CA`, ECDSA P-256, a 10-year root and
+    /// 3-year intermediates, replaced with a third of their life left.
+    fn default() -> CaSpec {
+        let root_lifetime = Duration::from_secs(10 * 365 * 86_400);
+        CaSpec {
+            organization: "certkeeper".into(),
+            common_name: "certkeeper Internal CA".into(),
+            key: KeyType::EcdsaP256,
+            root_lifetime,
+            intermediate_lifetime: Duration::from_secs(3 * 365 * 86_400),
+            rotate_before: RenewBefore::Share(333),
+            root_overlap: crate::policy::ca::default_root_overlap(root_lifetime),
+        }
+    }
 }
 
 /// A user or group, by the name the config gave and the id it resolved to.

@@ -645,7 +645,7 @@ impl Daemon {
                 // The cache of checked files serves one pass at a time (the start-up
                 // pass, where it matters); a pass beside it reads its files in full.
                 let mut guard = cache.try_lock().ok();
-                let fingerprint = &ca.intermediate.fingerprint;
+                let fingerprint = &ca.issuing_id();
                 if let Some(c) = guard.as_deref_mut() {
                     if c.as_ref().is_none_or(|c| c.intermediate() != fingerprint) {
                         *c = Some(ObserveCache::load(&state, fingerprint));
@@ -748,22 +748,51 @@ impl Daemon {
         self.relaunch();
     }
 
-    /// Looks at the internal CA's own validity: its `not_after` in the metrics, and an
-    /// alarm (log, `STATUS=`) when a CA certificate is due for replacement, which
-    /// certkeeper cannot do by itself yet.
+    /// Looks at the internal CA's own validity: every generation's `not_after` in the
+    /// metrics, and an alarm (log, `STATUS=`, metric) when a CA certificate is due for
+    /// replacement and cannot be replaced here (its root key is offline).
     fn check_ca(&mut self, now: OffsetDateTime) {
+        use crate::metrics::{CaKindLabel, CaLabel};
+        use crate::policy::ca::{health, timing, CaHealth};
         self.ca_checked = Some(now);
         let Ok(Some(ca)) = crate::reconcile::load_ca(&self.config) else {
             return;
         };
-        for (which, cert) in [("root", &ca.root), ("intermediate", &ca.intermediate)] {
+        let m = &ca.manifest;
+        self.metrics.ca_not_after.clear();
+        let gauge = |which: &str, g: u32, cert: &crate::x509::CertInfo| {
             self.metrics
                 .ca_not_after
-                .get_or_create(&crate::metrics::CaLabel {
+                .get_or_create(&CaLabel {
                     ca: which.into(),
-                    generation: "1".into(),
+                    generation: g.to_string(),
                 })
                 .set(cert.not_after.unix_timestamp());
+        };
+        gauge("root", m.root, &ca.root);
+        gauge("intermediate", m.intermediate, &ca.intermediate);
+        for (g, c) in &ca.old_roots {
+            gauge("root", *g, c);
+        }
+        for (g, c) in &ca.retired {
+            gauge("intermediate", *g, c);
+        }
+        if let (Some(n), Some((c, _))) = (&m.next_root, &ca.next_root) {
+            gauge("root", n.generation, c);
+        }
+        let (int, root) = health(
+            &ca.state(),
+            &timing(&self.config),
+            ca.has_root_key(),
+            ca.has_next_root_key(),
+            now,
+        );
+        for (which, h) in [("intermediate", int), ("root", root)] {
+            let blocked = matches!(h, CaHealth::Blocked { .. } | CaHealth::Expired { .. });
+            self.metrics
+                .ca_rotation_blocked
+                .get_or_create(&CaKindLabel { ca: which.into() })
+                .set(blocked as i64);
         }
         let (_, alarms) = crate::status::ca_summary(&self.config, &ca, now);
         for alarm in &alarms {
@@ -826,6 +855,11 @@ impl Daemon {
                         .inc();
                 }
                 self.track_servers(now, &activity);
+                if activity.ca_changed && !with_trust {
+                    // A pass without the trust targets rotated the CA: the trust pass
+                    // publishes it.
+                    self.trust_wanted = true;
+                }
                 reports
             }
             Err(e) => {
@@ -1071,7 +1105,9 @@ impl Daemon {
             s.push_str(&format!(", {failing} failing"));
         }
         if self.ca_alarm {
-            s.push_str("; the CA is due for replacement (see `certkeeper check`)");
+            s.push_str(
+                "; the CA is due for replacement and cannot rotate (see `certkeeper check`)",
+            );
         }
         if let Some(fields) = &self.restart_needed {
             s.push_str(&format!(

@@ -41,6 +41,13 @@ struct Entry {
     /// The end of the CA certificate that signed it (absent in older caches).
     #[serde(default)]
     issuer_not_after: Option<i64>,
+    /// Signed by the intermediate that issues now (not a retired one).
+    #[serde(default = "yes")]
+    issuer_current: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 #[derive(Serialize, Deserialize, Default)]
@@ -165,6 +172,7 @@ impl ObserveCache {
             issuer_not_after: e
                 .issuer_not_after
                 .and_then(|t| OffsetDateTime::from_unix_timestamp(t).ok()),
+            issuer_current: e.issuer_current,
         })))
     }
 
@@ -187,6 +195,7 @@ impl ObserveCache {
                 fingerprint: l.fingerprint.clone(),
                 from_issuer: p.from_issuer,
                 issuer_not_after: p.issuer_not_after.map(|t| t.unix_timestamp()),
+                issuer_current: p.issuer_current,
             },
         ))
     }

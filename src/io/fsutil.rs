@@ -477,6 +477,56 @@ impl Dir {
             .map_err(|e| io_err(&self.path.join(to), "cannot rename into place")(e.into()))
     }
 
+    /// Swaps the entries `a` and `b` of this directory in one step (`RENAME_EXCHANGE`).
+    /// Filesystems without it answer `EINVAL`, which the caller may handle.
+    pub fn exchange(&self, a: &str, b: &str) -> Result<(), nix::errno::Errno> {
+        nix::fcntl::renameat2(
+            &self.fd,
+            a,
+            &self.fd,
+            b,
+            nix::fcntl::RenameFlags::RENAME_EXCHANGE,
+        )
+    }
+
+    /// Makes `to` here a hard link to the file `name` of `from` (never a link itself:
+    /// without `AT_SYMLINK_FOLLOW` a symbolic link would be linked, not followed, and
+    /// the caller links only regular files it has listed).
+    pub fn link_from(
+        &self,
+        from: &Dir,
+        name: &std::ffi::OsStr,
+        to: &std::ffi::OsStr,
+    ) -> Result<(), FsError> {
+        nix::unistd::linkat(&from.fd, name, &self.fd, to, nix::fcntl::AtFlags::empty())
+            .map_err(|e| io_err(&self.path.join(to), "cannot link")(e.into()))
+    }
+
+    /// The regular files in this directory (no links, no directories), by name.
+    pub fn regular_files(&self) -> Result<Vec<String>, FsError> {
+        let mut out = Vec::new();
+        let rd = fs::read_dir(format!(
+            "/proc/self/fd/{}",
+            std::os::fd::AsRawFd::as_raw_fd(&self.fd)
+        ))
+        .map_err(io_err(&self.path, "cannot list directory"))?;
+        for entry in rd.flatten() {
+            if entry.file_type().is_ok_and(|t| t.is_file()) {
+                if let Some(name) = entry.file_name().to_str() {
+                    out.push(name.to_string());
+                }
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// Removes the empty directory `name`.
+    pub fn remove_dir(&self, name: &str) -> Result<(), FsError> {
+        nix::unistd::unlinkat(&self.fd, name, nix::unistd::UnlinkatFlags::RemoveDir)
+            .map_err(|e| io_err(&self.path.join(name), "cannot remove")(e.into()))
+    }
+
     /// Removes the file or link `name` (not a directory).
     pub fn unlink(&self, name: &std::ffi::OsStr) -> Result<(), FsError> {
         nix::unistd::unlinkat(&self.fd, name, nix::unistd::UnlinkatFlags::NoRemoveDir)

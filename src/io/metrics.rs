@@ -33,8 +33,14 @@ pub struct ReloadLabel {
 pub struct CaLabel {
     /// `root` or `intermediate`.
     pub ca: String,
-    /// Which generation of it (1 until the CA can rotate).
+    /// Which generation of it (1 for the first; each rotation adds one).
     pub generation: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CaKindLabel {
+    /// `root` or `intermediate`.
+    pub ca: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -50,6 +56,7 @@ pub struct Metrics {
     pub reloads: Family<ReloadLabel, Counter>,
     pub last_success: Family<NameLabel, Gauge>,
     pub ca_not_after: Family<CaLabel, Gauge>,
+    pub ca_rotation_blocked: Family<CaKindLabel, Gauge>,
 }
 
 impl Default for Metrics {
@@ -61,6 +68,7 @@ impl Default for Metrics {
         let reloads = Family::<ReloadLabel, Counter>::default();
         let last_success = Family::<NameLabel, Gauge>::default();
         let ca_not_after = Family::<CaLabel, Gauge>::default();
+        let ca_rotation_blocked = Family::<CaKindLabel, Gauge>::default();
         registry.register(
             "certificate_not_after_seconds",
             "notAfter of the certificate in place (Unix time), managed and watched",
@@ -80,8 +88,13 @@ impl Default for Metrics {
         );
         registry.register(
             "ca_not_after_seconds",
-            "notAfter of the internal CA's root and intermediate (Unix time)",
+            "notAfter of the internal CA's roots and intermediates, every generation it keeps (Unix time)",
             ca_not_after.clone(),
+        );
+        registry.register(
+            "ca_rotation_blocked",
+            "1 while a CA certificate is due for replacement and cannot be replaced here (root key offline), else 0",
+            ca_rotation_blocked.clone(),
         );
         registry.register(
             "build",
@@ -98,6 +111,7 @@ impl Default for Metrics {
             reloads,
             last_success,
             ca_not_after,
+            ca_rotation_blocked,
         }
     }
 }

@@ -176,11 +176,13 @@ pub fn observe(spec: &CertSpec, issuer: Option<&dyn Issuer>) -> Seen {
             }
             let from_issuer = issuer.is_some_and(|i| i.issued(&leaf, &chain));
             let issuer_not_after = chain.first().map(|c| c.not_after);
+            let issuer_current = issuer.is_some_and(|i| i.issuing_now(&chain));
             Seen::Present(Box::new(Present {
                 leaf,
                 chain,
                 from_issuer,
                 issuer_not_after,
+                issuer_current,
             }))
         }
         Err(seen) => seen,
@@ -287,6 +289,7 @@ mod tests {
             key: KeyType::EcdsaP256,
             root_lifetime: Duration::from_secs(10 * 365 * 86_400),
             intermediate_lifetime: Duration::from_secs(3 * 365 * 86_400),
+            ..CaSpec::default()
         };
         let ca = InternalCa::init(&spec, &dir.join("ca"), OffsetDateTime::now_utc()).unwrap();
         (config, ca)

@@ -140,11 +140,11 @@ pub fn revoke(
     Ok(entry)
 }
 
-/// The stored CRLs: the intermediate's (leaves) and the root's (intermediates).
+/// The stored CRLs in PEM: the intermediates' (leaves), then the roots'
+/// (intermediates).
 pub struct Crls {
-    pub leaf_crl: String,
-    pub root_crl: String,
-    /// When the leaf CRL must be re-signed next.
+    pub pems: Vec<String>,
+    /// When an intermediate's CRL must be re-signed next.
     pub refresh_at: OffsetDateTime,
 }
 
@@ -183,8 +183,11 @@ fn store(path: &Path, text: &str) -> Result<(), FsError> {
     })
 }
 
-/// Makes sure both CRLs exist and are fresh; re-signs what is missing, stale, from
-/// another CA, or (with `force`) the leaf CRL after a revocation.
+/// Makes sure every CA certificate that carries anything has a fresh CRL: each
+/// intermediate (the issuing one and the retired ones, until their last leaf has
+/// expired) for its leaves, each root for its intermediates. Re-signs what is missing,
+/// stale, from another CA, or (with `force`) the intermediates' CRLs after a
+/// revocation. A CRL whose key is not on this host (an offline root) is kept as it is.
 pub fn refresh_crls(
     state: &StateDir,
     ca: &InternalCa,
@@ -192,14 +195,6 @@ pub fn refresh_crls(
     force: bool,
 ) -> Result<Crls, TrustError> {
     let dir = state.ca_dir();
-    let leaf_path = dir.join("intermediate.crl");
-    let root_path = dir.join("root.crl");
-    // CRL numbers must grow with every CRL (RFC 5280 5.2.3), also within one second.
-    let previous_number = std::fs::read_to_string(&leaf_path)
-        .ok()
-        .and_then(|p| crl_number(&p))
-        .unwrap_or(0);
-    let number = (now.unix_timestamp().max(1) as u64).max(previous_number + 1);
     let signed_by = |pem: &str, issuer: &crate::x509::CertInfo| -> bool {
         use x509_parser::prelude::FromDer;
         let Ok(der) = ::pem::parse(pem) else {
@@ -215,72 +210,78 @@ pub fn refresh_crls(
         };
         crl.verify_signature(cert.public_key()).is_ok()
     };
-
-    let leaf = std::fs::read_to_string(&leaf_path)
-        .ok()
-        .filter(|p| signed_by(p, &ca.intermediate));
-    let leaf_due = match leaf.as_deref().and_then(crl_next_update) {
-        Some((this, _)) => now >= this + LEAF_CRL_REFRESH,
-        None => true,
+    let list: Vec<_> = revoked(state)
+        .into_iter()
+        .map(|r| {
+            (
+                r.serial,
+                r.time,
+                r.reason.as_deref().and_then(|x| parse_reason(x).ok()),
+            )
+        })
+        .collect();
+    let mut out = Crls {
+        pems: Vec::new(),
+        refresh_at: now + LEAF_CRL_REFRESH,
     };
-    let leaf = match leaf {
-        Some(pem) if !leaf_due && !force => pem,
-        _ => {
-            let list: Vec<_> = revoked(state)
-                .into_iter()
-                .map(|r| {
-                    (
-                        r.serial,
-                        r.time,
-                        r.reason.as_deref().and_then(|x| parse_reason(x).ok()),
-                    )
-                })
-                .collect();
-            let next = (now + LEAF_CRL_VALIDITY).min(ca.intermediate.not_after);
-            let pem = ca.sign_crl(false, &list, now, next, number)?;
-            store(&leaf_path, &pem)?;
-            tracing::info!(revoked = list.len(), next_update = %rfc3339(next), "signed the intermediate's CRL");
-            pem
-        }
-    };
-
-    let root = std::fs::read_to_string(&root_path)
-        .ok()
-        .filter(|p| signed_by(p, &ca.root));
-    let root_times = root.as_deref().and_then(crl_next_update);
-    let root_due = match root_times {
-        Some((this, next)) => now >= this + (next - this) / 2,
-        None => true,
-    };
-    let root = match root {
-        Some(pem) if !root_due || !ca.has_root_key() => {
-            if root_due {
-                tracing::warn!("the root CRL is past half its life and the root key is not on this host; sign a new one where the root key is");
+    for signer in ca.crl_signers() {
+        let path = dir.join(&signer.crl);
+        // CRL numbers must grow with every CRL (RFC 5280 5.2.3), also within one second.
+        let existing = std::fs::read_to_string(&path).ok();
+        let previous_number = existing.as_deref().and_then(crl_number).unwrap_or(0);
+        let number = (now.unix_timestamp().max(1) as u64).max(previous_number + 1);
+        let existing = existing.filter(|p| signed_by(p, signer.cert));
+        let times = existing.as_deref().and_then(crl_next_update);
+        let due = match times {
+            Some((this, next)) if signer.root => now >= this + (next - this) / 2,
+            Some((this, _)) => now >= this + LEAF_CRL_REFRESH || force,
+            None => true,
+        };
+        let have_key = signer.key.exists() || signer.cert.der == ca.intermediate.der;
+        let pem = match existing {
+            Some(pem) if !due => pem,
+            Some(pem) if !have_key => {
+                tracing::warn!(ca = %signer.cert.subject, "a CRL is past half its life and its key is not on this host; sign a new one where the key is");
+                pem
             }
-            pem
+            None if !have_key && signer.cert.der != ca.root.der => continue,
+            _ => {
+                let (validity, entries) = if signer.root {
+                    (ROOT_CRL_VALIDITY, &[][..])
+                } else {
+                    (LEAF_CRL_VALIDITY, &list[..])
+                };
+                let next = (now + validity)
+                    .min(signer.cert.not_after)
+                    .max(now + time::Duration::seconds(1));
+                let pem = ca.sign_crl_as(signer.cert, &signer.key, entries, now, next, number)?;
+                store(&path, &pem)?;
+                tracing::info!(ca = %signer.cert.subject, revoked = entries.len(), next_update = %rfc3339(next), "signed a CRL");
+                pem
+            }
+        };
+        if !signer.root {
+            if let Some((this, _)) = crl_next_update(&pem) {
+                out.refresh_at = out.refresh_at.min(this + LEAF_CRL_REFRESH);
+            }
         }
-        _ => {
-            let next = (now + ROOT_CRL_VALIDITY).min(ca.root.not_after);
-            let pem = ca.sign_crl(true, &[], now, next, number)?;
-            store(&root_path, &pem)?;
-            tracing::info!(next_update = %rfc3339(next), "signed the root's CRL");
-            pem
-        }
-    };
-    let this = crl_next_update(&leaf).map(|t| t.0).unwrap_or(now);
-    Ok(Crls {
-        leaf_crl: leaf,
-        root_crl: root,
-        refresh_at: this + LEAF_CRL_REFRESH,
-    })
+        out.pems.push(pem);
+    }
+    Ok(out)
 }
 
 /// What a trust target must hold.
 fn contents(spec: &TrustSpec, ca: &InternalCa, crls: &Crls) -> String {
     match spec.contents {
-        TrustContents::Roots => ca.root.to_pem(),
-        TrustContents::Chain => format!("{}{}", ca.root.to_pem(), ca.intermediate.to_pem()),
-        TrustContents::Crl => format!("{}{}", crls.leaf_crl, crls.root_crl),
+        TrustContents::Roots => ca.root_pem(),
+        TrustContents::Chain => {
+            let mut all = ca.root_pem();
+            for c in ca.intermediates() {
+                all.push_str(&c.to_pem());
+            }
+            all
+        }
+        TrustContents::Crl => crls.pems.concat(),
     }
 }
 

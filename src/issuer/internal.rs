@@ -1,21 +1,30 @@
 //! The built-in internal CA (root + intermediate). It enforces its own policy: it takes
 //! only the public key from a CSR and sets names, usages, serial and validity itself.
 
+mod make;
+mod rotate;
+pub mod store;
+
+pub use rotate::{Change, Force};
+
 use super::{sans_for_rcgen, IssueError, IssueRequest, Issued, Issuer};
 use crate::config::CaSpec;
 use crate::fsread::{read_own as read_regular, read_own_text as read_text, ReadError, PEM_MAX};
 use crate::fsutil::{ensure_dir, sync_dir, write_atomic, FileSpec, FsError};
 use crate::keys::PrivateKey;
 use crate::model::{KeyType, Usage};
+use crate::policy::ca::{CaState, Retired, Span};
 use crate::x509::{parse_certs, CertInfo};
+use make::{random_serial, to_offset};
 use rcgen::{
-    BasicConstraints, CertificateParams, CertificateSigningRequestParams, DnType,
-    ExtendedKeyUsagePurpose, IsCa, KeyUsagePurpose, SanType, SerialNumber,
+    CertificateParams, CertificateSigningRequestParams, DnType, ExtendedKeyUsagePurpose, IsCa,
+    KeyUsagePurpose, SanType, SerialNumber,
 };
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+use store::*;
 use time::OffsetDateTime;
 use zeroize::Zeroizing;
 
@@ -43,20 +52,45 @@ pub enum CaError {
     Read(#[from] ReadError),
     #[error("{0}; the root key is needed to sign the root CRL")]
     RootKeyForCrl(ReadError),
+    #[error(
+        "{what} needs the key of {cert}, which is not on this host: give it with `--root-key FILE`"
+    )]
+    KeyOffline { what: &'static str, cert: String },
+    #[error("{path}: this key does not belong to {cert}")]
+    WrongKey { path: PathBuf, cert: String },
 }
 
-/// The internal CA as loaded from `state_dir/ca`.
+/// The internal CA as loaded from `state_dir/ca`: the issuing root and intermediate,
+/// and the generations around them (see [`store`]).
 pub struct InternalCa {
     pub dir: PathBuf,
+    /// The root that signs the issuing intermediate.
     pub root: CertInfo,
+    /// The intermediate that signs new leaves.
     pub intermediate: CertInfo,
     intermediate_key: PrivateKey,
+    pub manifest: Manifest,
+    /// Earlier intermediates that still carry leaves, by generation (oldest first).
+    pub retired: Vec<(u32, CertInfo)>,
+    /// Earlier roots still trusted, by generation.
+    pub old_roots: Vec<(u32, CertInfo)>,
+    /// A new root published ahead of the switch, with its cross certificate.
+    pub next_root: Option<(CertInfo, Option<CertInfo>)>,
+    /// The issuing root signed by the root before it, served in chains while that root
+    /// is still trusted.
+    pub cross: Option<CertInfo>,
+    /// What [`crate::reconcile::ensure_ca`] changed when it loaded this CA.
+    pub changes: Vec<Change>,
 }
 
-const ROOT_CRT: &str = "root.crt";
-const ROOT_KEY: &str = "root.key";
-const INT_CRT: &str = "intermediate.crt";
-const INT_KEY: &str = "intermediate.key";
+/// A CA certificate that signs a CRL, where its CRL and key are.
+pub struct CrlSigner<'a> {
+    /// The CRL's file, relative to the CA directory.
+    pub crl: String,
+    pub cert: &'a CertInfo,
+    pub key: PathBuf,
+    pub root: bool,
+}
 
 /// How far back a new certificate's notBefore goes, to absorb clock skew between hosts.
 /// A tenth of the lifetime at most, so short demo lifetimes stay mostly in the future.
@@ -64,45 +98,52 @@ pub fn backdate_for(lifetime: Duration) -> Duration {
     (lifetime / 10).min(Duration::from_secs(300))
 }
 
-fn random_serial() -> SerialNumber {
-    let mut bytes = [0u8; 16];
-    aws_lc_rs::rand::fill(&mut bytes).expect("system randomness");
-    bytes[0] &= 0x7f; // positive
-    bytes[0] |= 0x40; // and never shorter than 127 bits
-    SerialNumber::from_slice(&bytes)
+fn read_cert(dir: &Path, name: &str) -> Result<CertInfo, CaError> {
+    let path = dir.join(name);
+    let bytes = read_regular(&path, PEM_MAX)?;
+    let mut certs = parse_certs(&bytes, "CA certificate").map_err(|reason| CaError::Damaged {
+        path: path.clone(),
+        reason,
+    })?;
+    Ok(certs.remove(0))
 }
 
-fn ca_params(
-    spec: &CaSpec,
-    cn: String,
-    path_len: u8,
-    not_before: OffsetDateTime,
-    not_after: OffsetDateTime,
-) -> CertificateParams {
-    let mut p = CertificateParams::default();
-    p.distinguished_name = rcgen::DistinguishedName::new();
-    p.distinguished_name
-        .push(DnType::OrganizationName, spec.organization.as_str());
-    p.distinguished_name.push(DnType::CommonName, cn);
-    p.is_ca = IsCa::Ca(BasicConstraints::Constrained(path_len));
-    p.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
-    p.not_before = not_before;
-    p.not_after = not_after;
-    p.serial_number = Some(random_serial());
-    p.use_authority_key_identifier_extension = true;
-    p
-}
-
-fn to_offset(d: Duration) -> time::Duration {
-    time::Duration::seconds(d.as_secs() as i64)
+/// Reads a CA key, refusing one that other users could read (or may have read), and
+/// one that does not belong to `cert`.
+pub fn read_key(path: &Path, cert: &CertInfo) -> Result<PrivateKey, CaError> {
+    if let Ok(meta) = fs::symlink_metadata(path) {
+        if meta.mode() & 0o077 != 0 {
+            return Err(CaError::KeyTooOpen {
+                path: path.to_path_buf(),
+                mode: meta.mode() & 0o7777,
+            });
+        }
+        let me = nix::unistd::geteuid().as_raw();
+        if meta.uid() != me {
+            return Err(CaError::KeyNotOurs {
+                path: path.to_path_buf(),
+                uid: meta.uid(),
+                me,
+            });
+        }
+    }
+    let pem = read_text(path, PEM_MAX)?;
+    let key = PrivateKey::from_pem(&pem).map_err(|e| CaError::Damaged {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    if !cert.matches_key(&key) {
+        return Err(CaError::WrongKey {
+            path: path.to_path_buf(),
+            cert: cert.subject.clone(),
+        });
+    }
+    Ok(key)
 }
 
 impl InternalCa {
     pub fn exists(dir: &Path) -> bool {
+        store::recover(dir);
         dir.join(INT_CRT).exists() || dir.join(ROOT_CRT).exists()
     }
 
@@ -120,41 +161,16 @@ impl InternalCa {
         }
         let parent = dir.parent().unwrap_or(Path::new("/"));
         ensure_dir(parent, 0o700)?;
-        let err = |e: rcgen::Error| CaError::Create(e.to_string());
-        let root_key =
-            PrivateKey::generate(spec.key).map_err(|e| CaError::Create(e.to_string()))?;
-        let int_key = PrivateKey::generate(spec.key).map_err(|e| CaError::Create(e.to_string()))?;
-        let skew = time::Duration::hours(1);
-        let root_end = now + to_offset(spec.root_lifetime);
-        let root_params = ca_params(
-            spec,
-            format!("{} Root", spec.common_name),
-            1,
-            now - skew,
-            root_end,
-        );
-        let root_cert = root_params.self_signed(root_key.pair()).map_err(err)?;
-        let root_issuer = rcgen::Issuer::new(root_params, root_key.pair());
-        let int_end = (now + to_offset(spec.intermediate_lifetime)).min(root_end);
-        let int_params = ca_params(
-            spec,
-            format!("{} Intermediate", spec.common_name),
-            0,
-            now - skew,
-            int_end,
-        );
-        let int_cert = int_params
-            .signed_by(int_key.pair(), &root_issuer)
-            .map_err(err)?;
-
+        let (root, _) = make::root(spec, 1, now, None)?;
+        let int = make::intermediate(spec, 1, &root.cert, &root.key, now)?;
         let tmp = parent.join(format!(".ca-init-{}", std::process::id()));
         let _ = fs::remove_dir_all(&tmp);
         ensure_dir(&tmp, 0o700)?;
         for (name, bytes, mode) in [
-            (ROOT_KEY, root_key.pem().to_string(), 0o600),
-            (INT_KEY, int_key.pem().to_string(), 0o600),
-            (ROOT_CRT, root_cert.pem(), 0o644),
-            (INT_CRT, int_cert.pem(), 0o644),
+            (ROOT_KEY, root.key.pem().to_string(), 0o600),
+            (INT_KEY, int.key.pem().to_string(), 0o600),
+            (ROOT_CRT, root.cert.to_pem(), 0o644),
+            (INT_CRT, int.cert.to_pem(), 0o644),
         ] {
             write_atomic(&FileSpec {
                 path: tmp.join(name),
@@ -183,6 +199,7 @@ impl InternalCa {
 
     /// Loads the CA, refusing keys that other users could read.
     pub fn load(dir: &Path) -> Result<InternalCa, CaError> {
+        store::recover(dir);
         let present: Vec<bool> = [ROOT_CRT, INT_CRT, INT_KEY]
             .iter()
             .map(|f| dir.join(f).exists())
@@ -205,63 +222,71 @@ impl InternalCa {
                 missing,
             });
         }
-        let read_cert = |name: &str| -> Result<CertInfo, CaError> {
-            let path = dir.join(name);
-            let bytes = read_regular(&path, PEM_MAX)?;
-            let mut certs =
-                parse_certs(&bytes, "CA certificate").map_err(|reason| CaError::Damaged {
-                    path: path.clone(),
-                    reason,
-                })?;
-            Ok(certs.remove(0))
-        };
-        let root = read_cert(ROOT_CRT)?;
-        let intermediate = read_cert(INT_CRT)?;
-        for key in [ROOT_KEY, INT_KEY] {
-            let path = dir.join(key);
-            if let Ok(meta) = fs::metadata(&path) {
-                if meta.mode() & 0o077 != 0 {
-                    return Err(CaError::KeyTooOpen {
-                        path,
-                        mode: meta.mode() & 0o7777,
-                    });
-                }
-                let me = nix::unistd::geteuid().as_raw();
-                if meta.uid() != me {
-                    return Err(CaError::KeyNotOurs {
-                        path,
-                        uid: meta.uid(),
-                        me,
-                    });
-                }
-            }
+        let manifest = Manifest::read(dir)?;
+        let root = read_cert(dir, ROOT_CRT)?;
+        let intermediate = read_cert(dir, INT_CRT)?;
+        if dir.join(ROOT_KEY).exists() {
+            // Checked for its mode and owner even though only rotations use it.
+            read_key(&dir.join(ROOT_KEY), &root)?;
         }
-        let key_path = dir.join(INT_KEY);
-        let key_pem = read_text(&key_path, PEM_MAX)?;
-        let intermediate_key = PrivateKey::from_pem(&key_pem).map_err(|e| CaError::Damaged {
-            path: key_path.clone(),
-            reason: e.to_string(),
-        })?;
-        if !intermediate.matches_key(&intermediate_key) {
-            return Err(CaError::Damaged {
-                path: key_path,
-                reason: format!(
-                    "this key does not belong to {}",
-                    dir.join(INT_CRT).display()
-                ),
-            });
-        }
+        let intermediate_key = read_key(&dir.join(INT_KEY), &intermediate)?;
         if !intermediate.signed_by(&root) {
             return Err(CaError::Damaged {
                 path: dir.join(INT_CRT),
                 reason: format!("not signed by {}", dir.join(ROOT_CRT).display()),
             });
         }
+        let mut old_roots = Vec::new();
+        for &g in &manifest.old_roots {
+            old_roots.push((g, read_cert(dir, &old_root(g, "crt"))?));
+        }
+        let mut retired = Vec::new();
+        for r in &manifest.retired {
+            let name = old_int(r.generation, "crt");
+            let cert = read_cert(dir, &name)?;
+            let signer = if r.root == manifest.root {
+                Some(&root)
+            } else {
+                old_roots.iter().find(|(g, _)| *g == r.root).map(|(_, c)| c)
+            };
+            if !signer.is_some_and(|s| cert.signed_by(s)) {
+                return Err(CaError::Damaged {
+                    path: dir.join(name),
+                    reason: format!("not signed by root generation {}", r.root),
+                });
+            }
+            retired.push((r.generation, cert));
+        }
+        let next_root = match &manifest.next_root {
+            None => None,
+            Some(_) => {
+                let next = read_cert(dir, NEXT_ROOT_CRT)?;
+                let cross = dir
+                    .join(NEXT_ROOT_CROSS)
+                    .exists()
+                    .then(|| read_cert(dir, NEXT_ROOT_CROSS))
+                    .transpose()?;
+                Some((next, cross))
+            }
+        };
+        let cross = dir
+            .join(ROOT_CROSS)
+            .exists()
+            .then(|| read_cert(dir, ROOT_CROSS))
+            .transpose()?
+            // Served only while the root that signed it is trusted.
+            .filter(|c| old_roots.iter().any(|(_, r)| c.signed_by(r)));
         Ok(InternalCa {
             dir: dir.to_path_buf(),
             root,
             intermediate,
             intermediate_key,
+            manifest,
+            retired,
+            old_roots,
+            next_root,
+            cross,
+            changes: Vec::new(),
         })
     }
 
@@ -278,42 +303,117 @@ impl InternalCa {
         }
     }
 
-    /// Signs a CRL with the intermediate key (leaves) or, when `root` and the root key is
-    /// on this host, with the root key (intermediates).
-    pub fn sign_crl(
+    /// The CA's schedule as the pure policy sees it.
+    pub fn state(&self) -> CaState {
+        let span = |c: &CertInfo| Span {
+            not_before: c.not_before,
+            not_after: c.not_after,
+        };
+        CaState {
+            root: span(&self.root),
+            intermediate: span(&self.intermediate),
+            next_root: self.manifest.next_root.as_ref().map(|n| n.published_at),
+            retired: self
+                .manifest
+                .retired
+                .iter()
+                .map(|r| Retired {
+                    generation: r.generation,
+                    root: r.root,
+                    last_leaf: r.last_leaf,
+                })
+                .collect(),
+            old_roots: self.manifest.old_roots.clone(),
+        }
+    }
+
+    /// Every root a client must trust now: the issuing one, a published successor,
+    /// and earlier ones that kept intermediates still depend on.
+    pub fn roots(&self) -> Vec<&CertInfo> {
+        let mut out: Vec<&CertInfo> = self.old_roots.iter().map(|(_, c)| c).collect();
+        out.push(&self.root);
+        out.extend(self.next_root.as_ref().map(|(c, _)| c));
+        out
+    }
+
+    /// Every intermediate that carries leaves: retired ones, then the issuing one.
+    pub fn intermediates(&self) -> Vec<&CertInfo> {
+        let mut out: Vec<&CertInfo> = self.retired.iter().map(|(_, c)| c).collect();
+        out.push(&self.intermediate);
+        out
+    }
+
+    /// What a new leaf is served with: the issuing intermediate, and while the root
+    /// before the issuing one is trusted, the cross certificate that links them (clients
+    /// that only know the earlier root still verify).
+    pub fn chain(&self) -> Vec<CertInfo> {
+        let mut chain = vec![self.intermediate.clone()];
+        chain.extend(self.cross.clone());
+        chain
+    }
+
+    /// Every CA certificate that signs a CRL: each intermediate (retired ones, then the
+    /// issuing one) for its leaves, each root (earlier ones, then the issuing one) for
+    /// its intermediates.
+    pub fn crl_signers(&self) -> Vec<CrlSigner<'_>> {
+        let mut out = Vec::new();
+        for (g, c) in &self.retired {
+            out.push(CrlSigner {
+                crl: old_int(*g, "crl"),
+                cert: c,
+                key: self.dir.join(old_int(*g, "key")),
+                root: false,
+            });
+        }
+        out.push(CrlSigner {
+            crl: "intermediate.crl".into(),
+            cert: &self.intermediate,
+            key: self.dir.join(INT_KEY),
+            root: false,
+        });
+        for (g, c) in &self.old_roots {
+            out.push(CrlSigner {
+                crl: old_root(*g, "crl"),
+                cert: c,
+                key: self.dir.join(old_root(*g, "key")),
+                root: true,
+            });
+        }
+        out.push(CrlSigner {
+            crl: "root.crl".into(),
+            cert: &self.root,
+            key: self.dir.join(ROOT_KEY),
+            root: true,
+        });
+        out
+    }
+
+    /// Signs a CRL with the CA certificate `cert` and its key at `key_path`.
+    pub fn sign_crl_as(
         &self,
-        root: bool,
+        cert: &CertInfo,
+        key_path: &Path,
         revoked: &[(String, OffsetDateTime, Option<rcgen::RevocationReason>)],
         this_update: OffsetDateTime,
         next_update: OffsetDateTime,
         number: u64,
     ) -> Result<String, CaError> {
-        let root_key;
-        let (cert, key) = if root {
-            let path = self.dir.join(ROOT_KEY);
-            let pem = read_text(&path, PEM_MAX).map_err(CaError::RootKeyForCrl)?;
-            root_key = PrivateKey::from_pem(&pem).map_err(|e| CaError::Damaged {
-                path,
-                reason: e.to_string(),
-            })?;
-            (&self.root, &root_key)
+        let owned;
+        let key = if cert.der == self.intermediate.der {
+            &self.intermediate_key
         } else {
-            (&self.intermediate, &self.intermediate_key)
+            owned = match read_key(key_path, cert) {
+                Err(CaError::Read(e)) if e.is_not_found() => return Err(CaError::RootKeyForCrl(e)),
+                other => other?,
+            };
+            &owned
         };
         let issuer = rcgen::Issuer::from_ca_cert_der(&cert.der.clone().into(), key.pair())
             .map_err(|e| CaError::Create(e.to_string()))?;
         let mut revoked_certs = Vec::new();
         for (serial, time, reason) in revoked {
-            let serial = if serial.len() % 2 == 1 {
-                format!("0{serial}")
-            } else {
-                serial.clone()
-            };
-            let bytes = (0..serial.len())
-                .step_by(2)
-                .map(|i| u8::from_str_radix(&serial[i..(i + 2).min(serial.len())], 16))
-                .collect::<Result<Vec<u8>, _>>()
-                .map_err(|_| CaError::Create(format!("bad serial {serial}")))?;
+            let bytes = crate::encoding::hex_decode(serial)
+                .ok_or_else(|| CaError::Create(format!("bad serial {serial}")))?;
             revoked_certs.push(rcgen::RevokedCertParams {
                 serial_number: SerialNumber::from_slice(&bytes),
                 revocation_time: *time,
@@ -335,16 +435,55 @@ impl InternalCa {
         Ok(crate::encoding::pem_encode("X509 CRL", crl.der()))
     }
 
+    /// Names the set of intermediates whose leaves count as issued here: what a cache
+    /// of checked files is valid for.
+    pub fn issuing_id(&self) -> String {
+        self.intermediates()
+            .iter()
+            .map(|c| c.fingerprint.as_str())
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
     pub fn root_pem(&self) -> String {
-        self.root.to_pem()
+        self.roots().iter().map(|c| c.to_pem()).collect()
     }
 
     pub fn has_root_key(&self) -> bool {
         self.dir.join(ROOT_KEY).exists()
     }
 
+    pub fn has_next_root_key(&self) -> bool {
+        self.dir.join(NEXT_ROOT_KEY).exists()
+    }
+
     pub fn key_type(&self) -> Option<KeyType> {
         self.intermediate.key_type
+    }
+
+    /// Records that `certkeeper issue` made a leaf ending at `not_after` under the
+    /// issuing intermediate, so that a rotation keeps the intermediate until then.
+    /// The caller holds the state lock.
+    pub fn note_adhoc(&mut self, not_after: OffsetDateTime) -> Result<(), CaError> {
+        if self.manifest.adhoc_until.is_some_and(|t| t >= not_after) {
+            return Ok(());
+        }
+        let mut m = self.manifest.clone();
+        m.adhoc_until = Some(not_after);
+        let dir = crate::fsutil::Dir::open(&self.dir, false)?;
+        dir.replace_file(
+            MANIFEST.as_ref(),
+            &FileSpec {
+                path: self.dir.join(MANIFEST),
+                bytes: m.to_bytes(),
+                mode: 0o644,
+                uid: None,
+                gid: None,
+                follow_symlinks: false,
+            },
+        )?;
+        self.manifest = m;
+        Ok(())
     }
 }
 
@@ -420,16 +559,26 @@ impl Issuer for InternalCa {
         let leaf = CertInfo::from_der(cert.der()).map_err(IssueError::Sign)?;
         Ok(Issued {
             leaf,
-            chain: vec![self.intermediate.clone()],
+            chain: self.chain(),
             clamped: (wanted > self.intermediate.not_after).then_some(wanted),
         })
     }
 
     fn issued(&self, _leaf: &CertInfo, chain: &[CertInfo]) -> bool {
         // The leaf's signature by chain[0] was verified with the chain order; the
-        // intermediate being ours byte for byte completes the proof.
+        // intermediate being one of ours (issuing, or retired but still carrying its
+        // leaves) byte for byte completes the proof.
+        chain
+            .first()
+            .is_some_and(|c| self.intermediates().iter().any(|i| i.der == c.der))
+    }
+
+    fn issuing_now(&self, chain: &[CertInfo]) -> bool {
         chain
             .first()
             .is_some_and(|c| c.der == self.intermediate.der)
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -8,7 +8,7 @@ pub mod acme;
 pub mod internal;
 
 pub use acme::AcmeIssuer;
-pub use internal::{CaError, InternalCa};
+pub use internal::{CaError, Change, Force, InternalCa};
 
 use crate::config::Config;
 use crate::keys::PrivateKey;
@@ -71,6 +71,11 @@ pub trait Issuer: Sync {
     /// Whether a leaf + chain comes from this issuer as it is now. The caller has
     /// already checked that the chain is in order (each signed by the next).
     fn issued(&self, leaf: &CertInfo, chain: &[CertInfo]) -> bool;
+    /// Whether a chain that [`Issuer::issued`] accepts comes from what issues now (not
+    /// from an earlier generation of the CA kept for the leaves it signed).
+    fn issuing_now(&self, _chain: &[CertInfo]) -> bool {
+        true
+    }
 }
 
 /// Makes the CSR the agent sends to an issuer: the subject and names it wants, signed

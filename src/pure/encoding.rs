@@ -33,3 +33,18 @@ pub fn colon_hex(bytes: &[u8]) -> String {
         .collect::<Vec<_>>()
         .join(":")
 }
+
+/// Hex digits (an odd count gets a leading zero) to bytes; None when not hex.
+pub fn hex_decode(hex: &str) -> Option<Vec<u8>> {
+    let padded;
+    let hex = if hex.len() % 2 == 1 {
+        padded = format!("0{hex}");
+        padded.as_str()
+    } else {
+        hex
+    };
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
+        .collect()
+}

@@ -43,6 +43,9 @@ pub struct Present {
     pub from_issuer: bool,
     /// When the CA certificate that signed the leaf ends (the chain's first), if known.
     pub issuer_not_after: Option<OffsetDateTime>,
+    /// Signed by what issues now, not by an earlier generation of the CA kept for the
+    /// leaves it signed.
+    pub issuer_current: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -230,13 +233,14 @@ pub fn decide(spec: &CertSpec, seen: &Seen, now: OffsetDateTime) -> Verdict {
     let renew_at = renew_at(spec, leaf);
     if now >= renew_at {
         // A leaf that ends with the CA that signed it (it was cut short to fit) gains
-        // nothing from a renewal before that CA is replaced: renewing would make the
+        // nothing from a renewal while that CA still issues: renewing would make the
         // same short certificate again, and again. It stays until it expires; the CA's
-        // alarm (`check`, `status`, the log) says what to do.
+        // alarm (`check`, `status`, the log) says what to do. Once the CA has rotated,
+        // the renewal gets a full lifetime from the new intermediate.
         let ends_with_its_ca = p
             .issuer_not_after
             .is_some_and(|end| leaf.not_after >= end - time::Duration::minutes(1));
-        if ends_with_its_ca {
+        if ends_with_its_ca && p.issuer_current {
             return Verdict::Fine {
                 renew_at: leaf.not_after,
             };

@@ -73,6 +73,8 @@ pub struct CertReport {
 pub struct ServerActivity {
     /// When the CRL must be re-signed next (when there are trust targets).
     pub trust_refresh_at: Option<OffsetDateTime>,
+    /// The CA rotated at the start of this pass: the trust targets must follow.
+    pub ca_changed: bool,
     /// Every reload with whether it worked, in order.
     pub reload_results: Vec<(String, bool)>,
     /// What this pass did with each server it looked at, with the error where a step
@@ -138,12 +140,25 @@ pub fn load_ca(config: &Config) -> Result<Option<InternalCa>, crate::issuer::CaE
     }
 }
 
-/// Loads the internal CA, creating it (and recording that) on first use.
-/// The caller holds the state lock.
+/// Loads the internal CA, creating it (and recording that) on first use, and does what
+/// its own schedule says is due (rotations, see [`InternalCa::maintain`]), each change
+/// in the log and the ledger. The caller holds the state lock.
 pub fn ensure_ca(
     config: &Config,
     state: &StateDir,
     now: OffsetDateTime,
+) -> Result<InternalCa, crate::issuer::CaError> {
+    maintain_ca(config, state, now, crate::issuer::Force::Nothing, None)
+}
+
+/// [`ensure_ca`], also doing `force` (`ca rotate`, `ca rotate-root`) with the root
+/// key from `root_key_file` when given.
+pub fn maintain_ca(
+    config: &Config,
+    state: &StateDir,
+    now: OffsetDateTime,
+    force: crate::issuer::Force,
+    root_key_file: Option<&std::path::Path>,
 ) -> Result<InternalCa, crate::issuer::CaError> {
     // Creating the CA happens once; concurrent passes of the daemon must not race it.
     static CREATE: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -155,6 +170,21 @@ pub fn ensure_ca(
         let mut e = LedgerEntry::new(now, "ca-init");
         e.serial = Some(ca.intermediate.serial.clone());
         e.not_after = Some(ca.intermediate.not_after);
+        state.record(&e)?;
+    }
+    let ca = ca.maintain(
+        &config.ca,
+        &crate::policy::ca::timing(config),
+        crate::policy::ca::longest_leaf(config),
+        now,
+        force,
+        root_key_file,
+    )?;
+    for change in &ca.changes {
+        let mut e = LedgerEntry::new(now, change.event);
+        e.serial = Some(change.serial.clone());
+        e.not_after = Some(change.not_after);
+        e.note = Some(change.message.clone());
         state.record(&e)?;
     }
     Ok(ca)
@@ -455,7 +485,15 @@ pub fn run_pass(pass: Pass) -> (Vec<CertReport>, ServerActivity) {
         }
     }
     crate::trust::run_commands(&trust.run);
-    activity.trust_refresh_at = trust.refresh_at;
+    // The trust pass is also when the CA's own next step falls due (ensure_ca does it).
+    let ca_next = ca.and_then(|ca| {
+        crate::policy::ca::steps(&ca.state(), &crate::policy::ca::timing(config), now).1
+    });
+    activity.trust_refresh_at = match (trust.refresh_at, ca_next) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    activity.ca_changed = ca.is_some_and(|ca| !ca.changes.is_empty());
     if !opts.skip_trust && (!trust.reload.is_empty() || !trust.pending_before.is_empty()) {
         // A server that did not take new trust material (a revocation!) is remembered
         // and reloaded again by the next pass, until it does.

@@ -73,6 +73,7 @@ fn seen(l: CertInfo) -> Seen {
         chain: vec![],
         from_issuer: true,
         issuer_not_after: None,
+        issuer_current: true,
     }))
 }
 
@@ -223,6 +224,7 @@ fn config_changes_force_reissue() {
         chain: vec![],
         from_issuer: false,
         issuer_not_after: None,
+        issuer_current: true,
     }));
     assert_eq!(
         decide(&base, &foreign, t(1)),
@@ -336,6 +338,7 @@ fn a_leaf_cut_short_to_end_with_its_ca_is_not_renewed_in_a_loop() {
             chain: vec![],
             from_issuer: true,
             issuer_not_after: ca_end.map(t),
+            issuer_current: true,
         }))
     };
     assert_eq!(
