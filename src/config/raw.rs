@@ -43,6 +43,8 @@ pub struct RawCa {
     pub key: Option<String>,
     pub root_lifetime: Option<Text>,
     pub intermediate_lifetime: Option<Text>,
+    pub permitted: Option<Vec<String>>,
+    pub excluded: Option<Vec<String>>,
 }
 
 /// The certificate fields that `defaults:` may also set.
