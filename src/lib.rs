@@ -2,8 +2,9 @@
 //!
 //! The tree by layer, each using only the layers above it:
 //! - `pure/`: vocabulary and pure rules (no I/O; time is a parameter): `model`,
-//!   `duration`, `encoding`, `x509`, `layout` (which bytes go where), `policy` (the
-//!   renewal decision, `policy::retry`, `policy::watch`, `policy::ca`); with them
+//!   `duration`, `constraints` (the CA's name constraints), `encoding`, `x509`, `layout`
+//!   (which bytes go where), `policy` (the renewal decision, `policy::retry`,
+//!   `policy::watch`, `policy::ca`); with them
 //!   `config/` (apart from reading the file) and `reconcile::plan`;
 //! - `io/`: effects (files, processes, network, the clock): `fsread`, `fsutil`, `keys`,
 //!   `observe`, `install`, `state`, `cache`, `process`, `server`, `verify`, `trust`,
@@ -14,7 +15,7 @@
 //! Every module is also reachable at the crate root (`certkeeper::policy`, ...).
 
 pub mod pure;
-pub use pure::{duration, encoding, layout, model, policy, x509};
+pub use pure::{constraints, duration, encoding, layout, model, policy, x509};
 
 pub mod config;
 

@@ -69,6 +69,21 @@ pub fn run(a: IssueArgs, now: OffsetDateTime) -> Result<u8, CliError> {
     let cert_path = a.out.join(format!("{}.crt", a.name));
     let key_path = a.out.join(format!("{}.key", a.name));
     let config = a.config.load()?;
+    let common_name = sans
+        .iter()
+        .find(|s| matches!(s, San::Dns(_)))
+        .unwrap_or(&sans[0])
+        .to_string();
+    // The CA signs only what its name constraints allow: refused before anything exists.
+    let constraints = &config.ca.constraints;
+    constraints
+        .check_sans(&sans)
+        .map_err(|e| usage_err(format!("--san: {e}")))?;
+    constraints.check_common_name(&common_name, &sans).map_err(|e| {
+        usage_err(format!(
+            "--san: {e} (the first --san is the common name): with no DNS name among the SANs, OpenSSL checks a common name that looks like a DNS name against the CA's DNS constraints; add a --san DNS name within ca.permitted"
+        ))
+    })?;
     // Never into certkeeper's own state (the CA, archive, ledger, lock) or onto the
     // configuration, however the path is spelled.
     let state_real = crate::fsutil::resolved(&config.state_dir);
@@ -109,11 +124,6 @@ pub fn run(a: IssueArgs, now: OffsetDateTime) -> Result<u8, CliError> {
     let _lock = state.lock().map_err(|e| CliError::Runtime(e.to_string()))?;
     let mut ca = ensure_ca(&config, &state, now).map_err(|e| CliError::Runtime(e.to_string()))?;
     let key = PrivateKey::generate(key_type).map_err(|e| CliError::Runtime(e.to_string()))?;
-    let common_name = sans
-        .iter()
-        .find(|s| matches!(s, San::Dns(_)))
-        .unwrap_or(&sans[0])
-        .to_string();
     let req = IssueRequest {
         name: a.name.clone(),
         common_name,

@@ -1,6 +1,7 @@
 //! Cross-field checks, once every section is resolved: reloads name declared servers,
-//! nothing is written into certkeeper's own state or onto the configuration, and no
-//! two entries claim one name or one file.
+//! the internal CA's certificates stay within its name constraints, nothing is written
+//! into certkeeper's own state or onto the configuration, and no two entries claim one
+//! name or one file.
 
 use super::*;
 
@@ -32,6 +33,49 @@ impl Ctx {
             }
         }
         ok
+    }
+
+    /// A certificate of the internal CA names only what `ca.permitted` and `ca.excluded`
+    /// allow: each SAN, and the common name where OpenSSL reads it as a DNS name (when
+    /// `sans` has no DNS name). Verifiers refuse anything else under a constrained CA.
+    pub(super) fn check_constraints(
+        &mut self,
+        path: &str,
+        cert: Option<&str>,
+        sans: &[San],
+        common_name: Option<&str>,
+        own_cn: bool,
+        constraints: &NameConstraints,
+    ) {
+        if constraints.is_empty() {
+            return;
+        }
+        for san in sans {
+            if let Err(e) = constraints.allows(san) {
+                self.err(
+                    &format!("{path}.sans"),
+                    cert,
+                    format!("{e}; the internal CA signs only names within ca.permitted and outside ca.excluded"),
+                );
+            }
+        }
+        let Some(cn) = common_name else { return };
+        if let Err(e) = constraints.check_common_name(cn, sans) {
+            let why = "with no DNS name in sans, OpenSSL checks a common name that looks like a DNS name (an IPv4 address does) against the CA's DNS constraints";
+            if own_cn {
+                self.err(
+                    &format!("{path}.common_name"),
+                    cert,
+                    format!("{e}: {why}; choose another common name, or add a DNS name within ca.permitted to sans"),
+                );
+            } else {
+                self.err(
+                    &format!("{path}.sans"),
+                    cert,
+                    format!("{e} (the common name defaults to the first SAN): {why}; set common_name (e.g. common_name: \"db server\"), or add a DNS name within ca.permitted to sans"),
+                );
+            }
+        }
     }
 
     /// Nothing certkeeper writes for a certificate or a trust target may land in its own

@@ -1,7 +1,10 @@
 //! What a new configuration changes that a running daemon cannot take on: the state
 //! directory (the CA, the ledger, the lock), the CA's own settings and the metrics
 //! listener are set up once at start. A reload that changes one of them is refused by
-//! name, and the running configuration stays.
+//! name, and the running configuration stays. The CA's name constraints
+//! (`ca.permitted`, `ca.excluded`) are the exception: they are checked against the
+//! certificates of the configuration being loaded and written into the CA certificates
+//! made from then on, so a reload takes them.
 
 use super::Config;
 
@@ -46,6 +49,14 @@ mod tests {
         let mut more = old.clone();
         more.certificates.clear();
         assert!(needs_restart(&old, &more).is_empty());
+    }
+
+    #[test]
+    fn ca_constraints_change_live() {
+        let old = parse("");
+        let new = parse("ca:\n  permitted: [example.internal]\n  excluded: [10.0.0.0/8]\n");
+        assert_ne!(old.ca, new.ca);
+        assert!(needs_restart(&old, &new).is_empty());
     }
 
     #[test]

@@ -16,6 +16,7 @@ mod split;
 pub use error::{ConfigError, ConfigErrors, LoadError};
 pub use spec::*;
 
+use crate::constraints::{NameConstraints, NameRule};
 use crate::duration::{format_duration, parse_duration, RenewBefore};
 use crate::fsread::{self, ReadError, CONFIG_MAX};
 use crate::model::{excerpt, one_of, validate_dns_name, IssuerRef, KeyType, Layout, San, Usage};

@@ -45,6 +45,8 @@ pub struct RawCa {
     pub intermediate_lifetime: Option<Text>,
     pub rotate_before: Option<Text>,
     pub root_overlap: Option<Text>,
+    pub permitted: Option<Vec<String>>,
+    pub excluded: Option<Vec<String>>,
 }
 
 /// The certificate fields that `defaults:` may also set.

@@ -78,6 +78,8 @@ impl Ctx {
         );
         let root = root.filter(|d| self.fits("ca.root_lifetime", None, *d));
         let inter = inter.filter(|d| self.fits("ca.intermediate_lifetime", None, *d));
+        let permitted = self.name_rules("ca.permitted", raw.permitted.as_deref());
+        let excluded = self.name_rules("ca.excluded", raw.excluded.as_deref());
         if let (Some(r), Some(i)) = (root, inter) {
             if i > r {
                 self.err(
@@ -137,7 +139,32 @@ impl Ctx {
             intermediate_lifetime: inter?,
             rotate_before: rotate_before?,
             root_overlap: root_overlap?,
+            constraints: NameConstraints {
+                permitted: permitted?,
+                excluded: excluded?,
+            },
         })
+    }
+
+    /// `ca.permitted` or `ca.excluded`: each rule parsed, a bad or repeated one reported
+    /// at its index.
+    fn name_rules(&mut self, field: &str, raw: Option<&[String]>) -> Option<Vec<NameRule>> {
+        let before = self.errors.len();
+        let mut out: Vec<(usize, NameRule)> = Vec::new();
+        for (i, text) in raw.unwrap_or_default().iter().enumerate() {
+            match text.parse::<NameRule>() {
+                Ok(rule) => match out.iter().find(|(_, r)| *r == rule) {
+                    Some((j, _)) => self.err(
+                        &format!("{field}[{i}]"),
+                        None,
+                        format!("`{}` is already listed as {field}[{j}]", excerpt(text)),
+                    ),
+                    None => out.push((i, rule)),
+                },
+                Err(e) => self.err(&format!("{field}[{i}]"), None, e),
+            }
+        }
+        (self.errors.len() == before).then(|| out.into_iter().map(|(_, r)| r).collect())
     }
 
     pub(super) fn check_defaults(&mut self, d: &RawDefaults) {
@@ -491,6 +518,11 @@ impl Ctx {
             "issuer",
         );
         let (issuer, issuer_field) = (issuer.value, issuer.field);
+        if let Some(ca) = ca.filter(|_| issuer == IssuerRef::INTERNAL) {
+            let own_cn = raw.common_name.is_some();
+            let cn = common_name.as_deref();
+            self.check_constraints(&path, cert, &sans, cn, own_cn, &ca.constraints);
+        }
         if issuer != IssuerRef::INTERNAL && !issuers.contains_key(&issuer) {
             self.err(
                 &issuer_field,

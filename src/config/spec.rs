@@ -1,6 +1,7 @@
 //! What a configuration resolves to: the types the rest of certkeeper reads, with the
 //! limits and defaults that apply to them.
 
+use crate::constraints::NameConstraints;
 use crate::duration::RenewBefore;
 use crate::model::{IssuerRef, KeyType, Layout, San, Usage};
 use std::collections::BTreeMap;
@@ -27,7 +28,8 @@ pub struct Config {
     pub file: PathBuf,
     /// The CA, the archive, the ledger and the lock; resolved (no link on the way).
     pub state_dir: PathBuf,
-    /// The internal CA's settings (used when it is created).
+    /// The internal CA's settings (used when it is created; its name constraints also
+    /// when certificates are checked).
     pub ca: CaSpec,
     /// The web servers certificates reload, by name.
     pub servers: BTreeMap<String, ServerSpec>,
@@ -94,6 +96,17 @@ pub struct CaSpec {
     pub root_lifetime: Duration,
     /// How long the intermediate lives; no leaf outlives it.
     pub intermediate_lifetime: Duration,
+    /// `ca.permitted` and `ca.excluded`: the names the CA may certify, written into the
+    /// CA certificates made from now on as a critical nameConstraints extension, and
+    /// checked for every certificate with `issuer: internal`. DNS rules are matched on
+    /// whole labels, without regard to case: `example.internal` covers that name and
+    /// every name under it, `.example.internal` (a leading dot) only the names under it,
+    /// as OpenSSL and rustls read them. IP rules are ranges (`10.0.0.0/8`, `fd00::/8`; a
+    /// bare address is one address). A kind of name (DNS, IP) with no permitted rule is
+    /// free; an excluded rule wins over a permitted one. Empty: nothing is constrained.
+    /// A change needs no restart: it applies to the certificates checked from then on and
+    /// to the next CA certificates made.
+    pub constraints: NameConstraints,
     /// A CA certificate is replaced at the latest when this share (or duration) of its
     /// lifetime is left; earlier when it could no longer carry what it signs.
     pub rotate_before: RenewBefore,
@@ -114,6 +127,7 @@ impl Default for CaSpec {
             intermediate_lifetime: Duration::from_secs(3 * 365 * 86_400),
             rotate_before: RenewBefore::Share(333),
             root_overlap: crate::policy::ca::default_root_overlap(root_lifetime),
+            constraints: NameConstraints::default(),
         }
     }
 }

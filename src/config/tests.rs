@@ -487,3 +487,157 @@ fn deep_nesting_and_alias_bombs_are_refused_quickly() {
     assert!(e.message.contains("aliases (`*name`) expanded"), "{e}");
     assert!(started.elapsed() < std::time::Duration::from_secs(2));
 }
+
+const CONSTRAINED: &str = "state_dir: /tmp/s\nca:\n  permitted: [\".example.internal\", 10.0.0.0/8]\n  excluded:\n    - secret.example.internal\n    - fd00::/8\n";
+
+fn constrained(certs: &str) -> String {
+    format!("{CONSTRAINED}issuers:\n  fleet:\n    acme: {{ directory: \"https://acme.example/d\", challenge: {{ http01: {{ webroot: /w }} }} }}\ncertificates:\n{certs}")
+}
+
+fn managed(name: &str, extra: &str) -> String {
+    format!("  - name: {name}\n{extra}    files: {{ layout: combined, cert: /tls/{name}.pem }}\n")
+}
+
+#[test]
+fn ca_constraints_resolve() {
+    let c = ok(&constrained(&managed(
+        "www",
+        "    sans: [www.example.internal, 10.1.2.3]\n",
+    )));
+    let nc = &c.ca.constraints;
+    let shown = |rules: &[NameRule]| rules.iter().map(|r| r.to_string()).collect::<Vec<_>>();
+    assert_eq!(shown(&nc.permitted), [".example.internal", "10.0.0.0/8"]);
+    assert_eq!(shown(&nc.excluded), ["secret.example.internal", "fd00::/8"]);
+    assert!(
+        ok(&cert("").replace("certificates:\n", "certificates: []\n"))
+            .ca
+            .constraints
+            .is_empty()
+    );
+}
+
+#[test]
+fn bad_ca_constraints_name_the_entry_and_its_line() {
+    let errs = errors(
+        "state_dir: /tmp/s\nca:\n  permitted:\n    - .example.internal\n    - 10.0.0.0/33\n    - \"*.example.internal\"\n    - .EXAMPLE.internal\n  excluded: [\"10.1.0.0/8\"]\ncertificates: []\n",
+    );
+    let got: Vec<(String, Option<usize>)> =
+        errs.iter().map(|e| (e.field.clone(), e.line)).collect();
+    assert_eq!(
+        got,
+        [
+            ("ca.permitted[1]".to_string(), Some(5)),
+            ("ca.permitted[2]".to_string(), Some(6)),
+            ("ca.permitted[3]".to_string(), Some(7)),
+            ("ca.excluded[0]".to_string(), Some(8)),
+        ],
+        "{errs:#?}"
+    );
+    assert!(
+        errs[0]
+            .message
+            .starts_with("`10.0.0.0/33`: the prefix /33 is longer than 32 bits"),
+        "{}",
+        errs[0]
+    );
+    assert!(errs[1].message.contains("no wildcard"), "{}", errs[1]);
+    assert!(
+        errs[2]
+            .message
+            .contains("already listed as ca.permitted[0]"),
+        "{}",
+        errs[2]
+    );
+    assert!(errs[3].message.contains("write 10.0.0.0/8"), "{}", errs[3]);
+}
+
+#[test]
+fn certificates_outside_the_ca_constraints_are_refused_by_name() {
+    let errs = errors(&constrained(&format!(
+        "{}{}{}{}",
+        managed("ok", "    sans: [www.example.internal, 10.0.0.5]\n"),
+        managed("apex", "    sans: [example.internal]\n"),
+        managed("other", "    sans: [www.example.internal, www.other.com]\n"),
+        managed(
+            "secret",
+            "    sans: [\"*.example.internal\", \"fd00::5\"]\n"
+        ),
+    )));
+    let got: Vec<(&str, Option<&str>, &str)> = errs
+        .iter()
+        .map(|e| {
+            (
+                e.field.as_str(),
+                e.certificate.as_deref(),
+                e.message.split(';').next().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (
+                "certificates[1].sans",
+                Some("apex"),
+                "`example.internal` is outside ca.permitted (.example.internal, 10.0.0.0/8)"
+            ),
+            (
+                "certificates[2].sans",
+                Some("other"),
+                "`www.other.com` is outside ca.permitted (.example.internal, 10.0.0.0/8)"
+            ),
+            (
+                "certificates[3].sans",
+                Some("secret"),
+                "`*.example.internal` is inside ca.excluded (secret.example.internal)"
+            ),
+            (
+                "certificates[3].sans",
+                Some("secret"),
+                "`fd00::5` is inside ca.excluded (fd00::/8)"
+            ),
+        ],
+        "{errs:#?}"
+    );
+    assert_eq!(errs[1].line, Some(18), "{}", errs[1]);
+}
+
+#[test]
+fn acme_certificates_are_not_held_to_the_ca_constraints() {
+    let c = ok(&constrained(&managed(
+        "public",
+        "    sans: [www.other.com]\n    issuer: fleet\n",
+    )));
+    assert_eq!(c.certificates[0].issuer, IssuerRef::Acme("fleet".into()));
+    let with_default = constrained(&managed("public", "    sans: [www.other.com]\n")).replace(
+        "certificates:\n",
+        "defaults: { issuer: fleet }\ncertificates:\n",
+    );
+    ok(&with_default);
+}
+
+#[test]
+fn a_common_name_openssl_reads_as_dns_must_fit_the_ca_constraints() {
+    // No DNS name in sans: OpenSSL checks the common name (here the address, by default).
+    let e = one_error(&constrained(&managed("db", "    sans: [10.0.0.5]\n")));
+    assert_eq!(e.field, "certificates[0].sans", "{e}");
+    assert!(
+        e.message.starts_with(
+            "the common name `10.0.0.5` is outside ca.permitted (.example.internal, 10.0.0.0/8) (the common name defaults to the first SAN)"
+        ),
+        "{e}"
+    );
+    let e = one_error(&constrained(&managed(
+        "db",
+        "    sans: [10.0.0.5]\n    common_name: db.other.com\n",
+    )));
+    assert_eq!(e.field, "certificates[0].common_name", "{e}");
+    ok(&constrained(&managed(
+        "db",
+        "    sans: [10.0.0.5]\n    common_name: db server\n",
+    )));
+    ok(&constrained(&managed(
+        "db",
+        "    sans: [10.0.0.5, db.example.internal]\n    common_name: db.other.com\n",
+    )));
+}

@@ -1,6 +1,7 @@
 //! Vocabulary and pure rules: no file, process, network or clock. Time is a parameter,
 //! so every decision here is tested without waiting.
 
+pub mod constraints;
 pub mod duration;
 pub mod encoding;
 pub mod layout;

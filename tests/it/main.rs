@@ -6,6 +6,7 @@ mod support;
 
 mod acme;
 mod cli;
+mod constraints;
 mod crash;
 mod daemon;
 mod daemon_servers;

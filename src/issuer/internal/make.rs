@@ -64,6 +64,7 @@ pub fn ca_params(
     p.not_after = not_after;
     p.serial_number = Some(random_serial());
     p.use_authority_key_identifier_extension = true;
+    p.name_constraints = spec.constraints.to_rcgen();
     p
 }
 
