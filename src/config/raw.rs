@@ -43,6 +43,7 @@ pub struct RawCa {
     pub key: Option<String>,
     pub root_lifetime: Option<Text>,
     pub intermediate_lifetime: Option<Text>,
+    pub key_passphrase_file: Option<String>,
 }
 
 /// The certificate fields that `defaults:` may also set.

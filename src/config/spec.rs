@@ -94,6 +94,9 @@ pub struct CaSpec {
     pub root_lifetime: Duration,
     /// How long the intermediate lives; no leaf outlives it.
     pub intermediate_lifetime: Duration,
+    /// The file holding the passphrase of the CA keys encrypted at rest, when set;
+    /// read again each time a key is needed (see `cakey::passphrase`).
+    pub key_passphrase_file: Option<PathBuf>,
 }
 
 /// A user or group, by the name the config gave and the id it resolved to.

@@ -287,6 +287,7 @@ mod tests {
             key: KeyType::EcdsaP256,
             root_lifetime: Duration::from_secs(10 * 365 * 86_400),
             intermediate_lifetime: Duration::from_secs(3 * 365 * 86_400),
+            key_passphrase_file: None,
         };
         let ca = InternalCa::init(&spec, &dir.join("ca"), OffsetDateTime::now_utc()).unwrap();
         (config, ca)

@@ -175,6 +175,7 @@ impl TestCa {
             key: KeyType::EcdsaP256,
             root_lifetime: Duration::from_secs(10 * 365 * 86400),
             intermediate_lifetime: Duration::from_secs(3 * 365 * 86400),
+            key_passphrase_file: None,
         };
         let ca = InternalCa::init(&spec, &dir.join("ca"), OffsetDateTime::now_utc())
             .expect("create the test CA");
