@@ -1,4 +1,4 @@
-//! `certkeeper ca init|show|bundle`: the internal CA.
+//! `certkeeper ca init|show|bundle|revoke|crl|encrypt`: the internal CA.
 
 use super::{CliError, ConfigArg};
 use crate::duration::format_duration;
@@ -41,6 +41,12 @@ pub enum CaCommand {
     },
     /// Print the current CRLs (intermediate's, then root's) in PEM
     Crl {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Encrypt the CA keys at rest with the passphrase of `ca.key_passphrase_file` (or
+    /// of the `ca-passphrase` systemd credential)
+    Encrypt {
         #[command(flatten)]
         config: ConfigArg,
     },
@@ -177,6 +183,29 @@ pub fn run(cmd: CaCommand, now: OffsetDateTime) -> Result<u8, CliError> {
             print!("{}{}", crls.leaf_crl, crls.root_crl);
             Ok(0)
         }
+        CaCommand::Encrypt { config } => {
+            let config = config.load()?;
+            let state = StateDir::new(&config.state_dir);
+            let _lock = state.lock().map_err(runtime)?;
+            let pass = crate::cakey::passphrase(&config.ca)
+                .map_err(runtime)?
+                .ok_or_else(|| {
+                    CliError::Usage(format!(
+                        "no passphrase to encrypt the CA keys with: set `ca.key_passphrase_file` in {} to a file of mode 0600 that holds it (one line), or run certkeeper with the systemd credential `{}` (LoadCredentialEncrypted={}:...)",
+                        config.file.display(),
+                        crate::cakey::CREDENTIAL_NAME,
+                        crate::cakey::CREDENTIAL_NAME
+                    ))
+                })?;
+            let done = crate::cakey::encrypt_all(&state.ca_dir(), &pass).map_err(|errors| {
+                let all: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+                CliError::Runtime(format!("{}\nno key was changed", all.join("\nerror: ")))
+            })?;
+            for outcome in done {
+                println!("{outcome}");
+            }
+            Ok(0)
+        }
         CaCommand::Bundle { config } => {
             let config = config.load()?;
             let ca =
@@ -195,14 +224,22 @@ fn describe(ca: &InternalCa, now: OffsetDateTime) {
         println!("{label}: {}", ca.dir.join(file).display());
         print_cert(cert, now, "  ");
     }
-    println!(
-        "root key: {}",
-        if ca.has_root_key() {
-            "present (move it offline once you no longer need new intermediates)"
-        } else {
-            "not on this host"
-        }
-    );
+    let at_rest =
+        |file: &str| match crate::fsread::read_own_text(&ca.dir.join(file), crate::fsread::PEM_MAX)
+        {
+            Ok(pem) if crate::cakey::is_encrypted(&pem) => "encrypted at rest",
+            Ok(_) => "not encrypted at rest (`certkeeper ca encrypt` encrypts it)",
+            Err(_) => "unreadable",
+        };
+    if ca.has_root_key() {
+        println!(
+            "root key: present, {}; move it offline once you no longer need new intermediates",
+            at_rest("root.key")
+        );
+    } else {
+        println!("root key: not on this host");
+    }
+    println!("intermediate key: {}", at_rest("intermediate.key"));
 }
 
 pub fn print_cert(c: &CertInfo, now: OffsetDateTime, indent: &str) {
