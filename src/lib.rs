@@ -6,7 +6,7 @@
 //!   (which bytes go where), `policy` (the renewal decision, `policy::retry`,
 //!   `policy::watch`, `policy::ca`); with them
 //!   `config/` (apart from reading the file) and `reconcile::plan`;
-//! - `io/`: effects (files, processes, network, the clock): `fsread`, `fsutil`, `keys`,
+//! - `io/`: effects (files, processes, network, the clock): `fsread`, `fsutil`, `keys`, `cakey`,
 //!   `observe`, `install`, `state`, `cache`, `process`, `server`, `verify`, `trust`,
 //!   `hooks`, `metrics`, `clock`; and `issuer/` (`internal`, `acme`);
 //! - orchestration: `reconcile/` (one pass), `status`, `daemon/`;
@@ -21,8 +21,8 @@ pub mod config;
 
 pub mod io;
 pub use io::{
-    cache, clock, fsread, fsutil, hooks, install, keys, metrics, observe, process, server, state,
-    trust, verify,
+    cache, cakey, clock, fsread, fsutil, hooks, install, keys, metrics, observe, process, server,
+    state, trust, verify,
 };
 pub mod issuer;
 

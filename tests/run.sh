@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Installs what the test suite needs (openssl, nginx, apache2, curl; via apt, only when
-# missing) and runs the whole suite: formatting, lints, unit and integration tests.
+# Installs what the test suite needs (openssl, nginx, apache2, curl, GnuTLS certtool; via
+# apt, only when missing) and runs the whole suite: formatting, lints, unit and
+# integration tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -9,6 +10,7 @@ command -v openssl >/dev/null 2>&1 || need+=(openssl)
 [ -x /usr/sbin/nginx ] || need+=(nginx-light)
 [ -x /usr/sbin/apache2 ] || need+=(apache2)
 command -v curl >/dev/null 2>&1 || need+=(curl)
+command -v certtool >/dev/null 2>&1 || need+=(gnutls-bin)
 command -v python3 >/dev/null 2>&1 || need+=(python3)
 [ -x /usr/bin/pebble ] || need+=(pebble)
 if [ "${#need[@]}" -gt 0 ]; then

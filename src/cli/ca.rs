@@ -1,4 +1,4 @@
-//! `certkeeper ca init|show|bundle`: the internal CA.
+//! `certkeeper ca init|show|bundle|revoke|crl|encrypt`: the internal CA.
 
 use super::{CliError, ConfigArg};
 use crate::duration::format_duration;
@@ -67,6 +67,12 @@ pub enum CaCommand {
         #[command(flatten)]
         config: ConfigArg,
     },
+    /// Encrypt the CA keys at rest with the passphrase of `ca.key_passphrase_file` (or
+    /// of the `ca-passphrase` systemd credential)
+    Encrypt {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
 }
 
 fn runtime(e: impl std::fmt::Display) -> CliError {
@@ -80,7 +86,7 @@ pub fn run(cmd: CaCommand, now: OffsetDateTime) -> Result<u8, CliError> {
             let state = StateDir::new(&config.state_dir);
             let _lock = state.lock().map_err(runtime)?;
             if InternalCa::exists(&state.ca_dir()) {
-                let ca = InternalCa::load(&state.ca_dir()).map_err(runtime)?;
+                let ca = InternalCa::load(&config.ca, &state.ca_dir()).map_err(runtime)?;
                 println!(
                     "A CA already exists in {}; it was left as it is.",
                     ca.dir.display()
@@ -95,8 +101,8 @@ pub fn run(cmd: CaCommand, now: OffsetDateTime) -> Result<u8, CliError> {
         }
         CaCommand::Show { config } => {
             let config = config.load()?;
-            let ca =
-                InternalCa::load(&StateDir::new(&config.state_dir).ca_dir()).map_err(runtime)?;
+            let ca = InternalCa::load(&config.ca, &StateDir::new(&config.state_dir).ca_dir())
+                .map_err(runtime)?;
             describe(&ca, now);
             let (line, alarms) = crate::status::ca_summary(&config, &ca, now);
             println!("{line}");
@@ -119,7 +125,7 @@ pub fn run(cmd: CaCommand, now: OffsetDateTime) -> Result<u8, CliError> {
             let config = config.load()?;
             let state = StateDir::new(&config.state_dir);
             let _lock = state.lock().map_err(runtime)?;
-            let ca = InternalCa::load(&state.ca_dir()).map_err(runtime)?;
+            let ca = InternalCa::load(&config.ca, &state.ca_dir()).map_err(runtime)?;
             let already = crate::trust::revoked(&state)
                 .iter()
                 .any(|r| r.serial == crate::trust::normalize_serial(&serial));
@@ -206,15 +212,38 @@ pub fn run(cmd: CaCommand, now: OffsetDateTime) -> Result<u8, CliError> {
             let config = config.load()?;
             let state = StateDir::new(&config.state_dir);
             let _lock = state.lock().map_err(runtime)?;
-            let ca = InternalCa::load(&state.ca_dir()).map_err(runtime)?;
+            let ca = InternalCa::load(&config.ca, &state.ca_dir()).map_err(runtime)?;
             let crls = crate::trust::refresh_crls(&state, &ca, now, false).map_err(runtime)?;
             print!("{}", crls.pems.concat());
             Ok(0)
         }
+        CaCommand::Encrypt { config } => {
+            let config = config.load()?;
+            let state = StateDir::new(&config.state_dir);
+            let _lock = state.lock().map_err(runtime)?;
+            let pass = crate::cakey::passphrase(&config.ca)
+                .map_err(runtime)?
+                .ok_or_else(|| {
+                    CliError::Usage(format!(
+                        "no passphrase to encrypt the CA keys with: set `ca.key_passphrase_file` in {} to a file of mode 0600 that holds it (one line), or run certkeeper with the systemd credential `{}` (LoadCredentialEncrypted={}:...)",
+                        config.file.display(),
+                        crate::cakey::CREDENTIAL_NAME,
+                        crate::cakey::CREDENTIAL_NAME
+                    ))
+                })?;
+            let done = crate::cakey::encrypt_all(&state.ca_dir(), &pass).map_err(|errors| {
+                let all: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+                CliError::Runtime(format!("{}\nno key was changed", all.join("\nerror: ")))
+            })?;
+            for outcome in done {
+                println!("{outcome}");
+            }
+            Ok(0)
+        }
         CaCommand::Bundle { config } => {
             let config = config.load()?;
-            let ca =
-                InternalCa::load(&StateDir::new(&config.state_dir).ca_dir()).map_err(runtime)?;
+            let ca = InternalCa::load(&config.ca, &StateDir::new(&config.state_dir).ca_dir())
+                .map_err(runtime)?;
             print!("{}", ca.root_pem());
             Ok(0)
         }
@@ -323,14 +352,22 @@ fn describe(ca: &InternalCa, now: OffsetDateTime) {
         println!("{label}: {}", ca.dir.join(file).display());
         print_cert(cert, now, "  ");
     }
-    println!(
-        "root key: {}",
-        if ca.has_root_key() {
-            "present (move it offline once you no longer need new intermediates)"
-        } else {
-            "not on this host"
-        }
-    );
+    let at_rest =
+        |file: &str| match crate::fsread::read_own_text(&ca.dir.join(file), crate::fsread::PEM_MAX)
+        {
+            Ok(pem) if crate::cakey::is_encrypted(&pem) => "encrypted at rest",
+            Ok(_) => "not encrypted at rest (`certkeeper ca encrypt` encrypts it)",
+            Err(_) => "unreadable",
+        };
+    if ca.has_root_key() {
+        println!(
+            "root key: present, {}; move it offline once you no longer need new intermediates",
+            at_rest("root.key")
+        );
+    } else {
+        println!("root key: not on this host");
+    }
+    println!("intermediate key: {}", at_rest("intermediate.key"));
 }
 
 pub fn print_cert(c: &CertInfo, now: OffsetDateTime, indent: &str) {

@@ -1,14 +1,16 @@
 //! What a new configuration changes that a running daemon cannot take on: the state
 //! directory (the CA, the ledger, the lock), the CA's own settings and the metrics
 //! listener are set up once at start. A reload that changes one of them is refused by
-//! name, and the running configuration stays. The CA's name constraints
-//! (`ca.permitted`, `ca.excluded`) are the exception: they are checked against the
-//! certificates of the configuration being loaded and written into the CA certificates
-//! made from then on, so a reload takes them.
+//! name, and the running configuration stays. The exceptions: the CA's name
+//! constraints (`ca.permitted`, `ca.excluded`) are checked against the certificates of
+//! the configuration being loaded and written into the CA certificates made from then
+//! on; `ca.rotate_before` and `ca.root_overlap` only move the CA's next rotation; and
+//! `ca.key_passphrase_file` is read again each time a CA key is. A reload takes them.
 
 use super::Config;
 
-/// The fields, by their configuration names, whose change needs a restart.
+/// The fields, by their configuration names, whose change needs a restart
+/// (`ca.key_passphrase_file` changes live).
 pub fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
     let (a, b) = (&old.ca, &new.ca);
     [
@@ -66,6 +68,11 @@ mod tests {
         assert_eq!(
             needs_restart(&old, &new),
             ["ca.common_name", "ca.root_lifetime", "metrics.listen"]
+        );
+        let passphrase = parse("ca:\n  key_passphrase_file: /etc/certkeeper/ca-passphrase\n");
+        assert!(
+            needs_restart(&old, &passphrase).is_empty(),
+            "the passphrase file is read at each use"
         );
         let mut moved = old.clone();
         moved.state_dir = "/nonexistent-state/b".into();

@@ -47,6 +47,7 @@ pub struct RawCa {
     pub root_overlap: Option<Text>,
     pub permitted: Option<Vec<String>>,
     pub excluded: Option<Vec<String>>,
+    pub key_passphrase_file: Option<String>,
 }
 
 /// The certificate fields that `defaults:` may also set.

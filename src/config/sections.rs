@@ -76,6 +76,11 @@ impl Ctx {
                 .map(|t| t.0.as_str())
                 .unwrap_or("3y"),
         );
+        // `Some(None)`: not set; `None`: set, and wrong (reported).
+        let passphrase_file = match raw.key_passphrase_file.as_deref() {
+            Some(p) => self.abs_path("ca.key_passphrase_file", None, p).map(Some),
+            None => Some(None),
+        };
         let root = root.filter(|d| self.fits("ca.root_lifetime", None, *d));
         let inter = inter.filter(|d| self.fits("ca.intermediate_lifetime", None, *d));
         let permitted = self.name_rules("ca.permitted", raw.permitted.as_deref());
@@ -143,6 +148,7 @@ impl Ctx {
                 permitted: permitted?,
                 excluded: excluded?,
             },
+            key_passphrase_file: passphrase_file?,
         })
     }
 

@@ -112,6 +112,9 @@ pub struct CaSpec {
     pub rotate_before: RenewBefore,
     /// How long trust targets carry a new root before issuance moves to it.
     pub root_overlap: Duration,
+    /// The file holding the passphrase of the CA keys encrypted at rest, when set;
+    /// read again each time a key is needed (see `cakey::passphrase`).
+    pub key_passphrase_file: Option<PathBuf>,
 }
 
 impl Default for CaSpec {
@@ -128,6 +131,7 @@ impl Default for CaSpec {
             rotate_before: RenewBefore::Share(333),
             root_overlap: crate::policy::ca::default_root_overlap(root_lifetime),
             constraints: NameConstraints::default(),
+            key_passphrase_file: None,
         }
     }
 }

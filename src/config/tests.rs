@@ -28,6 +28,7 @@ ca:
   key: ecdsa-p384
   root_lifetime: 10y
   intermediate_lifetime: 3y
+  key_passphrase_file: /etc/certkeeper/ca-passphrase
 defaults:
   key: ecdsa-p256
   lifetime: 90d
@@ -103,6 +104,10 @@ fn the_design_example_resolves() {
     let c = ok(FULL);
     assert_eq!(c.state_dir, PathBuf::from("/var/lib/certkeeper"));
     assert_eq!(c.ca.key, KeyType::EcdsaP384);
+    assert_eq!(
+        c.ca.key_passphrase_file.as_deref(),
+        Some(Path::new("/etc/certkeeper/ca-passphrase"))
+    );
     assert_eq!(c.certificates.len(), 3);
     assert_eq!(c.watched.len(), 1);
     let www = &c.certificates[0];
@@ -172,6 +177,24 @@ fn lifetimes_that_do_not_fit_and_path_like_names_are_refused() {
     }
     let e = one_error("issuers:\n  \"..\":\n    acme: { directory: \"https://x/d\", challenge: { http01: { webroot: /w } } }\ncertificates: []\n");
     assert!(e.message.contains("not a usable issuer name"), "{e}");
+}
+
+#[test]
+fn the_ca_key_passphrase_file_is_optional_and_absolute() {
+    let c = ok("state_dir: /tmp/s\ncertificates: []\n");
+    assert_eq!(c.ca.key_passphrase_file, None);
+    let e = one_error(
+        "state_dir: /tmp/s\nca:\n  common_name: X\n  key_passphrase_file: ca-passphrase\ncertificates: []\n",
+    );
+    assert_eq!(e.field, "ca.key_passphrase_file", "{e}");
+    assert_eq!(e.line, Some(4), "{e}");
+    assert!(
+        e.message.contains("`ca-passphrase` is a relative path"),
+        "{e}"
+    );
+    let e = one_error("state_dir: /tmp/s\nca: { key_passphrase_file: \"\" }\ncertificates: []\n");
+    assert_eq!(e.field, "ca.key_passphrase_file", "{e}");
+    assert!(e.message.contains("is empty"), "{e}");
 }
 
 #[test]

@@ -200,6 +200,15 @@ fn read_capped(
 /// but no link is followed, neither on the way nor at the file (a link there was
 /// planted: refused as what it is).
 pub fn read_own(path: &Path, cap: u64) -> Result<Zeroizing<Vec<u8>>, ReadError> {
+    read_own_with_meta(path, cap).map(|(bytes, _)| bytes)
+}
+
+/// `read_own`, with the metadata of the descriptor that was read: its mode and owner
+/// are those of the bytes returned, for a file whose readers matter (a passphrase).
+pub fn read_own_with_meta(
+    path: &Path,
+    cap: u64,
+) -> Result<(Zeroizing<Vec<u8>>, Metadata), ReadError> {
     let io_error = |e: io::Error| ReadError::io(path, e);
     let dir =
         crate::fsutil::Dir::open(path.parent().unwrap_or(Path::new("/")), false).map_err(|e| {
@@ -224,7 +233,8 @@ pub fn read_own(path: &Path, cap: u64) -> Result<Zeroizing<Vec<u8>>, ReadError> 
     })?;
     let meta = file.metadata().map_err(io_error)?;
     check(path, &meta, cap)?;
-    read_capped(&file, path, meta.len(), cap)
+    let bytes = read_capped(&file, path, meta.len(), cap)?;
+    Ok((bytes, meta))
 }
 
 /// `read_own`, as UTF-8 text.

@@ -90,6 +90,20 @@ impl PrivateKey {
         Ok(key)
     }
 
+    /// Loads a PKCS#8 private key from its DER (what an encrypted PKCS#8 key decrypts
+    /// to). The DER is kept as given, so an Ed25519 key stays PKCS#8 v1.
+    pub fn from_pkcs8_der(der: &[u8]) -> Result<PrivateKey, KeyError> {
+        let pair = KeyPair::try_from(der).map_err(|e| KeyError::Parse(e.to_string()))?;
+        let key = Self::wrap(pair);
+        key.key_type_checked()?;
+        Ok(key)
+    }
+
+    /// The PKCS#8 DER of the key (the contents of its `PRIVATE KEY` PEM block).
+    pub fn pkcs8_der(&self) -> Zeroizing<Vec<u8>> {
+        Zeroizing::new(self.pair.serialize_der())
+    }
+
     fn wrap(pair: KeyPair) -> PrivateKey {
         let pem = Zeroizing::new(pair.serialize_pem());
         PrivateKey { pair, pem }

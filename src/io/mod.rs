@@ -1,7 +1,9 @@
-//! Effects: files (read bounded, written without following links), keys, processes,
+//! Effects: files (read bounded, written without following links), keys (and the CA's
+//! at rest, encrypted or not), processes,
 //! servers, TLS handshakes, the state directory, hooks, metrics and the clock.
 
 pub mod cache;
+pub mod cakey;
 pub mod clock;
 pub mod fsread;
 pub mod fsutil;

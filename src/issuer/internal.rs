@@ -58,6 +58,8 @@ pub enum CaError {
     KeyOffline { what: &'static str, cert: String },
     #[error("{path}: this key does not belong to {cert}")]
     WrongKey { path: PathBuf, cert: String },
+    #[error(transparent)]
+    Key(#[from] crate::cakey::CaKeyError),
 }
 
 /// The internal CA as loaded from `state_dir/ca`: the issuing root and intermediate,
@@ -68,7 +70,10 @@ pub struct InternalCa {
     pub root: CertInfo,
     /// The intermediate that signs new leaves.
     pub intermediate: CertInfo,
-    intermediate_key: PrivateKey,
+    /// Decrypted on first use: reading the CA for `status` or `check` needs no key.
+    intermediate_key: std::sync::OnceLock<PrivateKey>,
+    /// The passphrase of keys encrypted at rest (`ca.key_passphrase_file`).
+    pass: Option<crate::cakey::Passphrase>,
     pub manifest: Manifest,
     /// Earlier intermediates that still carry leaves, by generation (oldest first).
     pub retired: Vec<(u32, CertInfo)>,
@@ -108,9 +113,8 @@ fn read_cert(dir: &Path, name: &str) -> Result<CertInfo, CaError> {
     Ok(certs.remove(0))
 }
 
-/// Reads a CA key, refusing one that other users could read (or may have read), and
-/// one that does not belong to `cert`.
-pub fn read_key(path: &Path, cert: &CertInfo) -> Result<PrivateKey, CaError> {
+/// Refuses a CA key file that other users could read (or may have read).
+fn check_key_file(path: &Path) -> Result<(), CaError> {
     if let Ok(meta) = fs::symlink_metadata(path) {
         if meta.mode() & 0o077 != 0 {
             return Err(CaError::KeyTooOpen {
@@ -127,11 +131,19 @@ pub fn read_key(path: &Path, cert: &CertInfo) -> Result<PrivateKey, CaError> {
             });
         }
     }
+    Ok(())
+}
+
+/// Reads a CA key (decrypting it with `pass` when it is encrypted at rest), refusing
+/// one that other users could read, and one that does not belong to `cert`.
+pub fn read_key(
+    path: &Path,
+    cert: &CertInfo,
+    pass: Option<&crate::cakey::Passphrase>,
+) -> Result<PrivateKey, CaError> {
+    check_key_file(path)?;
     let pem = read_text(path, PEM_MAX)?;
-    let key = PrivateKey::from_pem(&pem).map_err(|e| CaError::Damaged {
-        path: path.to_path_buf(),
-        reason: e.to_string(),
-    })?;
+    let key = crate::cakey::decode(&pem, pass, path)?;
     if !cert.matches_key(&key) {
         return Err(CaError::WrongKey {
             path: path.to_path_buf(),
@@ -150,6 +162,7 @@ impl InternalCa {
     /// Creates root and intermediate in `dir`. The keys and certificates are written to
     /// a temporary directory that is renamed into place, so a crash leaves no half CA.
     pub fn init(spec: &CaSpec, dir: &Path, now: OffsetDateTime) -> Result<InternalCa, CaError> {
+        let pass = crate::cakey::passphrase(spec)?;
         if dir.exists()
             && fs::read_dir(dir)
                 .map(|mut d| d.next().is_some())
@@ -167,14 +180,22 @@ impl InternalCa {
         let _ = fs::remove_dir_all(&tmp);
         ensure_dir(&tmp, 0o700)?;
         for (name, bytes, mode) in [
-            (ROOT_KEY, root.key.pem().to_string(), 0o600),
-            (INT_KEY, int.key.pem().to_string(), 0o600),
-            (ROOT_CRT, root.cert.to_pem(), 0o644),
-            (INT_CRT, int.cert.to_pem(), 0o644),
+            (
+                ROOT_KEY,
+                crate::cakey::encode(&root.key, pass.as_ref())?,
+                0o600,
+            ),
+            (
+                INT_KEY,
+                crate::cakey::encode(&int.key, pass.as_ref())?,
+                0o600,
+            ),
+            (ROOT_CRT, Zeroizing::new(root.cert.to_pem()), 0o644),
+            (INT_CRT, Zeroizing::new(int.cert.to_pem()), 0o644),
         ] {
             write_atomic(&FileSpec {
                 path: tmp.join(name),
-                bytes: Zeroizing::new(bytes.into_bytes()),
+                bytes: Zeroizing::new(bytes.as_bytes().to_vec()),
                 mode,
                 uid: None,
                 gid: None,
@@ -194,11 +215,12 @@ impl InternalCa {
             source,
         })?;
         sync_dir(parent)?;
-        InternalCa::load(dir)
+        InternalCa::load(spec, dir)
     }
 
-    /// Loads the CA, refusing keys that other users could read.
-    pub fn load(dir: &Path) -> Result<InternalCa, CaError> {
+    /// Loads the CA, refusing keys that other users could read, and keys encrypted at
+    /// rest when `spec` gives no passphrase. Keys are decrypted when first used.
+    pub fn load(spec: &CaSpec, dir: &Path) -> Result<InternalCa, CaError> {
         store::recover(dir);
         let present: Vec<bool> = [ROOT_CRT, INT_CRT, INT_KEY]
             .iter()
@@ -225,11 +247,18 @@ impl InternalCa {
         let manifest = Manifest::read(dir)?;
         let root = read_cert(dir, ROOT_CRT)?;
         let intermediate = read_cert(dir, INT_CRT)?;
-        if dir.join(ROOT_KEY).exists() {
-            // Checked for its mode and owner even though only rotations use it.
-            read_key(&dir.join(ROOT_KEY), &root)?;
+        let pass = crate::cakey::passphrase(spec)?;
+        for key in [ROOT_KEY, INT_KEY] {
+            let path = dir.join(key);
+            if path.exists() {
+                // Checked for its mode and owner even though only rotations use the
+                // root's.
+                check_key_file(&path)?;
+                if pass.is_none() && crate::cakey::is_encrypted(&read_text(&path, PEM_MAX)?) {
+                    return Err(crate::cakey::CaKeyError::NoPassphrase { path }.into());
+                }
+            }
         }
-        let intermediate_key = read_key(&dir.join(INT_KEY), &intermediate)?;
         if !intermediate.signed_by(&root) {
             return Err(CaError::Damaged {
                 path: dir.join(INT_CRT),
@@ -280,7 +309,8 @@ impl InternalCa {
             dir: dir.to_path_buf(),
             root,
             intermediate,
-            intermediate_key,
+            intermediate_key: std::sync::OnceLock::new(),
+            pass,
             manifest,
             retired,
             old_roots,
@@ -296,7 +326,7 @@ impl InternalCa {
         dir: &Path,
         now: OffsetDateTime,
     ) -> Result<(InternalCa, bool), CaError> {
-        match InternalCa::load(dir) {
+        match InternalCa::load(spec, dir) {
             Ok(ca) => Ok((ca, false)),
             Err(CaError::Missing { .. }) => InternalCa::init(spec, dir, now).map(|ca| (ca, true)),
             Err(e) => Err(e),
@@ -400,9 +430,9 @@ impl InternalCa {
     ) -> Result<String, CaError> {
         let owned;
         let key = if cert.der == self.intermediate.der {
-            &self.intermediate_key
+            self.intermediate_key()?
         } else {
-            owned = match read_key(key_path, cert) {
+            owned = match read_key(key_path, cert, self.pass.as_ref()) {
                 Err(CaError::Read(e)) if e.is_not_found() => return Err(CaError::RootKeyForCrl(e)),
                 other => other?,
             };
@@ -443,6 +473,24 @@ impl InternalCa {
             .map(|c| c.fingerprint.as_str())
             .collect::<Vec<_>>()
             .join(",")
+    }
+
+    /// The issuing intermediate's key, read (and decrypted) once.
+    fn intermediate_key(&self) -> Result<&PrivateKey, CaError> {
+        if let Some(k) = self.intermediate_key.get() {
+            return Ok(k);
+        }
+        let key = read_key(
+            &self.dir.join(INT_KEY),
+            &self.intermediate,
+            self.pass.as_ref(),
+        )?;
+        Ok(self.intermediate_key.get_or_init(|| key))
+    }
+
+    /// The passphrase keys are encrypted with, if any.
+    pub fn passphrase(&self) -> Option<&crate::cakey::Passphrase> {
+        self.pass.as_ref()
     }
 
     pub fn root_pem(&self) -> String {
@@ -548,11 +596,12 @@ impl Issuer for InternalCa {
         let wanted = now + to_offset(req.lifetime);
         p.not_after = wanted.min(self.intermediate.not_after);
         p.use_authority_key_identifier_extension = true;
-        let issuer = rcgen::Issuer::from_ca_cert_der(
-            &self.intermediate.der.clone().into(),
-            self.intermediate_key.pair(),
-        )
-        .map_err(|e| IssueError::Sign(e.to_string()))?;
+        let key = self
+            .intermediate_key()
+            .map_err(|e| IssueError::Sign(e.to_string()))?;
+        let issuer =
+            rcgen::Issuer::from_ca_cert_der(&self.intermediate.der.clone().into(), key.pair())
+                .map_err(|e| IssueError::Sign(e.to_string()))?;
         let cert = p
             .signed_by(&csr.public_key, &issuer)
             .map_err(|e| IssueError::Sign(e.to_string()))?;

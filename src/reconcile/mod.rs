@@ -133,7 +133,7 @@ pub fn select<'a>(config: &'a Config, names: &[String]) -> Result<Vec<&'a CertSp
 
 /// Loads the internal CA for reading, without creating it.
 pub fn load_ca(config: &Config) -> Result<Option<InternalCa>, crate::issuer::CaError> {
-    match InternalCa::load(&StateDir::new(&config.state_dir).ca_dir()) {
+    match InternalCa::load(&config.ca, &StateDir::new(&config.state_dir).ca_dir()) {
         Ok(ca) => Ok(Some(ca)),
         Err(crate::issuer::CaError::Missing { .. }) => Ok(None),
         Err(e) => Err(e),

@@ -5,6 +5,7 @@
 mod support;
 
 mod acme;
+mod cakey;
 mod cli;
 mod constraints;
 mod crash;

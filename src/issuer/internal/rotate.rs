@@ -38,6 +38,7 @@ pub enum Force {
 struct Keys<'a> {
     dir: &'a Path,
     file: Option<&'a Path>,
+    pass: Option<&'a crate::cakey::Passphrase>,
 }
 
 impl Keys<'_> {
@@ -48,20 +49,18 @@ impl Keys<'_> {
             // A key the operator brings may sit on removable media with any owner:
             // what matters is that it is the right one.
             let pem = crate::fsread::read_regular(file, crate::fsread::PEM_MAX)?;
-            let key = std::str::from_utf8(&pem)
-                .ok()
-                .and_then(|p| PrivateKey::from_pem(p).ok())
-                .ok_or_else(|| CaError::Damaged {
-                    path: file.to_path_buf(),
-                    reason: "not a PEM private key".into(),
-                })?;
+            let pem = std::str::from_utf8(&pem).map_err(|_| CaError::Damaged {
+                path: file.to_path_buf(),
+                reason: "not a PEM private key".into(),
+            })?;
+            let key = crate::cakey::decode(pem, self.pass, file)?;
             if cert.matches_key(&key) {
                 return Ok(Some(key));
             }
         }
         let path = self.dir.join(stored);
         if path.exists() {
-            return read_key(&path, cert).map(Some);
+            return read_key(&path, cert, self.pass).map(Some);
         }
         Ok(None)
     }
@@ -105,6 +104,7 @@ impl InternalCa {
             let keys = Keys {
                 dir: &ca.dir,
                 file: root_key_file,
+                pass: ca.passphrase(),
             };
             let mut done = None;
             for step in due {
@@ -131,7 +131,7 @@ impl InternalCa {
                 Some(change) => {
                     tracing::info!(event = change.event, generation = change.generation, serial = %change.serial, "{}", change.message);
                     changes.push(change);
-                    ca = InternalCa::load(&ca.dir)?;
+                    ca = InternalCa::load(spec, &ca.dir)?;
                 }
                 None => break,
             }
@@ -160,7 +160,7 @@ impl InternalCa {
                 let int = make::intermediate(spec, g, &self.root, &root_key, now)?;
                 let mut next = m.clone();
                 let mut edits = self.retire_intermediate(&mut next, longest_leaf, now);
-                edits.extend(new_intermediate(&int, g, &mut next));
+                edits.extend(self.new_intermediate(&int, g, &mut next)?);
                 edits.push(Edit::write(MANIFEST, next.to_bytes().to_vec(), 0o644));
                 commit(&self.dir, edits)?;
                 Ok(Some(Change {
@@ -195,7 +195,7 @@ impl InternalCa {
                     published_at: now,
                 });
                 let mut edits = vec![
-                    Edit::write(NEXT_ROOT_KEY, root.key.pem().as_bytes().to_vec(), 0o600),
+                    Edit::write(NEXT_ROOT_KEY, self.key_bytes(&root.key)?, 0o600),
                     Edit::write(NEXT_ROOT_CRT, root.cert.to_pem(), 0o644),
                     Edit::write(MANIFEST, next.to_bytes().to_vec(), 0o644),
                 ];
@@ -248,7 +248,7 @@ impl InternalCa {
                 next.old_roots.push(old);
                 next.root = root_gen;
                 next.next_root = None;
-                edits.extend(new_intermediate(&int, g, &mut next));
+                edits.extend(self.new_intermediate(&int, g, &mut next)?);
                 edits.push(Edit::write(MANIFEST, next.to_bytes().to_vec(), 0o644));
                 commit(&self.dir, edits)?;
                 Ok(Some(Change {
@@ -337,12 +337,25 @@ impl InternalCa {
             Edit::rename("intermediate.crl", old_int(g, "crl")),
         ]
     }
-}
 
-fn new_intermediate(int: &make::Made, g: u32, next: &mut Manifest) -> Vec<Edit> {
-    next.intermediate = g;
-    vec![
-        Edit::write(INT_KEY, int.key.pem().as_bytes().to_vec(), 0o600),
-        Edit::write(INT_CRT, int.cert.to_pem(), 0o644),
-    ]
+    /// A new key as it is stored: encrypted at rest when the CA's keys are.
+    fn key_bytes(&self, key: &PrivateKey) -> Result<Vec<u8>, CaError> {
+        Ok(crate::cakey::encode(key, self.passphrase())?
+            .as_bytes()
+            .to_vec())
+    }
+
+    /// The files of a new issuing intermediate, generation `g`.
+    fn new_intermediate(
+        &self,
+        int: &make::Made,
+        g: u32,
+        next: &mut Manifest,
+    ) -> Result<Vec<Edit>, CaError> {
+        next.intermediate = g;
+        Ok(vec![
+            Edit::write(INT_KEY, self.key_bytes(&int.key)?, 0o600),
+            Edit::write(INT_CRT, int.cert.to_pem(), 0o644),
+        ])
+    }
 }
