@@ -855,10 +855,14 @@ impl Daemon {
                         .inc();
                 }
                 self.track_servers(now, &activity);
-                if activity.ca_changed && !with_trust {
-                    // A pass without the trust targets rotated the CA: the trust pass
-                    // publishes it.
-                    self.trust_wanted = true;
+                if activity.ca_changed {
+                    // The metrics and the alarm follow at once.
+                    self.ca_checked = None;
+                    if !with_trust {
+                        // A pass without the trust targets rotated the CA: the trust
+                        // pass publishes it.
+                        self.trust_wanted = true;
+                    }
                 }
                 reports
             }

@@ -116,6 +116,11 @@ fn read_cert(dir: &Path, name: &str) -> Result<CertInfo, CaError> {
 /// Refuses a CA key file that other users could read (or may have read).
 fn check_key_file(path: &Path) -> Result<(), CaError> {
     if let Ok(meta) = fs::symlink_metadata(path) {
+        if !meta.is_file() {
+            // The bounded reader names what it is ("a symbolic link, not a regular
+            // file") and never follows it.
+            read_regular(path, PEM_MAX)?;
+        }
         if meta.mode() & 0o077 != 0 {
             return Err(CaError::KeyTooOpen {
                 path: path.to_path_buf(),

@@ -1276,7 +1276,7 @@ fn check_raises_the_alarm_for_a_ca_that_can_no_longer_carry_its_certificates() {
     let r = sb.ck(&["check"]);
     r.expect_code(1);
     r.stderr_has("warning: the CA intermediate certificate expires")
-        .stderr_has("certkeeper cannot rotate its CA yet: create a new CA before then");
+        .stderr_has("ca.intermediate_lifetime is too short to carry the longest certificate lifetime and its renewal window");
     // The root (20 days, carrying 10 + 12) is due too; the plan is still printed.
     r.stderr_has("warning: the CA root certificate expires");
     assert!(r.line_for("www").contains("would renew"), "{r:?}");
@@ -1286,7 +1286,7 @@ fn check_raises_the_alarm_for_a_ca_that_can_no_longer_carry_its_certificates() {
     r.stderr_has("warning: the CA intermediate certificate expires");
     assert!(
         r.stdout.lines().any(|l| l.starts_with("CA: ")
-            && l.contains("intermediate valid until")
+            && l.contains("intermediate generation 1 valid until")
             && l.contains("due for replacement now")),
         "{r:?}"
     );

@@ -924,7 +924,9 @@ fn a_ca_due_for_replacement_is_said_in_the_status_line_and_the_log() {
     let d = Daemon::start_ready(&sb, &[]);
     assert!(
         d.messages.iter().any(|m| m.contains("READY=1")
-            && m.contains("; the CA is due for replacement (see `certkeeper check`)")),
+            && m.contains(
+                "; the CA is due for replacement and cannot rotate (see `certkeeper check`)"
+            )),
         "{:?}",
         d.messages
     );

@@ -5,6 +5,7 @@
 mod support;
 
 mod acme;
+mod ca_rotation;
 mod cakey;
 mod cli;
 mod constraints;

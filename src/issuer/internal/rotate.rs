@@ -62,7 +62,13 @@ impl Keys<'_> {
         if path.exists() {
             return read_key(&path, cert, self.pass).map(Some);
         }
-        Ok(None)
+        match self.file {
+            Some(file) => Err(CaError::WrongKey {
+                path: file.to_path_buf(),
+                cert: cert.subject.clone(),
+            }),
+            None => Ok(None),
+        }
     }
 }
 

@@ -136,7 +136,9 @@ pub fn intermediate_rotation(s: &CaState, t: &Timing) -> Option<OffsetDateTime> 
     (!ends_with_root).then(|| rotate_at(s.intermediate, t.leaf_carry, t.rotate_before))
 }
 
-/// What is due at `now`, and when the next step after those falls due.
+/// What is due at `now`, and when the next step after those falls due (always after
+/// `now`: a step that is due but cannot help, because the lifetimes do not fit, is an
+/// alarm of [`health`], never a time to wake up for).
 pub fn steps(
     s: &CaState,
     t: &Timing,
@@ -149,10 +151,10 @@ pub fn steps(
     let switching = match s.next_root {
         None => {
             let (publish, _) = root_schedule(s.root, t);
-            if now >= publish && t.fresh_root_fits(now) {
-                due.push(CaStep::PublishRoot);
-            } else {
+            if now < publish {
                 later(publish);
+            } else if t.fresh_root_fits(now) {
+                due.push(CaStep::PublishRoot);
             }
             false
         }
@@ -169,10 +171,10 @@ pub fn steps(
     };
     if !switching {
         if let Some(at) = intermediate_rotation(s, t) {
-            if now >= at && t.fresh_intermediate_fits(now, s.root.not_after) {
-                due.push(CaStep::RotateIntermediate);
-            } else {
+            if now < at {
                 later(at);
+            } else if t.fresh_intermediate_fits(now, s.root.not_after) {
+                due.push(CaStep::RotateIntermediate);
             }
         }
     }
@@ -190,6 +192,7 @@ pub fn steps(
             due.push(CaStep::DropRoot(g));
         }
     }
+    debug_assert!(next.is_none_or(|n| n > now));
     (due, next)
 }
 

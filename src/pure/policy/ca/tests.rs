@@ -140,12 +140,13 @@ fn an_intermediate_that_ends_with_its_root_waits_for_the_root_and_offline_keys_a
         retired: vec![],
         old_roots: vec![],
     };
-    let (due, _) = steps(&s, &t, late);
+    let (due, next) = steps(&s, &t, late);
     assert_eq!(
         due,
         vec![CaStep::PublishRoot],
         "never a loop of short intermediates"
     );
+    assert!(next.is_none_or(|n| n > late));
     let (int, root_h) = health(&s, &t, false, false, late);
     assert!(matches!(root_h, CaHealth::Blocked { .. }), "{root_h:?}");
     assert!(matches!(int, CaHealth::Blocked { .. }), "{int:?}");
@@ -157,6 +158,30 @@ fn an_intermediate_that_ends_with_its_root_waits_for_the_root_and_offline_keys_a
     assert!(alarm("intermediate", int).is_none());
     let (int, _) = health(&s, &t, true, false, root.not_after);
     assert!(matches!(int, CaHealth::Expired { .. }));
+    // Lifetimes that do not fit: nothing is due, nothing to wake up for, an alarm.
+    let tight = Timing {
+        leaf_carry: Duration::from_secs(120 * DAY),
+        root_carry: Duration::from_secs(220 * DAY),
+        root_overlap: Duration::from_secs(10 * DAY),
+        rotate_before: RenewBefore::Share(333),
+        root_lifetime: Duration::from_secs(400 * DAY),
+        intermediate_lifetime: Duration::from_secs(100 * DAY),
+    };
+    let s = CaState {
+        root: span(start, 400),
+        intermediate: span(start, 100),
+        next_root: None,
+        retired: vec![],
+        old_roots: vec![],
+    };
+    let (due, next) = steps(&s, &tight, start + time::Duration::days(1));
+    assert!(due.is_empty());
+    assert_eq!(next, Some(root_schedule(s.root, &tight).0));
+    let (int, _) = health(&s, &tight, true, false, start + time::Duration::days(1));
+    assert!(
+        alarm("intermediate", int).unwrap().contains("too short"),
+        "{int:?}"
+    );
 }
 
 #[test]
