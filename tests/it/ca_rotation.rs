@@ -77,6 +77,15 @@ fn roots_in(bundle: &Path) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// What the continuous client saw: handshakes, failures (with when), and the lengths
+/// of the served chains in the order they changed.
+#[derive(Default)]
+struct Seen {
+    handshakes: usize,
+    failures: Vec<String>,
+    chain_lens: Vec<usize>,
+}
+
 #[test]
 fn ca_rotation_intermediate_and_root_rotate_under_continuous_handshakes() {
     let sb = Sandbox::new();
@@ -114,7 +123,7 @@ fn ca_rotation_intermediate_and_root_rotate_under_continuous_handshakes() {
 
     let mut d = Daemon::start_ready(&sb, &[]);
     let stop = Arc::new(AtomicBool::new(false));
-    let seen: Arc<Mutex<(usize, Vec<String>, Vec<usize>)>> = Arc::default();
+    let seen: Arc<Mutex<Seen>> = Arc::default();
     let client = {
         let (stop, seen, bundle) = (stop.clone(), seen.clone(), bundle.clone());
         std::thread::spawn(move || {
@@ -122,14 +131,16 @@ fn ca_rotation_intermediate_and_root_rotate_under_continuous_handshakes() {
             while !stop.load(Ordering::Relaxed) {
                 let r = handshake(&bundle, addr);
                 let mut s = seen.lock().unwrap();
-                s.0 += 1;
+                s.handshakes += 1;
                 match r {
                     Ok(chain) => {
-                        if s.2.last() != Some(&chain.len()) {
-                            s.2.push(chain.len());
+                        if s.chain_lens.last() != Some(&chain.len()) {
+                            s.chain_lens.push(chain.len());
                         }
                     }
-                    Err(e) => s.1.push(format!("{:.1}s: {e}", t0.elapsed().as_secs_f64())),
+                    Err(e) => s
+                        .failures
+                        .push(format!("{:.1}s: {e}", t0.elapsed().as_secs_f64())),
                 }
                 drop(s);
                 std::thread::sleep(CLIENT_PAUSE);
@@ -173,7 +184,11 @@ fn ca_rotation_intermediate_and_root_rotate_under_continuous_handshakes() {
     let elapsed = t.elapsed();
     stop.store(true, Ordering::Relaxed);
     client.join().unwrap();
-    let (handshakes, failures, chain_lens) = seen.lock().unwrap().clone();
+    let Seen {
+        handshakes,
+        failures,
+        chain_lens,
+    } = std::mem::take(&mut *seen.lock().unwrap());
     let log = d.log();
     let timeline: Vec<String> = sb
         .ledger()
