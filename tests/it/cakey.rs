@@ -421,3 +421,81 @@ fn ca_encrypt_follows_no_link_and_changes_nothing_then() {
     before.assert_same(&snapshot(&ca), "ca encrypt with a link in the CA");
     assert_eq!(fs::read_to_string(&outside_path).unwrap(), outside.pem());
 }
+
+/// A CA made with a passphrase configured: every key it writes (at creation, and at a
+/// rotation) is encrypted at rest, it issues and rotates with the passphrase, and a
+/// wrong or missing passphrase is a clear error that changes nothing.
+#[test]
+fn an_encrypted_ca_issues_rotates_and_refuses_a_wrong_passphrase() {
+    let sb = Sandbox::new();
+    let pass_file = write(&sb.path("ca-passphrase"), b"correct horse\n", 0o600);
+    let config = |pass: &Path| {
+        sb.write_config(&format!(
+            "state_dir: $DIR/state\nca:\n  common_name: Test CA\n  key_passphrase_file: {}\n\
+             certificates:\n  - name: www\n    sans: [www.example.internal]\n    files: {{ layout: combined, cert: $DIR/tls/www.pem }}\n",
+            pass.display()
+        ));
+    };
+    config(&pass_file);
+    sb.renew_all().ok();
+    let ca = sb.state_dir().join("ca");
+    let encrypted = |k: &Path| {
+        fs::read_to_string(k)
+            .unwrap()
+            .starts_with("-----BEGIN ENCRYPTED PRIVATE KEY-----")
+    };
+    for k in ["root.key", "intermediate.key"] {
+        assert!(encrypted(&ca.join(k)), "{k} is not encrypted at rest");
+        assert_eq!(mode(&ca.join(k)), 0o600);
+    }
+    let r = tool(
+        sb.dir(),
+        "openssl",
+        &[
+            "pkey",
+            "-in",
+            path_str(&ca.join("intermediate.key")),
+            "-passin",
+            &format!("file:{}", pass_file.display()),
+            "-noout",
+        ],
+    );
+    r.ok();
+    // A rotation writes the new intermediate's key encrypted and keeps the old one so.
+    sb.ck(&["ca", "rotate"])
+        .ok()
+        .stdout_has("rotated the CA intermediate");
+    assert!(encrypted(&ca.join("intermediate.key")));
+    assert!(encrypted(&ca.join("old/intermediate-1.key")));
+    sb.ck(&["renew", "--all", "--force"]).ok();
+    // A wrong passphrase: a clear error naming the key, and nothing changes.
+    let wrong = write(&sb.path("wrong-passphrase"), b"battery staple\n", 0o600);
+    config(&wrong);
+    let before = (snapshot(&sb.path("tls")), snapshot(&ca));
+    let r = sb.ck(&["renew", "--all", "--force"]);
+    r.expect_code(1).stderr_has("wrong passphrase");
+    before.0.assert_same(
+        &snapshot(&sb.path("tls")),
+        "renew with a wrong CA passphrase",
+    );
+    before
+        .1
+        .assert_same(&snapshot(&ca), "renew with a wrong CA passphrase");
+    // No passphrase at all: the same.
+    sb.write_config(
+        "state_dir: $DIR/state\nca:\n  common_name: Test CA\n\
+         certificates:\n  - name: www\n    sans: [www.example.internal]\n    files: { layout: combined, cert: $DIR/tls/www.pem }\n",
+    );
+    let r = sb.ck(&["renew", "--all", "--force"]);
+    r.expect_code(1)
+        .stderr_has("the CA key is encrypted and certkeeper has no passphrase for it");
+    before.0.assert_same(
+        &snapshot(&sb.path("tls")),
+        "renew without the CA passphrase",
+    );
+    before
+        .1
+        .assert_same(&snapshot(&ca), "renew without the CA passphrase");
+    // status and check still read the CA (no key needed).
+    sb.ck(&["status"]).ok();
+}
