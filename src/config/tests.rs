@@ -664,3 +664,34 @@ fn a_common_name_openssl_reads_as_dns_must_fit_the_ca_constraints() {
         "    sans: [10.0.0.5, db.example.internal]\n    common_name: db.other.com\n",
     )));
 }
+
+#[test]
+fn ca_rotation_settings_resolve_with_their_defaults() {
+    let c = ok("state_dir: /tmp/s\ncertificates: []\n");
+    assert_eq!(c.ca.rotate_before, RenewBefore::Share(333));
+    assert_eq!(c.ca.root_overlap, Duration::from_secs(90 * 86_400));
+    let c = ok("state_dir: /tmp/s\nca: { root_lifetime: 8m, intermediate_lifetime: 3m }\ncertificates: []\n");
+    assert_eq!(
+        c.ca.root_overlap,
+        Duration::from_secs(12),
+        "a fortieth of a short root"
+    );
+    let c =
+        ok("state_dir: /tmp/s\nca: { rotate_before: 200d, root_overlap: 30d }\ncertificates: []\n");
+    assert_eq!(
+        c.ca.rotate_before,
+        RenewBefore::Fixed(Duration::from_secs(200 * 86_400))
+    );
+    assert_eq!(c.ca.root_overlap, Duration::from_secs(30 * 86_400));
+    let errs = errors(
+        "state_dir: /tmp/s\nca:\n  root_lifetime: 10d\n  intermediate_lifetime: 5d\n  rotate_before: 100%\n  root_overlap: 6d\ncertificates: []\n",
+    );
+    let fields: Vec<&str> = errs.iter().map(|e| e.field.as_str()).collect();
+    assert_eq!(fields, ["ca.rotate_before", "ca.root_overlap"], "{errs:#?}");
+    assert!(
+        errs[1]
+            .message
+            .contains("less than half of ca.root_lifetime"),
+        "{errs:#?}"
+    );
+}

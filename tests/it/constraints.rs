@@ -363,3 +363,39 @@ fn constraints_allows_exactly_what_openssl_and_rustls_both_accept() {
         ]
     );
 }
+
+/// A CA made before constraints were configured gets them at its next intermediate
+/// rotation; `ca rotate` applies them at once, and OpenSSL then enforces them on what
+/// the new intermediate signs.
+#[test]
+fn constraints_reach_an_existing_ca_with_ca_rotate() {
+    let sb = Sandbox::new();
+    sb.write_config(
+        "state_dir: $DIR/state\nca:\n  organization: Test Org\n  common_name: Test CA\ncertificates: []\n",
+    );
+    sb.ck(&["ca", "init"]).ok();
+    let text = |name: &str| {
+        openssl(&[
+            "x509",
+            "-in",
+            path_str(&ca_file(&sb, name)),
+            "-noout",
+            "-text",
+        ])
+        .stdout
+    };
+    assert!(!text("intermediate.crt").contains("Name Constraints"));
+    sb.write_config(&format!("{CA}certificates: []\n"));
+    sb.ck(&["ca", "rotate"])
+        .ok()
+        .stdout_has("rotated the CA intermediate: generation 2");
+    let now = text("intermediate.crt");
+    assert!(now.contains("X509v3 Name Constraints: critical"), "{now}");
+    assert!(now.contains("DNS:.example.internal"), "{now}");
+    let outside = sign_with_intermediate(&sb, "www.other.com", &["www.other.com"], "outside.pem");
+    let chain = sb.path("chain.pem");
+    fs::copy(ca_file(&sb, "intermediate.crt"), &chain).unwrap();
+    let v = verify(&ca_file(&sb, "root.crt"), &chain, &outside, "sslserver");
+    assert_ne!(v.code, 0, "{v:?}");
+    assert!(v.all().contains("permitted subtree violation"), "{v:?}");
+}
