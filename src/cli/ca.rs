@@ -153,36 +153,12 @@ pub fn run(cmd: CaCommand, now: OffsetDateTime) -> Result<u8, CliError> {
             // Bring the CRL trust targets up to date and reload their servers, exactly as
             // a renewal pass would; a managed certificate that carried the serial is
             // reissued in the same pass (its peers would refuse it from now on).
-            let opts = crate::reconcile::RenewOptions::default();
-            let cancel = std::sync::atomic::AtomicBool::new(false);
             let owner: Vec<_> = config
                 .certificates
                 .iter()
                 .filter(|c| r.name.as_deref() == Some(c.name.as_str()))
                 .collect();
-            let (reports, activity) = crate::reconcile::run_pass(crate::reconcile::Pass {
-                config: &config,
-                state: &state,
-                ca: Some(&ca),
-                selected: &owner,
-                opts: &opts,
-                now,
-                cancel: &cancel,
-                cache: None,
-            });
-            let mut failed = false;
-            for report in &reports {
-                match &report.outcome {
-                    crate::reconcile::Outcome::Renewed { serial, .. } => {
-                        println!("reissued `{}`: new serial {serial}", report.name)
-                    }
-                    crate::reconcile::Outcome::Failed { error, .. } => {
-                        failed = true;
-                        eprintln!("error: `{}` could not be reissued: {error}", report.name);
-                    }
-                    _ => {}
-                }
-            }
+            let (failed, activity) = pass(&config, &state, &ca, &owner, now, "reissued");
             for (server, ok) in &activity.reload_results {
                 if *ok {
                     println!("reloaded `{server}`");
@@ -266,14 +242,33 @@ fn rotate(
     for change in &ca.changes {
         println!("{}", change.message);
     }
+    let all: Vec<_> = config.certificates.iter().collect();
+    let (mut failed, activity) = pass(&config, &state, &ca, &all, now, "renewed");
+    for server in &activity.trust_pending {
+        failed = true;
+        eprintln!("error: server `{server}` has not loaded the new trust material; the next `certkeeper renew` or the daemon retries");
+    }
+    describe(&ca, now);
+    Ok(u8::from(failed))
+}
+
+/// A pass over `selected` as `renew` runs it (trust targets and their servers
+/// included), one line per certificate it `did` (or could not); whether any failed.
+fn pass(
+    config: &crate::config::Config,
+    state: &StateDir,
+    ca: &InternalCa,
+    selected: &[&crate::config::CertSpec],
+    now: OffsetDateTime,
+    did: &str,
+) -> (bool, crate::reconcile::ServerActivity) {
     let opts = crate::reconcile::RenewOptions::default();
     let cancel = std::sync::atomic::AtomicBool::new(false);
-    let all: Vec<_> = config.certificates.iter().collect();
     let (reports, activity) = crate::reconcile::run_pass(crate::reconcile::Pass {
-        config: &config,
-        state: &state,
-        ca: Some(&ca),
-        selected: &all,
+        config,
+        state,
+        ca: Some(ca),
+        selected,
         opts: &opts,
         now,
         cancel: &cancel,
@@ -283,21 +278,16 @@ fn rotate(
     for report in &reports {
         match &report.outcome {
             crate::reconcile::Outcome::Renewed { serial, .. } => {
-                println!("renewed `{}`: new serial {serial}", report.name)
+                println!("{did} `{}`: new serial {serial}", report.name)
             }
             crate::reconcile::Outcome::Failed { error, .. } => {
                 failed = true;
-                eprintln!("error: `{}` could not be renewed: {error}", report.name);
+                eprintln!("error: `{}` could not be {did}: {error}", report.name);
             }
             _ => {}
         }
     }
-    for server in &activity.trust_pending {
-        failed = true;
-        eprintln!("error: server `{server}` has not loaded the new trust material; the next `certkeeper renew` or the daemon retries");
-    }
-    describe(&ca, now);
-    Ok(u8::from(failed))
+    (failed, activity)
 }
 
 fn describe(ca: &InternalCa, now: OffsetDateTime) {

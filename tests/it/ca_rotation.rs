@@ -7,13 +7,13 @@
 //! root is trusted) against the old root alone through the cross certificate.
 
 use crate::support::daemon::{wait_until, Daemon};
-use crate::support::servers::{q, server_yaml, Nginx, SERVER_NAME};
+use crate::support::servers::{q, server_yaml, tls_handshake, Nginx, SERVER_NAME};
 use crate::support::*;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName};
-use rustls::{ClientConfig, ClientConnection, RootCertStore};
+use rustls::pki_types::CertificateDer;
+use rustls::{ClientConfig, RootCertStore};
 use std::fs;
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -40,29 +40,7 @@ fn handshake(bundle: &Path, addr: SocketAddr) -> Result<Vec<Vec<u8>>, String> {
         .with_root_certificates(roots)
         .with_no_client_auth();
     config.resumption = rustls::client::Resumption::disabled();
-    let name = ServerName::try_from(SERVER_NAME).unwrap();
-    let mut conn = ClientConnection::new(Arc::new(config), name).map_err(|e| e.to_string())?;
-    let mut sock =
-        TcpStream::connect_timeout(&addr, HANDSHAKE).map_err(|e| format!("connect: {e}"))?;
-    sock.set_read_timeout(Some(HANDSHAKE)).unwrap();
-    sock.set_write_timeout(Some(HANDSHAKE)).unwrap();
-    while conn.is_handshaking() {
-        let (read, written) = conn
-            .complete_io(&mut sock)
-            .map_err(|e| format!("handshake: {e}"))?;
-        if read == 0 && written == 0 && conn.is_handshaking() {
-            return Err("the server closed the connection".into());
-        }
-    }
-    let chain = conn
-        .peer_certificates()
-        .ok_or("no certificate")?
-        .iter()
-        .map(|c| c.to_vec())
-        .collect();
-    conn.send_close_notify();
-    let _ = conn.complete_io(&mut sock);
-    Ok(chain)
+    tls_handshake(Arc::new(config), addr, HANDSHAKE)
 }
 
 fn count(sb: &Sandbox, event: &str) -> usize {

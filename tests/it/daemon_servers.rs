@@ -9,14 +9,14 @@
 //! root that `certkeeper ca bundle` prints and checks the server name.
 
 use crate::support::daemon::{wait_until, Daemon, READY};
-use crate::support::servers::{q, server_yaml, Apache, Nginx, SERVER_NAME};
+use crate::support::servers::{q, server_yaml, tls_handshake, Apache, Nginx, SERVER_NAME};
 use crate::support::*;
 use certkeeper::x509::CertInfo;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName};
-use rustls::{ClientConfig, ClientConnection, RootCertStore};
+use rustls::pki_types::CertificateDer;
+use rustls::{ClientConfig, RootCertStore};
 use std::fs;
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -155,31 +155,7 @@ impl TlsClient {
 
     /// One full handshake; the certificates the server presented (leaf first).
     fn handshake(&self) -> Result<Vec<Vec<u8>>, String> {
-        let name = ServerName::try_from(SERVER_NAME).unwrap();
-        let mut conn = ClientConnection::new(Arc::clone(&self.config), name)
-            .map_err(|e| format!("client setup: {e}"))?;
-        let mut sock = TcpStream::connect_timeout(&self.addr, HANDSHAKE)
-            .map_err(|e| format!("connect: {e}"))?;
-        sock.set_read_timeout(Some(HANDSHAKE)).unwrap();
-        sock.set_write_timeout(Some(HANDSHAKE)).unwrap();
-        sock.set_nodelay(true).unwrap();
-        while conn.is_handshaking() {
-            let (read, written) = conn
-                .complete_io(&mut sock)
-                .map_err(|e| format!("handshake: {e}"))?;
-            if read == 0 && written == 0 && conn.is_handshaking() {
-                return Err("handshake: the server closed the connection".into());
-            }
-        }
-        let chain: Vec<Vec<u8>> = conn
-            .peer_certificates()
-            .ok_or("no certificate presented")?
-            .iter()
-            .map(|c| c.to_vec())
-            .collect();
-        conn.send_close_notify();
-        let _ = conn.complete_io(&mut sock);
-        Ok(chain)
+        tls_handshake(Arc::clone(&self.config), self.addr, HANDSHAKE)
     }
 
     fn leaf(&self) -> Result<Vec<u8>, String> {

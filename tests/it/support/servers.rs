@@ -680,3 +680,36 @@ DirectoryIndex index.html
         self.inst.fix_config();
     }
 }
+
+/// One full TLS handshake with `config` to `addr` for `SERVER_NAME`, each step bounded
+/// by `limit`; the certificates the server presented (leaf first).
+pub fn tls_handshake(
+    config: std::sync::Arc<rustls::ClientConfig>,
+    addr: std::net::SocketAddr,
+    limit: Duration,
+) -> Result<Vec<Vec<u8>>, String> {
+    let name = rustls::pki_types::ServerName::try_from(SERVER_NAME).unwrap();
+    let mut conn =
+        rustls::ClientConnection::new(config, name).map_err(|e| format!("client setup: {e}"))?;
+    let mut sock = TcpStream::connect_timeout(&addr, limit).map_err(|e| format!("connect: {e}"))?;
+    sock.set_read_timeout(Some(limit)).unwrap();
+    sock.set_write_timeout(Some(limit)).unwrap();
+    sock.set_nodelay(true).unwrap();
+    while conn.is_handshaking() {
+        let (read, written) = conn
+            .complete_io(&mut sock)
+            .map_err(|e| format!("handshake: {e}"))?;
+        if read == 0 && written == 0 && conn.is_handshaking() {
+            return Err("handshake: the server closed the connection".into());
+        }
+    }
+    let chain: Vec<Vec<u8>> = conn
+        .peer_certificates()
+        .ok_or("no certificate presented")?
+        .iter()
+        .map(|c| c.to_vec())
+        .collect();
+    conn.send_close_notify();
+    let _ = conn.complete_io(&mut sock);
+    Ok(chain)
+}
