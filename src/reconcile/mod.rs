@@ -172,14 +172,25 @@ pub fn maintain_ca(
         e.not_after = Some(ca.intermediate.not_after);
         state.record(&e)?;
     }
-    let ca = ca.maintain(
+    let dir = ca.dir.clone();
+    let ca = match ca.maintain(
         &config.ca,
         &crate::policy::ca::timing(config),
         crate::policy::ca::longest_leaf(config),
         now,
         force,
         root_key_file,
-    )?;
+    ) {
+        Ok(ca) => ca,
+        // A rotation that fails (a full disk, a key that does not decrypt) must not
+        // stop issuance from the intermediate that still works: it is tried again at
+        // the next pass, and the CA's alarm says when time runs short.
+        Err(e) if force == crate::issuer::Force::Nothing => {
+            tracing::error!(error = %e, "the CA could not replace its own certificate; certificates are issued from the current intermediate meanwhile, and the next pass tries again");
+            InternalCa::load(&config.ca, &dir)?
+        }
+        Err(e) => return Err(e),
+    };
     for change in &ca.changes {
         let mut e = LedgerEntry::new(now, change.event);
         e.serial = Some(change.serial.clone());

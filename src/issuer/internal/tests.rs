@@ -189,3 +189,35 @@ fn short_lifetimes_rotate_the_same_way() {
     assert!(count("ca-switch-root") >= 5, "{log:#?}");
     assert!(count("ca-drop-root") >= 4, "{log:#?}");
 }
+
+#[test]
+fn a_rotation_that_cannot_be_written_changes_nothing_and_issuance_goes_on() {
+    use crate::reconcile::maintain_ca;
+    let tmp = tempfile::tempdir().unwrap();
+    let config = config(tmp.path(), "", &[("www", "90d")]);
+    let state = crate::state::StateDir::new(&config.state_dir);
+    let start = datetime!(2026-11-28 00:00 UTC);
+    maintain_ca(&config, &state, start, Force::Nothing, None).unwrap();
+    // Something in the way of the new CA directory (as a full disk would be).
+    let in_the_way = config.state_dir.join(".ca-next");
+    fs::write(&in_the_way, "in the way").unwrap();
+    let due = start + time::Duration::days(800);
+    let ca = maintain_ca(&config, &state, due, Force::Nothing, None).unwrap();
+    assert!(ca.changes.is_empty());
+    assert_eq!(ca.manifest.intermediate, 1);
+    issue(&ca, &config.certificates[0], due);
+    // By hand, the same failure is an error.
+    assert!(maintain_ca(&config, &state, due, Force::Intermediate, None).is_err());
+    assert_eq!(
+        InternalCa::load(&config.ca, &state.ca_dir())
+            .unwrap()
+            .manifest
+            .intermediate,
+        1
+    );
+    // Out of the way: the next pass rotates.
+    fs::remove_file(&in_the_way).unwrap();
+    let ca = maintain_ca(&config, &state, due, Force::Nothing, None).unwrap();
+    assert_eq!(ca.changes.len(), 1, "{:?}", ca.changes);
+    assert_eq!(ca.manifest.intermediate, 2);
+}
