@@ -154,6 +154,57 @@ pub fn watched_rows(config: &Config, now: OffsetDateTime) -> Vec<Row> {
     out
 }
 
+/// What `status --check` reports, one line per problem: a managed certificate that is
+/// not in order (due, missing, expired, damaged, ...) or whose last attempt failed, a
+/// watched one that is expiring, expired or unreadable, and the CA's alarms.
+pub fn problems(rows: &[Row], ca_alarms: &[String], now: OffsetDateTime) -> Vec<String> {
+    let mut out = Vec::new();
+    for r in rows {
+        let left = r
+            .not_after
+            .filter(|_| r.kind != "watched")
+            .map(|t| {
+                if t > now {
+                    format!(" (expires {})", relative(t, now))
+                } else {
+                    format!(" (expired {})", relative(t, now))
+                }
+            })
+            .unwrap_or_default();
+        let failed = r
+            .last_result
+            .as_ref()
+            .filter(|l| l.event == "failed")
+            .map(|l| {
+                format!(
+                    "; last attempt failed {}: {}",
+                    relative(l.time, now),
+                    l.reason.as_deref().unwrap_or("no reason recorded")
+                )
+            });
+        let name = if r.kind == "watched" {
+            format!("{} (watched)", r.name)
+        } else {
+            r.name.clone()
+        };
+        if r.state != "ok" {
+            out.push(format!(
+                "{name}: {}{}{left}{}",
+                r.state,
+                r.detail
+                    .as_deref()
+                    .map(|d| format!(": {d}"))
+                    .unwrap_or_default(),
+                failed.unwrap_or_default()
+            ));
+        } else if let Some(f) = failed {
+            out.push(format!("{name}: ok{left}{f}"));
+        }
+    }
+    out.extend(ca_alarms.iter().map(|a| format!("CA: {a}")));
+    out
+}
+
 /// Renders rows as an aligned table.
 pub fn table(rows: &[Row], now: OffsetDateTime, with_last: bool) -> String {
     let mut lines: Vec<Vec<String>> = vec![{

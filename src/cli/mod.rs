@@ -65,6 +65,11 @@ enum Command {
         /// Machine-readable output
         #[arg(long)]
         json: bool,
+        /// For monitoring (Nagios/Icinga-style checks, systemd timers): a summary line,
+        /// then one line per problem; exit 0 when all is well, 1 when anything is due,
+        /// expiring, failing or broken, or the CA cannot rotate
+        #[arg(long, conflicts_with = "json")]
+        check: bool,
     },
     /// Issue and install what is missing, damaged, changed or due
     Renew {
@@ -205,7 +210,18 @@ fn run(cli: Cli) -> Result<u8, CliError> {
             Err(e) => Err(CliError::Runtime(e.to_string())),
         },
         Command::Check { config } => check::run(&config, now),
-        Command::Status { config, json } => status::run(&config.load()?, json, now),
+        Command::Status {
+            config,
+            json,
+            check,
+        } => {
+            let config = config.load()?;
+            if check {
+                status::check(&config, now)
+            } else {
+                status::run(&config, json, now)
+            }
+        }
         Command::Renew {
             config,
             names,

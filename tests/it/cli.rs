@@ -1299,3 +1299,72 @@ fn check_raises_the_alarm_for_a_ca_that_can_no_longer_carry_its_certificates() {
     assert!(!r.stderr.contains("warning"), "{r:?}");
     assert!(r.stdout.contains("due for replacement 20"), "{r:?}");
 }
+
+/// `status --check` for monitoring: a summary line and one line per problem, exit 1
+/// while anything needs attention, exit 0 once all is in order.
+#[test]
+fn status_check_reports_each_problem_and_exits_1_until_all_is_in_order() {
+    let sb = Sandbox::new();
+    // A watched certificate that expires in a day, warned 21 days ahead.
+    let vendor = sb.path("vendor.pem");
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        path_str(&sb.path("vendor.key")),
+        "-out",
+        path_str(&vendor),
+        "-days",
+        "1",
+        "-subj",
+        "/CN=vendor.example",
+    ])
+    .ok();
+    fs::write(sb.path("blocker"), "a file where a directory should be").unwrap();
+    sb.write_config(&format!(
+        "state_dir: $DIR/state\n\
+         certificates:\n\
+         \x20 - name: www\n    sans: [www.example.internal]\n    files: {{ layout: combined, cert: $DIR/tls/www.pem }}\n\
+         \x20 - name: api\n    sans: [api.example.internal]\n    files: {{ layout: combined, cert: $DIR/blocker/api.pem }}\n\
+         \x20 - name: vendor\n    watch: {}\n    warn_before: 21d\n",
+        vendor.display()
+    ));
+    let r = sb.ck(&["status", "--check"]);
+    r.expect_code(1)
+        .stdout_has("PROBLEM: 3 problems among 3 certificates")
+        .stdout_has("\nwww: missing: ")
+        .stdout_has("\napi: damaged: ")
+        .stdout_has("\nvendor (watched): expiring: expires in 23h");
+    sb.ck(&["renew", "--all"]).expect_code(1);
+    let r = sb.ck(&["status", "--check"]);
+    r.expect_code(1);
+    assert!(!r.stdout.contains("\nwww:"), "{r:?}");
+    assert!(
+        r.stdout
+            .lines()
+            .any(|l| l.starts_with("api: damaged: ") && l.contains("; last attempt failed")),
+        "{r:?}"
+    );
+    // All in order: exit 0 and one line.
+    sb.write_config(
+        "state_dir: $DIR/state\n\
+         certificates:\n\
+         \x20 - name: www\n    sans: [www.example.internal]\n    files: { layout: combined, cert: $DIR/tls/www.pem }\n",
+    );
+    let r = sb.ck(&["status", "--check"]);
+    r.ok();
+    assert_eq!(r.stdout, "OK: 1 certificates in order\n", "{r:?}");
+    // A damaged file is a problem at once.
+    fs::write(
+        sb.path("tls/www.pem"),
+        "-----BEGIN CERTIFICATE-----\nbroken\n",
+    )
+    .unwrap();
+    let r = sb.ck(&["status", "--check"]);
+    r.expect_code(1).stdout_has("\nwww: damaged");
+}
