@@ -171,6 +171,12 @@ pub fn problems(rows: &[Row], ca_alarms: &[String], now: OffsetDateTime) -> Vec<
                 }
             })
             .unwrap_or_default();
+        let served = r
+            .last_result
+            .as_ref()
+            .and_then(|l| l.note.as_deref())
+            .filter(|n| n.contains(crate::served::NOTE_PREFIX))
+            .map(|n| format!("; {n}"));
         let failed = r
             .last_result
             .as_ref()
@@ -197,7 +203,7 @@ pub fn problems(rows: &[Row], ca_alarms: &[String], now: OffsetDateTime) -> Vec<
                     .unwrap_or_default(),
                 failed.unwrap_or_default()
             ));
-        } else if let Some(f) = failed {
+        } else if let Some(f) = failed.or(served) {
             out.push(format!("{name}: ok{left}{f}"));
         }
     }

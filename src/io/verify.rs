@@ -72,6 +72,16 @@ pub fn served_leaf(
     server_name: &str,
     timeout: Duration,
 ) -> Result<Vec<u8>, VerifyError> {
+    served_chain(connect, server_name, timeout).map(|mut chain| chain.swap_remove(0))
+}
+
+/// [`served_leaf`], with the certificates the server sent after the leaf: every
+/// certificate presented, in the order it was sent.
+pub fn served_chain(
+    connect: &str,
+    server_name: &str,
+    timeout: Duration,
+) -> Result<Vec<Vec<u8>>, VerifyError> {
     let name =
         ServerName::try_from(server_name.to_string()).map_err(|_| VerifyError::BadServerName {
             server_name: server_name.into(),
@@ -120,26 +130,27 @@ pub fn served_leaf(
     conn.send_close_notify();
     let _ = conn.complete_io(&mut sock);
 
-    let leaf = recorder
+    let chain = recorder
         .leaf
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .take();
-    leaf.ok_or_else(|| VerifyError::NoCertificate {
+    chain.ok_or_else(|| VerifyError::NoCertificate {
         connect: connect.into(),
         server_name: server_name.into(),
     })
 }
 
-/// Polls `served_leaf` until the server presents `expected_der` or `deadline` (a
-/// duration from now) has passed. A reloading server may answer with the old
-/// certificate for a moment, so one look is never enough.
+/// Polls `served_chain` until the server presents `expected_der` as its leaf or
+/// `deadline` (a duration from now) has passed, and returns everything it presented.
+/// A reloading server may answer with the old certificate for a moment, so one look is
+/// never enough.
 pub fn wait_for_leaf(
     connect: &str,
     server_name: &str,
     expected_der: &[u8],
     deadline: Duration,
-) -> Result<(), VerifyError> {
+) -> Result<Vec<Vec<u8>>, VerifyError> {
     let started = Instant::now();
     let end = started + deadline;
     // Short at first: nginx usually switches within tens of milliseconds.
@@ -147,9 +158,9 @@ pub fn wait_for_leaf(
     loop {
         let remaining = end.saturating_duration_since(Instant::now());
         let attempt = remaining.clamp(Duration::from_millis(200), Duration::from_secs(5));
-        let last = match served_leaf(connect, server_name, attempt) {
-            Ok(der) if der == expected_der => return Ok(()),
-            Ok(der) => Ok(der),
+        let last = match served_chain(connect, server_name, attempt) {
+            Ok(chain) if chain[0] == expected_der => return Ok(chain),
+            Ok(mut chain) => Ok(chain.swap_remove(0)),
             Err(e) => Err(e),
         };
         let now = Instant::now();
@@ -263,19 +274,24 @@ fn tcp_connect(connect: &str, timeout: Duration) -> Result<TcpStream, VerifyErro
 #[derive(Debug)]
 struct LeafRecorder {
     algorithms: WebPkiSupportedAlgorithms,
-    leaf: Mutex<Option<Vec<u8>>>,
+    /// The leaf, then what the server sent after it.
+    leaf: Mutex<Option<Vec<Vec<u8>>>>,
 }
 
 impl ServerCertVerifier for LeafRecorder {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
+        intermediates: &[CertificateDer<'_>],
         _server_name: &ServerName<'_>,
         _ocsp_response: &[u8],
         _now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        *self.leaf.lock().unwrap_or_else(|e| e.into_inner()) = Some(end_entity.to_vec());
+        let chain = std::iter::once(end_entity)
+            .chain(intermediates)
+            .map(|c| c.to_vec())
+            .collect();
+        *self.leaf.lock().unwrap_or_else(|e| e.into_inner()) = Some(chain);
         Ok(ServerCertVerified::assertion())
     }
 

@@ -7,4 +7,5 @@ pub mod encoding;
 pub mod layout;
 pub mod model;
 pub mod policy;
+pub mod served;
 pub mod x509;

@@ -141,7 +141,7 @@ pub(super) fn apply_to_servers(
             "stopping: verification skipped; the next start checks what is served"
         );
     } else {
-        let results: Vec<(usize, Result<(), crate::verify::VerifyError>)> =
+        let results: Vec<(usize, Result<Vec<Vec<u8>>, crate::verify::VerifyError>)> =
             std::thread::scope(|scope| {
                 let handles: Vec<_> = to_verify
                     .iter()
@@ -171,8 +171,22 @@ pub(super) fn apply_to_servers(
             let st = &mut staged[i];
             let v = st.spec.verify.clone().expect("filtered on verify");
             match result {
-                Ok(()) => {
-                    tracing::info!(certificate = %st.spec.name, connect = %v.connect, "verified: the new certificate is served")
+                Ok(served) => {
+                    tracing::info!(certificate = %st.spec.name, connect = %v.connect, "verified: the new certificate is served");
+                    // The leaf is ours; a chain that differs is the server's reading of
+                    // its files, not this pair's fault: the pair stays, the problem is
+                    // said (log, ledger note, status).
+                    let expected: Vec<Vec<u8>> =
+                        st.issued.chain.iter().map(|c| c.der.clone()).collect();
+                    if let Some(problem) = crate::served::judge(&served[1..], &expected) {
+                        tracing::warn!(certificate = %st.spec.name, connect = %v.connect, "{problem}");
+                        st.notes.push(format!(
+                            "{}{} (SNI {}): {problem}",
+                            crate::served::NOTE_PREFIX,
+                            v.connect,
+                            v.server_name
+                        ));
+                    }
                 }
                 Err(e) => {
                     tracing::error!(certificate = %st.spec.name, error = %e, "verify failed; rolling back");

@@ -405,9 +405,20 @@ pub fn run_pass(pass: Pass) -> (Vec<CertReport>, ServerActivity) {
                 if let (true, true, Some(v), Seen::Present(p)) =
                     (opts.check_served, serving, &spec.verify, &seen)
                 {
-                    match crate::verify::served_leaf(&v.connect, &v.server_name, v.timeout) {
-                        Ok(der) if crate::encoding::sha256_hex(&der) == p.leaf.fingerprint => {
+                    match crate::verify::served_chain(&v.connect, &v.server_name, v.timeout) {
+                        Ok(served)
+                            if crate::encoding::sha256_hex(&served[0]) == p.leaf.fingerprint =>
+                        {
                             tracing::info!(certificate = %spec.name, connect = %v.connect, "verified: the server serves the certificate on disk");
+                            let expected: Vec<Vec<u8>> =
+                                p.chain.iter().map(|c| c.der.clone()).collect();
+                            // (A cached observation has no chain to compare with.)
+                            let problem = (!expected.is_empty())
+                                .then(|| crate::served::judge(&served[1..], &expected))
+                                .flatten();
+                            if let Some(problem) = problem {
+                                tracing::warn!(certificate = %spec.name, connect = %v.connect, "{problem}");
+                            }
                         }
                         Ok(_) => {
                             tracing::warn!(certificate = %spec.name, connect = %v.connect, "the server does not serve the certificate on disk; reloading it");

@@ -17,5 +17,6 @@ mod hooks;
 mod hostile;
 mod mtls;
 mod reads;
+mod served;
 mod servers;
 mod state_bounds;
