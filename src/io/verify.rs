@@ -75,13 +75,16 @@ pub fn served_leaf(
     served_chain(connect, server_name, timeout).map(|mut chain| chain.swap_remove(0))
 }
 
+/// Every certificate a server presented (DER), leaf first, in the order sent.
+pub type Served = Vec<Vec<u8>>;
+
 /// [`served_leaf`], with the certificates the server sent after the leaf: every
 /// certificate presented, in the order it was sent.
 pub fn served_chain(
     connect: &str,
     server_name: &str,
     timeout: Duration,
-) -> Result<Vec<Vec<u8>>, VerifyError> {
+) -> Result<Served, VerifyError> {
     let name =
         ServerName::try_from(server_name.to_string()).map_err(|_| VerifyError::BadServerName {
             server_name: server_name.into(),
@@ -150,7 +153,7 @@ pub fn wait_for_leaf(
     server_name: &str,
     expected_der: &[u8],
     deadline: Duration,
-) -> Result<Vec<Vec<u8>>, VerifyError> {
+) -> Result<Served, VerifyError> {
     let started = Instant::now();
     let end = started + deadline;
     // Short at first: nginx usually switches within tens of milliseconds.

@@ -141,32 +141,34 @@ pub(super) fn apply_to_servers(
             "stopping: verification skipped; the next start checks what is served"
         );
     } else {
-        let results: Vec<(usize, Result<Vec<Vec<u8>>, crate::verify::VerifyError>)> =
-            std::thread::scope(|scope| {
-                let handles: Vec<_> = to_verify
-                    .iter()
-                    .map(|&i| {
-                        let st = &staged[i];
-                        let v = st.spec.verify.as_ref().expect("filtered on verify");
-                        let der = &st.issued.leaf.der;
-                        scope.spawn(move || {
-                            (
-                                i,
-                                crate::verify::wait_for_leaf(
-                                    &v.connect,
-                                    &v.server_name,
-                                    der,
-                                    v.timeout,
-                                ),
-                            )
-                        })
+        let results: Vec<(
+            usize,
+            Result<crate::verify::Served, crate::verify::VerifyError>,
+        )> = std::thread::scope(|scope| {
+            let handles: Vec<_> = to_verify
+                .iter()
+                .map(|&i| {
+                    let st = &staged[i];
+                    let v = st.spec.verify.as_ref().expect("filtered on verify");
+                    let der = &st.issued.leaf.der;
+                    scope.spawn(move || {
+                        (
+                            i,
+                            crate::verify::wait_for_leaf(
+                                &v.connect,
+                                &v.server_name,
+                                der,
+                                v.timeout,
+                            ),
+                        )
                     })
-                    .collect();
-                handles
-                    .into_iter()
-                    .map(|h| h.join().expect("verify thread"))
-                    .collect()
-            });
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("verify thread"))
+                .collect()
+        });
         for (i, result) in results {
             let st = &mut staged[i];
             let v = st.spec.verify.clone().expect("filtered on verify");
