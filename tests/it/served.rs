@@ -52,8 +52,7 @@ fn served_a_leaf_without_its_intermediate_is_named_and_the_pair_stays() {
     let installed = sb
         .ledger()
         .into_iter()
-        .filter(|e| e["event"] == "installed")
-        .last()
+        .rfind(|e| e["event"] == "installed")
         .unwrap();
     let note = installed["note"].as_str().unwrap_or_default();
     assert!(
