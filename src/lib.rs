@@ -15,7 +15,7 @@
 //! Every module is also reachable at the crate root (`certkeeper::policy`, ...).
 
 pub mod pure;
-pub use pure::{constraints, duration, encoding, layout, model, policy, x509};
+pub use pure::{constraints, discover, duration, encoding, layout, model, policy, x509};
 
 pub mod config;
 
