@@ -91,13 +91,27 @@ struct Node {
     block: Option<Vec<Node>>,
 }
 
+/// `p` from `base` when relative, with `.` and `..` taken out as written (the servers
+/// open the path as given; the result names the same file unless a link is on the way).
 fn resolve(base: &Path, p: &str) -> PathBuf {
+    use std::path::Component;
     let p = Path::new(p);
-    if p.is_absolute() {
+    let joined = if p.is_absolute() {
         p.to_path_buf()
     } else {
         base.join(p)
+    };
+    let mut out = PathBuf::new();
+    for c in joined.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
     }
+    out
 }
 
 /// `*`, `?` and `[...]` wildcards, as the shell matches file names (here on whole paths).
@@ -1289,6 +1303,10 @@ Include missing.conf
         );
         let b = &f.vhosts[1];
         assert_eq!(b.listen[0].connect(), "127.0.0.1:443");
+        assert_eq!(
+            resolve(Path::new("/etc/nginx"), "./../ssl/x.crt"),
+            PathBuf::from("/etc/ssl/x.crt")
+        );
         assert_eq!(b.files[0].cert, PathBuf::from("/etc/apache2/tls/b.pem"));
         assert_eq!(
             b.files[0].key,
