@@ -15,14 +15,14 @@
 //! Every module is also reachable at the crate root (`certkeeper::policy`, ...).
 
 pub mod pure;
-pub use pure::{constraints, duration, encoding, layout, model, policy, served, x509};
+pub use pure::{constraints, discover, duration, encoding, layout, model, policy, served, x509};
 
 pub mod config;
 
 pub mod io;
 pub use io::{
-    cache, cakey, clock, fsread, fsutil, hooks, install, keys, metrics, observe, process, server,
-    state, trust, verify,
+    cache, cakey, clock, discover as discover_io, fsread, fsutil, hooks, install, keys, metrics,
+    observe, process, server, state, trust, verify,
 };
 pub mod issuer;
 

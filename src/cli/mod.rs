@@ -3,6 +3,7 @@
 
 mod ca;
 mod check;
+mod discover;
 mod inspect;
 mod issue;
 mod renew;
@@ -99,6 +100,8 @@ enum Command {
     },
     /// Issue a one-off certificate into a directory (e.g. a client certificate)
     Issue(issue::IssueArgs),
+    /// The certificates nginx and Apache load: files, names, issuer, expiry, key match
+    Discover(discover::DiscoverArgs),
     /// Print shell completions
     Completions {
         #[arg(value_enum)]
@@ -240,6 +243,7 @@ fn run(cli: Cli) -> Result<u8, CliError> {
         Command::Inspect { files } => inspect::run(&files, now),
         Command::Ca { command } => ca::run(command, now),
         Command::Issue(args) => issue::run(args, now),
+        Command::Discover(args) => discover::run(args, now),
         Command::Completions { shell } => {
             let shell = match shell {
                 Shell::Bash => clap_complete::Shell::Bash,

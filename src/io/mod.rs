@@ -5,6 +5,7 @@
 pub mod cache;
 pub mod cakey;
 pub mod clock;
+pub mod discover;
 pub mod fsread;
 pub mod fsutil;
 pub mod hooks;

@@ -2,6 +2,7 @@
 //! so every decision here is tested without waiting.
 
 pub mod constraints;
+pub mod discover;
 pub mod duration;
 pub mod encoding;
 pub mod layout;

@@ -12,6 +12,7 @@ mod constraints;
 mod crash;
 mod daemon;
 mod daemon_servers;
+mod discover;
 mod faults;
 mod hooks;
 mod hostile;
