@@ -82,6 +82,7 @@ fn managed_rows(
 ) -> Vec<Row> {
     let mut out = Vec::new();
     let issuers = Registry::new(config, ca);
+    let drifting = crate::drift::drifting(&StateDir::new(&config.state_dir));
     for spec in &config.certificates {
         let seen = observe(spec, issuers.get(&spec.issuer));
         let verdict = decide_with_revocations(spec, &seen, now, revoked);
@@ -90,7 +91,10 @@ fn managed_rows(
             _ => None,
         };
         let (state, detail, next) = match &verdict {
-            Verdict::Fine { renew_at } => ("ok".to_string(), None, Some(*renew_at)),
+            Verdict::Fine { renew_at } => match drifting.get(&spec.name) {
+                Some(found) => ("drift".to_string(), Some(found.clone()), Some(*renew_at)),
+                None => ("ok".to_string(), None, Some(*renew_at)),
+            },
             Verdict::Reissue(r) => (r.code().to_string(), Some(r.to_string()), Some(now)),
         };
         out.push(Row {
@@ -243,7 +247,7 @@ pub fn table(rows: &[Row], now: OffsetDateTime, with_last: bool) -> String {
                 .map(|t| relative(t, now))
                 .unwrap_or_else(|| "-".into()),
             match (r.next_renewal, r.state.as_str()) {
-                (Some(t), "ok") => relative(t, now),
+                (Some(t), "ok" | "drift") => relative(t, now),
                 (Some(_), _) => "now".into(),
                 (None, _) => "-".into(),
             },

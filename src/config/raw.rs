@@ -84,6 +84,7 @@ pub struct RawVerify {
     pub connect: String,
     pub server_name: Option<String>,
     pub timeout: Option<Text>,
+    pub every: Option<Text>,
 }
 
 #[derive(Deserialize, Debug, Default, Clone)]

@@ -952,6 +952,15 @@ impl Ctx {
             Some(t) => self.duration(&format!("{path}.timeout"), cert, &t.0),
             None => Some(Duration::from_secs(10)),
         };
+        let every = match v.every.as_ref().map(|t| t.0.trim()) {
+            None => Some(Some(Duration::from_secs(3600))),
+            Some("0") => Some(None),
+            Some(t) => match self.duration(&format!("{path}.every"), cert, t) {
+                Some(d) if d < Duration::from_secs(1) => Some(None),
+                Some(d) => Some(Some(d)),
+                None => None,
+            },
+        };
         if !ok {
             return None;
         }
@@ -959,6 +968,7 @@ impl Ctx {
             connect: v.connect.clone(),
             server_name: server_name?,
             timeout: timeout?,
+            every: every?,
         })
     }
 

@@ -277,6 +277,9 @@ pub struct VerifySpec {
     pub server_name: String,
     /// How long the new leaf may take to be served.
     pub timeout: Duration,
+    /// How often the daemon checks that the server still serves the certificate on
+    /// disk (drift: a hand-made reload, a reverted vhost); None: never (`every: 0`).
+    pub every: Option<Duration>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

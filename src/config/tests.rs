@@ -695,3 +695,20 @@ fn ca_rotation_settings_resolve_with_their_defaults() {
         "{errs:#?}"
     );
 }
+
+#[test]
+fn verify_every_defaults_to_an_hour_and_0_turns_it_off() {
+    let with = |extra: &str| {
+        ok(&format!(
+            "state_dir: /tmp/s\ncertificates:\n  - name: www\n    sans: [www.example.internal]\n    files: {{ layout: combined, cert: /tls/www.pem }}\n    verify: {{ connect: 127.0.0.1:443{extra} }}\n"
+        ))
+        .certificates[0]
+        .verify
+        .clone()
+        .unwrap()
+        .every
+    };
+    assert_eq!(with(""), Some(Duration::from_secs(3600)));
+    assert_eq!(with(", every: 5m"), Some(Duration::from_secs(300)));
+    assert_eq!(with(", every: 0"), None);
+}

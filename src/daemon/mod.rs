@@ -192,6 +192,9 @@ struct Daemon {
     /// CA was last looked at.
     ca_alarm: bool,
     ca_checked: Option<OffsetDateTime>,
+    /// When each certificate with a `verify:` target is next checked for drift
+    /// (`verify.every`, jittered).
+    drift_next: HashMap<String, OffsetDateTime>,
 }
 
 /// What reaches the daemon's loop from outside, on its one channel.
@@ -292,6 +295,7 @@ pub async fn serve(
         restart_needed: None,
         ca_alarm: false,
         ca_checked: None,
+        drift_next: HashMap::new(),
     };
     if let Some(addr) = d.config.metrics {
         let listener = crate::metrics::bind(addr).await.map_err(|e| {
@@ -357,6 +361,10 @@ pub async fn serve(
                 let trust_due = d.trust_next.is_some_and(|t| t <= now);
                 if !due.is_empty() || trust_due {
                     d.launch(due, false, trust_due);
+                }
+                let drift = d.drift_due(now);
+                if !drift.is_empty() {
+                    d.launch(drift, true, false);
                 }
                 let waiting = d.servers_to_look_at(now);
                 if !waiting.is_empty() {
@@ -426,6 +434,12 @@ impl Daemon {
             .map(|(_, t)| next_look(t.next, t.expiring_at))
             .chain(self.watch_next.values().copied())
             .chain(self.trust_next.filter(|_| !trust_waits))
+            .chain(
+                self.drift_next
+                    .iter()
+                    .filter(|(n, _)| !self.in_flight(n))
+                    .map(|(_, t)| *t),
+            )
             .chain(self.servers.values().map(|s| s.next))
             .collect()
     }
@@ -472,6 +486,45 @@ impl Daemon {
             }
         }
         go
+    }
+
+    /// Keeps one drift check time per certificate with a `verify:` target that has
+    /// `verify.every` (new ones start a jittered period from now; gone ones are
+    /// forgotten).
+    fn schedule_drift(&mut self, now: OffsetDateTime) {
+        let config = Arc::clone(&self.config);
+        let wanted: HashMap<&str, Duration> = config
+            .certificates
+            .iter()
+            .filter_map(|c| Some((c.name.as_str(), c.verify.as_ref()?.every?)))
+            .collect();
+        self.drift_next
+            .retain(|n, _| wanted.contains_key(n.as_str()));
+        for (name, every) in wanted {
+            self.drift_next
+                .entry(name.to_string())
+                .or_insert_with(|| drift_after(name, now, every));
+        }
+    }
+
+    /// The certificates whose drift check is due (not those in a pass: the pass that
+    /// ends reschedules them), each given its next time.
+    fn drift_due(&mut self, now: OffsetDateTime) -> Vec<String> {
+        let due: Vec<String> = self
+            .drift_next
+            .iter()
+            .filter(|(n, t)| **t <= now && !self.in_flight(n))
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in &due {
+            let every = self
+                .spec(name)
+                .and_then(|c| c.verify.as_ref()?.every)
+                .unwrap_or(Duration::from_secs(3600));
+            self.drift_next
+                .insert(name.clone(), drift_after(name, now, every));
+        }
+        due
     }
 
     /// Servers that were not running at their reload and whose time to look again has
@@ -697,6 +750,7 @@ impl Daemon {
 
     /// The first reconciliation is over: tell systemd, and watch the stores too.
     fn started(&mut self) {
+        self.schedule_drift(self.clock.now());
         self.check_watched(self.clock.now());
         self.check_ca(self.clock.now());
         if !self.cancel.load(Ordering::Relaxed) {
@@ -855,6 +909,15 @@ impl Daemon {
                         .inc();
                 }
                 self.track_servers(now, &activity);
+                for (name, target, matches) in &activity.served {
+                    self.metrics
+                        .served_matches
+                        .get_or_create(&crate::metrics::TargetLabel {
+                            name: name.clone(),
+                            target: target.clone(),
+                        })
+                        .set(i64::from(*matches));
+                }
                 if activity.ca_changed {
                     // The metrics and the alarm follow at once.
                     self.ca_checked = None;
@@ -1126,4 +1189,11 @@ impl Drop for Daemon {
     fn drop(&mut self) {
         self.cancel.store(true, Ordering::Relaxed);
     }
+}
+
+/// The next drift check of `name`: `every` from `now`, less a jitter that spreads many
+/// certificates over the period (deterministic per name).
+fn drift_after(name: &str, now: OffsetDateTime, every: Duration) -> OffsetDateTime {
+    let jitter = crate::policy::jitter(name, "drift", every);
+    now + time::Duration::seconds((every - jitter).as_secs().max(1) as i64)
 }

@@ -114,6 +114,7 @@ impl Daemon {
             self.metrics.forget(name);
         }
         self.config = Arc::new(new);
+        self.schedule_drift(self.clock.now());
         self.reindex();
         if !changed.is_empty() || old.trust != self.config.trust {
             self.launch(changed, false, true);

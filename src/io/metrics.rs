@@ -38,6 +38,13 @@ pub struct CaLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TargetLabel {
+    pub name: String,
+    /// The `verify.connect` address.
+    pub target: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CaKindLabel {
     /// `root` or `intermediate`.
     pub ca: String,
@@ -57,6 +64,7 @@ pub struct Metrics {
     pub last_success: Family<NameLabel, Gauge>,
     pub ca_not_after: Family<CaLabel, Gauge>,
     pub ca_rotation_blocked: Family<CaKindLabel, Gauge>,
+    pub served_matches: Family<TargetLabel, Gauge>,
 }
 
 impl Default for Metrics {
@@ -69,6 +77,7 @@ impl Default for Metrics {
         let last_success = Family::<NameLabel, Gauge>::default();
         let ca_not_after = Family::<CaLabel, Gauge>::default();
         let ca_rotation_blocked = Family::<CaKindLabel, Gauge>::default();
+        let served_matches = Family::<TargetLabel, Gauge>::default();
         registry.register(
             "certificate_not_after_seconds",
             "notAfter of the certificate in place (Unix time), managed and watched",
@@ -92,6 +101,11 @@ impl Default for Metrics {
             ca_not_after.clone(),
         );
         registry.register(
+            "served_matches",
+            "1 when the verify target last served the certificate on disk, 0 when it served something else (drift)",
+            served_matches.clone(),
+        );
+        registry.register(
             "ca_rotation_blocked",
             "1 while a CA certificate is due for replacement and cannot be replaced here (root key offline), else 0",
             ca_rotation_blocked.clone(),
@@ -112,6 +126,7 @@ impl Default for Metrics {
             last_success,
             ca_not_after,
             ca_rotation_blocked,
+            served_matches,
         }
     }
 }

@@ -6,6 +6,7 @@ pub mod cache;
 pub mod cakey;
 pub mod clock;
 pub mod discover;
+pub mod drift;
 pub mod fsread;
 pub mod fsutil;
 pub mod hooks;

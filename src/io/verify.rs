@@ -154,6 +154,34 @@ pub fn wait_for_leaf(
     expected_der: &[u8],
     deadline: Duration,
 ) -> Result<Served, VerifyError> {
+    let fingerprint = crate::encoding::sha256_hex(expected_der);
+    wait_served(
+        connect,
+        server_name,
+        &fingerprint,
+        describe(expected_der),
+        deadline,
+    )
+}
+
+/// [`wait_for_leaf`] for the leaf whose SHA-256 fingerprint (hex) is `fingerprint`.
+pub fn wait_for_fingerprint(
+    connect: &str,
+    server_name: &str,
+    fingerprint: &str,
+    deadline: Duration,
+) -> Result<Served, VerifyError> {
+    let expected = format!("SHA-256 {fingerprint}");
+    wait_served(connect, server_name, fingerprint, expected, deadline)
+}
+
+fn wait_served(
+    connect: &str,
+    server_name: &str,
+    fingerprint: &str,
+    expected: String,
+    deadline: Duration,
+) -> Result<Served, VerifyError> {
     let started = Instant::now();
     let end = started + deadline;
     // Short at first: nginx usually switches within tens of milliseconds.
@@ -162,13 +190,12 @@ pub fn wait_for_leaf(
         let remaining = end.saturating_duration_since(Instant::now());
         let attempt = remaining.clamp(Duration::from_millis(200), Duration::from_secs(5));
         let last = match served_chain(connect, server_name, attempt) {
-            Ok(chain) if chain[0] == expected_der => return Ok(chain),
+            Ok(chain) if crate::encoding::sha256_hex(&chain[0]) == fingerprint => return Ok(chain),
             Ok(mut chain) => Ok(chain.swap_remove(0)),
             Err(e) => Err(e),
         };
         let now = Instant::now();
         if now >= end {
-            let expected = describe(expected_der);
             let waited = now - started;
             return Err(match last {
                 Ok(der) => VerifyError::NotServed {
@@ -193,7 +220,7 @@ pub fn wait_for_leaf(
 }
 
 /// A certificate as messages name it: serial, fingerprint, subject and expiry.
-fn describe(der: &[u8]) -> String {
+pub fn describe(der: &[u8]) -> String {
     match CertInfo::from_der(der) {
         Ok(c) => format!(
             "serial {}, SHA-256 {}, subject {}, not after {}",

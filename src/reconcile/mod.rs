@@ -87,6 +87,9 @@ pub struct ServerActivity {
     pub not_running: BTreeMap<String, crate::server::NotRunning>,
     /// Servers found running when the pass looked.
     pub running: BTreeSet<String>,
+    /// What was served where it was checked: (certificate, `verify.connect`, whether it
+    /// was the certificate on disk), after any reload that repaired a drift.
+    pub served: Vec<(String, String, bool)>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -349,6 +352,10 @@ pub fn run_pass(pass: Pass) -> (Vec<CertReport>, ServerActivity) {
         }
     }
     let mut stale_servers: BTreeSet<String> = BTreeSet::new();
+    // Certificates whose server served something else than the files on disk: after
+    // the reload of their servers, looked at once more (drift).
+    let mut drifted: Vec<(&CertSpec, String, String)> = Vec::new();
+    let mut served_ok: Vec<(String, String)> = Vec::new();
     // Whether each server of these certificates runs, when what is served is checked:
     // a server that does not run serves nothing to compare.
     let liveness: BTreeMap<String, Result<(), crate::server::NotRunning>> = if opts.check_served {
@@ -410,6 +417,7 @@ pub fn run_pass(pass: Pass) -> (Vec<CertReport>, ServerActivity) {
                             if crate::encoding::sha256_hex(&served[0]) == p.leaf.fingerprint =>
                         {
                             tracing::info!(certificate = %spec.name, connect = %v.connect, "verified: the server serves the certificate on disk");
+                            served_ok.push((spec.name.clone(), v.connect.clone()));
                             let expected: Vec<Vec<u8>> =
                                 p.chain.iter().map(|c| c.der.clone()).collect();
                             // (A cached observation has no chain to compare with.)
@@ -420,9 +428,14 @@ pub fn run_pass(pass: Pass) -> (Vec<CertReport>, ServerActivity) {
                                 tracing::warn!(certificate = %spec.name, connect = %v.connect, "{problem}");
                             }
                         }
-                        Ok(_) => {
+                        Ok(served) => {
                             tracing::warn!(certificate = %spec.name, connect = %v.connect, "the server does not serve the certificate on disk; reloading it");
                             stale_servers.extend(spec.reload.iter().cloned());
+                            drifted.push((
+                                spec,
+                                p.leaf.fingerprint.clone(),
+                                crate::verify::describe(&served[0]),
+                            ));
                         }
                         Err(e) => {
                             tracing::warn!(certificate = %spec.name, error = %e, "cannot check what the server serves")
@@ -506,6 +519,7 @@ pub fn run_pass(pass: Pass) -> (Vec<CertReport>, ServerActivity) {
             }
         }
     }
+    settle_drift(state, &drifted, &served_ok, &mut activity, now);
     crate::trust::run_commands(&trust.run);
     // The trust pass is also when the CA's own next step falls due (ensure_ca does it).
     let ca_next = ca.and_then(|ca| {
@@ -602,5 +616,93 @@ fn observe_leaf(spec: &CertSpec, ca: Option<&InternalCa>) -> Option<CertInfo> {
     match observe(spec, ca.map(|c| c as &dyn Issuer)) {
         Seen::Present(p) => Some(p.leaf),
         _ => None,
+    }
+}
+
+/// After the reloads of a pass: each certificate whose server served something other
+/// than the files on disk is looked at once more. Served now: the drift was repaired by
+/// the reload. Still not: drift, said in the log, the ledger and `status`, and left
+/// for the next check (never a loop of reloads). A certificate served right clears
+/// an earlier drift.
+fn settle_drift(
+    state: &StateDir,
+    drifted: &[(&CertSpec, String, String)],
+    served_ok: &[(String, String)],
+    activity: &mut ServerActivity,
+    now: OffsetDateTime,
+) {
+    if drifted.is_empty() && served_ok.is_empty() {
+        return;
+    }
+    let before = crate::drift::drifting(state);
+    let record = |name: &str, event: &str, note: String| {
+        let mut e = LedgerEntry::new(now, event);
+        e.name = Some(name.to_string());
+        e.note = Some(note);
+        if let Err(err) = state.record(&e) {
+            tracing::error!(error = %err, "cannot record in the ledger");
+        }
+    };
+    for (name, connect) in served_ok {
+        activity.served.push((name.clone(), connect.clone(), true));
+        if before.contains_key(name) {
+            if let Err(e) = crate::drift::set(state, name, None) {
+                tracing::error!(error = %e, "cannot record the end of a drift");
+            }
+            record(
+                name,
+                "drift-repaired",
+                format!("{connect} serves the certificate on disk again"),
+            );
+        }
+    }
+    for (spec, fingerprint, found) in drifted {
+        let v = spec.verify.as_ref().expect("checked with verify");
+        let reloaded = spec
+            .reload
+            .iter()
+            .all(|s| activity.reload_results.iter().any(|(n, ok)| n == s && *ok));
+        let result = if reloaded {
+            crate::verify::wait_for_fingerprint(&v.connect, &v.server_name, fingerprint, v.timeout)
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        } else {
+            Err(format!(
+                "{found} is served, and its server could not be reloaded"
+            ))
+        };
+        match result {
+            Ok(()) => {
+                tracing::info!(certificate = %spec.name, connect = %v.connect, "drift repaired: after a reload the server serves the certificate on disk");
+                activity
+                    .served
+                    .push((spec.name.clone(), v.connect.clone(), true));
+                let _ = crate::drift::set(state, &spec.name, None);
+                record(
+                    &spec.name,
+                    "drift-repaired",
+                    format!(
+                        "{} served {found}; reloaded, it serves the certificate on disk",
+                        v.connect
+                    ),
+                );
+            }
+            Err(why) => {
+                let note = format!(
+                    "{} (SNI {}) serves {found}, not the certificate on disk, even after a reload: {why}; check the server's certificate settings (certkeeper checks again at the next verify.every)",
+                    v.connect, v.server_name
+                );
+                tracing::error!(certificate = %spec.name, "drift: {note}");
+                activity
+                    .served
+                    .push((spec.name.clone(), v.connect.clone(), false));
+                if before.get(&spec.name) != Some(&note) {
+                    record(&spec.name, "drift", note.clone());
+                }
+                if let Err(e) = crate::drift::set(state, &spec.name, Some(note)) {
+                    tracing::error!(error = %e, "cannot record a drift");
+                }
+            }
+        }
     }
 }

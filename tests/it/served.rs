@@ -104,3 +104,103 @@ fn served_a_leaf_without_its_intermediate_is_named_and_the_pair_stays() {
     ]);
     assert!(r.stdout.contains("Verify return code: 0 (ok)"), "{r:?}");
 }
+
+/// Drift: nginx pointed by hand at another certificate and reloaded behind the daemon's
+/// back. The periodic check (`verify.every`) finds it, reloads nginx once, finds it
+/// still wrong and reports drift (ledger, `status --check`) without a loop of reloads;
+/// once the vhost reads certkeeper's file again, the next check repairs it with one
+/// reload and clears the drift.
+#[test]
+fn served_drift_is_found_reported_once_per_check_and_repaired() {
+    use crate::support::daemon::{wait_until, Daemon};
+    use std::time::Duration;
+    let sb = Sandbox::new();
+    let cert = CertDef::new("www", Layout::Nginx).sans(&[SERVER_NAME]);
+    sb.write_config_with("", &[], std::slice::from_ref(&cert));
+    sb.renew_all().ok();
+    let f = cert.files(&sb);
+    let key = f.key.clone().unwrap();
+    let nginx = Nginx::start(&sb.path("nginx"), &f.cert, &key);
+    let served = cert.clone().extra("reload: [nginx]").extra(&format!(
+        "verify: {{ connect: {}, server_name: {SERVER_NAME}, every: 2s, timeout: 2s }}",
+        q(&nginx.connect())
+    ));
+    sb.write_config_with(
+        "",
+        &[server_yaml(&nginx.server_spec("nginx"), None, None)],
+        &[served],
+    );
+    let mut d = Daemon::start_ready(&sb, &[]);
+    // Another certificate for the same name, and nginx reading it.
+    let other_cert = sb.path("other.crt");
+    let other_key = sb.path("other.key");
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        path_str(&other_key),
+        "-out",
+        path_str(&other_cert),
+        "-days",
+        "30",
+        "-subj",
+        &format!("/CN={SERVER_NAME}"),
+        "-addext",
+        &format!("subjectAltName=DNS:{SERVER_NAME}"),
+    ])
+    .ok();
+    nginx.point_at(&f.cert, &key, &other_cert, &other_key);
+    nginx.reload_by_hand();
+    let serves_other = || {
+        certkeeper::verify::served_leaf(&nginx.connect(), SERVER_NAME, Duration::from_secs(2))
+            .ok()
+            .and_then(|der| certkeeper::x509::CertInfo::from_der(&der).ok())
+            .is_some_and(|c| c.subject.contains(SERVER_NAME) && c.issuer == c.subject)
+    };
+    assert!(
+        wait_until(Duration::from_secs(10), serves_other),
+        "nginx never served the other certificate"
+    );
+    let drift_events = || count_events(&sb.ledger(), "drift", Some("www"));
+    assert!(
+        wait_until(Duration::from_secs(20), || drift_events() >= 1),
+        "no drift recorded:\n{}",
+        d.log()
+    );
+    let r = sb.ck(&["status", "--check"]);
+    r.expect_code(1).stdout_has("\nwww: drift: ");
+    assert!(
+        r.stdout
+            .contains("not the certificate on disk, even after a reload"),
+        "{r:?}"
+    );
+    // Never a loop: one reload and one record per check (every 2 s), not more.
+    let t = std::time::Instant::now();
+    let before = drift_events();
+    std::thread::sleep(Duration::from_secs(8));
+    let during = drift_events() - before;
+    let elapsed = t.elapsed().as_secs_f64();
+    assert!(
+        during as f64 <= elapsed / 2.0 + 1.0,
+        "{during} drift records in {elapsed:.1}s:\n{}",
+        d.log()
+    );
+    // The vhost reads certkeeper's file again (nobody reloads): the next check repairs.
+    nginx.fix_config();
+    assert!(
+        wait_until(Duration::from_secs(20), || {
+            count_events(&sb.ledger(), "drift-repaired", Some("www")) >= 1
+        }),
+        "the drift was not repaired:\n{}",
+        d.log()
+    );
+    assert!(wait_until(Duration::from_secs(5), || !serves_other()));
+    sb.ck(&["status", "--check"]).ok();
+    assert!(d.alive());
+    d.stop();
+}

@@ -531,6 +531,25 @@ http {{
     pub fn fix_config(&self) {
         self.inst.fix_config();
     }
+
+    /// Rewrites the configuration to read `cert` and `key` instead of `from_cert` and
+    /// `from_key` (as someone editing the vhost by hand would); nothing reloads.
+    pub fn point_at(&self, from_cert: &Path, from_key: &Path, cert: &Path, key: &Path) {
+        let text = self
+            .inst
+            .good_config
+            .replace(
+                &from_cert.display().to_string(),
+                &cert.display().to_string(),
+            )
+            .replace(&from_key.display().to_string(), &key.display().to_string());
+        write_file(&self.inst.config, &text, 0o644);
+    }
+
+    /// Reloads nginx as someone would by hand (SIGHUP to the master).
+    pub fn reload_by_hand(&self) {
+        kill(Pid::from_raw(self.pid()), Signal::SIGHUP).expect("SIGHUP nginx");
+    }
 }
 
 // ---------------------------------------------------------------------------------
