@@ -1306,25 +1306,7 @@ fn check_raises_the_alarm_for_a_ca_that_can_no_longer_carry_its_certificates() {
 fn status_check_reports_each_problem_and_exits_1_until_all_is_in_order() {
     let sb = Sandbox::new();
     // A watched certificate that expires in a day, warned 21 days ahead.
-    let vendor = sb.path("vendor.pem");
-    openssl(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-keyout",
-        path_str(&sb.path("vendor.key")),
-        "-out",
-        path_str(&vendor),
-        "-days",
-        "1",
-        "-subj",
-        "/CN=vendor.example",
-    ])
-    .ok();
+    let (vendor, _) = crate::support::servers::self_signed(sb.dir(), "vendor", 1);
     fs::write(sb.path("blocker"), "a file where a directory should be").unwrap();
     sb.write_config(&format!(
         "state_dir: $DIR/state\n\

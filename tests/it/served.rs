@@ -3,8 +3,39 @@
 //! `fullchain` belongs) is found and named; the new pair stays installed, since the fault
 //! is the server's file setting; `openssl s_client -verify_return_error` agrees.
 
-use crate::support::servers::{q, server_yaml, Nginx, SERVER_NAME};
+use crate::support::servers::{q, self_signed, server_yaml, Nginx, SERVER_NAME};
 use crate::support::*;
+use std::path::Path;
+
+/// The configuration: `cert` reloading `nginx`, verified at its address (`verify`
+/// holds more settings after a comma, or nothing).
+fn serve_with(sb: &Sandbox, cert: &CertDef, nginx: &Nginx, verify: &str) {
+    let served = cert.clone().extra("reload: [nginx]").extra(&format!(
+        "verify: {{ connect: {}, server_name: {SERVER_NAME}{verify} }}",
+        q(&nginx.connect())
+    ));
+    sb.write_config_with(
+        "",
+        &[server_yaml(&nginx.server_spec("nginx"), None, None)],
+        &[served],
+    );
+}
+
+/// `openssl s_client` trusting only `root`, refusing what does not verify.
+fn s_client(connect: &str, root: &Path) -> Run {
+    openssl(&[
+        "s_client",
+        "-connect",
+        connect,
+        "-servername",
+        SERVER_NAME,
+        "-verify_return_error",
+        "-no-CApath",
+        "-no-CAstore",
+        "-CAfile",
+        path_str(root),
+    ])
+}
 
 #[test]
 fn served_a_leaf_without_its_intermediate_is_named_and_the_pair_stays() {
@@ -15,32 +46,10 @@ fn served_a_leaf_without_its_intermediate_is_named_and_the_pair_stays() {
     let f = cert.files(&sb);
     // nginx reads the leaf alone.
     let nginx = Nginx::start(&sb.path("nginx"), &f.cert, f.key.as_ref().unwrap());
-    let served = cert.clone().extra("reload: [nginx]").extra(&format!(
-        "verify: {{ connect: {}, server_name: {SERVER_NAME} }}",
-        q(&nginx.connect())
-    ));
-    sb.write_config_with(
-        "",
-        &[server_yaml(&nginx.server_spec("nginx"), None, None)],
-        &[served],
-    );
+    serve_with(&sb, &cert, &nginx, "");
     // A client that is not ours refuses what nginx serves.
     let root = sb.root_bundle();
-    let s_client = |root: &std::path::Path| {
-        openssl(&[
-            "s_client",
-            "-connect",
-            &nginx.connect(),
-            "-servername",
-            SERVER_NAME,
-            "-verify_return_error",
-            "-no-CApath",
-            "-no-CAstore",
-            "-CAfile",
-            path_str(root),
-        ])
-    };
-    let r = s_client(&root);
+    let r = s_client(&nginx.connect(), &root);
     assert!(!r.stdout.contains("Verify return code: 0 (ok)"), "{r:?}");
 
     let old = f.serial();
@@ -77,31 +86,12 @@ fn served_a_leaf_without_its_intermediate_is_named_and_the_pair_stays() {
         f.fullchain.as_ref().unwrap(),
         f.key.as_ref().unwrap(),
     );
-    let served = cert.clone().extra("reload: [nginx]").extra(&format!(
-        "verify: {{ connect: {}, server_name: {SERVER_NAME} }}",
-        q(&nginx.connect())
-    ));
-    sb.write_config_with(
-        "",
-        &[server_yaml(&nginx.server_spec("nginx"), None, None)],
-        &[served],
-    );
+    serve_with(&sb, &cert, &nginx, "");
     let r = sb.ck(&["renew", "--all", "--force"]);
     r.ok();
     assert!(!r.stderr.contains("the server sends"), "{r:?}");
     sb.ck(&["status", "--check"]).ok();
-    let r = openssl(&[
-        "s_client",
-        "-connect",
-        &nginx.connect(),
-        "-servername",
-        SERVER_NAME,
-        "-verify_return_error",
-        "-no-CApath",
-        "-no-CAstore",
-        "-CAfile",
-        path_str(&root),
-    ]);
+    let r = s_client(&nginx.connect(), &root);
     assert!(r.stdout.contains("Verify return code: 0 (ok)"), "{r:?}");
 }
 
@@ -121,39 +111,10 @@ fn served_drift_is_found_reported_once_per_check_and_repaired() {
     let f = cert.files(&sb);
     let key = f.key.clone().unwrap();
     let nginx = Nginx::start(&sb.path("nginx"), &f.cert, &key);
-    let served = cert.clone().extra("reload: [nginx]").extra(&format!(
-        "verify: {{ connect: {}, server_name: {SERVER_NAME}, every: 2s, timeout: 2s }}",
-        q(&nginx.connect())
-    ));
-    sb.write_config_with(
-        "",
-        &[server_yaml(&nginx.server_spec("nginx"), None, None)],
-        &[served],
-    );
+    serve_with(&sb, &cert, &nginx, ", every: 2s, timeout: 2s");
     let mut d = Daemon::start_ready(&sb, &[]);
     // Another certificate for the same name, and nginx reading it.
-    let other_cert = sb.path("other.crt");
-    let other_key = sb.path("other.key");
-    openssl(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-keyout",
-        path_str(&other_key),
-        "-out",
-        path_str(&other_cert),
-        "-days",
-        "30",
-        "-subj",
-        &format!("/CN={SERVER_NAME}"),
-        "-addext",
-        &format!("subjectAltName=DNS:{SERVER_NAME}"),
-    ])
-    .ok();
+    let (other_cert, other_key) = self_signed(sb.dir(), "other", 30);
     nginx.point_at(&f.cert, &key, &other_cert, &other_key);
     nginx.reload_by_hand();
     let serves_other = || {
