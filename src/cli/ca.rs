@@ -242,6 +242,15 @@ fn rotate(
     for change in &ca.changes {
         println!("{}", change.message);
     }
+    if let (crate::issuer::Force::Root, Some(n)) = (force, &ca.manifest.next_root) {
+        if ca.changes.is_empty() {
+            println!(
+                "root generation {} is already published (since {}); issuance moves to it once ca.root_overlap has passed",
+                n.generation,
+                rfc3339(n.published_at)
+            );
+        }
+    }
     let all: Vec<_> = config.certificates.iter().collect();
     let (mut failed, activity) = pass(&config, &state, &ca, &all, now, "renewed");
     for server in &activity.trust_pending {

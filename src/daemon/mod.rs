@@ -807,7 +807,7 @@ impl Daemon {
     /// replacement and cannot be replaced here (its root key is offline).
     fn check_ca(&mut self, now: OffsetDateTime) {
         use crate::metrics::{CaKindLabel, CaLabel};
-        use crate::policy::ca::{health, timing, CaHealth};
+        use crate::policy::ca::{alarm, health, timing, CaHealth};
         self.ca_checked = Some(now);
         let Ok(Some(ca)) = crate::reconcile::load_ca(&self.config) else {
             return;
@@ -848,9 +848,12 @@ impl Daemon {
                 .get_or_create(&CaKindLabel { ca: which.into() })
                 .set(blocked as i64);
         }
-        let (_, alarms) = crate::status::ca_summary(&self.config, &ca, now);
-        for alarm in &alarms {
-            tracing::warn!("{alarm}");
+        let alarms: Vec<String> = [("intermediate", int), ("root", root)]
+            .into_iter()
+            .filter_map(|(which, h)| alarm(which, h))
+            .collect();
+        for a in &alarms {
+            tracing::warn!("{a}");
         }
         self.ca_alarm = !alarms.is_empty();
     }

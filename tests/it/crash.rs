@@ -372,3 +372,66 @@ fn pairs_stay_consistent_through_sigkill_at_random_moments() {
         }
     }
 }
+
+/// `certkeeper ca rotate` killed (SIGKILL) at random moments, again and again: the CA
+/// is always whole, the one before or the one after (each rotation is one directory
+/// exchange), never a mix; and afterwards it rotates and issues as usual.
+#[test]
+fn ca_rotation_survives_sigkill_at_random_moments() {
+    let sb = Sandbox::new();
+    let www = CertDef::new("www", Layout::Combined);
+    sb.write_certs(std::slice::from_ref(&www));
+    sb.renew_all().ok();
+    let ca = sb.state_dir().join("ca");
+    let generation = || -> u64 {
+        fs::read(ca.join("generations.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .and_then(|v| v["intermediate"].as_u64())
+            .unwrap_or(1)
+    };
+    let t = Instant::now();
+    sb.ck(&["ca", "rotate"]).ok();
+    let full = t.elapsed();
+    let mut rng = Rng(seed());
+    let (mut rotated, mut killed) = (0, 0);
+    for _ in 0..30 {
+        let before = generation();
+        let mut child = sb.spawn(&["ca", "rotate"]);
+        let at = Duration::from_micros(rng.below(full.as_micros() as u64 * 3 / 2 + 1));
+        std::thread::sleep(at);
+        if child.try_wait().unwrap().is_none() {
+            killed += 1;
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        let after = generation();
+        assert!(
+            after == before || after == before + 1,
+            "generation {before} became {after}"
+        );
+        rotated += (after > before) as usize;
+        // Whole: it loads (keys match, intermediates signed by their roots), and the
+        // issuing intermediate verifies under the root.
+        sb.ck(&["ca", "show"]).ok();
+        verify(
+            &ca.join("root.crt"),
+            &ca.join("intermediate.crt"),
+            &ca.join("intermediate.crt"),
+            "any",
+        )
+        .ok();
+    }
+    eprintln!("ca rotate killed {killed} times of 30 (a full run took {full:?}); {rotated} rotations completed");
+    assert!(
+        killed >= 5,
+        "the kills came too late to test anything: {killed}"
+    );
+    // Afterwards: a rotation clears what a killed one left, and issuance goes on.
+    sb.ck(&["ca", "rotate"]).ok();
+    assert!(!sb.state_dir().join(".ca-next").exists());
+    sb.ck(&["renew", "--all", "--force"]).ok();
+    let f = www.files(&sb);
+    let v = verify(&sb.root_bundle(), &f.cert, &f.cert, "sslserver");
+    assert!(v.stdout.contains("OK"), "{v:?}");
+}
