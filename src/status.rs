@@ -82,7 +82,7 @@ fn managed_rows(
 ) -> Vec<Row> {
     let mut out = Vec::new();
     let issuers = Registry::new(config, ca);
-    let drifting = crate::drift::drifting(&StateDir::new(&config.state_dir));
+    let findings = crate::drift::findings(&StateDir::new(&config.state_dir));
     for spec in &config.certificates {
         let seen = observe(spec, issuers.get(&spec.issuer));
         let verdict = decide_with_revocations(spec, &seen, now, revoked);
@@ -91,10 +91,28 @@ fn managed_rows(
             _ => None,
         };
         let (state, detail, next) = match &verdict {
-            Verdict::Fine { renew_at } => match drifting.get(&spec.name) {
-                Some(found) => ("drift".to_string(), Some(found.clone()), Some(*renew_at)),
-                None => ("ok".to_string(), None, Some(*renew_at)),
-            },
+            Verdict::Fine { renew_at } => {
+                // Findings of targets the configuration still has.
+                let found: Vec<&crate::drift::Finding> = findings
+                    .get(&spec.name)
+                    .map(|f| spec.verify.iter().filter_map(|v| f.get(&v.label)).collect())
+                    .unwrap_or_default();
+                let state = if found.iter().any(|f| f.drift) {
+                    "drift"
+                } else if !found.is_empty() {
+                    "unverified"
+                } else {
+                    "ok"
+                };
+                let detail = (!found.is_empty()).then(|| {
+                    found
+                        .iter()
+                        .map(|f| f.note.as_str())
+                        .collect::<Vec<_>>()
+                        .join(" | ")
+                });
+                (state.to_string(), detail, Some(*renew_at))
+            }
             Verdict::Reissue(r) => (r.code().to_string(), Some(r.to_string()), Some(now)),
         };
         out.push(Row {
@@ -175,12 +193,6 @@ pub fn problems(rows: &[Row], ca_alarms: &[String], now: OffsetDateTime) -> Vec<
                 }
             })
             .unwrap_or_default();
-        let served = r
-            .last_result
-            .as_ref()
-            .and_then(|l| l.note.as_deref())
-            .filter(|n| n.contains(crate::served::NOTE_PREFIX))
-            .map(|n| format!("; {n}"));
         let failed = r
             .last_result
             .as_ref()
@@ -207,7 +219,7 @@ pub fn problems(rows: &[Row], ca_alarms: &[String], now: OffsetDateTime) -> Vec<
                     .unwrap_or_default(),
                 failed.unwrap_or_default()
             ));
-        } else if let Some(f) = failed.or(served) {
+        } else if let Some(f) = failed {
             out.push(format!("{name}: ok{left}{f}"));
         }
     }
@@ -247,7 +259,7 @@ pub fn table(rows: &[Row], now: OffsetDateTime, with_last: bool) -> String {
                 .map(|t| relative(t, now))
                 .unwrap_or_else(|| "-".into()),
             match (r.next_renewal, r.state.as_str()) {
-                (Some(t), "ok" | "drift") => relative(t, now),
+                (Some(t), "ok" | "drift" | "unverified") => relative(t, now),
                 (Some(_), _) => "now".into(),
                 (None, _) => "-".into(),
             },

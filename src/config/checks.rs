@@ -251,4 +251,48 @@ impl Ctx {
             );
         }
     }
+
+    /// `verify.client_cert` names a managed certificate for clients; `verify.roots` is
+    /// a file that exists or that certkeeper writes (a trust target).
+    pub(super) fn check_verify_refs(
+        &mut self,
+        certs: &[CertSpec],
+        managed_at: &[usize],
+        trust: &[TrustSpec],
+    ) {
+        for (c, i) in certs.iter().zip(managed_at) {
+            let one = c.verify.len() == 1;
+            for (t, v) in c.verify.iter().enumerate() {
+                let base = if one {
+                    format!("certificates[{i}].verify")
+                } else {
+                    format!("certificates[{i}].verify[{t}]")
+                };
+                if let Some(name) = &v.client_cert {
+                    match certs.iter().find(|o| &o.name == name) {
+                        None => self.err(
+                            &format!("{base}.client_cert"),
+                            Some(&c.name),
+                            format!("no managed certificate is named `{name}`; name one with usage: client (or server+client) that certkeeper issues"),
+                        ),
+                        Some(o) if o.usage == crate::model::Usage::Server => self.err(
+                            &format!("{base}.client_cert"),
+                            Some(&c.name),
+                            format!("`{name}` has usage: server, so servers refuse it as a client certificate; give it usage: client (or server+client)"),
+                        ),
+                        Some(_) => {}
+                    }
+                }
+                if let Some(roots) = &v.roots {
+                    if !roots.exists() && !trust.iter().any(|t| &t.path == roots) {
+                        self.err(
+                            &format!("{base}.roots"),
+                            Some(&c.name),
+                            format!("{} does not exist; name a PEM file with the roots this target's clients trust", roots.display()),
+                        );
+                    }
+                }
+            }
+        }
+    }
 }

@@ -353,6 +353,7 @@ impl Ctx {
             .unwrap_or_default();
 
         self.check_unique(&certificates, &managed_at, &watched, &watched_at, &trust);
+        self.check_verify_refs(&certificates, &managed_at, &trust);
         if let Some(state_dir) = &state_dir {
             self.check_own_paths(state_dir, &certificates, &managed_at, &trust);
         }

@@ -85,6 +85,8 @@ pub struct RawVerify {
     pub server_name: Option<String>,
     pub timeout: Option<Text>,
     pub every: Option<Text>,
+    pub roots: Option<String>,
+    pub client_cert: Option<String>,
 }
 
 #[derive(Deserialize, Debug, Default, Clone)]
@@ -104,7 +106,8 @@ pub struct RawCertificate {
     pub issuer: Option<String>,
     pub files: Option<RawFiles>,
     pub reload: Option<Vec<String>>,
-    pub verify: Option<RawVerify>,
+    /// One target (a mapping) or a list of them; read by [`RawVerify`] each.
+    pub verify: Option<serde_yaml::Value>,
     pub follow_symlinks: Option<bool>,
     pub watch: Option<String>,
     pub warn_before: Option<Text>,

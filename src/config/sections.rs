@@ -556,9 +556,9 @@ impl Ctx {
             }
             Some(files) => self.resolve_files(&f("files"), cert, files),
         };
-        let verify = match &raw.verify {
-            None => None,
-            Some(v) => self.resolve_verify(&f("verify"), cert, v, &sans),
+        let verify = match raw.verify.clone() {
+            None => Some(Vec::new()),
+            Some(v) => self.resolve_verifies(&f("verify"), cert, v, &sans),
         };
         let hooks = match &raw.hooks {
             None => Some(Hooks {
@@ -585,7 +585,7 @@ impl Ctx {
             issuer: IssuerRef::named(&issuer),
             files: files?,
             reload,
-            verify,
+            verify: verify?,
             follow_symlinks: raw
                 .follow_symlinks
                 .or(defaults.follow_symlinks)
@@ -904,6 +904,67 @@ impl Ctx {
         })
     }
 
+    /// `verify:` as one target or a list of them; each labelled for metrics and status.
+    fn resolve_verifies(
+        &mut self,
+        path: &str,
+        cert: Option<&str>,
+        value: serde_yaml::Value,
+        sans: &[San],
+    ) -> Option<Vec<VerifySpec>> {
+        let items: Vec<(String, serde_yaml::Value)> = match value {
+            serde_yaml::Value::Sequence(list) => list
+                .into_iter()
+                .enumerate()
+                .map(|(i, v)| (format!("{path}[{i}]"), v))
+                .collect(),
+            v @ serde_yaml::Value::Mapping(_) => vec![(path.to_string(), v)],
+            _ => {
+                self.err(
+                    path,
+                    cert,
+                    "is a target ({ connect: HOST:PORT, server_name: NAME }) or a list of them",
+                );
+                return None;
+            }
+        };
+        let before = self.errors.len();
+        let mut out: Vec<VerifySpec> = Vec::new();
+        for (p, v) in items {
+            let Some(raw) = self.section::<RawVerify>(&p, v, cert) else {
+                continue;
+            };
+            let Some(spec) = self.resolve_verify(&p, cert, &raw, sans) else {
+                continue;
+            };
+            if out
+                .iter()
+                .any(|o| o.connect == spec.connect && o.server_name == spec.server_name)
+            {
+                self.err(
+                    &p,
+                    cert,
+                    format!(
+                        "checks {} (SNI {}) a second time; remove one of the two",
+                        spec.connect, spec.server_name
+                    ),
+                );
+                continue;
+            }
+            out.push(spec);
+        }
+        if self.errors.len() > before {
+            return None;
+        }
+        let shared: Vec<String> = out.iter().map(|v| v.connect.clone()).collect();
+        for v in &mut out {
+            if shared.iter().filter(|c| **c == v.connect).count() > 1 {
+                v.label = format!("{} {}", v.connect, v.server_name);
+            }
+        }
+        Some(out)
+    }
+
     pub(super) fn resolve_verify(
         &mut self,
         path: &str,
@@ -961,14 +1022,21 @@ impl Ctx {
                 None => None,
             },
         };
+        let roots = match &v.roots {
+            None => Some(None),
+            Some(r) => self.abs_path(&format!("{path}.roots"), cert, r).map(Some),
+        };
         if !ok {
             return None;
         }
         Some(VerifySpec {
+            label: v.connect.clone(),
             connect: v.connect.clone(),
             server_name: server_name?,
             timeout: timeout?,
             every: every?,
+            roots: roots?,
+            client_cert: v.client_cert.clone(),
         })
     }
 

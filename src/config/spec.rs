@@ -176,11 +176,20 @@ pub struct CertSpec {
     /// Servers config-tested and reloaded after an install.
     pub reload: Vec<String>,
     /// Where to check that the new certificate is served.
-    pub verify: Option<VerifySpec>,
+    /// Where clients reach it: each target is checked after a reload and every
+    /// `verify.every` (several when the name is served on several ports or hosts).
+    pub verify: Vec<VerifySpec>,
     /// Whether links of the user's own, at the files or on the way to them, are written through.
     pub follow_symlinks: bool,
     /// This certificate's own hooks, run after the global ones.
     pub hooks: Hooks,
+}
+
+impl CertSpec {
+    /// How often what its targets serve is checked: the shortest `verify.every`.
+    pub fn check_every(&self) -> Option<Duration> {
+        self.verify.iter().filter_map(|v| v.every).min()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -280,6 +289,14 @@ pub struct VerifySpec {
     /// How often the daemon checks that the server still serves the certificate on
     /// disk (drift: a hand-made reload, a reverted vhost); None: never (`every: 0`).
     pub every: Option<Duration>,
+    /// The roots clients of this target trust (`verify.roots`); None: the issuer's
+    /// (the internal CA's roots, or the system store for ACME certificates).
+    pub roots: Option<PathBuf>,
+    /// A managed client certificate presented in the handshake (mutual TLS).
+    pub client_cert: Option<String>,
+    /// How the target is named in metrics, `status` and the ledger: `connect`, with the
+    /// SNI name when the certificate has two targets at one address.
+    pub label: String,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -116,10 +116,7 @@ fn the_design_example_resolves() {
     assert_eq!(www.renew_before, RenewBefore::Share(330));
     assert_eq!(www.owner.as_ref().map(|o| o.id), Some(0));
     assert_eq!(www.key_mode, 0o600);
-    assert_eq!(
-        www.verify.as_ref().unwrap().timeout,
-        Duration::from_secs(10)
-    );
+    assert_eq!(www.verify[0].timeout, Duration::from_secs(10));
     let api = &c.certificates[1];
     assert_eq!(api.key, KeyType::Rsa3072);
     assert_eq!(api.common_name, "api.example.internal");
@@ -703,12 +700,76 @@ fn verify_every_defaults_to_an_hour_and_0_turns_it_off() {
             "state_dir: /tmp/s\ncertificates:\n  - name: www\n    sans: [www.example.internal]\n    files: {{ layout: combined, cert: /tls/www.pem }}\n    verify: {{ connect: 127.0.0.1:443{extra} }}\n"
         ))
         .certificates[0]
-        .verify
-        .clone()
-        .unwrap()
+        .verify[0]
         .every
     };
     assert_eq!(with(""), Some(Duration::from_secs(3600)));
     assert_eq!(with(", every: 5m"), Some(Duration::from_secs(300)));
     assert_eq!(with(", every: 0"), None);
+}
+
+#[test]
+fn verify_takes_a_list_of_targets_each_labelled() {
+    let base = "state_dir: /tmp/s\ncertificates:\n  - name: www\n    sans: [www.example.internal, alt.example.internal]\n    files: { layout: combined, cert: /tls/www.pem }\n";
+    let c = ok(&format!(
+        "{base}    verify:\n      - {{ connect: 127.0.0.1:443 }}\n      - {{ connect: 127.0.0.1:8443, every: 5m }}\n      - {{ connect: 127.0.0.1:8443, server_name: alt.example.internal }}\n"
+    ));
+    let v = &c.certificates[0].verify;
+    let labels: Vec<&str> = v.iter().map(|t| t.label.as_str()).collect();
+    assert_eq!(
+        labels,
+        [
+            "127.0.0.1:443",
+            "127.0.0.1:8443 www.example.internal",
+            "127.0.0.1:8443 alt.example.internal"
+        ]
+    );
+    assert_eq!(
+        c.certificates[0].check_every(),
+        Some(Duration::from_secs(300))
+    );
+    // The same target twice; a misspelt key in the second; not a mapping.
+    let e = one_error(&format!(
+        "{base}    verify: [{{ connect: 127.0.0.1:443 }}, {{ connect: 127.0.0.1:443 }}]\n"
+    ));
+    assert_eq!(e.field, "certificates[0].verify[1]");
+    assert!(e.message.contains("a second time"), "{e}");
+    let e = one_error(&format!(
+        "{base}    verify:\n      - connect: 127.0.0.1:443\n      - connect: 127.0.0.1:444\n        sever_name: x\n"
+    ));
+    assert_eq!(e.field, "certificates[0].verify[1].sever_name");
+    assert_eq!(e.line, Some(9), "{e}");
+    let e = one_error(&format!("{base}    verify: 127.0.0.1:443\n"));
+    assert!(e.message.contains("or a list of them"), "{e}");
+}
+
+#[test]
+fn verify_client_cert_and_roots_are_checked() {
+    let base = "state_dir: /tmp/s\ncertificates:\n  - name: www\n    sans: [www.example.internal]\n    files: { layout: combined, cert: /tls/www.pem }\n";
+    let client = "  - name: probe\n    sans: [probe.example.internal]\n    usage: client\n    files: { layout: combined, cert: /tls/probe.pem }\n";
+    let c = ok(&format!(
+        "{base}    verify: {{ connect: 127.0.0.1:443, client_cert: probe, roots: /etc/hosts }}\n{client}"
+    ));
+    assert_eq!(
+        c.certificates[0].verify[0].client_cert.as_deref(),
+        Some("probe")
+    );
+    let e = one_error(&format!(
+        "{base}    verify: {{ connect: 127.0.0.1:443, client_cert: nobody }}\n{client}"
+    ));
+    assert_eq!(e.field, "certificates[0].verify.client_cert");
+    assert!(
+        e.message
+            .contains("no managed certificate is named `nobody`"),
+        "{e}"
+    );
+    let e = one_error(&format!(
+        "{base}    verify: {{ connect: 127.0.0.1:443, client_cert: www }}\n"
+    ));
+    assert!(e.message.contains("usage: server"), "{e}");
+    let e = one_error(&format!(
+        "{base}    verify: {{ connect: 127.0.0.1:443, roots: /nonexistent/roots.pem }}\n"
+    ));
+    assert_eq!(e.field, "certificates[0].verify.roots");
+    assert!(e.message.contains("does not exist"), "{e}");
 }

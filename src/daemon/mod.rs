@@ -496,7 +496,7 @@ impl Daemon {
         let wanted: HashMap<&str, Duration> = config
             .certificates
             .iter()
-            .filter_map(|c| Some((c.name.as_str(), c.verify.as_ref()?.every?)))
+            .filter_map(|c| Some((c.name.as_str(), c.check_every()?)))
             .collect();
         self.drift_next
             .retain(|n, _| wanted.contains_key(n.as_str()));
@@ -519,7 +519,7 @@ impl Daemon {
         for name in &due {
             let every = self
                 .spec(name)
-                .and_then(|c| c.verify.as_ref()?.every)
+                .and_then(|c| c.check_every())
                 .unwrap_or(Duration::from_secs(3600));
             self.drift_next
                 .insert(name.clone(), drift_after(name, now, every));
@@ -912,14 +912,19 @@ impl Daemon {
                         .inc();
                 }
                 self.track_servers(now, &activity);
-                for (name, target, matches) in &activity.served {
+                for look in &activity.served {
+                    let label = crate::metrics::TargetLabel {
+                        name: look.name.clone(),
+                        target: look.target.clone(),
+                    };
                     self.metrics
                         .served_matches
-                        .get_or_create(&crate::metrics::TargetLabel {
-                            name: name.clone(),
-                            target: target.clone(),
-                        })
-                        .set(i64::from(*matches));
+                        .get_or_create(&label)
+                        .set(i64::from(look.matches));
+                    self.metrics
+                        .served_verified
+                        .get_or_create(&label)
+                        .set(i64::from(look.verified));
                 }
                 if activity.ca_changed {
                     // The metrics and the alarm follow at once.

@@ -195,7 +195,9 @@ impl Daemon {
         }
         if !managed.is_empty() || trust_touched {
             tracing::debug!(certificates = ?managed, trust = trust_touched, "files changed; checking");
-            self.launch(managed.into_iter().collect(), false, trust_touched);
+            // What the servers serve is looked at too: a file put back behind our back
+            // may be served by a reload someone else did, or wait for one (drift).
+            self.launch(managed.into_iter().collect(), true, trust_touched);
         }
         if watched_touched {
             self.check_watched(self.clock.now());

@@ -65,6 +65,7 @@ pub struct Metrics {
     pub ca_not_after: Family<CaLabel, Gauge>,
     pub ca_rotation_blocked: Family<CaKindLabel, Gauge>,
     pub served_matches: Family<TargetLabel, Gauge>,
+    pub served_verified: Family<TargetLabel, Gauge>,
 }
 
 impl Default for Metrics {
@@ -78,6 +79,7 @@ impl Default for Metrics {
         let ca_not_after = Family::<CaLabel, Gauge>::default();
         let ca_rotation_blocked = Family::<CaKindLabel, Gauge>::default();
         let served_matches = Family::<TargetLabel, Gauge>::default();
+        let served_verified = Family::<TargetLabel, Gauge>::default();
         registry.register(
             "certificate_not_after_seconds",
             "notAfter of the certificate in place (Unix time), managed and watched",
@@ -106,6 +108,11 @@ impl Default for Metrics {
             served_matches.clone(),
         );
         registry.register(
+            "served_verified",
+            "1 when a strict client last accepted what the verify target served (complete chain in order, trusted roots, name, dates, key), else 0",
+            served_verified.clone(),
+        );
+        registry.register(
             "ca_rotation_blocked",
             "1 while a CA certificate is due for replacement and cannot be replaced here (root key offline), else 0",
             ca_rotation_blocked.clone(),
@@ -127,6 +134,7 @@ impl Default for Metrics {
             ca_not_after,
             ca_rotation_blocked,
             served_matches,
+            served_verified,
         }
     }
 }

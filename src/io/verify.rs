@@ -5,8 +5,10 @@
 
 use crate::x509::CertInfo;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::ResolvesClientCert;
 use rustls::crypto::WebPkiSupportedAlgorithms;
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::sign::CertifiedKey;
 use rustls::{ClientConfig, ClientConnection, DigitallySignedStruct, SignatureScheme};
 use std::io;
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
@@ -37,6 +39,13 @@ pub enum VerifyError {
         connect: String,
         server_name: String,
         reason: String,
+    },
+    #[error("{connect} (SNI {server_name}) refused the client certificate `{client}`: {alert}; check that the server trusts certkeeper's CA for clients (ssl_client_certificate / SSLCACertificateFile) and that the certificate is valid")]
+    ClientRefused {
+        connect: String,
+        server_name: String,
+        client: String,
+        alert: String,
     },
     #[error("{connect} (SNI {server_name}) completed the handshake without presenting a certificate; check the server's TLS settings")]
     NoCertificate {
@@ -72,18 +81,36 @@ pub fn served_leaf(
     server_name: &str,
     timeout: Duration,
 ) -> Result<Vec<u8>, VerifyError> {
-    served_chain(connect, server_name, timeout).map(|mut chain| chain.swap_remove(0))
+    served_chain(connect, server_name, timeout, None).map(|mut s| s.chain.swap_remove(0))
 }
 
-/// Every certificate a server presented (DER), leaf first, in the order sent.
-pub type Served = Vec<Vec<u8>>;
+/// What a server presented in one handshake.
+#[derive(Debug, Clone)]
+pub struct Served {
+    /// Every certificate (DER), leaf first, in the order sent.
+    pub chain: Vec<Vec<u8>>,
+    /// Whether the server asked for a client certificate (mutual TLS).
+    pub asked_for_client_cert: bool,
+}
+
+/// A client certificate presented in handshakes (`verify.client_cert`): its name in
+/// the configuration, leaf and chain, and key.
+#[derive(Debug)]
+pub struct Identity {
+    pub name: String,
+    pub chain: Vec<CertificateDer<'static>>,
+    pub key: PrivateKeyDer<'static>,
+}
 
 /// [`served_leaf`], with the certificates the server sent after the leaf: every
-/// certificate presented, in the order it was sent.
+/// certificate presented, in the order it was sent. With `client`, its certificate is
+/// presented when the server asks for one, and a server that refuses it after the
+/// handshake (TLS 1.3 sends that verdict in its first flight after it) is an error.
 pub fn served_chain(
     connect: &str,
     server_name: &str,
     timeout: Duration,
+    client: Option<&Identity>,
 ) -> Result<Served, VerifyError> {
     let name =
         ServerName::try_from(server_name.to_string()).map_err(|_| VerifyError::BadServerName {
@@ -94,12 +121,29 @@ pub fn served_chain(
         algorithms: provider.signature_verification_algorithms,
         leaf: Mutex::new(None),
     });
-    let mut config = ClientConfig::builder_with_provider(Arc::clone(&provider))
+    let builder = ClientConfig::builder_with_provider(Arc::clone(&provider))
         .with_safe_default_protocol_versions()
         .map_err(|e| handshake_error(connect, server_name, e.to_string()))?
         .dangerous()
-        .with_custom_certificate_verifier(recorder.clone())
-        .with_no_client_auth();
+        .with_custom_certificate_verifier(recorder.clone());
+    let asked = Arc::new(Asked {
+        key: match client {
+            Some(id) => Some(Arc::new(
+                CertifiedKey::from_der(id.chain.clone(), id.key.clone_key(), &provider).map_err(
+                    |e| {
+                        handshake_error(
+                            connect,
+                            server_name,
+                            format!("the client certificate `{}` cannot be used: {e}", id.name),
+                        )
+                    },
+                )?,
+            )),
+            None => None,
+        },
+        asked: Mutex::new(false),
+    });
+    let mut config = builder.with_client_cert_resolver(asked.clone());
     // A resumed session would skip the certificate: always a full handshake.
     config.resumption = rustls::client::Resumption::disabled();
     let mut conn = ClientConnection::new(Arc::new(config), name)
@@ -119,14 +163,44 @@ pub fn served_chain(
             handshake_error(connect, server_name, e.to_string())
         }
     };
+    let was_asked = || *asked.asked.lock().unwrap_or_else(|e| e.into_inner());
+    let refused = |alert: String| VerifyError::ClientRefused {
+        connect: connect.into(),
+        server_name: server_name.into(),
+        client: client.map(|c| c.name.clone()).unwrap_or_default(),
+        alert,
+    };
     while conn.is_handshaking() {
-        let (read, written) = conn.complete_io(&mut sock).map_err(io_err)?;
+        let (read, written) = match conn.complete_io(&mut sock) {
+            Ok(rw) => rw,
+            Err(e) if client.is_some() && was_asked() => return Err(refused(e.to_string())),
+            Err(e) => return Err(io_err(e)),
+        };
         if read == 0 && written == 0 && conn.is_handshaking() {
             return Err(handshake_error(
                 connect,
                 server_name,
                 "the server closed the connection".into(),
             ));
+        }
+    }
+    // A TLS 1.3 server judges the client certificate after the client's last handshake
+    // message: its next flight is session tickets (accepted) or an alert (refused).
+    if client.is_some() && was_asked() {
+        let wait = timeout.min(Duration::from_secs(2));
+        let _ = sock.set_read_timeout(Some(wait));
+        match conn.read_tls(&mut sock) {
+            Ok(_) => {
+                if let Err(e) = conn.process_new_packets() {
+                    return Err(refused(e.to_string()));
+                }
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) => {}
+            Err(e) => return Err(refused(e.to_string())),
         }
     }
     // Be polite; the answer does not matter.
@@ -138,10 +212,39 @@ pub fn served_chain(
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .take();
-    chain.ok_or_else(|| VerifyError::NoCertificate {
-        connect: connect.into(),
-        server_name: server_name.into(),
-    })
+    match chain {
+        Some(chain) => Ok(Served {
+            chain,
+            asked_for_client_cert: was_asked(),
+        }),
+        None => Err(VerifyError::NoCertificate {
+            connect: connect.into(),
+            server_name: server_name.into(),
+        }),
+    }
+}
+
+/// Presents the client certificate, if there is one, when the server asks, and
+/// remembers that it asked.
+#[derive(Debug)]
+struct Asked {
+    key: Option<Arc<CertifiedKey>>,
+    asked: Mutex<bool>,
+}
+
+impl ResolvesClientCert for Asked {
+    fn resolve(
+        &self,
+        _root_hint_subjects: &[&[u8]],
+        _sigschemes: &[SignatureScheme],
+    ) -> Option<Arc<CertifiedKey>> {
+        *self.asked.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        self.key.clone()
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
 }
 
 /// Polls `served_chain` until the server presents `expected_der` as its leaf or
@@ -161,18 +264,28 @@ pub fn wait_for_leaf(
         &fingerprint,
         describe(expected_der),
         deadline,
+        None,
     )
 }
 
-/// [`wait_for_leaf`] for the leaf whose SHA-256 fingerprint (hex) is `fingerprint`.
+/// [`wait_for_leaf`] for the leaf whose SHA-256 fingerprint (hex) is `fingerprint`,
+/// presenting `client` when the server asks for a client certificate.
 pub fn wait_for_fingerprint(
     connect: &str,
     server_name: &str,
     fingerprint: &str,
     deadline: Duration,
+    client: Option<&Identity>,
 ) -> Result<Served, VerifyError> {
     let expected = format!("SHA-256 {fingerprint}");
-    wait_served(connect, server_name, fingerprint, expected, deadline)
+    wait_served(
+        connect,
+        server_name,
+        fingerprint,
+        expected,
+        deadline,
+        client,
+    )
 }
 
 fn wait_served(
@@ -181,6 +294,7 @@ fn wait_served(
     fingerprint: &str,
     expected: String,
     deadline: Duration,
+    client: Option<&Identity>,
 ) -> Result<Served, VerifyError> {
     let started = Instant::now();
     let end = started + deadline;
@@ -189,9 +303,11 @@ fn wait_served(
     loop {
         let remaining = end.saturating_duration_since(Instant::now());
         let attempt = remaining.clamp(Duration::from_millis(200), Duration::from_secs(5));
-        let last = match served_chain(connect, server_name, attempt) {
-            Ok(chain) if crate::encoding::sha256_hex(&chain[0]) == fingerprint => return Ok(chain),
-            Ok(mut chain) => Ok(chain.swap_remove(0)),
+        let last = match served_chain(connect, server_name, attempt, client) {
+            Ok(s) if crate::encoding::sha256_hex(&s.chain[0]) == fingerprint => return Ok(s),
+            Ok(mut s) => Ok(s.chain.swap_remove(0)),
+            // The right certificate, and the client one refused: waiting changes nothing.
+            Err(e @ VerifyError::ClientRefused { .. }) => return Err(e),
             Err(e) => Err(e),
         };
         let now = Instant::now();

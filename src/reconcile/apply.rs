@@ -2,7 +2,9 @@
 //! verification of what is served, and the rollback of every certificate whose server
 //! failed a step; typed outcomes per server and per certificate.
 
+use super::clients::Clients;
 use super::*;
+use crate::verify::VerifyError;
 
 /// Config-tests and reloads every server the installed certificates name (once each),
 /// verifies what is served, and rolls back the certificates whose server failed.
@@ -11,6 +13,7 @@ pub(super) fn apply_to_servers(
     staged: &mut [Staged],
     stale: &BTreeSet<String>,
     cancel: &AtomicBool,
+    clients: &Clients,
 ) -> ServerActivity {
     let mut activity = ServerActivity::default();
     let installed = |s: &Staged| s.error.is_none();
@@ -121,97 +124,111 @@ pub(super) fn apply_to_servers(
             }
         }
     }
-    // Verify: the server must serve the new leaf; if not, roll back and reload again.
-    // All certificates are verified at once, so a pass waits at most one timeout. When
-    // a stop was requested the wait is skipped: the files are installed and reloaded,
-    // and the next start checks what is served (and reloads if it is stale).
+    // Verify: each target must serve the new leaf; if not, roll back and reload again.
+    // All targets are verified at once, so a pass waits at most one timeout. When a
+    // stop was requested the wait is skipped: the files are installed and reloaded, and
+    // the next start checks what is served (and reloads if it is stale).
     let mut again: BTreeSet<String> = BTreeSet::new();
-    let to_verify: Vec<usize> = staged
+    let to_verify: Vec<(usize, usize)> = staged
         .iter()
         .enumerate()
-        .filter(|(_, st)| st.error.is_none() && st.spec.verify.is_some())
+        .filter(|(_, st)| st.error.is_none())
         .filter(|(_, st)| {
             st.spec.reload.is_empty() || st.spec.reload.iter().any(|s| reloaded.contains(s))
         })
-        .map(|(i, _)| i)
+        .flat_map(|(i, st)| (0..st.spec.verify.len()).map(move |t| (i, t)))
         .collect();
     if cancel.load(Ordering::Relaxed) && !to_verify.is_empty() {
         tracing::warn!(
-            certificates = to_verify.len(),
+            targets = to_verify.len(),
             "stopping: verification skipped; the next start checks what is served"
         );
-    } else {
-        let results: Vec<(
-            usize,
-            Result<crate::verify::Served, crate::verify::VerifyError>,
-        )> = std::thread::scope(|scope| {
-            let handles: Vec<_> = to_verify
-                .iter()
-                .map(|&i| {
-                    let st = &staged[i];
-                    let v = st.spec.verify.as_ref().expect("filtered on verify");
-                    let der = &st.issued.leaf.der;
-                    scope.spawn(move || {
-                        (
-                            i,
-                            crate::verify::wait_for_leaf(
-                                &v.connect,
-                                &v.server_name,
-                                der,
-                                v.timeout,
-                            ),
-                        )
-                    })
+        return finish(config, activity, again);
+    }
+    type Verdict = Result<Vec<crate::served::Problem>, VerifyError>;
+    let results: Vec<((usize, usize), Verdict)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = to_verify
+            .iter()
+            .map(|&(i, t)| {
+                let st = &staged[i];
+                let target = &st.spec.verify[t];
+                let fingerprint = &st.issued.leaf.fingerprint;
+                let chain: Vec<Vec<u8>> = st.issued.chain.iter().map(|c| c.der.clone()).collect();
+                scope.spawn(move || {
+                    let r = clients.wait(st.spec, target, fingerprint, Some(&chain));
+                    ((i, t), r)
                 })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().expect("verify thread"))
-                .collect()
-        });
-        for (i, result) in results {
-            let st = &mut staged[i];
-            let v = st.spec.verify.clone().expect("filtered on verify");
-            match result {
-                Ok(served) => {
-                    tracing::info!(certificate = %st.spec.name, connect = %v.connect, "verified: the new certificate is served");
-                    // The leaf is ours; a chain that differs is the server's reading of
-                    // its files, not this pair's fault: the pair stays, the problem is
-                    // said (log, ledger note, status).
-                    let expected: Vec<Vec<u8>> =
-                        st.issued.chain.iter().map(|c| c.der.clone()).collect();
-                    if let Some(problem) = crate::served::judge(&served[1..], &expected) {
-                        tracing::warn!(certificate = %st.spec.name, connect = %v.connect, "{problem}");
-                        st.notes.push(format!(
-                            "{}{} (SNI {}): {problem}",
-                            crate::served::NOTE_PREFIX,
-                            v.connect,
-                            v.server_name
-                        ));
-                    }
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("verify thread"))
+            .collect()
+    });
+    for ((i, t), result) in results {
+        let st = &mut staged[i];
+        let target = st.spec.verify[t].clone();
+        match result {
+            Ok(problems) => {
+                activity.served.push(ServedLook {
+                    name: st.spec.name.clone(),
+                    target: target.label.clone(),
+                    matches: true,
+                    verified: problems.is_empty(),
+                });
+                if problems.is_empty() {
+                    tracing::info!(certificate = %st.spec.name, connect = %target.connect, "verified: the new certificate is served, and a client accepts it");
+                    activity
+                        .findings
+                        .push((st.spec.name.clone(), target.label.clone(), None));
+                    continue;
                 }
-                Err(e) => {
-                    tracing::error!(certificate = %st.spec.name, error = %e, "verify failed; rolling back");
-                    let e = Arc::new(e);
-                    for server in &st.spec.reload {
-                        activity.servers.insert(
-                            server.clone(),
-                            ServerOutcome::VerifyFailed {
-                                certificate: st.spec.name.clone(),
-                                error: e.clone(),
-                            },
-                        );
-                    }
-                    st.roll_back(|rollback| Failure::Verify {
-                        connect: v.connect.to_string(),
-                        error: e,
-                        rollback,
-                    });
-                    again.extend(st.spec.reload.iter().cloned());
+                // The leaf is ours; what a client refuses is the server's reading of its
+                // files or a setting of its own, not this pair's fault: the pair stays
+                // (a rollback would serve the old certificate until it expires), the
+                // problem is said (log, ledger, status, metrics).
+                let note = super::clients::note(&target, &problems);
+                tracing::warn!(certificate = %st.spec.name, "served, but clients refuse it: {note}");
+                st.notes.push(format!("served at {note}"));
+                activity.findings.push((
+                    st.spec.name.clone(),
+                    target.label.clone(),
+                    Some(crate::drift::Finding { drift: false, note }),
+                ));
+            }
+            Err(e) => {
+                if st.error.is_some() {
+                    continue; // another target of it failed first
                 }
+                tracing::error!(certificate = %st.spec.name, error = %e, "verify failed; rolling back");
+                let e = Arc::new(e);
+                for server in &st.spec.reload {
+                    activity.servers.insert(
+                        server.clone(),
+                        ServerOutcome::VerifyFailed {
+                            certificate: st.spec.name.clone(),
+                            error: e.clone(),
+                        },
+                    );
+                }
+                st.roll_back(|rollback| Failure::Verify {
+                    connect: target.connect.to_string(),
+                    error: e,
+                    rollback,
+                });
+                again.extend(st.spec.reload.iter().cloned());
             }
         }
     }
+    finish(config, activity, again)
+}
+
+/// Reloads again the servers whose certificates were rolled back after verification.
+fn finish(
+    config: &Config,
+    mut activity: ServerActivity,
+    again: BTreeSet<String>,
+) -> ServerActivity {
     for name in again {
         if let Some(server) = config.servers.get(&name) {
             let result = crate::server::reload(server);

@@ -20,6 +20,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use time::OffsetDateTime;
 
 mod apply;
+mod clients;
 pub mod failure;
 mod issue;
 pub mod plan;
@@ -87,9 +88,24 @@ pub struct ServerActivity {
     pub not_running: BTreeMap<String, crate::server::NotRunning>,
     /// Servers found running when the pass looked.
     pub running: BTreeSet<String>,
-    /// What was served where it was checked: (certificate, `verify.connect`, whether it
-    /// was the certificate on disk), after any reload that repaired a drift.
-    pub served: Vec<(String, String, bool)>,
+    /// What was served where it was checked, after any reload that repaired a drift.
+    pub served: Vec<ServedLook>,
+    /// What verification found at each target it judged (recorded by the pass).
+    pub findings: Vec<crate::drift::Change>,
+    /// Drifts a reload of this pass repaired: (certificate, what was served before).
+    pub repaired: Vec<(String, String)>,
+}
+
+/// What one look at a verify target found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServedLook {
+    pub name: String,
+    /// The target's label (`verify.connect`, with the SNI name when two share it).
+    pub target: String,
+    /// The certificate on disk is the one served.
+    pub matches: bool,
+    /// And a strict client accepts it (chain, trust, name, dates, key).
+    pub verified: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -352,10 +368,11 @@ pub fn run_pass(pass: Pass) -> (Vec<CertReport>, ServerActivity) {
         }
     }
     let mut stale_servers: BTreeSet<String> = BTreeSet::new();
-    // Certificates whose server served something else than the files on disk: after
-    // the reload of their servers, looked at once more (drift).
-    let mut drifted: Vec<(&CertSpec, String, String)> = Vec::new();
-    let mut served_ok: Vec<(String, String)> = Vec::new();
+    let clients = clients::Clients::new(config, ca, now);
+    // Targets that served something else than the files on disk: after the reload of
+    // their servers, looked at once more (drift).
+    let mut drifted: Vec<Drifted> = Vec::new();
+    let mut looks: Vec<(ServedLook, Option<crate::drift::Finding>)> = Vec::new();
     // Whether each server of these certificates runs, when what is served is checked:
     // a server that does not run serves nothing to compare.
     let liveness: BTreeMap<String, Result<(), crate::server::NotRunning>> = if opts.check_served {
@@ -409,36 +426,30 @@ pub fn run_pass(pass: Pass) -> (Vec<CertReport>, ServerActivity) {
                     .reload
                     .iter()
                     .all(|s| !matches!(liveness.get(s), Some(Err(_))));
-                if let (true, true, Some(v), Seen::Present(p)) =
-                    (opts.check_served, serving, &spec.verify, &seen)
-                {
-                    match crate::verify::served_chain(&v.connect, &v.server_name, v.timeout) {
-                        Ok(served)
-                            if crate::encoding::sha256_hex(&served[0]) == p.leaf.fingerprint =>
-                        {
-                            tracing::info!(certificate = %spec.name, connect = %v.connect, "verified: the server serves the certificate on disk");
-                            served_ok.push((spec.name.clone(), v.connect.clone()));
-                            let expected: Vec<Vec<u8>> =
-                                p.chain.iter().map(|c| c.der.clone()).collect();
-                            // (A cached observation has no chain to compare with.)
-                            let problem = (!expected.is_empty())
-                                .then(|| crate::served::judge(&served[1..], &expected))
-                                .flatten();
-                            if let Some(problem) = problem {
-                                tracing::warn!(certificate = %spec.name, connect = %v.connect, "{problem}");
+                if let (true, true, Seen::Present(p)) = (opts.check_served, serving, &seen) {
+                    // (A cached observation has no chain to compare with.)
+                    let chain: Vec<Vec<u8>> = p.chain.iter().map(|c| c.der.clone()).collect();
+                    for target in &spec.verify {
+                        match clients.look(spec, target, &p.leaf.fingerprint, Some(&chain)) {
+                            clients::Look::Ours(problems) => {
+                                tracing::info!(certificate = %spec.name, connect = %target.connect, problems = problems.len(), "checked: the server serves the certificate on disk");
+                                looks.push(judged(spec, target, &problems));
                             }
-                        }
-                        Ok(served) => {
-                            tracing::warn!(certificate = %spec.name, connect = %v.connect, "the server does not serve the certificate on disk; reloading it");
-                            stale_servers.extend(spec.reload.iter().cloned());
-                            drifted.push((
-                                spec,
-                                p.leaf.fingerprint.clone(),
-                                crate::verify::describe(&served[0]),
-                            ));
-                        }
-                        Err(e) => {
-                            tracing::warn!(certificate = %spec.name, error = %e, "cannot check what the server serves")
+                            clients::Look::Other { found, problems } => {
+                                tracing::warn!(certificate = %spec.name, connect = %target.connect, "the server does not serve the certificate on disk; reloading it");
+                                stale_servers.extend(spec.reload.iter().cloned());
+                                drifted.push(Drifted {
+                                    spec,
+                                    target,
+                                    fingerprint: p.leaf.fingerprint.clone(),
+                                    chain: chain.clone(),
+                                    found,
+                                    problems,
+                                });
+                            }
+                            clients::Look::Failed(e) => {
+                                tracing::warn!(certificate = %spec.name, error = %e, "cannot check what the server serves")
+                            }
                         }
                     }
                 }
@@ -508,7 +519,7 @@ pub fn run_pass(pass: Pass) -> (Vec<CertReport>, ServerActivity) {
         }
         stale_servers.extend(trust.reload.iter().cloned());
     }
-    let mut activity = apply_to_servers(config, &mut staged, &stale_servers, cancel);
+    let mut activity = apply_to_servers(config, &mut staged, &stale_servers, cancel, &clients);
     for (name, live) in liveness {
         match live {
             Ok(()) => {
@@ -519,7 +530,8 @@ pub fn run_pass(pass: Pass) -> (Vec<CertReport>, ServerActivity) {
             }
         }
     }
-    settle_drift(state, &drifted, &served_ok, &mut activity, now);
+    settle_drift(&clients, drifted, looks, &mut activity);
+    record_findings(state, &mut activity, now);
     crate::trust::run_commands(&trust.run);
     // The trust pass is also when the CA's own next step falls due (ensure_ca does it).
     let ca_next = ca.and_then(|ca| {
@@ -619,22 +631,124 @@ fn observe_leaf(spec: &CertSpec, ca: Option<&InternalCa>) -> Option<CertInfo> {
     }
 }
 
-/// After the reloads of a pass: each certificate whose server served something other
-/// than the files on disk is looked at once more. Served now: the drift was repaired by
-/// the reload. Still not: drift, said in the log, the ledger and `status`, and left
-/// for the next check (never a loop of reloads). A certificate served right clears
-/// an earlier drift.
-fn settle_drift(
-    state: &StateDir,
-    drifted: &[(&CertSpec, String, String)],
-    served_ok: &[(String, String)],
-    activity: &mut ServerActivity,
-    now: OffsetDateTime,
-) {
-    if drifted.is_empty() && served_ok.is_empty() {
-        return;
+/// A target that served another certificate than the one on disk, to look at again
+/// after its servers' reload.
+struct Drifted<'a> {
+    spec: &'a CertSpec,
+    target: &'a crate::config::VerifySpec,
+    fingerprint: String,
+    chain: Vec<Vec<u8>>,
+    /// What was served instead, and what a client refuses in it.
+    found: String,
+    problems: Vec<crate::served::Problem>,
+}
+
+/// A look that found the certificate on disk, as a look and a finding.
+fn judged(
+    spec: &CertSpec,
+    target: &crate::config::VerifySpec,
+    problems: &[crate::served::Problem],
+) -> (ServedLook, Option<crate::drift::Finding>) {
+    let finding = (!problems.is_empty()).then(|| crate::drift::Finding {
+        drift: false,
+        note: clients::note(target, problems),
+    });
+    if let Some(f) = &finding {
+        tracing::warn!(certificate = %spec.name, "served, but clients refuse it: {}", f.note);
     }
-    let before = crate::drift::drifting(state);
+    (
+        ServedLook {
+            name: spec.name.clone(),
+            target: target.label.clone(),
+            matches: true,
+            verified: problems.is_empty(),
+        },
+        finding,
+    )
+}
+
+/// After the reloads of a pass: each target that served something other than the
+/// files on disk is looked at once more. Served now: the drift was repaired by the
+/// reload (said in the ledger at once). Still not: drift, left for the next check
+/// (never a loop of reloads).
+fn settle_drift(
+    clients: &clients::Clients,
+    drifted: Vec<Drifted>,
+    looks: Vec<(ServedLook, Option<crate::drift::Finding>)>,
+    activity: &mut ServerActivity,
+) {
+    for (look, finding) in looks {
+        activity
+            .findings
+            .push((look.name.clone(), look.target.clone(), finding));
+        activity.served.push(look);
+    }
+    for d in drifted {
+        let reloaded = d
+            .spec
+            .reload
+            .iter()
+            .all(|s| activity.reload_results.iter().any(|(n, ok)| n == s && *ok));
+        let result = if reloaded {
+            clients
+                .wait(d.spec, d.target, &d.fingerprint, Some(&d.chain))
+                .map_err(|e| e.to_string())
+        } else {
+            Err("its server could not be reloaded".into())
+        };
+        match result {
+            Ok(problems) => {
+                tracing::info!(certificate = %d.spec.name, connect = %d.target.connect, "drift repaired: after a reload the server serves the certificate on disk");
+                activity.repaired.push((
+                    d.spec.name.clone(),
+                    format!(
+                        "{} served {}; reloaded, it serves the certificate on disk",
+                        d.target.label, d.found
+                    ),
+                ));
+                let (look, finding) = judged(d.spec, d.target, &problems);
+                activity
+                    .findings
+                    .push((look.name.clone(), look.target.clone(), finding));
+                activity.served.push(look);
+            }
+            Err(why) => {
+                let refused = if d.problems.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        " (and clients refuse it: {})",
+                        d.problems
+                            .iter()
+                            .map(|p| p.to_string())
+                            .collect::<Vec<_>>()
+                            .join("; ")
+                    )
+                };
+                let note = format!(
+                    "{} (SNI {}) serves {}{refused}, not the certificate on disk, even after a reload: {why}; check the server's certificate settings (certkeeper checks again at the next verify.every)",
+                    d.target.connect, d.target.server_name, d.found
+                );
+                tracing::error!(certificate = %d.spec.name, "drift: {note}");
+                activity.served.push(ServedLook {
+                    name: d.spec.name.clone(),
+                    target: d.target.label.clone(),
+                    matches: false,
+                    verified: false,
+                });
+                activity.findings.push((
+                    d.spec.name.clone(),
+                    d.target.label.clone(),
+                    Some(crate::drift::Finding { drift: true, note }),
+                ));
+            }
+        }
+    }
+}
+
+/// Records what verification found: `served.json` once, and in the ledger what is
+/// news (a drift or a problem found, changed or gone) and every drift a reload repaired.
+fn record_findings(state: &StateDir, activity: &mut ServerActivity, now: OffsetDateTime) {
     let record = |name: &str, event: &str, note: String| {
         let mut e = LedgerEntry::new(now, event);
         e.name = Some(name.to_string());
@@ -643,66 +757,35 @@ fn settle_drift(
             tracing::error!(error = %err, "cannot record in the ledger");
         }
     };
-    for (name, connect) in served_ok {
-        activity.served.push((name.clone(), connect.clone(), true));
-        if before.contains_key(name) {
-            if let Err(e) = crate::drift::set(state, name, None) {
-                tracing::error!(error = %e, "cannot record the end of a drift");
-            }
-            record(
-                name,
-                "drift-repaired",
-                format!("{connect} serves the certificate on disk again"),
-            );
-        }
+    for (name, note) in std::mem::take(&mut activity.repaired) {
+        record(&name, "drift-repaired", note);
     }
-    for (spec, fingerprint, found) in drifted {
-        let v = spec.verify.as_ref().expect("checked with verify");
-        let reloaded = spec
-            .reload
-            .iter()
-            .all(|s| activity.reload_results.iter().any(|(n, ok)| n == s && *ok));
-        let result = if reloaded {
-            crate::verify::wait_for_fingerprint(&v.connect, &v.server_name, fingerprint, v.timeout)
-                .map(|_| ())
-                .map_err(|e| e.to_string())
-        } else {
-            Err(format!(
-                "{found} is served, and its server could not be reloaded"
-            ))
-        };
-        match result {
-            Ok(()) => {
-                tracing::info!(certificate = %spec.name, connect = %v.connect, "drift repaired: after a reload the server serves the certificate on disk");
-                activity
-                    .served
-                    .push((spec.name.clone(), v.connect.clone(), true));
-                let _ = crate::drift::set(state, &spec.name, None);
-                record(
-                    &spec.name,
-                    "drift-repaired",
-                    format!(
-                        "{} served {found}; reloaded, it serves the certificate on disk",
-                        v.connect
-                    ),
-                );
-            }
-            Err(why) => {
-                let note = format!(
-                    "{} (SNI {}) serves {found}, not the certificate on disk, even after a reload: {why}; check the server's certificate settings (certkeeper checks again at the next verify.every)",
-                    v.connect, v.server_name
-                );
-                tracing::error!(certificate = %spec.name, "drift: {note}");
-                activity
-                    .served
-                    .push((spec.name.clone(), v.connect.clone(), false));
-                if before.get(&spec.name) != Some(&note) {
-                    record(&spec.name, "drift", note.clone());
-                }
-                if let Err(e) = crate::drift::set(state, &spec.name, Some(note)) {
-                    tracing::error!(error = %e, "cannot record a drift");
-                }
-            }
+    let changes = std::mem::take(&mut activity.findings);
+    if changes.is_empty() {
+        return;
+    }
+    let news = match crate::drift::update(state, changes) {
+        Ok(news) => news,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot record what verification found");
+            return;
+        }
+    };
+    for (name, target, before, after) in news {
+        match (before, after) {
+            (_, Some(f)) if f.drift => record(&name, "drift", f.note),
+            (_, Some(f)) => record(&name, "unverified", f.note),
+            (Some(b), None) if b.drift => record(
+                &name,
+                "drift-repaired",
+                format!("{target} serves the certificate on disk again"),
+            ),
+            (Some(_), None) => record(
+                &name,
+                "verified",
+                format!("{target} serves it as clients expect again"),
+            ),
+            (None, None) => {}
         }
     }
 }

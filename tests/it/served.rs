@@ -72,7 +72,10 @@ fn served_a_leaf_without_its_intermediate_is_named_and_the_pair_stays() {
         "{installed}"
     );
     let r = sb.ck(&["status", "--check"]);
-    r.expect_code(1).stdout_has("\nwww: ok (expires in ");
+    r.expect_code(1).stdout_has(&format!(
+        "\nwww: unverified: {} (SNI {SERVER_NAME}): the server sends no certificate",
+        nginx.connect()
+    ));
     assert!(
         r.stdout
             .contains("the server sends no certificate after the leaf"),

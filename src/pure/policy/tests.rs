@@ -37,7 +37,7 @@ fn spec(lifetime: u64, renew_before: RenewBefore) -> CertSpec {
             key: "/x/www.key".into(),
         },
         reload: vec![],
-        verify: None,
+        verify: Vec::new(),
         follow_symlinks: false,
         hooks: Default::default(),
     }
