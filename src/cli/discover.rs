@@ -385,7 +385,16 @@ fn yaml(pairs: &[Pair], sources: &[Source], config: Option<&Config>) -> String {
                 .loaders
                 .iter()
                 .find_map(|l| sources[l.source].server.clone()),
-            listen: p.loaders.iter().find_map(|l| l.listen.first().cloned()),
+            listen: {
+                // Every TLS address a vhost loading it listens on, once each.
+                let mut all: Vec<Listen> = Vec::new();
+                for l in p.loaders.iter().flat_map(|l| &l.listen) {
+                    if !all.iter().any(|a| a.connect() == l.connect()) {
+                        all.push(l.clone());
+                    }
+                }
+                all
+            },
             follow_symlinks: paths.iter().any(|f| dio::link_on_way(f)),
         });
     }

@@ -52,15 +52,15 @@ pub enum VerifyError {
         connect: String,
         server_name: String,
     },
-    #[error("{connect} (SNI {server_name}) still serves {served} after {}ms, not the installed certificate ({expected}); check that the server's certificate setting points at the installed file and that the reload took effect", waited.as_millis())]
+    #[error("{connect} (SNI {server_name}) still serves {found} after {}ms, not the installed certificate ({expected}); check that the server's certificate setting points at the installed file and that the reload took effect", waited.as_millis())]
     NotServed {
         connect: String,
         server_name: String,
         waited: Duration,
         /// Serial and fingerprint of the certificate we wanted to see.
         expected: String,
-        /// Serial, fingerprint and subject of what the server presented instead.
-        served: String,
+        /// What the server presented instead.
+        found: Box<Found>,
     },
     #[error("could not get a certificate from {connect} (SNI {server_name}) within {}ms to compare with the installed one ({expected}); last attempt: {last}", waited.as_millis())]
     Unreachable {
@@ -71,6 +71,23 @@ pub enum VerifyError {
         #[source]
         last: Box<VerifyError>,
     },
+}
+
+/// What a server presented instead of the certificate waited for.
+#[derive(Debug)]
+pub struct Found {
+    /// Serial, fingerprint and subject of its leaf.
+    pub served: String,
+    /// What it presented (DER, leaf first), for a caller to judge.
+    pub chain: Vec<Vec<u8>>,
+    /// What clients refuse in it, as " (clients refuse it: …)", when a caller judged.
+    pub refused: String,
+}
+
+impl std::fmt::Display for Found {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}{}", self.served, self.refused)
+    }
 }
 
 /// Connects to `connect` ("host:port"), performs a TLS handshake with SNI
@@ -305,7 +322,7 @@ fn wait_served(
         let attempt = remaining.clamp(Duration::from_millis(200), Duration::from_secs(5));
         let last = match served_chain(connect, server_name, attempt, client) {
             Ok(s) if crate::encoding::sha256_hex(&s.chain[0]) == fingerprint => return Ok(s),
-            Ok(mut s) => Ok(s.chain.swap_remove(0)),
+            Ok(s) => Ok(s.chain),
             // The right certificate, and the client one refused: waiting changes nothing.
             Err(e @ VerifyError::ClientRefused { .. }) => return Err(e),
             Err(e) => Err(e),
@@ -314,12 +331,16 @@ fn wait_served(
         if now >= end {
             let waited = now - started;
             return Err(match last {
-                Ok(der) => VerifyError::NotServed {
+                Ok(chain) => VerifyError::NotServed {
                     connect: connect.into(),
                     server_name: server_name.into(),
                     waited,
                     expected,
-                    served: describe(&der),
+                    found: Box::new(Found {
+                        served: describe(&chain[0]),
+                        chain,
+                        refused: String::new(),
+                    }),
                 },
                 Err(e) => VerifyError::Unreachable {
                     connect: connect.into(),
@@ -527,10 +548,9 @@ mod tests {
         let other = CertInfo::from_der(&other).unwrap();
         match &err {
             VerifyError::NotServed {
-                served: s,
-                expected: e,
-                ..
+                found, expected: e, ..
             } => {
+                let s = &found.served;
                 assert!(s.contains(&served.fingerprint), "{s}");
                 assert!(e.contains(&other.serial), "{e}");
             }

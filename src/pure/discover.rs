@@ -920,8 +920,8 @@ pub struct Adopt {
     pub files: Adopted,
     /// The `servers:` entry that loads it, when one does.
     pub reload: Option<String>,
-    /// Where it is served: first TLS listen address.
-    pub listen: Option<Listen>,
+    /// Where it is served: every TLS listen address of the vhosts that load it.
+    pub listen: Vec<Listen>,
     /// A directory on the way to a file is a link (certkeeper then needs to be told).
     pub follow_symlinks: bool,
 }
@@ -1048,12 +1048,23 @@ pub fn certificates_yaml(items: &[Adopt], taken: &[String]) -> String {
         if let Some(server) = &a.reload {
             y.push_str(&format!("    reload: [{}]\n", q(server)));
         }
-        if let (Some(listen), Some(sni)) = (&a.listen, sni_name(a)) {
-            y.push_str(&format!(
+        match (&a.listen[..], sni_name(a)) {
+            ([], _) | (_, None) => {}
+            ([listen], Some(sni)) => y.push_str(&format!(
                 "    verify:\n      connect: {}\n      server_name: {}\n",
                 q(&listen.connect()),
                 q(&sni)
-            ));
+            )),
+            (all, Some(sni)) => {
+                y.push_str("    verify:\n");
+                for listen in all {
+                    y.push_str(&format!(
+                        "      - connect: {}\n        server_name: {}\n",
+                        q(&listen.connect()),
+                        q(&sni)
+                    ));
+                }
+            }
         }
     }
     y
@@ -1355,11 +1366,11 @@ Include missing.conf
                 key: "/t/www.key".into(),
             },
             reload: Some("web".into()),
-            listen: Some(Listen {
+            listen: vec![Listen {
                 host: None,
                 port: 8443,
                 ssl: true,
-            }),
+            }],
             follow_symlinks: false,
         };
         let mut second = managed.clone();

@@ -149,14 +149,37 @@ impl<'a> Clients<'a> {
             Some(Ok(id)) => Some(id),
             None => None,
         };
-        let served = crate::verify::wait_for_fingerprint(
+        match crate::verify::wait_for_fingerprint(
             &target.connect,
             &target.server_name,
             fingerprint,
             target.timeout,
             client,
-        )?;
-        Ok(self.judge(spec, target, &served, chain))
+        ) {
+            Ok(served) => Ok(self.judge(spec, target, &served, chain)),
+            Err(VerifyError::NotServed {
+                connect,
+                server_name,
+                waited,
+                expected,
+                mut found,
+            }) => {
+                let seen = Served {
+                    chain: std::mem::take(&mut found.chain),
+                    asked_for_client_cert: true,
+                };
+                found.refused = refused(&self.judge(spec, target, &seen, None));
+                found.chain = seen.chain;
+                Err(VerifyError::NotServed {
+                    connect,
+                    server_name,
+                    waited,
+                    expected,
+                    found,
+                })
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// What a strict client refuses in `served`; `chain`: the installed chain, when the
@@ -190,6 +213,15 @@ impl<'a> Clients<'a> {
         }
         problems
     }
+}
+
+/// " (clients refuse it: first; second)", or nothing.
+pub(super) fn refused(problems: &[Problem]) -> String {
+    if problems.is_empty() {
+        return String::new();
+    }
+    let all: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
+    format!(" (clients refuse it: {})", all.join("; "))
 }
 
 /// The sentence for a target's problems: "HOST:PORT (SNI NAME): first; second".

@@ -427,12 +427,22 @@ pub fn run_pass(pass: Pass) -> (Vec<CertReport>, ServerActivity) {
                     .iter()
                     .all(|s| !matches!(liveness.get(s), Some(Err(_))));
                 if let (true, true, Seen::Present(p)) = (opts.check_served, serving, &seen) {
-                    // (A cached observation has no chain to compare with.)
-                    let chain: Vec<Vec<u8>> = p.chain.iter().map(|c| c.der.clone()).collect();
+                    // A cached observation has no chain: read it (only for certificates
+                    // whose targets are looked at, and the handshake costs more).
+                    let full = match (spec.verify.is_empty(), p.chain.is_empty()) {
+                        (false, true) => match observe(spec, issuer) {
+                            Seen::Present(full) => full.chain,
+                            _ => Vec::new(),
+                        },
+                        _ => p.chain.clone(),
+                    };
+                    let chain: Vec<Vec<u8>> = full.iter().map(|c| c.der.clone()).collect();
                     for target in &spec.verify {
                         match clients.look(spec, target, &p.leaf.fingerprint, Some(&chain)) {
                             clients::Look::Ours(problems) => {
-                                tracing::info!(certificate = %spec.name, connect = %target.connect, problems = problems.len(), "checked: the server serves the certificate on disk");
+                                if problems.is_empty() {
+                                    tracing::info!(certificate = %spec.name, connect = %target.connect, "verified: the server serves the certificate on disk, and a client accepts it");
+                                }
                                 looks.push(judged(spec, target, &problems));
                             }
                             clients::Look::Other { found, problems } => {
@@ -692,9 +702,22 @@ fn settle_drift(
         let result = if reloaded {
             clients
                 .wait(d.spec, d.target, &d.fingerprint, Some(&d.chain))
-                .map_err(|e| e.to_string())
+                .map_err(|e| match e {
+                    // Still another certificate: what it is and what clients refuse in
+                    // it, as found after the reload.
+                    crate::verify::VerifyError::NotServed { found, .. } => {
+                        (found.to_string(), String::new())
+                    }
+                    e => (
+                        format!("{}{}", d.found, clients::refused(&d.problems)),
+                        format!(": after the reload, {e}"),
+                    ),
+                })
         } else {
-            Err("its server could not be reloaded".into())
+            Err((
+                format!("{}{}", d.found, clients::refused(&d.problems)),
+                ": its server could not be reloaded".into(),
+            ))
         };
         match result {
             Ok(problems) => {
@@ -712,22 +735,10 @@ fn settle_drift(
                     .push((look.name.clone(), look.target.clone(), finding));
                 activity.served.push(look);
             }
-            Err(why) => {
-                let refused = if d.problems.is_empty() {
-                    String::new()
-                } else {
-                    format!(
-                        " (and clients refuse it: {})",
-                        d.problems
-                            .iter()
-                            .map(|p| p.to_string())
-                            .collect::<Vec<_>>()
-                            .join("; ")
-                    )
-                };
+            Err((found, why)) => {
                 let note = format!(
-                    "{} (SNI {}) serves {}{refused}, not the certificate on disk, even after a reload: {why}; check the server's certificate settings (certkeeper checks again at the next verify.every)",
-                    d.target.connect, d.target.server_name, d.found
+                    "{} (SNI {}) serves {found}, not the certificate on disk, even after a reload{why}; check the server's certificate settings (certkeeper checks again at the next verify.every)",
+                    d.target.connect, d.target.server_name
                 );
                 tracing::error!(certificate = %d.spec.name, "drift: {note}");
                 activity.served.push(ServedLook {

@@ -8,6 +8,7 @@ mod acme;
 mod ca_rotation;
 mod cakey;
 mod cli;
+mod clients;
 mod constraints;
 mod crash;
 mod daemon;

@@ -26,7 +26,7 @@
 //!   a new CRL takes effect after the reload certkeeper sends (SIGHUP / SIGUSR1).
 
 use crate::support::daemon::Daemon;
-use crate::support::servers::{is_root, open_dir, read_or_empty, write_file, Instance};
+use crate::support::servers::{is_root, open_dir, read_or_empty, write_file, Instance, TestCa};
 use crate::support::*;
 use std::fs;
 use std::os::unix::fs::MetadataExt;
@@ -1218,4 +1218,73 @@ fn the_daemon_restores_a_deleted_crl_and_follows_revocations() {
     assert!(crl_text(&crl, 0).contains(&carol.serial.to_ascii_uppercase()));
     assert_eq!(fs::read_to_string(&crl).unwrap(), ca_crl(&sb));
     assert_eq!(run_count(), 3, "the CRL command ran for nothing");
+}
+
+// ---------------------------------------------------------------------------------------
+// verify.client_cert: the check after a reload presents a managed client certificate
+
+/// The server configuration plus `probe`, a managed client certificate, and `www`
+/// verified at the server presenting it.
+fn write_probe_config(sb: &Sandbox, server: &WebServer) {
+    let name = server.kind.name();
+    let mut y = CA_HEADER.to_string();
+    y.push_str("servers:\n");
+    y.push_str(&server.server_yaml());
+    y.push_str("certificates:\n");
+    let www = www_def(server.kind)
+        .extra(&format!("reload: [{name}]"))
+        .extra(&format!(
+            "verify: {{ connect: \"127.0.0.1:{}\", client_cert: probe, timeout: 5s }}",
+            server.inst.port
+        ));
+    y.push_str(&www.yaml());
+    let probe = CertDef::new("probe", Layout::Nginx)
+        .sans(&["probe.clients.example.internal"])
+        .usage("client");
+    y.push_str(&probe.yaml());
+    y.push_str("trust:\n");
+    y.push_str(&trust_yaml(
+        "$DIR/tls/clients-ca.pem",
+        server.kind.ca_contents(),
+        Some(name),
+        None,
+    ));
+    y.push_str(&trust_yaml("$DIR/tls/clients.crl", "crl", Some(name), None));
+    sb.write_config(&y);
+    sb.ck(&["check"]).ok();
+}
+
+#[test]
+fn mtls_verify_presents_the_client_certificate_and_names_a_refusal() {
+    let w = world(Kind::Apache);
+    let sb = &w.sb;
+    write_probe_config(sb, &w.server);
+    sb.renew_all().ok();
+    // Apache requires a client certificate: presenting `probe`, the check passes.
+    let r = sb.ck(&["renew", "www", "--force"]);
+    r.ok();
+    assert!(!r.stderr.contains("refused"), "{r:?}");
+    assert!(!r.stderr.contains("clients refuse"), "{r:?}");
+    sb.ck(&["status", "--check"]).ok();
+    // Apache trusts another CA for its clients now: `probe` is refused, and named.
+    let theirs = TestCa::new(&sb.path("theirs"));
+    let their_root = sb.path("their-root.pem");
+    let pair = theirs.issue();
+    write_file(&their_root, &pair.chain_pem, 0o644);
+    let ca_file = w.ca_file.display().to_string();
+    let their = their_root.display().to_string();
+    w.server.inst.rewrite(|good| good.replace(&ca_file, &their));
+    let old = www_def(Kind::Apache).files(sb).serial();
+    let r = sb.ck(&["renew", "www", "--force"]);
+    r.expect_code(1)
+        .stderr_has("refused the client certificate `probe`");
+    assert_eq!(
+        www_def(Kind::Apache).files(sb).serial(),
+        old,
+        "rolled back to the pair that was served"
+    );
+    // Trusting certkeeper's CA again, all is well.
+    w.server.inst.fix_config();
+    sb.ck(&["renew", "www", "--force"]).ok();
+    sb.ck(&["status", "--check"]).ok();
 }

@@ -345,8 +345,9 @@ fn waiting_for_a_certificate_that_is_not_served_names_what_is() {
     assert!(waited < Duration::from_secs(5), "{waited:?}");
     match &err {
         VerifyError::NotServed {
-            served, expected, ..
+            found, expected, ..
         } => {
+            let served = &found.served;
             assert!(served.contains(&a.serial), "{served}");
             assert!(served.contains(&a.fingerprint), "{served}");
             assert!(expected.contains(&b.serial), "{expected}");

@@ -344,6 +344,11 @@ impl Instance {
         write_file(&self.config, &self.good_config, 0o644);
     }
 
+    /// Writes `edit` of the good configuration in its place (nothing reloads).
+    pub fn rewrite(&self, edit: impl FnOnce(&str) -> String) {
+        write_file(&self.config, &edit(&self.good_config), 0o644);
+    }
+
     pub fn error_log(&self) -> String {
         read_or_empty(&self.error_log)
     }
@@ -550,6 +555,11 @@ http {{
     pub fn reload_by_hand(&self) {
         kill(Pid::from_raw(self.pid()), Signal::SIGHUP).expect("SIGHUP nginx");
     }
+
+    /// Writes `edit` of the good configuration in its place (nothing reloads).
+    pub fn rewrite(&self, edit: impl FnOnce(&str) -> String) {
+        self.inst.rewrite(edit);
+    }
 }
 
 // ---------------------------------------------------------------------------------
@@ -698,6 +708,39 @@ DirectoryIndex index.html
     pub fn fix_config(&self) {
         self.inst.fix_config();
     }
+
+    /// Writes `edit` of the good configuration in its place (nothing reloads).
+    pub fn rewrite(&self, edit: impl FnOnce(&str) -> String) {
+        self.inst.rewrite(edit);
+    }
+}
+
+/// A self-signed certificate for `names` (and its key), valid from `from` to `until`
+/// days from now (negative: in the past), as PEM files `dir/stem.crt` and `.key`.
+pub fn self_signed_for(
+    dir: &Path,
+    stem: &str,
+    names: &[&str],
+    from: i64,
+    until: i64,
+) -> (PathBuf, PathBuf) {
+    let key = rcgen::KeyPair::generate().expect("a key");
+    let mut p =
+        rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+            .expect("params");
+    p.distinguished_name
+        .push(rcgen::DnType::CommonName, names[0]);
+    let now = OffsetDateTime::now_utc();
+    p.not_before = now + time::Duration::days(from);
+    p.not_after = now + time::Duration::days(until);
+    let cert = p.self_signed(&key).expect("self-sign");
+    let (c, k) = (
+        dir.join(format!("{stem}.crt")),
+        dir.join(format!("{stem}.key")),
+    );
+    write_file(&c, &cert.pem(), 0o644);
+    write_file(&k, &key.serialize_pem(), 0o600);
+    (c, k)
 }
 
 /// One full TLS handshake with `config` to `addr` for `SERVER_NAME`, each step bounded
