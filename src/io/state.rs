@@ -433,6 +433,22 @@ impl StateDir {
             .or_else(|| self.installed_in_ledger(name))
     }
 
+    /// Whether `serial` is an earlier pair of `name`'s than the one installed last: both
+    /// are in the archive and `serial`'s was archived before. Two `stat`s and the
+    /// marker; None when the marker or either pair is not there.
+    pub fn reverted_from(&self, name: &str, serial: &str) -> Option<String> {
+        let installed = self.marked_serial(name)?;
+        if installed == serial || !is_plain_component(serial) {
+            return None;
+        }
+        let age = |s: &str| {
+            fs::symlink_metadata(self.archive_dir(name, s))
+                .and_then(|m| m.modified())
+                .ok()
+        };
+        (age(serial)? < age(&installed)?).then_some(installed)
+    }
+
     fn marked_serial(&self, name: &str) -> Option<String> {
         let marker = self.root.join("archive").join(name).join(INSTALLED_MARKER);
         match fs::read_to_string(&marker) {

@@ -89,6 +89,12 @@ pub enum Reason {
     IssuerChanged,
     /// The certificate in place was revoked (`certkeeper ca revoke`).
     Revoked(String),
+    /// The files hold an earlier pair of certkeeper's than the one it last installed:
+    /// something put an old copy back (a restored backup, config management).
+    Reverted {
+        serial: String,
+        installed: String,
+    },
     Forced,
 }
 
@@ -108,6 +114,7 @@ impl Reason {
             Reason::UsageChanged { .. } => "usage-changed",
             Reason::IssuerChanged => "issuer-changed",
             Reason::Revoked(_) => "revoked",
+            Reason::Reverted { .. } => "reverted",
             Reason::Forced => "forced",
         }
     }
@@ -156,6 +163,10 @@ impl fmt::Display for Reason {
             ),
             Reason::IssuerChanged => f.write_str("not issued by the current CA"),
             Reason::Revoked(serial) => write!(f, "serial {serial} was revoked"),
+            Reason::Reverted { serial, installed } => write!(
+                f,
+                "the files hold serial {serial}, an earlier pair than serial {installed} that certkeeper installed last: something put an old copy back"
+            ),
             Reason::Forced => f.write_str("renewal forced"),
         }
     }

@@ -399,14 +399,16 @@ pub fn run_pass(pass: Pass) -> (Vec<CertReport>, ServerActivity) {
         let observed = observe_all(part, &issuer_of, cache.as_deref());
         let mut seen_part = Vec::with_capacity(part.len());
         for (seen, learned) in observed {
+            // Read from the files now (not from the cache of unchanged files).
+            let fresh = learned.is_some() || cache.is_none();
             if let (Some(c), Some(l)) = (cache.as_deref_mut(), learned) {
                 c.insert(l);
             }
-            seen_part.push(seen);
+            seen_part.push((seen, fresh));
         }
         part.iter().zip(seen_part).collect::<Vec<_>>()
     });
-    for (spec, seen) in slices {
+    for (spec, (seen, fresh)) in slices {
         if cancel.load(Ordering::Relaxed) {
             break;
         }
@@ -415,7 +417,18 @@ pub fn run_pass(pass: Pass) -> (Vec<CertReport>, ServerActivity) {
             Seen::Present(p) => Some(&p.leaf),
             _ => None,
         };
-        let reason = match plan::decide(spec, &seen, now, &revoked, opts.force) {
+        let mut action = plan::decide(spec, &seen, now, &revoked, opts.force);
+        // Files that changed since certkeeper last read them may be an old copy of its
+        // own put back (a restored backup, config management): a fresh pair replaces it.
+        if let (Action::Keep { .. }, true, Seen::Present(p)) = (&action, fresh, &seen) {
+            if let Some(installed) = state.reverted_from(&spec.name, &p.leaf.serial) {
+                action = Action::Renew(Reason::Reverted {
+                    serial: p.leaf.serial.clone(),
+                    installed,
+                });
+            }
+        }
+        let reason = match action {
             Action::Keep {
                 renew_at,
                 not_after,

@@ -172,3 +172,72 @@ fn served_drift_is_found_reported_once_per_check_and_repaired() {
     assert!(d.alive());
     d.stop();
 }
+
+/// A managed file put back behind the daemon's back: config management copies an old
+/// pair of certkeeper's over the files and reloads nginx. The file watch sees it, the
+/// pass finds an earlier pair than the one installed last, and a fresh pair is
+/// installed, reloaded and served within one check; the ledger says why (`reverted`).
+#[test]
+fn served_an_old_pair_put_back_is_replaced_and_served_within_one_check() {
+    use crate::support::daemon::{wait_until, Daemon};
+    use std::time::Duration;
+    let sb = Sandbox::new();
+    let cert = CertDef::new("www", Layout::Nginx).sans(&[SERVER_NAME]);
+    sb.write_config_with("", &[], std::slice::from_ref(&cert));
+    sb.renew_all().ok();
+    let f = cert.files(&sb);
+    let key = f.key.clone().unwrap();
+    let (old_cert, old_key) = (sb.path("old.crt"), sb.path("old.key"));
+    std::fs::copy(&f.cert, &old_cert).unwrap();
+    std::fs::copy(&key, &old_key).unwrap();
+    let old = f.serial();
+    sb.ck(&["renew", "--all", "--force"]).ok();
+    let latest = f.serial();
+    assert_ne!(old, latest);
+    let nginx = Nginx::start(&sb.path("nginx"), &f.cert, &key);
+    serve_with(&sb, &cert, &nginx, ", every: 1h");
+    let mut d = Daemon::start_ready(&sb, &[]);
+    let served = || {
+        certkeeper::verify::served_leaf(&nginx.connect(), SERVER_NAME, Duration::from_secs(2))
+            .ok()
+            .and_then(|der| certkeeper::x509::CertInfo::from_der(&der).ok())
+            .map(|c| c.serial)
+    };
+    assert_eq!(served().as_deref(), Some(latest.as_str()));
+    // Config management puts the old pair back, and reloads nginx.
+    for (from, to) in [(&old_key, &key), (&old_cert, &f.cert)] {
+        let tmp = to.with_extension("cm-tmp");
+        std::fs::copy(from, &tmp).unwrap();
+        std::fs::rename(&tmp, to).unwrap();
+    }
+    nginx.reload_by_hand();
+    let replaced = wait_until(Duration::from_secs(20), || {
+        sb.ledger()
+            .iter()
+            .any(|e| e["event"] == "installed" && e["reason"] == "reverted")
+    });
+    assert!(replaced, "the old pair was not replaced:\n{}", d.log());
+    let now = f.serial();
+    assert!(now != old && now != latest, "{now}");
+    assert!(
+        wait_until(Duration::from_secs(10), || served().as_deref()
+            == Some(now.as_str())),
+        "nginx does not serve the fresh pair:\n{}",
+        d.log()
+    );
+    f.check(&sb.root_bundle(), "sslserver");
+    sb.ck(&["status", "--check"]).ok();
+    // Once: the fresh pair is the one installed last, so nothing more happens.
+    let t = std::time::Instant::now();
+    while t.elapsed() < Duration::from_secs(3) {
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let reverted = sb
+        .ledger()
+        .iter()
+        .filter(|e| e["event"] == "installed" && e["reason"] == "reverted")
+        .count();
+    assert_eq!(reverted, 1, "{}", d.log());
+    assert!(d.alive());
+    d.stop();
+}

@@ -599,3 +599,32 @@ fn temporary_files_in_the_archive_are_removed_after_a_holder_died() {
     drop(lock);
     assert!(!marker.exists());
 }
+
+#[test]
+fn an_earlier_archived_pair_is_reverted_from_the_one_installed_last() {
+    let tmp = tempfile::tempdir().unwrap();
+    let state = StateDir::new(tmp.path());
+    let at = |serial: &str, secs: u64| {
+        state
+            .archive("www", serial, "CERT\n", "CHAIN\n", "KEY\n")
+            .unwrap();
+        let t = std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(secs);
+        std::fs::File::open(state.archive_dir("www", serial))
+            .unwrap()
+            .set_modified(t)
+            .unwrap();
+    };
+    at("0a", 1_000);
+    at("0b", 2_000);
+    at("0c", 3_000);
+    // Nothing marked: nothing to compare with.
+    assert_eq!(state.reverted_from("www", "0a"), None);
+    state.mark_installed("www", "0b").unwrap();
+    assert_eq!(state.reverted_from("www", "0a").as_deref(), Some("0b"));
+    assert_eq!(state.reverted_from("www", "0b"), None, "the installed one");
+    // Newer than the installed one: a pair kept after a failed first install.
+    assert_eq!(state.reverted_from("www", "0c"), None);
+    // Not certkeeper's, or not a serial.
+    assert_eq!(state.reverted_from("www", "ff"), None);
+    assert_eq!(state.reverted_from("www", "../0a"), None);
+}
