@@ -277,11 +277,28 @@ pub fn inspect(cert: &Path, key: Option<&Path>, chain: Option<&Path>) -> PairFac
 
 /// The internal CA's current intermediate(s) in `state_dir/ca`, when there is a CA.
 pub fn internal_intermediates(state_dir: &Path) -> Vec<CertInfo> {
-    let path = state_dir.join("ca").join("intermediate.crt");
-    match read_regular(&path, PEM_MAX) {
-        Ok(bytes) => crate::x509::parse_certs(&bytes, "intermediate").unwrap_or_default(),
-        Err(_) => Vec::new(),
+    let ca = state_dir.join("ca");
+    // The issuing intermediate, and the earlier ones a rotation keeps for their leaves
+    // (`ca/old/intermediate-G.crt`): leaves of either are certkeeper's.
+    let mut paths = vec![ca.join("intermediate.crt")];
+    if let Ok(entries) = std::fs::read_dir(ca.join("old")) {
+        let mut old: Vec<_> = entries
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with("intermediate-") && n.ends_with(".crt"))
+            })
+            .collect();
+        old.sort();
+        paths.extend(old);
     }
+    paths
+        .iter()
+        .filter_map(|p| read_regular(p, PEM_MAX).ok())
+        .flat_map(|b| crate::x509::parse_certs(&b, "intermediate").unwrap_or_default())
+        .collect()
 }
 
 /// Whether a directory on the way to `path` is a symbolic link.

@@ -195,7 +195,7 @@ impl Rig {
         write_file(
             &script,
             &format!(
-                "#!/bin/sh\nset -e\ncase \"$(cat {variant})\" in\n  good) cat {full} > {out}.new ;;\n  leaf) cat {leaf} > {out}.new ;;\n  order) cat {leaf} {root} {chain} > {out}.new ;;\n  foreign) cat {leaf} {theirs} > {out}.new ;;\nesac\nmv {out}.new {out}\ncp {key} {outkey}\nif [ -f {pid} ]; then kill -{signal} \"$(cat {pid})\"; fi\n",
+                "#!/bin/sh\nset -e\ncase \"$(cat {variant})\" in\n  good) cat {full} > {out}.$$ ;;\n  leaf) cat {leaf} > {out}.$$ ;;\n  order) cat {leaf} {root} {chain} > {out}.$$ ;;\n  foreign) cat {leaf} {theirs} > {out}.$$ ;;\nesac\nmv {out}.$$ {out}\ncp {key} {outkey}.$$\nmv {outkey}.$$ {outkey}\nif [ -f {pid} ]; then kill -{signal} \"$(cat {pid})\"; fi\n",
                 variant = p(&variant),
                 full = p(f.fullchain.as_ref().unwrap()),
                 leaf = p(&f.cert),
@@ -266,13 +266,13 @@ impl Rig {
         ));
     }
 
-    /// Sets the variant and runs the script by hand (assemble, signal the server).
+    /// Sets the variant and runs the script by hand (assemble, signal the server), as
+    /// a deploy would, while certkeeper may be running it too (each run has its own
+    /// temporary files).
     fn assemble(&self, variant: &str) {
         write_file(&self.sb.path("variant"), variant, 0o644);
-        assert!(std::process::Command::new(&self.script)
-            .status()
-            .unwrap()
-            .success());
+        let out = std::process::Command::new(&self.script).output().unwrap();
+        assert!(out.status.success(), "{out:?}");
     }
 
     /// What s_client and curl make of what is served, once the server has settled: a

@@ -296,6 +296,22 @@ fn discover_yaml_passes_check_and_flags_what_is_wrong() {
         .stdout_has("managed as `www.example.internal`")
         .stdout_has("watched as `foreign.example.com`");
 
+    // After an intermediate rotation, leaves of the earlier intermediate (kept in
+    // ca/old/) are still certkeeper's: managed, not watch-only.
+    sb.ck(&["ca", "rotate"]).ok();
+    let rotated = sb.ck(&["discover", "--yaml", "--nginx-config", &s(&nginx)]);
+    rotated.ok();
+    assert!(
+        rotated
+            .stdout
+            .contains("- name: \"www.example.internal\"\n    sans:")
+            && !rotated
+                .stdout
+                .contains(&format!("watch: \"{}\"", s(&sb.path("tls/www.crt")))),
+        "{}",
+        rotated.stdout
+    );
+
     // A key that does not match, and a file that is missing: reported, exit 1.
     fs::copy(sb.path("tls/shop.key"), sb.path("tls/app.key")).unwrap();
     fs::remove_file(sb.path("tls/shop-leaf.crt")).unwrap();
