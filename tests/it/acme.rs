@@ -471,3 +471,48 @@ fn acme_webroot_challenge_is_served_by_the_existing_web_server() {
         .unwrap_or_default();
     assert!(left.is_empty(), "token files must be removed: {left:?}");
 }
+
+/// An ACME certificate served by nginx is judged against the roots its clients trust:
+/// the system store by default, where Pebble's root is not (named, `status --check`
+/// exits 1, the pair stays), and `verify.roots` when the clients trust a private CA.
+#[test]
+fn acme_served_chain_is_judged_against_the_system_store_or_verify_roots() {
+    use crate::support::servers::{server_yaml, Nginx};
+    let sb = Sandbox::new();
+    let pebble = Pebble::start(&sb.path("pebble"), false);
+    let acme = CertDef::new("local", Layout::Nginx)
+        .sans(&["localhost"])
+        .extra("issuer: pebble");
+    let issuers = pebble.issuers_yaml("pebble");
+    config_with(&sb, std::slice::from_ref(&acme), &issuers);
+    sb.renew_all().ok();
+    let f = acme.files(&sb);
+    let nginx = Nginx::start(&sb.path("nginx"), &f.cert, f.key.as_ref().unwrap());
+    let root = pebble.root();
+    let write = |roots: &str| {
+        let cert = acme.clone().extra("reload: [web]").extra(&format!(
+            "verify: {{ connect: \"{}\", server_name: localhost{roots} }}",
+            nginx.connect()
+        ));
+        let yaml = header().replace(
+            "certificates:\n",
+            &format!(
+                "servers:\n{}certificates:\n{}{issuers}",
+                server_yaml(&nginx.server_spec("web"), None, None),
+                cert.yaml()
+            ),
+        );
+        sb.write_config(&yaml);
+    };
+    write("");
+    let r = sb.ck(&["renew", "--all", "--force"]);
+    r.ok().stderr_has("the served chain does not lead to the system's trusted roots");
+    sb.ck(&["status", "--check"])
+        .expect_code(1)
+        .stdout_has("local: unverified: ");
+    write(&format!(", roots: \"{}\"", root.display()));
+    let r = sb.ck(&["renew", "--all", "--force"]);
+    r.ok();
+    assert!(!r.stderr.contains("clients refuse"), "{r:?}");
+    sb.ck(&["status", "--check"]).ok();
+}
