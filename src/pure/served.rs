@@ -57,28 +57,33 @@ fn certificates(n: usize) -> String {
     }
 }
 
+impl ChainProblem {
+    /// What the server does, after "the server" (or its kind), without the fix.
+    fn what(&self) -> String {
+        match self {
+            ChainProblem::Missing { sent, expected } => format!(
+                "sends {} after the leaf where the chain has {}: clients that do not already hold the intermediate cannot verify it",
+                certificates(*sent),
+                certificates(*expected)
+            ),
+            ChainProblem::Order => "sends the chain's certificates in another order: each must be followed by the one that signed it".into(),
+            ChainProblem::Extra { sent, expected } => format!(
+                "sends {} after the leaf where the chain has {}: the rest (a root, an old intermediate) only costs handshake bytes and confuses some clients",
+                certificates(*sent),
+                certificates(*expected)
+            ),
+            ChainProblem::Foreign => "sends intermediates that are not the chain installed with this certificate: it reads its chain from another file".into(),
+        }
+    }
+}
+
 impl fmt::Display for ChainProblem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ChainProblem::Missing { sent, expected } => write!(
-                f,
-                "the server sends {} after the leaf where the chain has {}: clients that do not already hold the intermediate cannot verify it; point the server at the file that holds leaf and chain (the nginx layout's `cert`, the separate layout's `fullchain`, or the apache layout's `chain` as SSLCertificateChainFile)",
-                certificates(*sent),
-                certificates(*expected)
-            ),
-            ChainProblem::Order => f.write_str(
-                "the server sends the chain's certificates in another order: each must be followed by the one that signed it; point the server at certkeeper's file, which has them in order",
-            ),
-            ChainProblem::Extra { sent, expected } => write!(
-                f,
-                "the server sends {} after the leaf where the chain has {}: the rest (a root, an old intermediate) only costs handshake bytes and confuses some clients; point the server at certkeeper's file",
-                certificates(*sent),
-                certificates(*expected)
-            ),
-            ChainProblem::Foreign => f.write_str(
-                "the server sends intermediates that are not the chain installed with this certificate: it reads its chain from another file; point it at certkeeper's",
-            ),
-        }
+        let fix = match self {
+            ChainProblem::Missing { .. } => "point the server at the file that holds leaf and chain (the nginx layout's `cert`, the separate layout's `fullchain`, or the apache layout's `chain` as SSLCertificateChainFile)",
+            _ => "point the server at certkeeper's file, which has the chain in order",
+        };
+        write!(f, "the server {}; {fix}", self.what())
     }
 }
 
@@ -95,6 +100,13 @@ pub struct Anchors {
 pub enum Problem {
     /// The certificates after the leaf are not the installed chain.
     Chain(ChainProblem),
+    /// The same, said for the server that sends it: its kind (`nginx`, `Apache`), and
+    /// how to fix its settings ("point it at `/etc/nginx/tls/www.crt` (leaf + chain)").
+    ChainAt {
+        problem: ChainProblem,
+        server: String,
+        fix: String,
+    },
     /// The served leaf has expired.
     Expired { not_after: OffsetDateTime },
     /// The served leaf is not valid yet.
@@ -116,6 +128,47 @@ impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Problem::Chain(c) => c.fmt(f),
+            Problem::ChainAt {
+                problem: ChainProblem::Missing { sent, expected },
+                server,
+                fix,
+            } => {
+                let (directive, more) = if server == "nginx" {
+                    ("`ssl_certificate` points at a file with", String::new())
+                } else {
+                    (
+                        "`SSLCertificateFile` holds",
+                        format!(
+                            " and no `SSLCertificateChainFile` adds the {}",
+                            if *expected == 1 {
+                                "intermediate".to_string()
+                            } else {
+                                format!("{expected} intermediates")
+                            }
+                        ),
+                    )
+                };
+                write!(
+                    f,
+                    "{server} sends the leaf without {}: {directive} {}{more}, expected leaf + {}; {fix}",
+                    if *sent == 0 {
+                        "its intermediate"
+                    } else {
+                        "all of its intermediates"
+                    },
+                    certificates(sent + 1),
+                    if *expected == 1 {
+                        "1 intermediate".to_string()
+                    } else {
+                        format!("{expected} intermediates")
+                    },
+                )
+            }
+            Problem::ChainAt {
+                problem,
+                server,
+                fix,
+            } => write!(f, "{server} {}; {fix}", problem.what()),
             Problem::Expired { not_after } => write!(
                 f,
                 "the served certificate expired on {}: every client refuses it",

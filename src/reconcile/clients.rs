@@ -44,7 +44,11 @@ pub(super) struct Clients<'a> {
     system: OnceLock<Anchors>,
     files: Mutex<BTreeMap<PathBuf, Anchors>>,
     identities: Mutex<BTreeMap<String, Arc<Result<Identity, String>>>>,
+    /// The pass's time, and when it started: a look judges dates at the pass's time
+    /// plus what has elapsed since (a certificate issued during the pass, valid from
+    /// that second, is valid when it is looked at).
     now: OffsetDateTime,
+    started: std::time::Instant,
 }
 
 impl<'a> Clients<'a> {
@@ -61,6 +65,7 @@ impl<'a> Clients<'a> {
             files: Mutex::new(BTreeMap::new()),
             identities: Mutex::new(BTreeMap::new()),
             now,
+            started: std::time::Instant::now(),
         }
     }
 
@@ -193,14 +198,18 @@ impl<'a> Clients<'a> {
     ) -> Vec<Problem> {
         let mut problems = Vec::new();
         if let Some(expected) = chain.filter(|c| !c.is_empty()) {
-            problems.extend(crate::served::judge(&served.chain[1..], expected).map(Problem::Chain));
+            problems.extend(
+                crate::served::judge(&served.chain[1..], expected).map(|p| self.at_server(spec, p)),
+            );
         }
         let anchors = self.anchors(spec, target);
-        for p in crate::served::as_a_client(&served.chain, &target.server_name, &anchors, self.now)
-        {
+        let now = self.now + self.started.elapsed();
+        for p in crate::served::as_a_client(&served.chain, &target.server_name, &anchors, now) {
             // A chain of the wrong shape is why it is untrusted: said once, by the shape.
             if matches!(p, Problem::Untrusted { .. })
-                && problems.iter().any(|q| matches!(q, Problem::Chain(_)))
+                && problems
+                    .iter()
+                    .any(|q| matches!(q, Problem::Chain(_) | Problem::ChainAt { .. }))
             {
                 continue;
             }
@@ -212,6 +221,55 @@ impl<'a> Clients<'a> {
             });
         }
         problems
+    }
+}
+
+impl Clients<'_> {
+    /// A chain problem said for the nginx or Apache that `spec` reloads, with the
+    /// setting to change and the file of certkeeper's to name there.
+    fn at_server(&self, spec: &CertSpec, problem: crate::served::ChainProblem) -> Problem {
+        use crate::config::{Files, ServerKind};
+        let kind = spec
+            .reload
+            .iter()
+            .filter_map(|n| self.config.servers.get(n))
+            .find_map(|s| match s.kind {
+                ServerKind::Nginx | ServerKind::Apache => Some(s.kind),
+                _ => None,
+            });
+        let p = |p: &Path| format!("`{}`", p.display());
+        let fix = match (kind, &spec.files) {
+            (None, _) => return Problem::Chain(problem),
+            (Some(ServerKind::Nginx), Files::Nginx { cert, .. } | Files::Combined { cert }) => {
+                format!("point `ssl_certificate` at {} (leaf + chain)", p(cert))
+            }
+            (Some(ServerKind::Nginx), Files::Separate { fullchain, .. }) => {
+                format!("point `ssl_certificate` at {} (leaf + chain)", p(fullchain))
+            }
+            (Some(ServerKind::Nginx), Files::Apache { .. }) => "the apache layout has no file with leaf and chain, which nginx needs: use layout nginx or separate".into(),
+            (Some(_), Files::Apache { chain, .. }) => format!(
+                "add `SSLCertificateChainFile {}` beside `SSLCertificateFile`",
+                chain.display()
+            ),
+            (Some(_), Files::Separate { chain, fullchain, .. }) => format!(
+                "point `SSLCertificateFile` at {} (leaf + chain), or add `SSLCertificateChainFile {}`",
+                p(fullchain),
+                chain.display()
+            ),
+            (Some(_), Files::Nginx { cert, .. } | Files::Combined { cert }) => format!(
+                "point `SSLCertificateFile` at {} (leaf + chain)",
+                p(cert)
+            ),
+        };
+        Problem::ChainAt {
+            problem,
+            server: if kind == Some(ServerKind::Nginx) {
+                "nginx".into()
+            } else {
+                "Apache".into()
+            },
+            fix,
+        }
     }
 }
 

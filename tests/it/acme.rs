@@ -506,7 +506,8 @@ fn acme_served_chain_is_judged_against_the_system_store_or_verify_roots() {
     };
     write("");
     let r = sb.ck(&["renew", "--all", "--force"]);
-    r.ok().stderr_has("the served chain does not lead to the system's trusted roots");
+    r.ok()
+        .stderr_has("the served chain does not lead to the system's trusted roots");
     sb.ck(&["status", "--check"])
         .expect_code(1)
         .stdout_has("local: unverified: ");
