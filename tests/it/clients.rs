@@ -10,7 +10,7 @@
 //! management would), then signals the server.
 
 use crate::support::servers::{
-    q, self_signed_for, server_yaml, write_file, Apache, Nginx, TestCa, SERVER_NAME,
+    q, s_client, self_signed_for, server_yaml, write_file, Apache, Nginx, TestCa, SERVER_NAME,
 };
 use crate::support::*;
 use std::path::{Path, PathBuf};
@@ -126,18 +126,7 @@ fn edit(kind: Kind, port: u16, served: (&Path, &Path), v: &Vhost) -> impl FnOnce
 /// is served for `SERVER_NAME` (s_client prints "Verify return code: 0 (ok)" even
 /// after it refused: its exit code says).
 fn others_accept(connect: &str, port: u16, root: &Path) -> (bool, bool) {
-    let s = openssl(&[
-        "s_client",
-        "-connect",
-        connect,
-        "-servername",
-        SERVER_NAME,
-        "-verify_return_error",
-        "-no-CApath",
-        "-no-CAstore",
-        "-CAfile",
-        path_str(root),
-    ]);
+    let s = s_client(connect, root, &[]);
     let curl = std::process::Command::new("curl")
         .args([
             "-sS",

@@ -21,21 +21,9 @@ fn serve_with(sb: &Sandbox, cert: &CertDef, nginx: &Nginx, verify: &str) {
     );
 }
 
-/// `openssl s_client` trusting only `root`, refusing what does not verify (its exit
-/// code says; it may print "Verify return code: 0 (ok)" after refusing).
+/// `openssl s_client` trusting only `root`, refusing what does not verify.
 fn s_client(connect: &str, root: &Path) -> Run {
-    openssl(&[
-        "s_client",
-        "-connect",
-        connect,
-        "-servername",
-        SERVER_NAME,
-        "-verify_return_error",
-        "-no-CApath",
-        "-no-CAstore",
-        "-CAfile",
-        path_str(root),
-    ])
+    crate::support::servers::s_client(connect, root, &[])
 }
 
 #[test]
@@ -193,12 +181,7 @@ fn served_an_old_pair_put_back_is_replaced_and_served_within_one_check() {
     let nginx = Nginx::start(&sb.path("nginx"), &f.cert, &key);
     serve_with(&sb, &cert, &nginx, ", every: 1h");
     let mut d = Daemon::start_ready(&sb, &[]);
-    let served = || {
-        certkeeper::verify::served_leaf(&nginx.connect(), SERVER_NAME, Duration::from_secs(2))
-            .ok()
-            .and_then(|der| certkeeper::x509::CertInfo::from_der(&der).ok())
-            .map(|c| c.serial)
-    };
+    let served = || crate::support::servers::served_serial(&nginx.connect());
     assert_eq!(served().as_deref(), Some(latest.as_str()));
     // Config management puts the old pair back, and reloads nginx.
     for (from, to) in [(&old_key, &key), (&old_cert, &f.cert)] {
@@ -234,6 +217,55 @@ fn served_an_old_pair_put_back_is_replaced_and_served_within_one_check() {
         .filter(|e| e["event"] == "installed" && e["reason"] == "reverted")
         .count();
     assert_eq!(reverted, 1, "{}", d.log());
+    assert!(d.alive());
+    d.stop();
+}
+
+/// A changed managed file is checked against what is served at once, not at the next
+/// `verify.every`: another pair of certkeeper's CA (from `certkeeper issue`) copied over
+/// the files, nginx not reloaded. The pair is valid, so it stays; nginx still serves the
+/// one before, so it is reloaded once and serves the files on disk (`drift-repaired`).
+#[test]
+fn served_a_changed_file_is_checked_against_what_is_served_at_once() {
+    use crate::support::daemon::{wait_until, Daemon};
+    use std::time::Duration;
+    let sb = Sandbox::new();
+    let cert = CertDef::new("www", Layout::Nginx).sans(&[SERVER_NAME]);
+    sb.write_config_with("", &[], std::slice::from_ref(&cert));
+    sb.renew_all().ok();
+    let f = cert.files(&sb);
+    let key = f.key.clone().unwrap();
+    let nginx = Nginx::start(&sb.path("nginx"), &f.cert, &key);
+    serve_with(&sb, &cert, &nginx, ", every: 1h");
+    let mut d = Daemon::start_ready(&sb, &[]);
+    let before = f.serial();
+    let served = || crate::support::servers::served_serial(&nginx.connect());
+    assert_eq!(served().as_deref(), Some(before.as_str()));
+    let out = sb.path("issued");
+    sb.ck(&[
+        "issue",
+        "--name",
+        "www",
+        "--san",
+        SERVER_NAME,
+        "--out",
+        crate::support::path_str(&out),
+    ])
+    .ok();
+    for (from, to) in [(out.join("www.key"), &key), (out.join("www.crt"), &f.cert)] {
+        let tmp = to.with_extension("cm-tmp");
+        std::fs::copy(from, &tmp).unwrap();
+        std::fs::rename(&tmp, to).unwrap();
+    }
+    let issued = f.serial();
+    assert_ne!(issued, before);
+    let repaired = wait_until(Duration::from_secs(15), || {
+        count_events(&sb.ledger(), "drift-repaired", Some("www")) == 1
+    });
+    assert!(repaired, "{}", d.log());
+    assert_eq!(served().as_deref(), Some(issued.as_str()));
+    assert_eq!(f.serial(), issued, "a valid pair of its CA stays");
+    sb.ck(&["status", "--check"]).ok();
     assert!(d.alive());
     d.stop();
 }

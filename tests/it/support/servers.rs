@@ -804,3 +804,32 @@ pub fn self_signed(dir: &Path, stem: &str, days: u32) -> (PathBuf, PathBuf) {
     .ok();
     (cert, key)
 }
+
+/// `openssl s_client` to `connect` asking for `SERVER_NAME`, trusting only `root` and
+/// refusing what does not verify, with `extra` arguments. Its exit code says whether it
+/// accepted: it may print "Verify return code: 0 (ok)" after refusing.
+pub fn s_client(connect: &str, root: &Path, extra: &[&str]) -> crate::support::Run {
+    let root = root.display().to_string();
+    let mut args = vec![
+        "s_client",
+        "-connect",
+        connect,
+        "-servername",
+        SERVER_NAME,
+        "-verify_return_error",
+        "-no-CApath",
+        "-no-CAstore",
+        "-CAfile",
+        &root,
+    ];
+    args.extend(extra);
+    crate::support::openssl(&args)
+}
+
+/// The serial of the leaf served for `SERVER_NAME` at `connect`, if one is.
+pub fn served_serial(connect: &str) -> Option<String> {
+    certkeeper::verify::served_leaf(connect, SERVER_NAME, Duration::from_secs(2))
+        .ok()
+        .and_then(|der| certkeeper::x509::CertInfo::from_der(&der).ok())
+        .map(|c| c.serial)
+}
