@@ -26,6 +26,23 @@ fn s_client(connect: &str, root: &Path) -> Run {
     crate::support::servers::s_client(connect, root, &[])
 }
 
+/// `www` (nginx layout) issued in `sb`: its definition, files and key file.
+fn www_issued(sb: &Sandbox) -> (CertDef, Installed, std::path::PathBuf) {
+    let cert = CertDef::new("www", Layout::Nginx).sans(&[SERVER_NAME]);
+    sb.write_config_with("", &[], std::slice::from_ref(&cert));
+    sb.renew_all().ok();
+    let f = cert.files(sb);
+    let key = f.key.clone().unwrap();
+    (cert, f, key)
+}
+
+/// Copies `from` over `to` as config management does (a temporary file renamed).
+fn put_back(from: &Path, to: &Path) {
+    let tmp = to.with_extension("cm-tmp");
+    std::fs::copy(from, &tmp).unwrap();
+    std::fs::rename(&tmp, to).unwrap();
+}
+
 #[test]
 fn served_a_leaf_without_its_intermediate_is_named_and_the_pair_stays() {
     let sb = Sandbox::new();
@@ -96,11 +113,7 @@ fn served_drift_is_found_reported_once_per_check_and_repaired() {
     use crate::support::daemon::{wait_until, Daemon};
     use std::time::Duration;
     let sb = Sandbox::new();
-    let cert = CertDef::new("www", Layout::Nginx).sans(&[SERVER_NAME]);
-    sb.write_config_with("", &[], std::slice::from_ref(&cert));
-    sb.renew_all().ok();
-    let f = cert.files(&sb);
-    let key = f.key.clone().unwrap();
+    let (cert, f, key) = www_issued(&sb);
     let nginx = Nginx::start(&sb.path("nginx"), &f.cert, &key);
     serve_with(&sb, &cert, &nginx, ", every: 2s, timeout: 2s");
     let mut d = Daemon::start_ready(&sb, &[]);
@@ -166,11 +179,7 @@ fn served_an_old_pair_put_back_is_replaced_and_served_within_one_check() {
     use crate::support::daemon::{wait_until, Daemon};
     use std::time::Duration;
     let sb = Sandbox::new();
-    let cert = CertDef::new("www", Layout::Nginx).sans(&[SERVER_NAME]);
-    sb.write_config_with("", &[], std::slice::from_ref(&cert));
-    sb.renew_all().ok();
-    let f = cert.files(&sb);
-    let key = f.key.clone().unwrap();
+    let (cert, f, key) = www_issued(&sb);
     let (old_cert, old_key) = (sb.path("old.crt"), sb.path("old.key"));
     std::fs::copy(&f.cert, &old_cert).unwrap();
     std::fs::copy(&key, &old_key).unwrap();
@@ -184,11 +193,8 @@ fn served_an_old_pair_put_back_is_replaced_and_served_within_one_check() {
     let served = || crate::support::servers::served_serial(&nginx.connect());
     assert_eq!(served().as_deref(), Some(latest.as_str()));
     // Config management puts the old pair back, and reloads nginx.
-    for (from, to) in [(&old_key, &key), (&old_cert, &f.cert)] {
-        let tmp = to.with_extension("cm-tmp");
-        std::fs::copy(from, &tmp).unwrap();
-        std::fs::rename(&tmp, to).unwrap();
-    }
+    put_back(&old_key, &key);
+    put_back(&old_cert, &f.cert);
     nginx.reload_by_hand();
     let replaced = wait_until(Duration::from_secs(20), || {
         sb.ledger()
@@ -230,11 +236,7 @@ fn served_a_changed_file_is_checked_against_what_is_served_at_once() {
     use crate::support::daemon::{wait_until, Daemon};
     use std::time::Duration;
     let sb = Sandbox::new();
-    let cert = CertDef::new("www", Layout::Nginx).sans(&[SERVER_NAME]);
-    sb.write_config_with("", &[], std::slice::from_ref(&cert));
-    sb.renew_all().ok();
-    let f = cert.files(&sb);
-    let key = f.key.clone().unwrap();
+    let (cert, f, key) = www_issued(&sb);
     let nginx = Nginx::start(&sb.path("nginx"), &f.cert, &key);
     serve_with(&sb, &cert, &nginx, ", every: 1h");
     let mut d = Daemon::start_ready(&sb, &[]);
@@ -252,11 +254,8 @@ fn served_a_changed_file_is_checked_against_what_is_served_at_once() {
         crate::support::path_str(&out),
     ])
     .ok();
-    for (from, to) in [(out.join("www.key"), &key), (out.join("www.crt"), &f.cert)] {
-        let tmp = to.with_extension("cm-tmp");
-        std::fs::copy(from, &tmp).unwrap();
-        std::fs::rename(&tmp, to).unwrap();
-    }
+    put_back(&out.join("www.key"), &key);
+    put_back(&out.join("www.crt"), &f.cert);
     let issued = f.serial();
     assert_ne!(issued, before);
     let repaired = wait_until(Duration::from_secs(15), || {
