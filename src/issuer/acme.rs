@@ -130,6 +130,14 @@ impl AcmeIssuer {
 
     /// Restores the stored account, or creates one and stores its credentials.
     async fn account(&self) -> Result<Account, AcmeError> {
+        if let Some(account) = self.stored_account().await? {
+            return Ok(account);
+        }
+        self.register().await
+    }
+
+    /// The stored account, if there is one for this directory.
+    async fn stored_account(&self) -> Result<Option<Account>, AcmeError> {
         let dir = &self.spec.directory;
         if self.account_file.exists() {
             let text = read_text(&self.account_file, PEM_MAX)
@@ -148,12 +156,20 @@ impl AcmeIssuer {
                 return Account::builder_with_http(self.http_client()?)
                     .from_credentials(creds)
                     .await
+                    .map(Some)
                     .map_err(|e| {
                         AcmeError::Account(format!("cannot use the stored account: {}", chain(&e)))
                     });
             }
             tracing::warn!(issuer = %self.spec.name, directory = %dir, file = %self.account_file.display(), "the stored ACME account belongs to another directory; registering a new one");
         }
+        Ok(None)
+    }
+
+    /// Registers a new account (same contact and EAB) and stores its credentials; a
+    /// stored one is kept as `account.json.previous`.
+    async fn register(&self) -> Result<Account, AcmeError> {
+        let dir = &self.spec.directory;
         let eab = match &self.spec.eab {
             Some((kid, file)) => {
                 let raw =
@@ -213,8 +229,28 @@ impl AcmeIssuer {
         Ok(account)
     }
 
+    /// Orders and downloads a certificate. When the CA no longer knows the stored
+    /// account (a reset database, a deactivated account, a key it refuses), a new one is
+    /// registered and the order tried once more.
     async fn issue_async(&self, csr_der: &[u8], req: &IssueRequest) -> Result<String, AcmeError> {
         let account = self.account().await?;
+        match self.order_with(&account, csr_der, req).await {
+            Err((e, true)) => {
+                tracing::warn!(issuer = %self.spec.name, directory = %self.spec.directory, error = %e, "the ACME CA no longer knows the stored account; registering a new one (the old credentials stay in account.json.previous) and ordering again");
+                let account = self.register().await?;
+                self.order_with(&account, csr_der, req).await.map_err(|(e, _)| e)
+            }
+            other => other.map_err(|(e, _)| e),
+        }
+    }
+
+    /// One order with `account`; an error says whether the CA refused the account itself.
+    async fn order_with(
+        &self,
+        account: &Account,
+        csr_der: &[u8],
+        req: &IssueRequest,
+    ) -> Result<String, (AcmeError, bool)> {
         let ids: Vec<Identifier> = req
             .sans
             .iter()
@@ -224,14 +260,30 @@ impl AcmeIssuer {
             })
             .collect();
         if ids.is_empty() {
-            return Err(AcmeError::Order(
-                "the certificate has no names to order".into(),
+            return Err((
+                AcmeError::Order("the certificate has no names to order".into()),
+                false,
             ));
         }
-        let mut order = account
-            .new_order(&NewOrder::new(&ids))
+        let mut order = account.new_order(&NewOrder::new(&ids)).await.map_err(|e| {
+            let gone = account_gone(&e);
+            (
+                AcmeError::Order(format!("new order refused: {}", chain(&e))),
+                gone,
+            )
+        })?;
+        self.complete(&mut order, csr_der)
             .await
-            .map_err(|e| AcmeError::Order(format!("new order refused: {}", chain(&e))))?;
+            .map_err(|e| (e, false))
+    }
+
+    /// Answers the order's challenges, waits for validation, finalizes with the CSR and
+    /// downloads the certificate.
+    async fn complete(
+        &self,
+        order: &mut instant_acme::Order,
+        csr_der: &[u8],
+    ) -> Result<String, AcmeError> {
         let mut responder = Responder::start(&self.spec).await?;
         let mut authzs = order.authorizations();
         while let Some(authz) = authzs.next().await {
@@ -294,6 +346,21 @@ impl AcmeIssuer {
             AcmeError::Certificate(format!("waiting for the certificate: {}", chain(&e)))
         })
     }
+}
+
+/// Whether the CA refused the account itself: it does not exist (any more), or it is
+/// deactivated or its key is not known there.
+fn account_gone(e: &instant_acme::Error) -> bool {
+    let instant_acme::Error::Api(p) = e else {
+        return false;
+    };
+    let kind = p.r#type.as_deref().unwrap_or("");
+    let about_account = p
+        .detail
+        .as_deref()
+        .is_some_and(|d| d.to_ascii_lowercase().contains("account"));
+    kind.ends_with(":accountDoesNotExist")
+        || (about_account && kind.ends_with(":unauthorized"))
 }
 
 pub fn account_file(state_dir: &Path, name: &str) -> PathBuf {

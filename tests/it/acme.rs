@@ -23,6 +23,8 @@ struct Pebble {
     http_port: u16,
     /// Trust for Pebble's HTTPS listener (certkeeper's test CA root).
     listener_ca: PathBuf,
+    /// How it was started, to start it again.
+    env: Vec<(&'static str, String)>,
 }
 
 impl Pebble {
@@ -67,21 +69,14 @@ impl Pebble {
         }
         let config_file = dir.join("pebble.json");
         fs::write(&config_file, config.to_string()).unwrap();
-        let log = fs::File::create(dir.join("pebble.log")).unwrap();
-        let mut cmd = Command::new(PEBBLE);
-        cmd.arg("-config")
-            .arg(&config_file)
-            .env("PEBBLE_WFE_NONCEREJECT", nonce_reject.to_string())
-            .env("PEBBLE_VA_NOSLEEP", "1")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log);
+        let mut env = vec![
+            ("PEBBLE_WFE_NONCEREJECT", nonce_reject.to_string()),
+            ("PEBBLE_VA_NOSLEEP", "1".to_string()),
+        ];
         if always_valid {
-            cmd.env("PEBBLE_VA_ALWAYS_VALID", "1");
-        } else {
-            cmd.env_remove("PEBBLE_VA_ALWAYS_VALID");
+            env.push(("PEBBLE_VA_ALWAYS_VALID", "1".into()));
         }
-        let child = cmd.spawn().expect("start pebble");
+        let child = Pebble::spawn(dir, &env);
         let p = Pebble {
             child,
             dir: dir.to_path_buf(),
@@ -89,12 +84,47 @@ impl Pebble {
             mgmt_port,
             http_port,
             listener_ca,
+            env,
         };
-        wait_for(Duration::from_secs(20), "pebble to listen", || {
-            TcpStream::connect(("127.0.0.1", p.port)).is_ok()
-                && TcpStream::connect(("127.0.0.1", p.mgmt_port)).is_ok()
-        });
+        p.wait_listening();
         p
+    }
+
+    fn spawn(dir: &Path, env: &[(&'static str, String)]) -> Child {
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("pebble.log"))
+            .unwrap();
+        let mut cmd = Command::new(PEBBLE);
+        cmd.arg("-config")
+            .arg(dir.join("pebble.json"))
+            .env_remove("PEBBLE_VA_ALWAYS_VALID")
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log);
+        cmd.spawn().expect("start pebble")
+    }
+
+    fn wait_listening(&self) {
+        wait_for(Duration::from_secs(20), "pebble to listen", || {
+            TcpStream::connect(("127.0.0.1", self.port)).is_ok()
+                && TcpStream::connect(("127.0.0.1", self.mgmt_port)).is_ok()
+        });
+    }
+
+    /// Stops Pebble and starts it again on the same ports: its accounts, orders and
+    /// root are gone (it keeps everything in memory), as with a CA that reset its
+    /// database.
+    fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        wait_for(Duration::from_secs(10), "pebble to stop listening", || {
+            TcpStream::connect(("127.0.0.1", self.port)).is_err()
+        });
+        self.child = Pebble::spawn(&self.dir, &self.env);
+        self.wait_listening();
     }
 
     fn directory(&self) -> String {
@@ -516,4 +546,37 @@ fn acme_served_chain_is_judged_against_the_system_store_or_verify_roots() {
     r.ok();
     assert!(!r.stderr.contains("clients refuse"), "{r:?}");
     sb.ck(&["status", "--check"]).ok();
+}
+
+/// The CA forgot the account (Pebble restarted: a reset database): the next renewal
+/// registers a new account with the same contact, keeps the old credentials as
+/// `account.json.previous`, orders again and succeeds; the renewal after uses the new
+/// account without registering again.
+#[test]
+fn acme_a_ca_that_forgot_the_account_gets_a_new_one_and_the_renewal_succeeds() {
+    let sb = Sandbox::new();
+    let mut pebble = Pebble::start(&sb.path("pebble"), true);
+    let acme = CertDef::new("local", Layout::Nginx)
+        .sans(&["localhost"])
+        .extra("issuer: pebble");
+    config_with(&sb, std::slice::from_ref(&acme), &pebble.issuers_yaml("pebble"));
+    sb.renew_all().ok();
+    let account = sb.state_dir().join("acme/pebble/account.json");
+    let first = fs::read_to_string(&account).unwrap();
+    pebble.restart();
+    let r = sb.ck(&["renew", "--all", "--force"]);
+    r.ok().stderr_has("the ACME CA no longer knows the stored account");
+    assert_eq!(
+        fs::read_to_string(account.with_extension("json.previous")).unwrap(),
+        first
+    );
+    let second = fs::read_to_string(&account).unwrap();
+    assert_ne!(second, first);
+    assert_eq!(mode(&account), 0o600);
+    verify_pebble(&pebble.root(), &acme.files(&sb));
+    let r = sb.ck(&["renew", "--all", "--force"]);
+    r.ok();
+    assert!(!r.stderr.contains("no longer knows"), "{r:?}");
+    assert!(!r.stderr.contains("registered an ACME account"), "{r:?}");
+    assert_eq!(fs::read_to_string(&account).unwrap(), second);
 }
