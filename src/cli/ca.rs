@@ -123,66 +123,7 @@ pub fn run(cmd: CaCommand, now: OffsetDateTime) -> Result<u8, CliError> {
             reason,
         } => {
             let config = config.load()?;
-            let state = StateDir::new(&config.state_dir);
-            let _lock = state.lock().map_err(runtime)?;
-            let ca = InternalCa::load(&config.ca, &state.ca_dir()).map_err(runtime)?;
-            let already = crate::trust::revoked(&state)
-                .iter()
-                .any(|r| r.serial == crate::trust::normalize_serial(&serial));
-            let r = crate::trust::revoke(&state, &ca, &serial, reason.as_deref(), now).map_err(
-                |e| match e {
-                    crate::trust::TrustError::UnknownSerial(_)
-                    | crate::trust::TrustError::BadReason(_) => CliError::Usage(e.to_string()),
-                    e => runtime(e),
-                },
-            )?;
-            let who = r
-                .name
-                .as_deref()
-                .map(|n| format!(" (`{n}`)"))
-                .unwrap_or_default();
-            if already {
-                println!(
-                    "serial {}{who} was already revoked at {}",
-                    r.serial,
-                    crate::policy::rfc3339(r.time)
-                );
-            } else {
-                println!("revoked serial {}{who}", r.serial);
-            }
-            // Bring the CRL trust targets up to date and reload their servers, exactly as
-            // a renewal pass would; a managed certificate that carried the serial is
-            // reissued in the same pass (its peers would refuse it from now on).
-            let owner: Vec<_> = config
-                .certificates
-                .iter()
-                .filter(|c| r.name.as_deref() == Some(c.name.as_str()))
-                .collect();
-            let (failed, activity) = pass(&config, &state, &ca, &owner, now, "reissued");
-            for (server, ok) in &activity.reload_results {
-                if *ok {
-                    println!("reloaded `{server}`");
-                }
-            }
-            if !activity.trust_pending.is_empty() {
-                for server in &activity.trust_pending {
-                    let why = activity
-                        .servers
-                        .get(server)
-                        .filter(|o| o.failed())
-                        .map(|o| o.to_string())
-                        .unwrap_or_else(|| "not reloaded".into());
-                    eprintln!("error: server `{server}` has not loaded the new CRL: {why}");
-                }
-                eprintln!(
-                    "the revocation is recorded; the reload is retried by the next `certkeeper renew` or by the running daemon. Fix the server and run `certkeeper renew --all`."
-                );
-                return Ok(1);
-            }
-            if failed {
-                return Ok(1);
-            }
-            Ok(0)
+            revoke_serial(&config, &serial, reason.as_deref(), now)
         }
         CaCommand::Crl { config } => {
             let config = config.load()?;
@@ -252,7 +193,7 @@ fn rotate(
         }
     }
     let all: Vec<_> = config.certificates.iter().collect();
-    let (mut failed, activity) = pass(&config, &state, &ca, &all, now, "renewed");
+    let (mut failed, activity) = pass(&config, &state, Some(&ca), &all, now, "renewed");
     for server in &activity.trust_pending {
         failed = true;
         eprintln!("error: server `{server}` has not loaded the new trust material; the next `certkeeper renew` or the daemon retries");
@@ -263,10 +204,153 @@ fn rotate(
 
 /// A pass over `selected` as `renew` runs it (trust targets and their servers
 /// included), one line per certificate it `did` (or could not); whether any failed.
+/// Revokes `serial` where it was issued: on the internal CA's CRLs, or at the ACME CA
+/// that issued it (`revokeCert`; never on the internal CRLs). Then the CRL trust targets
+/// are brought up to date and reloaded, and a managed certificate that carried the
+/// serial is reissued in the same pass, as `renew` would. `ca revoke` and `revoke`.
+pub(super) fn revoke_serial(
+    config: &crate::config::Config,
+    serial: &str,
+    reason: Option<&str>,
+    now: OffsetDateTime,
+) -> Result<u8, CliError> {
+    use crate::trust::TrustError;
+    let state = StateDir::new(&config.state_dir);
+    let _lock = state.lock().map_err(runtime)?;
+    let usage = |e: TrustError| match e {
+        TrustError::UnknownSerial(_) | TrustError::BadReason(_) => CliError::Usage(e.to_string()),
+        e => runtime(e),
+    };
+    if let Some(r) = reason {
+        crate::trust::parse_reason(r).map_err(usage)?;
+    }
+    let issued = crate::trust::issued_entry(&state, serial).map_err(usage)?;
+    let wanted = crate::trust::normalize_serial(serial);
+    let already = crate::trust::revoked(&state)
+        .iter()
+        .any(|r| r.serial == wanted);
+    let foreign = issued.issuer.clone().filter(|i| i != "internal");
+    let (r, ca, at) = match foreign {
+        Some(issuer) => {
+            let spec = config.issuers.get(&issuer).ok_or_else(|| {
+                CliError::Runtime(format!(
+                    "serial {wanted} was issued by the ACME CA `{issuer}`, which the configuration no longer names under `issuers:`; revoke it there"
+                ))
+            })?;
+            if !already {
+                let der = issued_der(config, &state, issued.name.as_deref(), &wanted)?;
+                crate::issuer::acme::AcmeIssuer::new(spec, &config.state_dir)
+                    .revoke(&der, reason)
+                    .map_err(|e| {
+                        CliError::Runtime(format!(
+                            "the ACME CA `{issuer}` did not revoke serial {wanted}: {e}; nothing was recorded"
+                        ))
+                    })?;
+            }
+            let r = crate::trust::record_foreign(
+                &state,
+                &wanted,
+                reason,
+                issued.name.clone(),
+                &issuer,
+                now,
+            )
+            .map_err(runtime)?;
+            let ca = crate::reconcile::ensure_ca_if_used(config, &state, now).map_err(runtime)?;
+            (r, ca, format!(" at the ACME CA `{issuer}`"))
+        }
+        None => {
+            let ca = InternalCa::load(&config.ca, &state.ca_dir()).map_err(runtime)?;
+            let r = crate::trust::revoke(&state, &ca, serial, reason, now).map_err(usage)?;
+            (r, Some(ca), String::new())
+        }
+    };
+    let who = r
+        .name
+        .as_deref()
+        .map(|n| format!(" (`{n}`)"))
+        .unwrap_or_default();
+    if already {
+        println!(
+            "serial {}{who} was already revoked{at} at {}",
+            r.serial,
+            crate::policy::rfc3339(r.time)
+        );
+    } else {
+        println!("revoked serial {}{who}{at}", r.serial);
+    }
+    // Bring the CRL trust targets up to date and reload their servers, exactly as a
+    // renewal pass would; a managed certificate that carried the serial is reissued in
+    // the same pass (its peers would refuse it from now on).
+    let owner: Vec<_> = config
+        .certificates
+        .iter()
+        .filter(|c| r.name.as_deref() == Some(c.name.as_str()))
+        .collect();
+    let (failed, activity) = pass(config, &state, ca.as_ref(), &owner, now, "reissued");
+    for (server, ok) in &activity.reload_results {
+        if *ok {
+            println!("reloaded `{server}`");
+        }
+    }
+    if !activity.trust_pending.is_empty() {
+        for server in &activity.trust_pending {
+            let why = activity
+                .servers
+                .get(server)
+                .filter(|o| o.failed())
+                .map(|o| o.to_string())
+                .unwrap_or_else(|| "not reloaded".into());
+            eprintln!("error: server `{server}` has not loaded the new CRL: {why}");
+        }
+        eprintln!(
+            "the revocation is recorded; the reload is retried by the next `certkeeper renew` or by the running daemon. Fix the server and run `certkeeper renew --all`."
+        );
+        return Ok(1);
+    }
+    Ok(if failed { 1 } else { 0 })
+}
+
+/// The certificate `serial` of certificate `name`, DER: from its archived pair, else
+/// from the installed files when they hold it.
+fn issued_der(
+    config: &crate::config::Config,
+    state: &StateDir,
+    name: Option<&str>,
+    serial: &str,
+) -> Result<Vec<u8>, CliError> {
+    let missing = || {
+        CliError::Runtime(format!(
+            "the certificate of serial {serial} is neither archived nor installed any more, so it cannot be sent to its CA for revocation"
+        ))
+    };
+    let name = name.ok_or_else(missing)?;
+    let archived = crate::fsread::read_regular(
+        &state.archive_dir(name, serial).join("cert.pem"),
+        crate::fsread::PEM_MAX,
+    )
+    .ok()
+    .and_then(|b| crate::x509::parse_certs(&b, "archived certificate").ok())
+    .and_then(|c| c.into_iter().next())
+    .filter(|c| c.serial == serial);
+    if let Some(c) = archived {
+        return Ok(c.der);
+    }
+    let spec = config
+        .certificates
+        .iter()
+        .find(|c| c.name == name)
+        .ok_or_else(missing)?;
+    match crate::observe::observe(spec, None) {
+        crate::policy::Seen::Present(p) if p.leaf.serial == serial => Ok(p.leaf.der),
+        _ => Err(missing()),
+    }
+}
+
 fn pass(
     config: &crate::config::Config,
     state: &StateDir,
-    ca: &InternalCa,
+    ca: Option<&InternalCa>,
     selected: &[&crate::config::CertSpec],
     now: OffsetDateTime,
     did: &str,
@@ -276,7 +360,7 @@ fn pass(
     let (reports, activity) = crate::reconcile::run_pass(crate::reconcile::Pass {
         config,
         state,
-        ca: Some(ca),
+        ca,
         selected,
         opts: &opts,
         now,

@@ -98,6 +98,18 @@ enum Command {
         #[command(subcommand)]
         command: ca::CaCommand,
     },
+    /// Revoke a managed certificate where it was issued (the internal CA's CRLs, or its
+    /// ACME CA), then reissue it
+    Revoke {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The certificate, by name
+        name: String,
+        /// unspecified, key-compromise, ca-compromise, affiliation-changed, superseded,
+        /// cessation-of-operation, privilege-withdrawn
+        #[arg(long)]
+        reason: Option<String>,
+    },
     /// Issue a one-off certificate into a directory (e.g. a client certificate)
     Issue(issue::IssueArgs),
     /// The certificates nginx and Apache load: files, names, issuer, expiry, key match
@@ -242,6 +254,24 @@ fn run(cli: Cli) -> Result<u8, CliError> {
         }
         Command::Inspect { files } => inspect::run(&files, now),
         Command::Ca { command } => ca::run(command, now),
+        Command::Revoke {
+            config,
+            name,
+            reason,
+        } => {
+            let config = config.load()?;
+            let Some(spec) = config.certificates.iter().find(|c| c.name == name) else {
+                return Err(CliError::Usage(format!(
+                    "no managed certificate is named `{name}`; `certkeeper status` lists them"
+                )));
+            };
+            let crate::policy::Seen::Present(p) = crate::observe::observe(spec, None) else {
+                return Err(CliError::Usage(format!(
+                    "`{name}` has no certificate in place to revoke; `certkeeper status {name}` says why"
+                )));
+            };
+            ca::revoke_serial(&config, &p.leaf.serial, reason.as_deref(), now)
+        }
         Command::Issue(args) => issue::run(args, now),
         Command::Discover(args) => discover::run(args, now),
         Command::Completions { shell } => {

@@ -16,7 +16,7 @@ use crate::metrics::{Metrics, ReloadLabel, RenewalLabel};
 use crate::policy::retry::{backoff, held_until, next_look, retry_at, retry_at_spread, Held};
 use crate::policy::{relative, rfc3339};
 use crate::reconcile::{
-    ensure_ca, run_pass, CertReport, Outcome, Pass, RenewOptions, ServerActivity,
+    ensure_ca_if_used, run_pass, CertReport, Outcome, Pass, RenewOptions, ServerActivity,
 };
 use crate::state::{StateDir, StateLock};
 use notify::{RecursiveMode, Watcher};
@@ -680,7 +680,7 @@ impl Daemon {
             let state = StateDir::new(&config.state_dir);
             let pass = || {
                 let _lock = lock.acquire(&state).map_err(|e| e.to_string())?;
-                let ca = ensure_ca(&config, &state, now).map_err(|e| e.to_string())?;
+                let ca = ensure_ca_if_used(&config, &state, now).map_err(|e| e.to_string())?;
                 let wanted: std::collections::HashSet<&str> =
                     names.iter().map(String::as_str).collect();
                 let selected: Vec<_> = config
@@ -698,7 +698,10 @@ impl Daemon {
                 // The cache of checked files serves one pass at a time (the start-up
                 // pass, where it matters); a pass beside it reads its files in full.
                 let mut guard = cache.try_lock().ok();
-                let fingerprint = &ca.issuing_id();
+                let fingerprint = &ca
+                    .as_ref()
+                    .map(|ca| ca.issuing_id())
+                    .unwrap_or_else(|| "no internal CA".into());
                 if let Some(c) = guard.as_deref_mut() {
                     if c.as_ref().is_none_or(|c| c.intermediate() != fingerprint) {
                         *c = Some(ObserveCache::load(&state, fingerprint));
@@ -708,7 +711,7 @@ impl Daemon {
                 let (reports, activity) = run_pass(Pass {
                     config: &config,
                     state: &state,
-                    ca: Some(&ca),
+                    ca: ca.as_ref(),
                     selected: &selected,
                     opts: &opts,
                     now,

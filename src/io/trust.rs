@@ -31,6 +31,17 @@ pub struct Revoked {
     pub reason: Option<String>,
     #[serde(default)]
     pub name: Option<String>,
+    /// The issuer that revoked it: None or `internal` for the internal CA (on its
+    /// CRLs), else the ACME issuer's name (revoked there, never on the internal CRLs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
+}
+
+impl Revoked {
+    /// Whether the internal CA revoked it (it belongs on the internal CRLs).
+    pub fn internal(&self) -> bool {
+        self.issuer.as_deref().is_none_or(|i| i == "internal")
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +50,12 @@ pub enum TrustError {
         "serial {0} was not issued by this CA (see `certkeeper status` or the ledger for serials)"
     )]
     UnknownSerial(String),
+    #[error("serial {serial} was issued by the ACME CA `{issuer}`, not by the internal CA")]
+    Foreign {
+        serial: String,
+        issuer: String,
+        name: Option<String>,
+    },
     #[error("`{0}` is not a revocation reason; use one of: unspecified, key-compromise, ca-compromise, affiliation-changed, superseded, cessation-of-operation, privilege-withdrawn")]
     BadReason(String),
     #[error("{0}")]
@@ -92,7 +109,19 @@ pub fn revoked_serials(state: &StateDir) -> std::collections::HashSet<String> {
     revoked(state).into_iter().map(|r| r.serial).collect()
 }
 
-/// Revokes a serial this CA issued. The caller holds the state lock.
+/// The ledger's `issued` entry for `serial` (normalized), or why there is none.
+pub fn issued_entry(state: &StateDir, serial: &str) -> Result<LedgerEntry, TrustError> {
+    let serial = normalize_serial(serial);
+    state
+        .ledger()
+        .into_iter()
+        .find(|e| e.event == "issued" && e.serial.as_deref() == Some(serial.as_str()))
+        .ok_or(TrustError::UnknownSerial(serial))
+}
+
+/// Revokes a serial this CA issued. The caller holds the state lock. A serial an ACME
+/// CA issued is refused ([`TrustError::Foreign`]): it is revoked there
+/// ([`record_foreign`] records that), never on the internal CRLs.
 pub fn revoke(
     state: &StateDir,
     ca: &InternalCa,
@@ -104,13 +133,14 @@ pub fn revoke(
     if let Some(r) = reason {
         parse_reason(r)?;
     }
-    let issued = state
-        .ledger()
-        .into_iter()
-        .find(|e| e.event == "issued" && e.serial.as_deref() == Some(serial.as_str()));
-    let Some(issued) = issued else {
-        return Err(TrustError::UnknownSerial(serial));
-    };
+    let issued = issued_entry(state, &serial)?;
+    if let Some(issuer) = issued.issuer.as_deref().filter(|i| *i != "internal") {
+        return Err(TrustError::Foreign {
+            serial,
+            issuer: issuer.to_string(),
+            name: issued.name,
+        });
+    }
     let mut list = revoked(state);
     if let Some(existing) = list.iter().find(|r| r.serial == serial) {
         return Ok(existing.clone());
@@ -120,6 +150,7 @@ pub fn revoke(
         time: now,
         reason: reason.map(str::to_string),
         name: issued.name.clone(),
+        issuer: None,
     };
     list.push(entry.clone());
     write_atomic(&FileSpec {
@@ -137,6 +168,49 @@ pub fn revoke(
     state.record(&e)?;
     // Re-sign the leaf CRL now, with the new entry.
     refresh_crls(state, ca, now, true)?;
+    Ok(entry)
+}
+
+/// Records that the ACME CA `issuer` revoked `serial` (of certificate `name`): in
+/// `revoked.json` (so that a certificate carrying it is reissued) and the ledger, never
+/// on the internal CRLs. Returns the entry, or the one already there. The caller holds
+/// the state lock.
+pub fn record_foreign(
+    state: &StateDir,
+    serial: &str,
+    reason: Option<&str>,
+    name: Option<String>,
+    issuer: &str,
+    now: OffsetDateTime,
+) -> Result<Revoked, TrustError> {
+    let serial = normalize_serial(serial);
+    let mut list = revoked(state);
+    if let Some(existing) = list.iter().find(|r| r.serial == serial) {
+        return Ok(existing.clone());
+    }
+    let entry = Revoked {
+        serial: serial.clone(),
+        time: now,
+        reason: reason.map(str::to_string),
+        name: name.clone(),
+        issuer: Some(issuer.to_string()),
+    };
+    list.push(entry.clone());
+    write_atomic(&FileSpec {
+        path: revoked_path(state),
+        bytes: Zeroizing::new(serde_json::to_vec_pretty(&list).expect("serializes")),
+        mode: 0o600,
+        uid: None,
+        gid: None,
+        follow_symlinks: false,
+    })?;
+    let mut e = LedgerEntry::new(now, "revoked");
+    e.name = name;
+    e.serial = Some(serial);
+    e.issuer = Some(issuer.to_string());
+    e.reason = reason.map(str::to_string);
+    e.note = Some(format!("revoked at the ACME CA `{issuer}`"));
+    state.record(&e)?;
     Ok(entry)
 }
 
@@ -212,6 +286,7 @@ pub fn refresh_crls(
     };
     let list: Vec<_> = revoked(state)
         .into_iter()
+        .filter(Revoked::internal)
         .map(|r| {
             (
                 r.serial,

@@ -46,6 +46,8 @@ pub enum VerifyError {
         server_name: String,
         client: String,
         alert: String,
+        /// SHA-256 of the leaf the refusing server presented, when it did.
+        leaf: Option<String>,
     },
     #[error("{connect} (SNI {server_name}) completed the handshake without presenting a certificate; check the server's TLS settings")]
     NoCertificate {
@@ -186,6 +188,13 @@ pub fn served_chain(
         server_name: server_name.into(),
         client: client.map(|c| c.name.clone()).unwrap_or_default(),
         alert,
+        leaf: recorder
+            .leaf
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .and_then(|chain| chain.first())
+            .map(|der| crate::encoding::sha256_hex(der)),
     };
     while conn.is_handshaking() {
         let (read, written) = match conn.complete_io(&mut sock) {
@@ -323,8 +332,12 @@ fn wait_served(
         let last = match served_chain(connect, server_name, attempt, client) {
             Ok(s) if crate::encoding::sha256_hex(&s.chain[0]) == fingerprint => return Ok(s),
             Ok(s) => Ok(s.chain),
-            // The right certificate, and the client one refused: waiting changes nothing.
-            Err(e @ VerifyError::ClientRefused { .. }) => return Err(e),
+            // The new certificate, and the client one refused: waiting changes nothing.
+            // A refusal with another leaf may come from a worker of the server's old
+            // configuration, still answering for a moment after a reload: look again.
+            Err(e @ VerifyError::ClientRefused { .. }) if matches!(&e, VerifyError::ClientRefused { leaf: Some(l), .. } if l == fingerprint) => {
+                return Err(e)
+            }
             Err(e) => Err(e),
         };
         let now = Instant::now();

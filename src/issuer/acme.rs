@@ -238,7 +238,9 @@ impl AcmeIssuer {
             Err((e, true)) => {
                 tracing::warn!(issuer = %self.spec.name, directory = %self.spec.directory, error = %e, "the ACME CA no longer knows the stored account; registering a new one (the old credentials stay in account.json.previous) and ordering again");
                 let account = self.register().await?;
-                self.order_with(&account, csr_der, req).await.map_err(|(e, _)| e)
+                self.order_with(&account, csr_der, req)
+                    .await
+                    .map_err(|(e, _)| e)
             }
             other => other.map_err(|(e, _)| e),
         }
@@ -359,8 +361,51 @@ fn account_gone(e: &instant_acme::Error) -> bool {
         .detail
         .as_deref()
         .is_some_and(|d| d.to_ascii_lowercase().contains("account"));
-    kind.ends_with(":accountDoesNotExist")
-        || (about_account && kind.ends_with(":unauthorized"))
+    kind.ends_with(":accountDoesNotExist") || (about_account && kind.ends_with(":unauthorized"))
+}
+
+impl AcmeIssuer {
+    /// Revokes a certificate this CA issued (`revokeCert`, signed with the account; a
+    /// CA that forgot the account gets a new one, as for an order). `reason`: one of
+    /// `certkeeper ca revoke`'s reason names.
+    pub fn revoke(&self, cert_der: &[u8], reason: Option<&str>) -> Result<(), AcmeError> {
+        use instant_acme::{RevocationReason as R, RevocationRequest};
+        let reason = reason.map(|r| match r {
+            "key-compromise" => R::KeyCompromise,
+            "ca-compromise" => R::CaCompromise,
+            "affiliation-changed" => R::AffiliationChanged,
+            "superseded" => R::Superseded,
+            "cessation-of-operation" => R::CessationOfOperation,
+            "privilege-withdrawn" => R::PrivilegeWithdrawn,
+            _ => R::Unspecified,
+        });
+        let cert = rustls::pki_types::CertificateDer::from(cert_der.to_vec());
+        let request = RevocationRequest {
+            certificate: &cert,
+            reason,
+        };
+        let refused = |e: &instant_acme::Error| {
+            AcmeError::Certificate(format!("revocation refused: {}", chain(e)))
+        };
+        block_on(async {
+            let fut = async {
+                let account = self.account().await?;
+                match account.revoke(&request).await {
+                    Err(e) if account_gone(&e) => {
+                        tracing::warn!(issuer = %self.spec.name, error = %e, "the ACME CA no longer knows the stored account; registering a new one to revoke");
+                        let account = self.register().await?;
+                        account.revoke(&request).await.map_err(|e| refused(&e))
+                    }
+                    other => other.map_err(|e| refused(&e)),
+                }
+            };
+            match tokio::time::timeout(ISSUE_DEADLINE, fut).await {
+                Ok(r) => r,
+                Err(_) => Err(AcmeError::Timeout(ISSUE_DEADLINE)),
+            }
+        })
+        .and_then(|r| r)
+    }
 }
 
 pub fn account_file(state_dir: &Path, name: &str) -> PathBuf {

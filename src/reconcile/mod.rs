@@ -170,6 +170,25 @@ pub fn ensure_ca(
     maintain_ca(config, state, now, crate::issuer::Force::Nothing, None)
 }
 
+/// [`ensure_ca`] when the configuration uses the internal CA (a certificate it issues,
+/// or a trust target, which holds its material) or one exists already; None for a
+/// configuration of ACME certificates alone, which creates no CA.
+pub fn ensure_ca_if_used(
+    config: &Config,
+    state: &StateDir,
+    now: OffsetDateTime,
+) -> Result<Option<InternalCa>, crate::issuer::CaError> {
+    let used = !config.trust.is_empty()
+        || config
+            .certificates
+            .iter()
+            .any(|c| c.issuer == crate::model::IssuerRef::Internal);
+    if !used && !state.ca_dir().exists() {
+        return Ok(None);
+    }
+    ensure_ca(config, state, now).map(Some)
+}
+
 /// [`ensure_ca`], also doing `force` (`ca rotate`, `ca rotate-root`) with the root
 /// key from `root_key_file` when given.
 pub fn maintain_ca(
@@ -245,11 +264,11 @@ pub fn renew(
     let selected = select(config, names)?;
     let state = StateDir::new(&config.state_dir);
     let _lock = state.lock()?;
-    let ca = ensure_ca(config, &state, now)?;
+    let ca = ensure_ca_if_used(config, &state, now)?;
     Ok(run_pass(Pass {
         config,
         state: &state,
-        ca: Some(&ca),
+        ca: ca.as_ref(),
         selected: &selected,
         opts,
         now,

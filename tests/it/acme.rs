@@ -146,6 +146,23 @@ impl Pebble {
         p
     }
 
+    /// What Pebble's management API says of `serial` ("Valid", "Revoked").
+    fn status_of(&self, serial: &str) -> String {
+        let out = Command::new("curl")
+            .args([
+                "-sSfk",
+                &format!(
+                    "https://127.0.0.1:{}/cert-status-by-serial/{serial}",
+                    self.mgmt_port
+                ),
+            ])
+            .output()
+            .expect("run curl");
+        assert!(out.status.success(), "cert status of {serial}: {out:?}");
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["Status"].as_str().unwrap_or_default().to_string()
+    }
+
     fn log(&self) -> String {
         fs::read_to_string(self.dir.join("pebble.log")).unwrap_or_default()
     }
@@ -559,13 +576,22 @@ fn acme_a_ca_that_forgot_the_account_gets_a_new_one_and_the_renewal_succeeds() {
     let acme = CertDef::new("local", Layout::Nginx)
         .sans(&["localhost"])
         .extra("issuer: pebble");
-    config_with(&sb, std::slice::from_ref(&acme), &pebble.issuers_yaml("pebble"));
+    config_with(
+        &sb,
+        std::slice::from_ref(&acme),
+        &pebble.issuers_yaml("pebble"),
+    );
     sb.renew_all().ok();
+    assert!(
+        !sb.state_dir().join("ca").exists(),
+        "an ACME-only configuration created an internal CA"
+    );
     let account = sb.state_dir().join("acme/pebble/account.json");
     let first = fs::read_to_string(&account).unwrap();
     pebble.restart();
     let r = sb.ck(&["renew", "--all", "--force"]);
-    r.ok().stderr_has("the ACME CA no longer knows the stored account");
+    r.ok()
+        .stderr_has("the ACME CA no longer knows the stored account");
     assert_eq!(
         fs::read_to_string(account.with_extension("json.previous")).unwrap(),
         first
@@ -579,4 +605,74 @@ fn acme_a_ca_that_forgot_the_account_gets_a_new_one_and_the_renewal_succeeds() {
     assert!(!r.stderr.contains("no longer knows"), "{r:?}");
     assert!(!r.stderr.contains("registered an ACME account"), "{r:?}");
     assert_eq!(fs::read_to_string(&account).unwrap(), second);
+}
+
+/// `ca revoke` on a serial the ACME CA issued revokes it there (Pebble's management API
+/// says Revoked), never on the internal CA's CRL, and reissues the certificate;
+/// `certkeeper revoke NAME` does the same for the certificate in place.
+#[test]
+fn acme_revocation_happens_at_the_acme_ca_and_never_on_the_internal_crl() {
+    let sb = Sandbox::new();
+    let pebble = Pebble::start(&sb.path("pebble"), true);
+    let acme = CertDef::new("local", Layout::Nginx)
+        .sans(&["localhost"])
+        .extra("issuer: pebble");
+    // An internal certificate too: there is an internal CA, and a CRL to look at.
+    let inside = CertDef::new("inside", Layout::Nginx).sans(&["inside.example.internal"]);
+    config_with(&sb, &[acme.clone(), inside], &pebble.issuers_yaml("pebble"));
+    sb.renew_all().ok();
+    let f = acme.files(&sb);
+    let first = f.serial();
+    assert_eq!(pebble.status_of(&first), "Valid");
+    let r = sb.ck(&["ca", "revoke", &first, "--reason", "key-compromise"]);
+    r.ok()
+        .stdout_has(&format!(
+            "revoked serial {first} (`local`) at the ACME CA `pebble`"
+        ))
+        .stdout_has("reissued `local`");
+    assert_eq!(pebble.status_of(&first), "Revoked");
+    let second = f.serial();
+    assert_ne!(second, first);
+    verify_pebble(&pebble.root(), &f);
+    // Never on the internal CA's CRLs.
+    let crl = sb.ck(&["ca", "crl"]);
+    crl.ok();
+    let crl_file = sb.path("crl.pem");
+    fs::write(&crl_file, &crl.stdout).unwrap();
+    let text = openssl(&["crl", "-noout", "-text", "-in", path_str(&crl_file)]);
+    text.ok();
+    let listed: Vec<String> = text
+        .stdout
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("Serial Number: "))
+        .map(|s| s.trim_start_matches('0').to_ascii_lowercase())
+        .collect();
+    assert!(!listed.contains(&first), "{listed:?}");
+    // Again: already revoked, nothing sent, nothing reissued.
+    sb.ck(&["ca", "revoke", &first])
+        .ok()
+        .stdout_has("was already revoked at the ACME CA `pebble`");
+    assert_eq!(f.serial(), second);
+    // `revoke NAME`: the certificate in place, wherever it came from.
+    sb.ck(&["revoke", "local"]).ok().stdout_has(&format!(
+        "revoked serial {second} (`local`) at the ACME CA `pebble`"
+    ));
+    assert_eq!(pebble.status_of(&second), "Revoked");
+    assert_ne!(f.serial(), second);
+    // And for an internal one: its CRL.
+    let inside_serial = CertDef::new("inside", Layout::Nginx).files(&sb).serial();
+    sb.ck(&["revoke", "inside"])
+        .ok()
+        .stdout_has(&format!("revoked serial {inside_serial} (`inside`)\n"));
+    let crl = sb.ck(&["ca", "crl"]);
+    fs::write(&crl_file, &crl.stdout).unwrap();
+    let text = openssl(&["crl", "-noout", "-text", "-in", path_str(&crl_file)]);
+    assert!(
+        text.stdout
+            .to_ascii_lowercase()
+            .contains(&inside_serial.to_ascii_lowercase()),
+        "{}",
+        text.stdout
+    );
+    sb.ck(&["revoke", "nobody"]).expect_code(2);
 }
