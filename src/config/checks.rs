@@ -295,4 +295,33 @@ impl Ctx {
             }
         }
     }
+
+    /// Names an ACME CA can validate with the challenges configured: a wildcard needs
+    /// DNS-01, which no issuer here answers (http-01 only).
+    pub(super) fn check_acme_names(
+        &mut self,
+        certs: &[CertSpec],
+        managed_at: &[usize],
+        issuers: &BTreeMap<String, crate::config::AcmeSpec>,
+    ) {
+        for (c, i) in certs.iter().zip(managed_at) {
+            let crate::model::IssuerRef::Acme(issuer) = &c.issuer else {
+                continue;
+            };
+            if !issuers.contains_key(issuer) {
+                continue;
+            }
+            for (j, san) in c.sans.iter().enumerate() {
+                if let crate::model::San::Dns(d) = san {
+                    if d.starts_with("*.") {
+                        self.err(
+                            &format!("certificates[{i}].sans[{j}]"),
+                            Some(&c.name),
+                            format!("`{d}` is a wildcard: an ACME CA validates wildcards only with the DNS-01 challenge, and the issuer `{issuer}` answers http-01 (certkeeper has no DNS-01 yet); list the names, or issue it from the internal CA"),
+                        );
+                    }
+                }
+            }
+        }
+    }
 }

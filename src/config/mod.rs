@@ -354,6 +354,7 @@ impl Ctx {
 
         self.check_unique(&certificates, &managed_at, &watched, &watched_at, &trust);
         self.check_verify_refs(&certificates, &managed_at, &trust);
+        self.check_acme_names(&certificates, &managed_at, &issuers);
         if let Some(state_dir) = &state_dir {
             self.check_own_paths(state_dir, &certificates, &managed_at, &trust);
         }

@@ -773,3 +773,13 @@ fn verify_client_cert_and_roots_are_checked() {
     assert_eq!(e.field, "certificates[0].verify.roots");
     assert!(e.message.contains("does not exist"), "{e}");
 }
+
+#[test]
+fn an_acme_wildcard_needs_dns01_and_check_says_so() {
+    let text = "state_dir: /tmp/s\nissuers:\n  fleet:\n    acme: { directory: \"https://acme.example/d\", challenge: { http01: { webroot: /w } } }\ncertificates:\n  - name: www\n    issuer: fleet\n    sans: [www.example.com, \"*.example.com\"]\n    files: { layout: combined, cert: /tls/www.pem }\n";
+    let e = one_error(text);
+    assert_eq!(e.field, "certificates[0].sans[1]");
+    assert!(e.message.contains("DNS-01"), "{e}");
+    // The internal CA issues wildcards.
+    ok(&text.replace("    issuer: fleet\n", ""));
+}

@@ -676,3 +676,21 @@ fn acme_revocation_happens_at_the_acme_ca_and_never_on_the_internal_crl() {
     );
     sb.ck(&["revoke", "nobody"]).expect_code(2);
 }
+
+/// An IP address SAN is ordered as an `ip` identifier (RFC 8738) and lands in the
+/// certificate beside the DNS name.
+#[test]
+fn acme_orders_ip_address_names() {
+    let sb = Sandbox::new();
+    let pebble = Pebble::start(&sb.path("pebble"), true);
+    let acme = CertDef::new("local", Layout::Nginx)
+        .sans(&["localhost", "127.0.0.1"])
+        .extra("issuer: pebble");
+    config_with(&sb, std::slice::from_ref(&acme), &pebble.issuers_yaml("pebble"));
+    sb.renew_all().ok();
+    let f = acme.files(&sb);
+    verify_pebble(&pebble.root(), &f);
+    let text = cert_text(&f.cert);
+    assert!(text.contains("IP Address:127.0.0.1"), "{text}");
+    assert!(text.contains("DNS:localhost"), "{text}");
+}
