@@ -112,6 +112,8 @@ pub struct RawCertificate {
     pub watch: Option<String>,
     pub warn_before: Option<Text>,
     pub hooks: Option<RawHooks>,
+    pub fallback: Option<Vec<String>>,
+    pub fallback_before: Option<Text>,
 }
 
 /// One command (`[systemctl, reload, postfix]`) or several (`[[a, b], [c]]`).

@@ -457,6 +457,7 @@ impl Ctx {
                 ("lifetime", raw.lifetime.is_some()),
                 ("verify", raw.verify.is_some()),
                 ("hooks", raw.hooks.is_some()),
+                ("fallback", raw.fallback.is_some()),
             ];
             for (field, set) in managed_fields {
                 if set {
@@ -539,6 +540,43 @@ impl Ctx {
                 ),
             );
         }
+        let mut fallback = Vec::new();
+        for (j, name) in raw.fallback.iter().flatten().enumerate() {
+            let field = format!("{}[{j}]", f("fallback"));
+            if name == &issuer {
+                self.err(
+                    &field,
+                    cert,
+                    format!(
+                        "`{}` is this certificate's issuer already; a fallback is another issuer",
+                        excerpt(name)
+                    ),
+                );
+            } else if name != IssuerRef::INTERNAL && !issuers.contains_key(name) {
+                self.err(
+                    &field,
+                    cert,
+                    format!(
+                        "unknown issuer `{}`; use `internal` or one declared under `issuers:`",
+                        excerpt(name)
+                    ),
+                );
+            } else {
+                fallback.push(IssuerRef::named(name));
+            }
+        }
+        let fallback_before = match (&raw.fallback_before, renew_before) {
+            (Some(t), _) => match RenewBefore::parse(&t.0) {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    self.err(&f("fallback_before"), cert, e);
+                    None
+                }
+            },
+            (None, Some(RenewBefore::Share(p))) => Some(RenewBefore::Share(p / 2)),
+            (None, Some(RenewBefore::Fixed(d))) => Some(RenewBefore::Fixed(d / 2)),
+            (None, None) => None,
+        };
         let reload = inherit(
             &raw.reload,
             &defaults.reload,
@@ -591,6 +629,8 @@ impl Ctx {
                 .or(defaults.follow_symlinks)
                 .unwrap_or(false),
             hooks: hooks?,
+            fallback,
+            fallback_before: fallback_before?,
         })))
     }
 

@@ -183,6 +183,12 @@ pub struct CertSpec {
     pub follow_symlinks: bool,
     /// This certificate's own hooks, run after the global ones.
     pub hooks: Hooks,
+    /// Issuers to try, in order, when `issuer` fails and only `fallback_before` of the
+    /// certificate's life is left (at once when none is in place).
+    pub fallback: Vec<IssuerRef>,
+    /// How long before the end a failing issuer gives way to `fallback` (a duration or
+    /// a share; default half of `renew_before`).
+    pub fallback_before: RenewBefore,
 }
 
 impl CertSpec {

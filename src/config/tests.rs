@@ -783,3 +783,25 @@ fn an_acme_wildcard_needs_dns01_and_check_says_so() {
     // The internal CA issues wildcards.
     ok(&text.replace("    issuer: fleet\n", ""));
 }
+
+#[test]
+fn fallback_names_other_known_issuers() {
+    let base = "state_dir: /tmp/s\nissuers:\n  fleet:\n    acme: { directory: \"https://acme.example/d\", challenge: { http01: { webroot: /w } } }\ncertificates:\n  - name: www\n    issuer: fleet\n    sans: [www.example.com]\n    files: { layout: combined, cert: /tls/www.pem }\n";
+    let c = ok(&format!("{base}    fallback: [internal]\n"));
+    assert_eq!(c.certificates[0].fallback, vec![IssuerRef::Internal]);
+    // Half of the default renew_before (33%).
+    assert_eq!(c.certificates[0].fallback_before, RenewBefore::Share(165));
+    let c = ok(&format!(
+        "{base}    fallback: [internal]\n    fallback_before: 10d\n"
+    ));
+    assert_eq!(
+        c.certificates[0].fallback_before,
+        RenewBefore::Fixed(Duration::from_secs(10 * 86400))
+    );
+    let e = one_error(&format!("{base}    fallback: [fleet]\n"));
+    assert_eq!(e.field, "certificates[0].fallback[0]");
+    assert!(e.message.contains("issuer already"), "{e}");
+    let e = one_error(&format!("{base}    fallback: [internal, nowhere]\n"));
+    assert_eq!(e.field, "certificates[0].fallback[1]");
+    assert!(e.message.contains("unknown issuer `nowhere`"), "{e}");
+}

@@ -89,6 +89,8 @@ pub enum Reason {
     IssuerChanged,
     /// The certificate in place was revoked (`certkeeper ca revoke`).
     Revoked(String),
+    /// The certificate in place came from a `fallback` issuer: back to the configured one.
+    OnFallback(String),
     /// The files hold an earlier pair of certkeeper's than the one it last installed:
     /// something put an old copy back (a restored backup, config management).
     Reverted {
@@ -115,6 +117,7 @@ impl Reason {
             Reason::IssuerChanged => "issuer-changed",
             Reason::Revoked(_) => "revoked",
             Reason::Reverted { .. } => "reverted",
+            Reason::OnFallback(_) => "fallback",
             Reason::Forced => "forced",
         }
     }
@@ -163,6 +166,10 @@ impl fmt::Display for Reason {
             ),
             Reason::IssuerChanged => f.write_str("not issued by the current CA"),
             Reason::Revoked(serial) => write!(f, "serial {serial} was revoked"),
+            Reason::OnFallback(issuer) => write!(
+                f,
+                "issued by the fallback issuer `{issuer}`: going back to the configured issuer"
+            ),
             Reason::Reverted { serial, installed } => write!(
                 f,
                 "the files hold serial {serial}, an earlier pair than serial {installed} that certkeeper installed last: something put an old copy back"
@@ -294,6 +301,19 @@ pub fn renew_at(spec: &CertSpec, leaf: &CertInfo) -> OffsetDateTime {
     }
     let jitter = jitter(&spec.name, &leaf.serial, window);
     leaf.not_after - time::Duration::seconds((window + jitter).as_secs() as i64)
+}
+
+/// Whether a certificate whose issuer failed is issued by its next `fallback` issuer:
+/// nothing is in place, or only `fallback_before` of its life is left at `now`.
+pub fn fallback_due(spec: &CertSpec, current: Option<&CertInfo>, now: OffsetDateTime) -> bool {
+    match current {
+        None => true,
+        Some(leaf) => {
+            let life = secs(leaf.not_after - leaf.not_before);
+            let before = spec.fallback_before.of(life).min(life);
+            now >= leaf.not_after - time::Duration::seconds(before.as_secs() as i64)
+        }
+    }
 }
 
 /// Spreads renewals of many certificates: up to a tenth of the window, at most an hour,

@@ -179,10 +179,10 @@ pub fn ensure_ca_if_used(
     now: OffsetDateTime,
 ) -> Result<Option<InternalCa>, crate::issuer::CaError> {
     let used = !config.trust.is_empty()
-        || config
-            .certificates
-            .iter()
-            .any(|c| c.issuer == crate::model::IssuerRef::Internal);
+        || config.certificates.iter().any(|c| {
+            c.issuer == crate::model::IssuerRef::Internal
+                || c.fallback.contains(&crate::model::IssuerRef::Internal)
+        });
     if !used && !state.ca_dir().exists() {
         return Ok(None);
     }
@@ -296,6 +296,8 @@ struct Staged<'a> {
     spec: &'a CertSpec,
     reason: Reason,
     issued: Issued,
+    /// The issuer that signed it (a `fallback` one when the configured issuer failed).
+    issuer: String,
     /// The install, until it is rolled back. Dropped with the pass, it is kept for good
     /// (see `Drop`).
     installed: Option<Installed>,
@@ -447,6 +449,18 @@ pub fn run_pass(pass: Pass) -> (Vec<CertReport>, ServerActivity) {
                 });
             }
         }
+        // A pair the internal CA issued as the fallback of an ACME issuer goes back to
+        // that issuer (an ACME issuer accepts any chain as its own; the internal CA
+        // knows its own for sure).
+        if let (Action::Keep { .. }, Seen::Present(p), Some(ca)) = (&action, &seen, ca) {
+            let internal = crate::model::IssuerRef::Internal;
+            if spec.issuer != internal
+                && spec.fallback.contains(&internal)
+                && ca.issued(&p.leaf, &p.chain)
+            {
+                action = Action::Renew(Reason::OnFallback(internal.to_string()));
+            }
+        }
         let reason = match action {
             Action::Keep {
                 renew_at,
@@ -517,12 +531,57 @@ pub fn run_pass(pass: Pass) -> (Vec<CertReport>, ServerActivity) {
             tracing::warn!(certificate = %spec.name, path = %path.display(), %why, "the private key was readable beyond its configuration: tightening it now and replacing the pair");
             crate::observe::tighten(spec, path);
         }
+        // A certificate issued by a fallback issuer goes back to the configured one.
+        let reason = match (&reason, &seen) {
+            (Reason::IssuerChanged, Seen::Present(p)) => spec
+                .fallback
+                .iter()
+                .find(|f| issuers.get(f).is_some_and(|i| i.issued(&p.leaf, &p.chain)))
+                .map(|f| Reason::OnFallback(f.to_string()))
+                .unwrap_or(reason),
+            _ => reason,
+        };
         tracing::info!(certificate = %spec.name, reason = %reason, "renewing");
         attempted.push(spec);
-        match issue_and_install(state, spec, issuer, &reason, now) {
+        let mut signer = issuer.id().to_string();
+        let mut result = issue_and_install(state, spec, issuer, &reason, now);
+        let mut fell_back: Option<String> = None;
+        if let Err(primary @ Failure::Issue { .. }) = &result {
+            // A pair that came from a fallback issuer is not replaced by another one
+            // while it is fine: the attempt to go back just failed, that is all.
+            let on_fallback = matches!(reason, Reason::OnFallback(_));
+            if !spec.fallback.is_empty()
+                && !on_fallback
+                && crate::policy::fallback_due(spec, current, now)
+            {
+                let primary = primary.to_string();
+                for f in &spec.fallback {
+                    let Some(other) = issuers.get(f) else {
+                        tracing::error!(certificate = %spec.name, fallback = %f, "the fallback issuer is not available");
+                        continue;
+                    };
+                    tracing::warn!(certificate = %spec.name, issuer = %spec.issuer, fallback = %f, error = %primary, "the issuer failed and the certificate is close to its end (or missing): issuing from the fallback issuer");
+                    match issue_and_install(state, spec, other, &reason, now) {
+                        Ok(done) => {
+                            signer = other.id().to_string();
+                            fell_back = Some(format!(
+                                "issued by the fallback issuer `{f}` because `{}` failed: {primary}; the next renewal tries `{}` again",
+                                spec.issuer, spec.issuer
+                            ));
+                            result = Ok(done);
+                            break;
+                        }
+                        Err(e) => {
+                            tracing::error!(certificate = %spec.name, fallback = %f, error = %e, "the fallback issuer failed too")
+                        }
+                    }
+                }
+            }
+        }
+        match result {
             Ok((issued, installed)) => {
                 // A leaf cut short to end with its CA is never silent.
-                let notes: Vec<String> = issued
+                let mut notes: Vec<String> = issued
                     .clamped
                     .map(|wanted| {
                         let note = format!(
@@ -535,10 +594,15 @@ pub fn run_pass(pass: Pass) -> (Vec<CertReport>, ServerActivity) {
                     })
                     .into_iter()
                     .collect();
+                if let Some(note) = fell_back {
+                    tracing::warn!(certificate = %spec.name, "{note}");
+                    notes.push(note);
+                }
                 staged.push(Staged {
                     spec,
                     reason,
                     issued,
+                    issuer: signer,
                     installed: Some(installed),
                     error: None,
                     notes,

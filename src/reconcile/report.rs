@@ -56,7 +56,7 @@ pub(super) fn settle(
             let mut e = LedgerEntry::new(now, "installed");
             e.name = Some(spec.name.clone());
             e.serial = Some(leaf.serial.clone());
-            e.issuer = Some(spec.issuer.to_string());
+            e.issuer = Some(st.issuer.clone());
             e.not_after = Some(leaf.not_after);
             e.files = spec
                 .files

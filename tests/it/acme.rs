@@ -114,6 +114,12 @@ impl Pebble {
         });
     }
 
+    /// Stops Pebble (a CA that is down); `restart` brings it back.
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// Stops Pebble and starts it again on the same ports: its accounts, orders and
     /// root are gone (it keeps everything in memory), as with a CA that reset its
     /// database.
@@ -686,11 +692,69 @@ fn acme_orders_ip_address_names() {
     let acme = CertDef::new("local", Layout::Nginx)
         .sans(&["localhost", "127.0.0.1"])
         .extra("issuer: pebble");
-    config_with(&sb, std::slice::from_ref(&acme), &pebble.issuers_yaml("pebble"));
+    config_with(
+        &sb,
+        std::slice::from_ref(&acme),
+        &pebble.issuers_yaml("pebble"),
+    );
     sb.renew_all().ok();
     let f = acme.files(&sb);
     verify_pebble(&pebble.root(), &f);
     let text = cert_text(&f.cert);
     assert!(text.contains("IP Address:127.0.0.1"), "{text}");
     assert!(text.contains("DNS:localhost"), "{text}");
+}
+
+/// `fallback: [internal]`: while the ACME CA is down, a certificate with most of its
+/// life left fails and keeps its pair; once only `fallback_before` of its life is left
+/// (here: always), the internal CA issues it, said in the log and the ledger; when the
+/// ACME CA is back, the next renewal goes back to it.
+#[test]
+fn acme_a_failing_ca_gives_way_to_the_fallback_issuer_and_back() {
+    let sb = Sandbox::new();
+    let mut pebble = Pebble::start(&sb.path("pebble"), true);
+    let acme = CertDef::new("local", Layout::Nginx)
+        .sans(&["localhost"])
+        .extra("issuer: pebble")
+        .extra("fallback: [internal]");
+    let issuers = pebble.issuers_yaml("pebble");
+    config_with(&sb, std::slice::from_ref(&acme), &issuers);
+    sb.renew_all().ok();
+    let f = acme.files(&sb);
+    verify_pebble(&pebble.root(), &f);
+    let first = f.serial();
+    pebble.stop();
+    let r = sb.ck(&["renew", "--all", "--force"]);
+    r.expect_code(1);
+    assert!(!r.all().contains("fallback issuer"), "{r:?}");
+    assert_eq!(f.serial(), first, "the working pair stays");
+    // Late in its life (here: from its first day), the internal CA takes over.
+    let late = acme.clone().extra("fallback_before: 3650d");
+    config_with(&sb, std::slice::from_ref(&late), &issuers);
+    let r = sb.ck(&["renew", "--all", "--force"]);
+    r.ok()
+        .stderr_has("issued by the fallback issuer `internal` because `pebble` failed");
+    assert_ne!(f.serial(), first);
+    f.check(&sb.root_bundle(), "sslserver");
+    let installed = sb
+        .ledger()
+        .into_iter()
+        .rfind(|e| e["event"] == "installed")
+        .unwrap();
+    assert_eq!(installed["issuer"], "internal", "{installed}");
+    // A second pass while the CA is still down changes nothing new: the fallback pair
+    // stays (the attempt to go back fails).
+    let on_fallback = f.serial();
+    let r = sb.ck(&["renew", "--all"]);
+    r.expect_code(1).stdout_has(
+        "issued by the fallback issuer `internal`: going back to the configured issuer",
+    );
+    // The fallback pair was fresh, so no second fallback either.
+    assert_eq!(f.serial(), on_fallback);
+    // The ACME CA is back: the next renewal returns to it.
+    pebble.restart();
+    let r = sb.ck(&["renew", "--all"]);
+    r.ok();
+    verify_pebble(&pebble.root(), &f);
+    assert_ne!(f.serial(), on_fallback);
 }

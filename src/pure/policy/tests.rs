@@ -40,6 +40,8 @@ fn spec(lifetime: u64, renew_before: RenewBefore) -> CertSpec {
         verify: Vec::new(),
         follow_symlinks: false,
         hooks: Default::default(),
+        fallback: Vec::new(),
+        fallback_before: RenewBefore::Share(165),
     }
 }
 
@@ -360,5 +362,55 @@ fn a_leaf_cut_short_to_end_with_its_ca_is_not_renewed_in_a_loop() {
     assert!(matches!(
         decide(&s, &clamped(Some(day100)), t(day100)),
         Verdict::Reissue(_)
+    ));
+}
+
+#[test]
+fn a_failing_issuer_gives_way_to_the_fallback_only_late_or_when_nothing_is_in_place() {
+    use time::macros::datetime;
+    let mut s = spec(90 * 86400, RenewBefore::Share(330));
+    s.fallback_before = RenewBefore::Fixed(Duration::from_secs(10 * 86400));
+    let mut leaf = crate::x509::CertInfo::from_der(
+        &rcgen::generate_simple_self_signed(vec!["a.test".to_string()])
+            .unwrap()
+            .cert
+            .der()
+            .to_vec(),
+    )
+    .unwrap();
+    leaf.not_before = datetime!(2026-01-01 0:00 UTC);
+    leaf.not_after = datetime!(2026-04-01 0:00 UTC);
+    assert!(fallback_due(&s, None, datetime!(2026-01-02 0:00 UTC)));
+    assert!(!fallback_due(
+        &s,
+        Some(&leaf),
+        datetime!(2026-03-01 0:00 UTC)
+    ));
+    assert!(!fallback_due(
+        &s,
+        Some(&leaf),
+        datetime!(2026-03-21 23:59 UTC)
+    ));
+    assert!(fallback_due(
+        &s,
+        Some(&leaf),
+        datetime!(2026-03-22 0:00 UTC)
+    ));
+    assert!(fallback_due(
+        &s,
+        Some(&leaf),
+        datetime!(2026-05-01 0:00 UTC)
+    ));
+    // A share of a 90-day life: 16.5% is 14.85 days.
+    s.fallback_before = RenewBefore::Share(165);
+    assert!(!fallback_due(
+        &s,
+        Some(&leaf),
+        datetime!(2026-03-17 0:00 UTC)
+    ));
+    assert!(fallback_due(
+        &s,
+        Some(&leaf),
+        datetime!(2026-03-18 0:00 UTC)
     ));
 }
