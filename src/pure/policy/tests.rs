@@ -370,14 +370,8 @@ fn a_failing_issuer_gives_way_to_the_fallback_only_late_or_when_nothing_is_in_pl
     use time::macros::datetime;
     let mut s = spec(90 * 86400, RenewBefore::Share(330));
     s.fallback_before = RenewBefore::Fixed(Duration::from_secs(10 * 86400));
-    let mut leaf = crate::x509::CertInfo::from_der(
-        &rcgen::generate_simple_self_signed(vec!["a.test".to_string()])
-            .unwrap()
-            .cert
-            .der()
-            .to_vec(),
-    )
-    .unwrap();
+    let made = rcgen::generate_simple_self_signed(vec!["a.test".to_string()]).unwrap();
+    let mut leaf = crate::x509::CertInfo::from_der(made.cert.der()).unwrap();
     leaf.not_before = datetime!(2026-01-01 0:00 UTC);
     leaf.not_after = datetime!(2026-04-01 0:00 UTC);
     assert!(fallback_due(&s, None, datetime!(2026-01-02 0:00 UTC)));
