@@ -21,7 +21,7 @@ pub mod config;
 
 pub mod io;
 pub use io::{
-    cache, cakey, clock, discover as discover_io, drift, fsread, fsutil, hooks, install, keys,
+    ari, cache, cakey, clock, discover as discover_io, drift, fsread, fsutil, hooks, install, keys,
     metrics, observe, process, server, state, trust, verify,
 };
 pub mod issuer;

@@ -28,6 +28,19 @@ pub struct Row {
     pub detail: Option<String>,
     pub last_result: Option<LastResult>,
     pub files: Vec<String>,
+    /// For an ACME certificate: the renewal window its CA suggests (ARI), or why
+    /// `renew_before` decides instead.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub renewal_window: Option<RenewalWindowRow>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RenewalWindowRow {
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub start: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub end: Option<OffsetDateTime>,
+    pub source: String,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -83,6 +96,15 @@ fn managed_rows(
     let mut out = Vec::new();
     let issuers = Registry::new(config, ca);
     let findings = crate::drift::findings(&StateDir::new(&config.state_dir));
+    let answers = if config
+        .certificates
+        .iter()
+        .any(|c| c.issuer != crate::model::IssuerRef::Internal)
+    {
+        crate::ari::load(&StateDir::new(&config.state_dir))
+    } else {
+        Default::default()
+    };
     for spec in &config.certificates {
         let seen = observe(spec, issuers.get(&spec.issuer));
         let verdict = decide_with_revocations(spec, &seen, now, revoked);
@@ -115,6 +137,24 @@ fn managed_rows(
             }
             Verdict::Reissue(r) => (r.code().to_string(), Some(r.to_string()), Some(now)),
         };
+        // The ACME CA's window for the serial in place, as the pass uses it.
+        let answer = match &seen {
+            Seen::Present(p) => answers
+                .get(&spec.name)
+                .filter(|a| a.serial == p.leaf.serial),
+            _ => None,
+        };
+        let next = match (answer.and_then(|a| a.window()), &seen, state.as_str()) {
+            (Some((start, end)), Seen::Present(p), "ok" | "drift" | "unverified") => {
+                Some(crate::policy::ari_point(&spec.name, &p.leaf.serial, start, end).max(now))
+            }
+            _ => next,
+        };
+        let renewal_window = answer.map(|a| RenewalWindowRow {
+            start: a.start,
+            end: a.end,
+            source: a.source.clone(),
+        });
         out.push(Row {
             name: spec.name.clone(),
             kind: "managed",
@@ -132,6 +172,7 @@ fn managed_rows(
                 .iter()
                 .map(|(_, p)| p.display().to_string())
                 .collect(),
+            renewal_window,
         });
     }
     out
@@ -171,6 +212,7 @@ pub fn watched_rows(config: &Config, now: OffsetDateTime) -> Vec<Row> {
             detail,
             last_result: None,
             files: vec![w.path.display().to_string()],
+            renewal_window: None,
         });
     }
     out
@@ -259,7 +301,10 @@ pub fn table(rows: &[Row], now: OffsetDateTime, with_last: bool) -> String {
                 .map(|t| relative(t, now))
                 .unwrap_or_else(|| "-".into()),
             match (r.next_renewal, r.state.as_str()) {
-                (Some(t), "ok" | "drift" | "unverified") => relative(t, now),
+                (Some(t), "ok" | "drift" | "unverified") => {
+                    let ari = r.renewal_window.as_ref().is_some_and(|w| w.start.is_some());
+                    format!("{}{}", relative(t, now), if ari { " (ARI)" } else { "" })
+                }
                 (Some(_), _) => "now".into(),
                 (None, _) => "-".into(),
             },

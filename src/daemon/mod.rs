@@ -981,12 +981,13 @@ impl Daemon {
                     renew_at,
                     not_after,
                     not_before,
+                    look_at,
                     ..
                 } => {
                     // Looked at, fine: its failures (if any) are over.
                     let expiring = crate::hooks::expiring_at(*not_before, *not_after);
                     *track = Track {
-                        next: *renew_at,
+                        next: look_at.map_or(*renew_at, |t| t.min(*renew_at)),
                         failures: 0,
                         not_after: Some(*not_after),
                         expiring_at: (expiring > now && has_expiring_hooks).then_some(expiring),
@@ -997,8 +998,16 @@ impl Daemon {
                     not_after,
                     ..
                 } => {
+                    // An ACME certificate's renewal information is asked for within
+                    // hours of its issuance (a CA-side early window reaches it then).
+                    let acme = spec.is_some_and(|c| c.issuer != crate::model::IssuerRef::Internal);
+                    let first_look = if acme {
+                        (*renew_at).min(now + time::Duration::hours(6))
+                    } else {
+                        *renew_at
+                    };
                     *track = Track {
-                        next: (*renew_at).max(now + MIN_RENEWAL_GAP),
+                        next: first_look.max(now + MIN_RENEWAL_GAP),
                         failures: 0,
                         not_after: Some(*not_after),
                         expiring_at: None,

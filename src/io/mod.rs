@@ -2,6 +2,7 @@
 //! at rest, encrypted or not), processes,
 //! servers, TLS handshakes, the state directory, hooks, metrics and the clock.
 
+pub mod ari;
 pub mod cache;
 pub mod cakey;
 pub mod clock;

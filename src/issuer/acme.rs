@@ -232,17 +232,36 @@ impl AcmeIssuer {
     /// Orders and downloads a certificate. When the CA no longer knows the stored
     /// account (a reset database, a deactivated account, a key it refuses), a new one is
     /// registered and the order tried once more.
-    async fn issue_async(&self, csr_der: &[u8], req: &IssueRequest) -> Result<String, AcmeError> {
-        let account = self.account().await?;
-        match self.order_with(&account, csr_der, req).await {
-            Err((e, true)) => {
-                tracing::warn!(issuer = %self.spec.name, directory = %self.spec.directory, error = %e, "the ACME CA no longer knows the stored account; registering a new one (the old credentials stay in account.json.previous) and ordering again");
-                let account = self.register().await?;
-                self.order_with(&account, csr_der, req)
-                    .await
-                    .map_err(|(e, _)| e)
+    async fn issue_async(
+        &self,
+        csr_der: &[u8],
+        req: &IssueRequest,
+        old: Option<&CertInfo>,
+    ) -> Result<String, AcmeError> {
+        let mut account = self.account().await?;
+        let mut replaces = old.and_then(cert_id);
+        let mut registered = false;
+        // At most three orders: with `replaces`, without it, with a new account.
+        loop {
+            match self
+                .order_with(&account, csr_der, req, replaces.clone())
+                .await
+            {
+                Ok(pem) => return Ok(pem),
+                Err((e, Refused::Account)) if !registered => {
+                    tracing::warn!(issuer = %self.spec.name, directory = %self.spec.directory, error = %e, "the ACME CA no longer knows the stored account; registering a new one (the old credentials stay in account.json.previous) and ordering again");
+                    account = self.register().await?;
+                    registered = true;
+                    // A new account cannot replace the old account's certificate.
+                    replaces = None;
+                }
+                Err((_, Refused::NoAri)) if replaces.is_some() => replaces = None,
+                Err((e, Refused::Replaces)) if replaces.is_some() => {
+                    tracing::warn!(issuer = %self.spec.name, error = %e, "the ACME CA did not take `replaces` (ARI) on the order; ordering without it");
+                    replaces = None;
+                }
+                Err((e, _)) => return Err(e),
             }
-            other => other.map_err(|(e, _)| e),
         }
     }
 
@@ -252,7 +271,8 @@ impl AcmeIssuer {
         account: &Account,
         csr_der: &[u8],
         req: &IssueRequest,
-    ) -> Result<String, (AcmeError, bool)> {
+        replaces: Option<instant_acme::CertificateIdentifier<'static>>,
+    ) -> Result<String, (AcmeError, Refused)> {
         let ids: Vec<Identifier> = req
             .sans
             .iter()
@@ -264,19 +284,34 @@ impl AcmeIssuer {
         if ids.is_empty() {
             return Err((
                 AcmeError::Order("the certificate has no names to order".into()),
-                false,
+                Refused::Other,
             ));
         }
-        let mut order = account.new_order(&NewOrder::new(&ids)).await.map_err(|e| {
-            let gone = account_gone(&e);
+        let mut new = NewOrder::new(&ids);
+        if let Some(id) = &replaces {
+            new = new.replaces(id.clone());
+        }
+        let mut order = account.new_order(&new).await.map_err(|e| {
+            let why = if account_gone(&e) {
+                Refused::Account
+            } else if replaces.is_some() && matches!(e, instant_acme::Error::Unsupported(_)) {
+                Refused::NoAri
+            } else if replaces.is_some() && about_replaces(&e) {
+                Refused::Replaces
+            } else {
+                Refused::Other
+            };
             (
                 AcmeError::Order(format!("new order refused: {}", chain(&e))),
-                gone,
+                why,
             )
         })?;
+        if let Some(id) = &replaces {
+            tracing::info!(issuer = %self.spec.name, certificate = %req.name, replaces = %id, "ordered as a replacement (ARI replaces)");
+        }
         self.complete(&mut order, csr_der)
             .await
-            .map_err(|e| (e, false))
+            .map_err(|e| (e, Refused::Other))
     }
 
     /// Answers the order's challenges, waits for validation, finalizes with the CSR and
@@ -348,6 +383,42 @@ impl AcmeIssuer {
             AcmeError::Certificate(format!("waiting for the certificate: {}", chain(&e)))
         })
     }
+}
+
+/// Why the CA refused an order, where it matters for what to do next.
+enum Refused {
+    /// The account itself: register again.
+    Account,
+    /// The `replaces` field (the certificate was replaced already, or belongs to
+    /// another account): order without it.
+    Replaces,
+    /// The CA has no renewal information, so no `replaces` either: order without it.
+    NoAri,
+    Other,
+}
+
+/// The ARI identifier of a certificate (its AKI key id and serial), if it has one.
+fn cert_id(leaf: &CertInfo) -> Option<instant_acme::CertificateIdentifier<'static>> {
+    let der = rustls::pki_types::CertificateDer::from(leaf.der.as_slice());
+    instant_acme::CertificateIdentifier::try_from(&der)
+        .ok()
+        .map(|id| id.into_owned())
+}
+
+/// Whether a refused order is about its `replaces` field.
+fn about_replaces(e: &instant_acme::Error) -> bool {
+    let p = match e {
+        instant_acme::Error::Api(p) => p,
+        // The CA answered without reflecting the field (it ignores ARI).
+        instant_acme::Error::Other(e) => return e.to_string().contains("replaces"),
+        _ => return false,
+    };
+    p.r#type
+        .as_deref()
+        .is_some_and(|t| t.ends_with(":alreadyReplaced"))
+        || p.detail
+            .as_deref()
+            .is_some_and(|d| d.to_ascii_lowercase().contains("replace"))
 }
 
 /// Whether the CA refused the account itself: it does not exist (any more), or it is
@@ -586,7 +657,48 @@ impl Issuer for AcmeIssuer {
         &self,
         csr_der: &[u8],
         req: &IssueRequest,
+        now: OffsetDateTime,
+    ) -> Result<Issued, IssueError> {
+        self.issue_replacing(csr_der, req, now, None)
+    }
+
+    fn renewal_info(&self, leaf: &CertInfo) -> Option<Result<super::RenewalWindow, String>> {
+        let id = cert_id(leaf)?;
+        let asked = block_on(async {
+            let fut = async {
+                let Some(account) = self.stored_account().await.map_err(|e| e.to_string())? else {
+                    return Ok(None);
+                };
+                match account.renewal_info(&id).await {
+                    Ok((info, retry_after)) => Ok(Some(super::RenewalWindow {
+                        start: info.suggested_window.start,
+                        end: info.suggested_window.end,
+                        retry_after,
+                        explanation: info.explanation_url,
+                    })),
+                    Err(instant_acme::Error::Unsupported(_)) => Ok(None),
+                    Err(e) => Err(format!("renewal information: {}", chain(&e))),
+                }
+            };
+            match tokio::time::timeout(CONNECT_TIMEOUT * 3, fut).await {
+                Ok(r) => r,
+                Err(_) => Err("renewal information: no answer in time".to_string()),
+            }
+        });
+        match asked {
+            Ok(Ok(Some(w))) => Some(Ok(w)),
+            Ok(Ok(None)) => None,
+            Ok(Err(e)) => Some(Err(e)),
+            Err(e) => Some(Err(e.to_string())),
+        }
+    }
+
+    fn issue_replacing(
+        &self,
+        csr_der: &[u8],
+        req: &IssueRequest,
         _now: OffsetDateTime,
+        old: Option<&CertInfo>,
     ) -> Result<Issued, IssueError> {
         let fail = |error: AcmeError| IssueError::Acme {
             directory: self.spec.directory.clone(),
@@ -594,7 +706,7 @@ impl Issuer for AcmeIssuer {
             error,
         };
         let pem = block_on(async {
-            match tokio::time::timeout(ISSUE_DEADLINE, self.issue_async(csr_der, req)).await {
+            match tokio::time::timeout(ISSUE_DEADLINE, self.issue_async(csr_der, req, old)).await {
                 Ok(r) => r,
                 Err(_) => Err(AcmeError::Timeout(ISSUE_DEADLINE)),
             }

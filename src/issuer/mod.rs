@@ -30,6 +30,15 @@ pub struct IssueRequest {
     pub lifetime: Duration,
 }
 
+/// A renewal window suggested by the issuer, and when to ask again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RenewalWindow {
+    pub start: OffsetDateTime,
+    pub end: OffsetDateTime,
+    pub retry_after: Duration,
+    pub explanation: Option<String>,
+}
+
 /// A signed leaf and the intermediates to serve with it (never the root).
 #[derive(Debug, Clone)]
 pub struct Issued {
@@ -71,6 +80,22 @@ pub trait Issuer: Sync {
     /// Whether a leaf + chain comes from this issuer as it is now. The caller has
     /// already checked that the chain is in order (each signed by the next).
     fn issued(&self, leaf: &CertInfo, chain: &[CertInfo]) -> bool;
+    /// [`Issuer::issue`] for a certificate that replaces `old` (ACME's `replaces`,
+    /// RFC 9773); others ignore `old`.
+    fn issue_replacing(
+        &self,
+        csr_der: &[u8],
+        req: &IssueRequest,
+        now: OffsetDateTime,
+        _old: Option<&CertInfo>,
+    ) -> Result<Issued, IssueError> {
+        self.issue(csr_der, req, now)
+    }
+    /// The renewal window the issuer suggests for `leaf` (ACME Renewal Information) and
+    /// how long until it should be asked again; None when the issuer has no such thing.
+    fn renewal_info(&self, _leaf: &CertInfo) -> Option<Result<RenewalWindow, String>> {
+        None
+    }
     /// Whether a chain that [`Issuer::issued`] accepts comes from what issues now (not
     /// from an earlier generation of the CA kept for the leaves it signed).
     fn issuing_now(&self, _chain: &[CertInfo]) -> bool {

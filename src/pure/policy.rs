@@ -89,6 +89,8 @@ pub enum Reason {
     IssuerChanged,
     /// The certificate in place was revoked (`certkeeper ca revoke`).
     Revoked(String),
+    /// The ACME CA's renewal window (RFC 9773) has come: (start, end).
+    Ari(OffsetDateTime, OffsetDateTime),
     /// The certificate in place came from a `fallback` issuer: back to the configured one.
     OnFallback(String),
     /// The files hold an earlier pair of certkeeper's than the one it last installed:
@@ -118,6 +120,7 @@ impl Reason {
             Reason::Revoked(_) => "revoked",
             Reason::Reverted { .. } => "reverted",
             Reason::OnFallback(_) => "fallback",
+            Reason::Ari(..) => "ari",
             Reason::Forced => "forced",
         }
     }
@@ -166,6 +169,12 @@ impl fmt::Display for Reason {
             ),
             Reason::IssuerChanged => f.write_str("not issued by the current CA"),
             Reason::Revoked(serial) => write!(f, "serial {serial} was revoked"),
+            Reason::Ari(start, end) => write!(
+                f,
+                "inside the renewal window the ACME CA suggests ({} to {})",
+                rfc3339(*start),
+                rfc3339(*end)
+            ),
             Reason::OnFallback(issuer) => write!(
                 f,
                 "issued by the fallback issuer `{issuer}`: going back to the configured issuer"
@@ -301,6 +310,25 @@ pub fn renew_at(spec: &CertSpec, leaf: &CertInfo) -> OffsetDateTime {
     }
     let jitter = jitter(&spec.name, &leaf.serial, window);
     leaf.not_after - time::Duration::seconds((window + jitter).as_secs() as i64)
+}
+
+/// When to renew inside a renewal window the CA suggests (RFC 9773: a point chosen at
+/// random in it; here deterministic per name and serial, so every look agrees).
+pub fn ari_point(
+    name: &str,
+    serial: &str,
+    start: OffsetDateTime,
+    end: OffsetDateTime,
+) -> OffsetDateTime {
+    if end <= start {
+        return start;
+    }
+    let span = secs(end - start);
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in name.bytes().chain([0]).chain(serial.bytes()) {
+        h = (h ^ u64::from(b)).wrapping_mul(0x100000001b3);
+    }
+    start + time::Duration::seconds((h % span.as_secs().max(1)) as i64)
 }
 
 /// Whether a certificate whose issuer failed is issued by its next `fallback` issuer:

@@ -22,6 +22,7 @@ pub(super) fn issue_and_install(
     issuer: &dyn Issuer,
     reason: &Reason,
     now: OffsetDateTime,
+    old: Option<&CertInfo>,
 ) -> Result<(Issued, Installed), Failure> {
     // Refuse unusable targets (a symlink, a file where a directory should be) before
     // anything is issued, so that a refused install leaves no trace in the CA.
@@ -29,10 +30,12 @@ pub(super) fn issue_and_install(
     let key = PrivateKey::generate(spec.key).map_err(|e| Failure::Key(e.to_string()))?;
     let req = request_for(spec);
     let csr = make_csr(&key, &req).map_err(|e| Failure::Key(e.to_string()))?;
-    let issued = issuer.issue(&csr, &req, now).map_err(|e| Failure::Issue {
-        issuer: issuer.id().to_string(),
-        error: Arc::new(e),
-    })?;
+    let issued = issuer
+        .issue_replacing(&csr, &req, now, old)
+        .map_err(|e| Failure::Issue {
+            issuer: issuer.id().to_string(),
+            error: Arc::new(e),
+        })?;
     let returned = |problem: String| Failure::Returned {
         issuer: issuer.id().to_string(),
         problem,

@@ -43,6 +43,9 @@ pub enum Outcome {
         /// The certificate in place (for hooks: `expiring` fires once per serial).
         serial: String,
         not_before: OffsetDateTime,
+        /// When to look again before `renew_at` (the ACME CA's renewal information is
+        /// due to be asked again then).
+        look_at: Option<OffsetDateTime>,
     },
     Renewed {
         reason: Reason,
@@ -410,6 +413,9 @@ pub fn run_pass(pass: Pass) -> (Vec<CertReport>, ServerActivity) {
     } else {
         BTreeMap::new()
     };
+    // The ACME CAs' renewal information, read when an ACME certificate is looked at.
+    let mut ari: Option<BTreeMap<String, crate::ari::Answer>> = None;
+    let mut ari_changed = false;
     // Certificates with a new pair in the archive (installed or not), pruned at the end.
     let mut attempted: Vec<&CertSpec> = Vec::new();
     let revoked = crate::trust::revoked_serials(state);
@@ -447,6 +453,38 @@ pub fn run_pass(pass: Pass) -> (Vec<CertReport>, ServerActivity) {
                     serial: p.leaf.serial.clone(),
                     installed,
                 });
+            }
+        }
+        // An ACME CA's renewal information (RFC 9773) decides when it suggests a window:
+        // renewed inside it; asked again when the CA says (`Retry-After`).
+        let mut look_at = None;
+        if let (Action::Keep { .. }, Seen::Present(p), crate::model::IssuerRef::Acme(_), Some(i)) =
+            (&action, &seen, &spec.issuer, issuer)
+        {
+            let ari = ari.get_or_insert_with(|| crate::ari::load(state));
+            let known = ari
+                .get(&spec.name)
+                .filter(|a| a.serial == p.leaf.serial && now < a.next_poll)
+                .cloned();
+            let answer = match known {
+                Some(a) => a,
+                None => {
+                    let a = ask_ari(spec, i, &p.leaf, now);
+                    ari.insert(spec.name.clone(), a.clone());
+                    ari_changed = true;
+                    a
+                }
+            };
+            look_at = Some(answer.next_poll);
+            if let (Some((start, end)), Action::Keep { renew_at, .. }) =
+                (answer.window(), &mut action)
+            {
+                let at = crate::policy::ari_point(&spec.name, &p.leaf.serial, start, end);
+                if at <= now {
+                    action = Action::Renew(Reason::Ari(start, end));
+                } else {
+                    *renew_at = at;
+                }
             }
         }
         // A pair the internal CA issued as the fallback of an ACME issuer goes back to
@@ -516,6 +554,7 @@ pub fn run_pass(pass: Pass) -> (Vec<CertReport>, ServerActivity) {
                         not_after,
                         serial,
                         not_before,
+                        look_at: look_at.filter(|t| *t < renew_at),
                     },
                 });
                 continue;
@@ -544,7 +583,11 @@ pub fn run_pass(pass: Pass) -> (Vec<CertReport>, ServerActivity) {
         tracing::info!(certificate = %spec.name, reason = %reason, "renewing");
         attempted.push(spec);
         let mut signer = issuer.id().to_string();
-        let mut result = issue_and_install(state, spec, issuer, &reason, now);
+        // The pair this one replaces, for the CA's renewal information (ACME `replaces`):
+        // only one the same issuer made.
+        let old =
+            current.filter(|_| !matches!(reason, Reason::OnFallback(_) | Reason::IssuerChanged));
+        let mut result = issue_and_install(state, spec, issuer, &reason, now, old);
         let mut fell_back: Option<String> = None;
         if let Err(primary @ Failure::Issue { .. }) = &result {
             // A pair that came from a fallback issuer is not replaced by another one
@@ -561,7 +604,7 @@ pub fn run_pass(pass: Pass) -> (Vec<CertReport>, ServerActivity) {
                         continue;
                     };
                     tracing::warn!(certificate = %spec.name, issuer = %spec.issuer, fallback = %f, error = %primary, "the issuer failed and the certificate is close to its end (or missing): issuing from the fallback issuer");
-                    match issue_and_install(state, spec, other, &reason, now) {
+                    match issue_and_install(state, spec, other, &reason, now, None) {
                         Ok(done) => {
                             signer = other.id().to_string();
                             fell_back = Some(format!(
@@ -634,6 +677,11 @@ pub fn run_pass(pass: Pass) -> (Vec<CertReport>, ServerActivity) {
             Err(why) => {
                 activity.not_running.entry(name).or_insert(why);
             }
+        }
+    }
+    if let (true, Some(ari)) = (ari_changed, &ari) {
+        if let Err(e) = crate::ari::store(state, ari) {
+            tracing::error!(error = %e, "cannot record the ACME renewal information");
         }
     }
     settle_drift(&clients, drifted, looks, &mut activity);
@@ -734,6 +782,54 @@ fn observe_leaf(spec: &CertSpec, ca: Option<&InternalCa>) -> Option<CertInfo> {
     match observe(spec, ca.map(|c| c as &dyn Issuer)) {
         Seen::Present(p) => Some(p.leaf),
         _ => None,
+    }
+}
+
+/// Asks `issuer` for its renewal window for `leaf`, as an answer to keep until the
+/// CA's `Retry-After` (between a minute and a day); without one (no ARI, an error),
+/// `renew_before` decides, and the CA is asked again in a day (an hour after an error).
+fn ask_ari(
+    spec: &CertSpec,
+    issuer: &dyn Issuer,
+    leaf: &CertInfo,
+    now: OffsetDateTime,
+) -> crate::ari::Answer {
+    let hours = |h: i64| now + time::Duration::hours(h);
+    let (start, end, source, next_poll) = match issuer.renewal_info(leaf) {
+        None => (
+            None,
+            None,
+            "the CA has no renewal information (ARI); renew_before decides".to_string(),
+            hours(24),
+        ),
+        Some(Ok(w)) => {
+            let wait = w.retry_after.clamp(
+                std::time::Duration::from_secs(60),
+                std::time::Duration::from_secs(86400),
+            );
+            let source = match &w.explanation {
+                Some(url) => format!("the ACME CA's renewal information (see {url})"),
+                None => "the ACME CA's renewal information".to_string(),
+            };
+            tracing::info!(certificate = %spec.name, start = %rfc3339(w.start), end = %rfc3339(w.end), "the ACME CA suggests a renewal window");
+            (Some(w.start), Some(w.end), source, now + wait)
+        }
+        Some(Err(e)) => {
+            tracing::warn!(certificate = %spec.name, error = %e, "no renewal information from the ACME CA; renew_before decides");
+            (
+                None,
+                None,
+                format!("the ACME CA's renewal information failed ({e}); renew_before decides"),
+                hours(1),
+            )
+        }
+    };
+    crate::ari::Answer {
+        serial: leaf.serial.clone(),
+        start,
+        end,
+        source,
+        next_poll,
     }
 }
 

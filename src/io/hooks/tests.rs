@@ -43,6 +43,7 @@ fn unchanged(serial: &str, not_before: OffsetDateTime, lifetime: time::Duration)
         not_after: not_before + lifetime,
         serial: serial.into(),
         not_before,
+        look_at: None,
     }
 }
 
