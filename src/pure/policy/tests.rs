@@ -408,3 +408,21 @@ fn a_failing_issuer_gives_way_to_the_fallback_only_late_or_when_nothing_is_in_pl
         datetime!(2026-03-18 0:00 UTC)
     ));
 }
+
+#[test]
+fn the_ari_point_lies_in_the_window_spreads_and_stays_put() {
+    use time::macros::datetime;
+    let (start, end) = (
+        datetime!(2026-12-01 0:00 UTC),
+        datetime!(2026-12-03 0:00 UTC),
+    );
+    let a = ari_point("www", "0a", start, end);
+    assert!(a >= start && a < end, "{a}");
+    assert_eq!(a, ari_point("www", "0a", start, end), "every look agrees");
+    let points: std::collections::HashSet<_> = (0..100)
+        .map(|i| ari_point(&format!("c{i}"), "1", start, end))
+        .collect();
+    assert!(points.len() > 90, "{} distinct points", points.len());
+    // A window that ends before it starts: its start.
+    assert_eq!(ari_point("www", "0a", end, start), end);
+}
