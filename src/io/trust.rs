@@ -141,31 +141,18 @@ pub fn revoke(
             name: issued.name,
         });
     }
-    let mut list = revoked(state);
+    let list = revoked(state);
     if let Some(existing) = list.iter().find(|r| r.serial == serial) {
         return Ok(existing.clone());
     }
     let entry = Revoked {
-        serial: serial.clone(),
+        serial,
         time: now,
         reason: reason.map(str::to_string),
-        name: issued.name.clone(),
+        name: issued.name,
         issuer: None,
     };
-    list.push(entry.clone());
-    write_atomic(&FileSpec {
-        path: revoked_path(state),
-        bytes: Zeroizing::new(serde_json::to_vec_pretty(&list).expect("serializes")),
-        mode: 0o600,
-        uid: None,
-        gid: None,
-        follow_symlinks: false,
-    })?;
-    let mut e = LedgerEntry::new(now, "revoked");
-    e.name = issued.name;
-    e.serial = Some(serial);
-    e.reason = reason.map(str::to_string);
-    state.record(&e)?;
+    append(state, list, &entry, None)?;
     // Re-sign the leaf CRL now, with the new entry.
     refresh_crls(state, ca, now, true)?;
     Ok(entry)
@@ -184,17 +171,34 @@ pub fn record_foreign(
     now: OffsetDateTime,
 ) -> Result<Revoked, TrustError> {
     let serial = normalize_serial(serial);
-    let mut list = revoked(state);
+    let list = revoked(state);
     if let Some(existing) = list.iter().find(|r| r.serial == serial) {
         return Ok(existing.clone());
     }
     let entry = Revoked {
-        serial: serial.clone(),
+        serial,
         time: now,
         reason: reason.map(str::to_string),
-        name: name.clone(),
+        name,
         issuer: Some(issuer.to_string()),
     };
+    append(
+        state,
+        list,
+        &entry,
+        Some(format!("revoked at the ACME CA `{issuer}`")),
+    )?;
+    Ok(entry)
+}
+
+/// Adds `entry` to `list` in `revoked.json`, then records it in the ledger (`revoked`,
+/// with `note`).
+fn append(
+    state: &StateDir,
+    mut list: Vec<Revoked>,
+    entry: &Revoked,
+    note: Option<String>,
+) -> Result<(), TrustError> {
     list.push(entry.clone());
     write_atomic(&FileSpec {
         path: revoked_path(state),
@@ -204,14 +208,14 @@ pub fn record_foreign(
         gid: None,
         follow_symlinks: false,
     })?;
-    let mut e = LedgerEntry::new(now, "revoked");
-    e.name = name;
-    e.serial = Some(serial);
-    e.issuer = Some(issuer.to_string());
-    e.reason = reason.map(str::to_string);
-    e.note = Some(format!("revoked at the ACME CA `{issuer}`"));
+    let mut e = LedgerEntry::new(entry.time, "revoked");
+    e.name = entry.name.clone();
+    e.serial = Some(entry.serial.clone());
+    e.issuer = entry.issuer.clone();
+    e.reason = entry.reason.clone();
+    e.note = note;
     state.record(&e)?;
-    Ok(entry)
+    Ok(())
 }
 
 /// The stored CRLs in PEM: the intermediates' (leaves), then the roots'

@@ -441,15 +441,19 @@ impl AcmeIssuer {
     /// `certkeeper ca revoke`'s reason names.
     pub fn revoke(&self, cert_der: &[u8], reason: Option<&str>) -> Result<(), AcmeError> {
         use instant_acme::{RevocationReason as R, RevocationRequest};
-        let reason = reason.map(|r| match r {
-            "key-compromise" => R::KeyCompromise,
-            "ca-compromise" => R::CaCompromise,
-            "affiliation-changed" => R::AffiliationChanged,
-            "superseded" => R::Superseded,
-            "cessation-of-operation" => R::CessationOfOperation,
-            "privilege-withdrawn" => R::PrivilegeWithdrawn,
-            _ => R::Unspecified,
-        });
+        use rcgen::RevocationReason as C;
+        // The same names as the internal CA's (`trust::parse_reason`), checked there.
+        let reason = reason
+            .and_then(|r| crate::trust::parse_reason(r).ok())
+            .map(|r| match r {
+                C::KeyCompromise => R::KeyCompromise,
+                C::CaCompromise => R::CaCompromise,
+                C::AffiliationChanged => R::AffiliationChanged,
+                C::Superseded => R::Superseded,
+                C::CessationOfOperation => R::CessationOfOperation,
+                C::PrivilegeWithdrawn => R::PrivilegeWithdrawn,
+                _ => R::Unspecified,
+            });
         let cert = rustls::pki_types::CertificateDer::from(cert_der.to_vec());
         let request = RevocationRequest {
             certificate: &cert,

@@ -202,6 +202,22 @@ fn config_with(sb: &Sandbox, certs: &[CertDef], issuers: &str) {
     sb.write_config(&yaml);
 }
 
+/// `local` (for `localhost`) from `pebble`, with `extra` lines, configured in `sb`.
+fn local_from(sb: &Sandbox, pebble: &Pebble, extra: &[&str]) -> CertDef {
+    let mut acme = CertDef::new("local", Layout::Nginx)
+        .sans(&["localhost"])
+        .extra("issuer: pebble");
+    for e in extra {
+        acme = acme.extra(e);
+    }
+    config_with(
+        sb,
+        std::slice::from_ref(&acme),
+        &pebble.issuers_yaml("pebble"),
+    );
+    acme
+}
+
 /// openssl verify (not -x509_strict: Pebble's CA certificates are its own business).
 fn verify_pebble(root: &Path, files: &Installed) {
     openssl(&[
@@ -333,14 +349,7 @@ fn acme_real_http01_validation_with_standalone_responder() {
     let sb = Sandbox::new();
     // No PEBBLE_VA_ALWAYS_VALID: Pebble's VA fetches the token from 127.0.0.1:httpPort.
     let pebble = Pebble::start(&sb.path("pebble"), false);
-    let acme = CertDef::new("local", Layout::Nginx)
-        .sans(&["localhost"])
-        .extra("issuer: pebble");
-    config_with(
-        &sb,
-        std::slice::from_ref(&acme),
-        &pebble.issuers_yaml("pebble"),
-    );
+    let acme = local_from(&sb, &pebble, &[]);
     let t = Instant::now();
     let r = sb.renew_all();
     eprintln!("real http-01 issuance: {:?}", t.elapsed());
@@ -579,14 +588,7 @@ fn acme_served_chain_is_judged_against_the_system_store_or_verify_roots() {
 fn acme_a_ca_that_forgot_the_account_gets_a_new_one_and_the_renewal_succeeds() {
     let sb = Sandbox::new();
     let mut pebble = Pebble::start(&sb.path("pebble"), true);
-    let acme = CertDef::new("local", Layout::Nginx)
-        .sans(&["localhost"])
-        .extra("issuer: pebble");
-    config_with(
-        &sb,
-        std::slice::from_ref(&acme),
-        &pebble.issuers_yaml("pebble"),
-    );
+    let acme = local_from(&sb, &pebble, &[]);
     sb.renew_all().ok();
     assert!(
         !sb.state_dir().join("ca").exists(),
@@ -715,12 +717,8 @@ fn acme_orders_ip_address_names() {
 fn acme_a_failing_ca_gives_way_to_the_fallback_issuer_and_back() {
     let sb = Sandbox::new();
     let mut pebble = Pebble::start(&sb.path("pebble"), true);
-    let acme = CertDef::new("local", Layout::Nginx)
-        .sans(&["localhost"])
-        .extra("issuer: pebble")
-        .extra("fallback: [internal]");
+    let acme = local_from(&sb, &pebble, &["fallback: [internal]"]);
     let issuers = pebble.issuers_yaml("pebble");
-    config_with(&sb, std::slice::from_ref(&acme), &issuers);
     sb.renew_all().ok();
     let f = acme.files(&sb);
     verify_pebble(&pebble.root(), &f);

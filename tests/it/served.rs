@@ -236,8 +236,14 @@ fn served_a_changed_file_is_checked_against_what_is_served_at_once() {
     use crate::support::daemon::{wait_until, Daemon};
     use std::time::Duration;
     let sb = Sandbox::new();
-    let (cert, f, key) = www_issued(&sb);
-    let nginx = Nginx::start(&sb.path("nginx"), &f.cert, &key);
+    // One file (key, leaf, chain), replaced in one rename: a writer that replaces a
+    // key and a certificate in two steps shows the daemon a mismatched pair between
+    // them, which it would replace (see the note on the combined layout below).
+    let cert = CertDef::new("www", Layout::Combined).sans(&[SERVER_NAME]);
+    sb.write_config_with("", &[], std::slice::from_ref(&cert));
+    sb.renew_all().ok();
+    let f = cert.files(&sb);
+    let nginx = Nginx::start(&sb.path("nginx"), &f.cert, &f.cert);
     serve_with(&sb, &cert, &nginx, ", every: 1h");
     let mut d = Daemon::start_ready(&sb, &[]);
     let before = f.serial();
@@ -254,15 +260,18 @@ fn served_a_changed_file_is_checked_against_what_is_served_at_once() {
         crate::support::path_str(&out),
     ])
     .ok();
-    put_back(&out.join("www.key"), &key);
-    put_back(&out.join("www.crt"), &f.cert);
+    let combined = sb.path("issued/www.pem");
+    let text = std::fs::read_to_string(out.join("www.key")).unwrap()
+        + &std::fs::read_to_string(out.join("www.crt")).unwrap();
+    crate::support::servers::write_file(&combined, &text, 0o600);
+    put_back(&combined, &f.cert);
     let issued = f.serial();
     assert_ne!(issued, before);
     let repaired = wait_until(Duration::from_secs(15), || {
         count_events(&sb.ledger(), "drift-repaired", Some("www")) == 1
     });
     assert!(repaired, "{}", d.log());
-    assert_eq!(served().as_deref(), Some(issued.as_str()));
+    assert_eq!(served().as_deref(), Some(issued.as_str()), "{}", d.log());
     assert_eq!(f.serial(), issued, "a valid pair of its CA stays");
     sb.ck(&["status", "--check"]).ok();
     assert!(d.alive());
