@@ -141,10 +141,6 @@ pub fn revoke(
             name: issued.name,
         });
     }
-    let list = revoked(state);
-    if let Some(existing) = list.iter().find(|r| r.serial == serial) {
-        return Ok(existing.clone());
-    }
     let entry = Revoked {
         serial,
         time: now,
@@ -152,9 +148,11 @@ pub fn revoke(
         name: issued.name,
         issuer: None,
     };
-    append(state, list, &entry, None)?;
-    // Re-sign the leaf CRL now, with the new entry.
-    refresh_crls(state, ca, now, true)?;
+    let (entry, new) = append(state, entry, None)?;
+    if new {
+        // Re-sign the leaf CRL now, with the new entry.
+        refresh_crls(state, ca, now, true)?;
+    }
     Ok(entry)
 }
 
@@ -170,35 +168,28 @@ pub fn record_foreign(
     issuer: &str,
     now: OffsetDateTime,
 ) -> Result<Revoked, TrustError> {
-    let serial = normalize_serial(serial);
-    let list = revoked(state);
-    if let Some(existing) = list.iter().find(|r| r.serial == serial) {
-        return Ok(existing.clone());
-    }
     let entry = Revoked {
-        serial,
+        serial: normalize_serial(serial),
         time: now,
         reason: reason.map(str::to_string),
         name,
         issuer: Some(issuer.to_string()),
     };
-    append(
-        state,
-        list,
-        &entry,
-        Some(format!("revoked at the ACME CA `{issuer}`")),
-    )?;
-    Ok(entry)
+    let note = format!("revoked at the ACME CA `{issuer}`");
+    append(state, entry, Some(note)).map(|(entry, _)| entry)
 }
 
-/// Adds `entry` to `list` in `revoked.json`, then records it in the ledger (`revoked`,
-/// with `note`).
+/// Adds `entry` to `revoked.json`, then records it in the ledger (`revoked`, with
+/// `note`). A serial already there is left as it was: its entry, and false.
 fn append(
     state: &StateDir,
-    mut list: Vec<Revoked>,
-    entry: &Revoked,
+    entry: Revoked,
     note: Option<String>,
-) -> Result<(), TrustError> {
+) -> Result<(Revoked, bool), TrustError> {
+    let mut list = revoked(state);
+    if let Some(existing) = list.iter().find(|r| r.serial == entry.serial) {
+        return Ok((existing.clone(), false));
+    }
     list.push(entry.clone());
     write_atomic(&FileSpec {
         path: revoked_path(state),
@@ -215,7 +206,7 @@ fn append(
     e.reason = entry.reason.clone();
     e.note = note;
     state.record(&e)?;
-    Ok(())
+    Ok((entry, true))
 }
 
 /// The stored CRLs in PEM: the intermediates' (leaves), then the roots'

@@ -89,10 +89,41 @@ impl fmt::Display for ChainProblem {
 
 /// The roots a client of this certificate trusts: their DER and where they come from,
 /// as messages name it ("the internal CA's roots", "verify.roots /etc/x.pem").
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Default)]
 pub struct Anchors {
     pub certs: Vec<Vec<u8>>,
     pub source: String,
+    /// The verifier built from `certs`, once (None: no usable root).
+    verifier: std::sync::OnceLock<Option<Arc<WebPkiServerVerifier>>>,
+}
+
+impl Anchors {
+    pub fn new(certs: Vec<Vec<u8>>, source: String) -> Anchors {
+        Anchors {
+            certs,
+            source,
+            verifier: Default::default(),
+        }
+    }
+
+    /// A rustls/webpki verifier trusting these roots, built at the first use.
+    fn verifier(&self) -> Option<&Arc<WebPkiServerVerifier>> {
+        self.verifier
+            .get_or_init(|| {
+                let mut roots = RootCertStore::empty();
+                for c in &self.certs {
+                    let _ = roots.add(CertificateDer::from(c.clone()));
+                }
+                if roots.is_empty() {
+                    return None;
+                }
+                let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+                WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
+                    .build()
+                    .ok()
+            })
+            .as_ref()
+    }
 }
 
 /// Something a strict client refuses in what a server sent.
@@ -304,20 +335,12 @@ struct Untrust {
 /// Why a client trusting `anchors` refuses the chain (webpki's path building, the
 /// verifier rustls clients use; the name is judged by [`covers`]).
 fn untrusted(served: &[Vec<u8>], anchors: &Anchors, now: OffsetDateTime) -> Option<Untrust> {
-    let mut roots = RootCertStore::empty();
-    for c in &anchors.certs {
-        let _ = roots.add(CertificateDer::from(c.clone()));
-    }
-    if roots.is_empty() {
+    let Some(verifier) = anchors.verifier() else {
         return Some(Untrust {
             text: "there are no roots to check it against".into(),
             dates: false,
         });
-    }
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let verifier = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
-        .build()
-        .ok()?;
+    };
     let leaf = CertificateDer::from(served[0].as_slice());
     let rest: Vec<CertificateDer<'_>> = served[1..]
         .iter()
@@ -515,10 +538,7 @@ mod tests {
     }
 
     fn anchors(pki: &Pki) -> Anchors {
-        Anchors {
-            certs: vec![pki.root.clone()],
-            source: "the internal CA's roots".into(),
-        }
+        Anchors::new(vec![pki.root.clone()], "the internal CA's roots".into())
     }
 
     #[test]

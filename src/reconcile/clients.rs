@@ -40,9 +40,9 @@ pub(super) enum Look {
 /// The client's view for one pass: trust anchors and client certificates, read once.
 pub(super) struct Clients<'a> {
     config: &'a Config,
-    internal: Anchors,
-    system: OnceLock<Anchors>,
-    files: Mutex<BTreeMap<PathBuf, Anchors>>,
+    internal: Arc<Anchors>,
+    system: OnceLock<Arc<Anchors>>,
+    files: Mutex<BTreeMap<PathBuf, Arc<Anchors>>>,
     identities: Mutex<BTreeMap<String, Arc<Result<Identity, String>>>>,
     /// The pass's time, and when it started: a look judges dates at the pass's time
     /// plus what has elapsed since (a certificate issued during the pass, valid from
@@ -55,12 +55,11 @@ impl<'a> Clients<'a> {
     pub(super) fn new(config: &'a Config, ca: Option<&InternalCa>, now: OffsetDateTime) -> Self {
         Clients {
             config,
-            internal: Anchors {
-                certs: ca
-                    .map(|ca| ca.roots().into_iter().map(|r| r.der.clone()).collect())
+            internal: Arc::new(Anchors::new(
+                ca.map(|ca| ca.roots().into_iter().map(|r| r.der.clone()).collect())
                     .unwrap_or_default(),
-                source: "the internal CA's roots".into(),
-            },
+                "the internal CA's roots".into(),
+            )),
             system: OnceLock::new(),
             files: Mutex::new(BTreeMap::new()),
             identities: Mutex::new(BTreeMap::new()),
@@ -69,8 +68,8 @@ impl<'a> Clients<'a> {
         }
     }
 
-    /// The roots clients of `target` trust.
-    fn anchors(&self, spec: &CertSpec, target: &VerifySpec) -> Anchors {
+    /// The roots clients of `target` trust (read, and their verifier built, once).
+    fn anchors(&self, spec: &CertSpec, target: &VerifySpec) -> Arc<Anchors> {
         if let Some(path) = &target.roots {
             let mut files = self.files.lock().unwrap_or_else(|e| e.into_inner());
             return files
@@ -304,7 +303,7 @@ fn client_unusable(target: &VerifySpec, why: &str) -> VerifyError {
     }
 }
 
-fn read_anchors(path: &Path, source: String) -> Anchors {
+fn read_anchors(path: &Path, source: String) -> Arc<Anchors> {
     let certs = crate::fsread::read_regular(path, 4 << 20)
         .ok()
         .and_then(|b| crate::x509::parse_pem(&b).ok())
@@ -318,7 +317,7 @@ fn read_anchors(path: &Path, source: String) -> Anchors {
                 .collect()
         })
         .unwrap_or_default();
-    Anchors { certs, source }
+    Arc::new(Anchors::new(certs, source))
 }
 
 /// A managed client certificate's leaf, chain and key, from its installed files.

@@ -778,31 +778,7 @@ pub fn tls_handshake(
 
 /// A self-signed certificate for `SERVER_NAME` (and its key), valid for `days`.
 pub fn self_signed(dir: &Path, stem: &str, days: u32) -> (PathBuf, PathBuf) {
-    let (cert, key) = (
-        dir.join(format!("{stem}.crt")),
-        dir.join(format!("{stem}.key")),
-    );
-    crate::support::openssl(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-keyout",
-        crate::support::path_str(&key),
-        "-out",
-        crate::support::path_str(&cert),
-        "-days",
-        &days.to_string(),
-        "-subj",
-        &format!("/CN={SERVER_NAME}"),
-        "-addext",
-        &format!("subjectAltName=DNS:{SERVER_NAME}"),
-    ])
-    .ok();
-    (cert, key)
+    self_signed_for(dir, stem, &[SERVER_NAME], 0, i64::from(days))
 }
 
 /// `openssl s_client` to `connect` asking for `SERVER_NAME`, trusting only `root` and
