@@ -130,6 +130,7 @@ pub fn run(a: IssueArgs, now: OffsetDateTime) -> Result<u8, CliError> {
         sans,
         usage,
         lifetime,
+        profile: None,
     };
     let csr = make_csr(&key, &req).map_err(|e| CliError::Runtime(e.to_string()))?;
     let issued = ca

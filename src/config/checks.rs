@@ -297,7 +297,7 @@ impl Ctx {
     }
 
     /// Names an ACME CA can validate with the challenges configured: a wildcard needs
-    /// DNS-01, which no issuer here answers (http-01 only).
+    /// DNS-01, an IP address http-01 (a TXT record cannot prove an address).
     pub(super) fn check_acme_names(
         &mut self,
         certs: &[CertSpec],
@@ -308,18 +308,27 @@ impl Ctx {
             let crate::model::IssuerRef::Acme(issuer) = &c.issuer else {
                 continue;
             };
-            if !issuers.contains_key(issuer) {
+            let Some(spec) = issuers.get(issuer) else {
                 continue;
-            }
+            };
             for (j, san) in c.sans.iter().enumerate() {
-                if let crate::model::San::Dns(d) = san {
-                    if d.starts_with("*.") {
+                let field = format!("certificates[{i}].sans[{j}]");
+                match san {
+                    crate::model::San::Dns(d) if d.starts_with("*.") && spec.dns01.is_none() => {
                         self.err(
-                            &format!("certificates[{i}].sans[{j}]"),
+                            &field,
                             Some(&c.name),
-                            format!("`{d}` is a wildcard: an ACME CA validates wildcards only with the DNS-01 challenge, and the issuer `{issuer}` answers http-01 (certkeeper has no DNS-01 yet); list the names, or issue it from the internal CA"),
+                            format!("`{d}` is a wildcard: an ACME CA validates wildcards only with the DNS-01 challenge, and the issuer `{issuer}` answers http-01 only; add `challenge: dns01:` to it, list the names, or issue it from the internal CA"),
                         );
                     }
+                    crate::model::San::Ip(ip) if !spec.http01() => {
+                        self.err(
+                            &field,
+                            Some(&c.name),
+                            format!("`{ip}` is an IP address: an ACME CA validates addresses with http-01 (not DNS-01), and the issuer `{issuer}` answers DNS-01 only; add `challenge: http01:` to it"),
+                        );
+                    }
+                    _ => {}
                 }
             }
         }

@@ -178,14 +178,7 @@ impl Ctx {
 }
 
 pub(super) fn quiet_mode(raw: &RawMode, secret: bool) -> Option<u32> {
-    let mut cx = Ctx {
-        file: PathBuf::new(),
-        text: String::new(),
-        loc: std::cell::OnceCell::new(),
-        errors: Vec::new(),
-        cert_index: Vec::new(),
-        hook_timeout: DEFAULT_COMMAND_TIMEOUT,
-    };
+    let mut cx = Ctx::new(Path::new(""), "");
     cx.mode("", None, raw, secret)
 }
 
@@ -234,3 +227,152 @@ pub(super) fn inherit<T: Clone>(
         },
     }
 }
+
+impl Ctx {
+    /// `challenge: dns01:` of an ACME issuer at `path`.
+    pub(super) fn dns01(&mut self, path: &str, d: &RawDns01) -> Option<Dns01Spec> {
+        let mut ok = true;
+        let provider = match (&d.command, &d.rfc2136) {
+            (Some(argv), None) => {
+                if argv.is_empty() || argv[0].is_empty() {
+                    self.err(
+                        &format!("{path}.command"),
+                        None,
+                        "is empty; give the program and its arguments as a list",
+                    );
+                    ok = false;
+                }
+                Some(DnsProvider::Command(argv.clone()))
+            }
+            (None, Some(r)) => {
+                let server = self.host_port(&format!("{path}.rfc2136.server"), &r.server);
+                let secret = self.abs_path(
+                    &format!("{path}.rfc2136.key_secret_file"),
+                    None,
+                    &r.key_secret_file,
+                );
+                let algorithm = r.key_algorithm.as_deref().unwrap_or("hmac-sha256");
+                if !TSIG_ALGORITHMS.contains(&algorithm) {
+                    self.err(
+                        &format!("{path}.rfc2136.key_algorithm"),
+                        None,
+                        format!(
+                            "`{}` is not a TSIG algorithm certkeeper signs with; use {}",
+                            excerpt(algorithm),
+                            TSIG_ALGORITHMS.join(", ")
+                        ),
+                    );
+                    ok = false;
+                }
+                if r.key_name.trim_end_matches('.').is_empty() {
+                    self.err(
+                        &format!("{path}.rfc2136.key_name"),
+                        None,
+                        "is empty; give the TSIG key's name as the server knows it",
+                    );
+                    ok = false;
+                }
+                match (server, secret) {
+                    (Some(server), Some(key_secret_file)) => Some(DnsProvider::Rfc2136 {
+                        server,
+                        key_name: r.key_name.clone(),
+                        key_algorithm: algorithm.to_string(),
+                        key_secret_file,
+                    }),
+                    _ => None,
+                }
+            }
+            _ => {
+                self.err(
+                    path,
+                    None,
+                    "give exactly one provider: `command: [PROGRAM, ARGS...]` or `rfc2136: { server, key_name, key_secret_file }`",
+                );
+                None
+            }
+        };
+        let mut resolvers = Vec::new();
+        for (j, r) in d.resolvers.iter().flatten().enumerate() {
+            match self.host_port(&format!("{path}.resolvers[{j}]"), r) {
+                Some(r) => resolvers.push(r),
+                None => ok = false,
+            }
+        }
+        // parse_duration refuses zero.
+        let mut positive = |field: &str, raw: &Option<Text>, default: Duration| match raw {
+            Some(t) => self.duration(&format!("{path}.{field}"), None, &t.0),
+            None => Some(default),
+        };
+        let timeout = positive("timeout", &d.timeout, DEFAULT_COMMAND_TIMEOUT);
+        let propagation_timeout = positive(
+            "propagation_timeout",
+            &d.propagation_timeout,
+            DEFAULT_PROPAGATION_TIMEOUT,
+        );
+        match (ok, provider, timeout, propagation_timeout) {
+            (true, Some(provider), Some(timeout), Some(propagation_timeout)) => Some(Dns01Spec {
+                provider,
+                resolvers,
+                timeout,
+                propagation_timeout,
+            }),
+            _ => None,
+        }
+    }
+
+    /// A DNS server's `HOST:PORT` (`HOST` alone means port 53), as given.
+    fn host_port(&mut self, field: &str, text: &str) -> Option<String> {
+        if text.parse::<std::net::IpAddr>().is_ok() {
+            return Some(std::net::SocketAddr::new(text.parse().ok()?, 53).to_string());
+        }
+        let well_formed = text.parse::<std::net::SocketAddr>().is_ok()
+            || text.rsplit_once(':').is_some_and(|(host, port)| {
+                !host.is_empty()
+                    && port.parse::<u16>().is_ok_and(|p| p > 0)
+                    && host
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+            });
+        if !well_formed {
+            self.err(
+                field,
+                None,
+                format!(
+                    "`{}` is not HOST:PORT, e.g. \"ns1.example.com:53\" or \"192.0.2.53:53\"",
+                    excerpt(text)
+                ),
+            );
+            return None;
+        }
+        Some(text.to_string())
+    }
+
+    /// An ACME profile name: the CA's directory lists the valid ones; here only its form.
+    pub(super) fn profile_name(
+        &mut self,
+        field: &str,
+        cert: Option<&str>,
+        text: &str,
+    ) -> Option<String> {
+        if text.is_empty()
+            || text.len() > 64
+            || !text
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        {
+            self.err(
+                field,
+                cert,
+                format!(
+                    "`{}` is not a profile name (letters, digits, `-`, `_`, `.`), e.g. `shortlived` or `tlsserver`",
+                    excerpt(text)
+                ),
+            );
+            return None;
+        }
+        Some(text.to_string())
+    }
+}
+
+/// The TSIG algorithms certkeeper signs updates with.
+pub const TSIG_ALGORITHMS: &[&str] = &["hmac-sha256", "hmac-sha384", "hmac-sha512"];

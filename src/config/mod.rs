@@ -52,14 +52,7 @@ pub fn parse(text: &str, file: &Path) -> Result<Config, ConfigErrors> {
             message: e.message,
         }]));
     }
-    let mut cx = Ctx {
-        file: file.to_path_buf(),
-        text: text.to_string(),
-        loc: std::cell::OnceCell::new(),
-        errors: Vec::new(),
-        cert_index: Vec::new(),
-        hook_timeout: DEFAULT_COMMAND_TIMEOUT,
-    };
+    let mut cx = Ctx::new(file, text);
     let config = cx.resolve(text);
     if cx.errors.is_empty() {
         Ok(config.expect("a config when there are no errors"))
@@ -85,6 +78,22 @@ struct Ctx {
     cert_index: Vec<(String, usize)>,
     /// `hooks.timeout`: the default of every certificate's own hooks.
     hook_timeout: Duration,
+    /// Issuers declared with errors (reported there, not again as unknown).
+    broken_issuers: std::collections::BTreeSet<String>,
+}
+
+impl Ctx {
+    fn new(file: &Path, text: &str) -> Ctx {
+        Ctx {
+            file: file.to_path_buf(),
+            text: text.to_string(),
+            loc: std::cell::OnceCell::new(),
+            errors: Vec::new(),
+            cert_index: Vec::new(),
+            hook_timeout: DEFAULT_COMMAND_TIMEOUT,
+            broken_issuers: Default::default(),
+        }
+    }
 }
 
 const TOP_KEYS: &[&str] = &[

@@ -114,6 +114,7 @@ pub struct RawCertificate {
     pub hooks: Option<RawHooks>,
     pub fallback: Option<Vec<String>>,
     pub fallback_before: Option<Text>,
+    pub profile: Option<String>,
 }
 
 /// One command (`[systemctl, reload, postfix]`) or several (`[[a, b], [c]]`).
@@ -179,6 +180,7 @@ pub struct RawAcme {
     pub contact: Option<Vec<String>>,
     pub eab: Option<RawEab>,
     pub challenge: RawChallenge,
+    pub profile: Option<String>,
 }
 
 #[derive(Deserialize, Debug, Clone)]
@@ -191,7 +193,27 @@ pub struct RawEab {
 #[derive(Deserialize, Debug, Clone)]
 #[serde(deny_unknown_fields)]
 pub struct RawChallenge {
-    pub http01: RawHttp01,
+    pub http01: Option<RawHttp01>,
+    pub dns01: Option<RawDns01>,
+}
+
+#[derive(Deserialize, Debug, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct RawDns01 {
+    pub command: Option<Vec<String>>,
+    pub rfc2136: Option<RawRfc2136>,
+    pub resolvers: Option<Vec<String>>,
+    pub timeout: Option<Text>,
+    pub propagation_timeout: Option<Text>,
+}
+
+#[derive(Deserialize, Debug, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct RawRfc2136 {
+    pub server: String,
+    pub key_name: String,
+    pub key_algorithm: Option<String>,
+    pub key_secret_file: String,
 }
 
 #[derive(Deserialize, Debug, Clone)]

@@ -371,38 +371,66 @@ impl Ctx {
                 },
                 None => None,
             };
-            let h = &a.challenge.http01;
-            let webroot = h
-                .webroot
-                .as_ref()
-                .and_then(|p| self.abs_path(&format!("{path}.challenge.http01.webroot"), None, p));
-            let standalone = match &h.standalone {
-                Some(s) => match s.parse::<SocketAddr>() {
-                    Ok(a) => Some(a),
-                    Err(_) => {
-                        self.err(
-                            &format!("{path}.challenge.http01.standalone"),
-                            None,
-                            format!(
-                                "`{}` is not an address:port, e.g. \"0.0.0.0:80\"",
-                                excerpt(s)
-                            ),
-                        );
-                        ok = false;
-                        None
-                    }
-                },
+            let (mut webroot, mut standalone) = (None, None);
+            if let Some(h) = &a.challenge.http01 {
+                webroot = h.webroot.as_ref().and_then(|p| {
+                    self.abs_path(&format!("{path}.challenge.http01.webroot"), None, p)
+                });
+                standalone = match &h.standalone {
+                    Some(s) => match s.parse::<SocketAddr>() {
+                        Ok(a) => Some(a),
+                        Err(_) => {
+                            self.err(
+                                &format!("{path}.challenge.http01.standalone"),
+                                None,
+                                format!(
+                                    "`{}` is not an address:port, e.g. \"0.0.0.0:80\"",
+                                    excerpt(s)
+                                ),
+                            );
+                            ok = false;
+                            None
+                        }
+                    },
+                    None => None,
+                };
+                if h.webroot.is_some() == h.standalone.is_some() {
+                    self.err(
+                        &format!("{path}.challenge.http01"),
+                        None,
+                        "give exactly one of `webroot:` or `standalone:`",
+                    );
+                    ok = false;
+                }
+                ok &= h.webroot.is_none() || webroot.is_some();
+            }
+            let dns01 = match &a.challenge.dns01 {
+                Some(d) => {
+                    let spec = self.dns01(&format!("{path}.challenge.dns01"), d);
+                    ok &= spec.is_some();
+                    spec
+                }
                 None => None,
             };
-            if h.webroot.is_some() == h.standalone.is_some() {
+            if a.challenge.http01.is_none() && a.challenge.dns01.is_none() {
                 self.err(
-                    &format!("{path}.challenge.http01"),
+                    &format!("{path}.challenge"),
                     None,
-                    "give exactly one of `webroot:` or `standalone:`",
+                    "give `http01:` or `dns01:` (or both: http-01 then answers plain names and DNS-01 wildcards)",
                 );
                 ok = false;
             }
-            ok &= h.webroot.is_none() || webroot.is_some();
+            let profile = match &a.profile {
+                Some(p) => {
+                    let checked = self.profile_name(&format!("{path}.profile"), None, p);
+                    ok &= checked.is_some();
+                    checked
+                }
+                None => None,
+            };
+            if !ok {
+                self.broken_issuers.insert(name.clone());
+            }
             if ok {
                 out.insert(
                     name.clone(),
@@ -414,6 +442,8 @@ impl Ctx {
                         eab,
                         webroot,
                         standalone,
+                        dns01,
+                        profile,
                     },
                 );
             }
@@ -458,6 +488,7 @@ impl Ctx {
                 ("verify", raw.verify.is_some()),
                 ("hooks", raw.hooks.is_some()),
                 ("fallback", raw.fallback.is_some()),
+                ("profile", raw.profile.is_some()),
             ];
             for (field, set) in managed_fields {
                 if set {
@@ -530,7 +561,10 @@ impl Ctx {
             let cn = common_name.as_deref();
             self.check_constraints(&path, cert, &sans, cn, own_cn, &ca.constraints);
         }
-        if issuer != IssuerRef::INTERNAL && !issuers.contains_key(&issuer) {
+        if issuer != IssuerRef::INTERNAL
+            && !issuers.contains_key(&issuer)
+            && !self.broken_issuers.contains(&issuer)
+        {
             self.err(
                 &issuer_field,
                 cert,
@@ -552,7 +586,10 @@ impl Ctx {
                         excerpt(name)
                     ),
                 );
-            } else if name != IssuerRef::INTERNAL && !issuers.contains_key(name) {
+            } else if name != IssuerRef::INTERNAL
+                && !issuers.contains_key(name)
+                && !self.broken_issuers.contains(name)
+            {
                 self.err(
                     &field,
                     cert,
@@ -576,6 +613,18 @@ impl Ctx {
             (None, Some(RenewBefore::Share(p))) => Some(RenewBefore::Share(p / 2)),
             (None, Some(RenewBefore::Fixed(d))) => Some(RenewBefore::Fixed(d / 2)),
             (None, None) => None,
+        };
+        let profile = match &raw.profile {
+            Some(p) if issuer == IssuerRef::INTERNAL => {
+                self.err(
+                    &f("profile"),
+                    cert,
+                    format!("`{}` is an ACME profile, and this certificate comes from the internal CA, which has none; remove it or set `issuer:` to an ACME issuer", excerpt(p)),
+                );
+                None
+            }
+            Some(p) => self.profile_name(&f("profile"), cert, p),
+            None => None,
         };
         let reload = inherit(
             &raw.reload,
@@ -631,6 +680,7 @@ impl Ctx {
             hooks: hooks?,
             fallback,
             fallback_before: fallback_before?,
+            profile,
         })))
     }
 

@@ -189,6 +189,8 @@ pub struct CertSpec {
     /// How long before the end a failing issuer gives way to `fallback` (a duration or
     /// a share; default half of `renew_before`).
     pub fallback_before: RenewBefore,
+    /// The ACME profile to order (over the issuer's `profile:`).
+    pub profile: Option<String>,
 }
 
 impl CertSpec {
@@ -386,4 +388,47 @@ pub struct AcmeSpec {
     pub webroot: Option<PathBuf>,
     /// http-01 answers from a listener of certkeeper's own.
     pub standalone: Option<SocketAddr>,
+    /// DNS-01: how TXT records are written and where they are looked for.
+    pub dns01: Option<Dns01Spec>,
+    /// The ACME profile (draft-aaron-acme-profiles) ordered when the certificate names none.
+    pub profile: Option<String>,
+}
+
+impl AcmeSpec {
+    /// Whether http-01 is configured (`webroot:` or `standalone:`).
+    pub fn http01(&self) -> bool {
+        self.webroot.is_some() || self.standalone.is_some()
+    }
+}
+
+/// `challenge: dns01:` of an ACME issuer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Dns01Spec {
+    pub provider: DnsProvider,
+    /// Where to wait for the record (`HOST:PORT`); empty: the zone's authoritative servers.
+    pub resolvers: Vec<String>,
+    /// How long a `command` may run.
+    pub timeout: Duration,
+    /// How long to wait for the record to be visible before answering the challenge.
+    pub propagation_timeout: Duration,
+}
+
+/// The default `dns01.propagation_timeout`.
+pub const DEFAULT_PROPAGATION_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Who writes the `_acme-challenge` TXT records.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DnsProvider {
+    /// A program run with `CERTKEEPER_DNS_ACTION`, `CERTKEEPER_DNS_NAME`, `CERTKEEPER_DNS_VALUE`.
+    Command(Vec<String>),
+    /// RFC 2136 dynamic updates signed with TSIG.
+    Rfc2136 {
+        /// `HOST:PORT` of the primary server.
+        server: String,
+        key_name: String,
+        /// `hmac-sha256`, `hmac-sha384` or `hmac-sha512`.
+        key_algorithm: String,
+        /// The base64 secret, alone or as a BIND `key` clause (`tsig-keygen`'s output).
+        key_secret_file: PathBuf,
+    },
 }

@@ -785,6 +785,84 @@ fn an_acme_wildcard_needs_dns01_and_check_says_so() {
 }
 
 #[test]
+fn dns01_providers_resolvers_and_what_each_challenge_can_prove() {
+    let issuer = |challenge: &str| {
+        format!("state_dir: /tmp/s\nissuers:\n  fleet:\n    acme:\n      directory: \"https://acme.example/d\"\n      challenge:\n{challenge}certificates:\n  - name: www\n    issuer: fleet\n    sans: [www.example.com, \"*.example.com\"]\n    files: {{ layout: combined, cert: /tls/www.pem }}\n")
+    };
+    let c = ok(&issuer("        dns01:\n          command: [/usr/local/bin/dns-hook, --zone, example.com]\n          resolvers: [192.0.2.53, \"ns1.example.com:5353\"]\n          propagation_timeout: 5m\n"));
+    let d = c.issuers["fleet"].dns01.clone().unwrap();
+    assert_eq!(
+        d.provider,
+        DnsProvider::Command(vec![
+            "/usr/local/bin/dns-hook".into(),
+            "--zone".into(),
+            "example.com".into()
+        ])
+    );
+    assert_eq!(
+        d.resolvers,
+        vec!["192.0.2.53:53".to_string(), "ns1.example.com:5353".into()]
+    );
+    assert_eq!(d.propagation_timeout, Duration::from_secs(300));
+    assert_eq!(d.timeout, DEFAULT_COMMAND_TIMEOUT);
+    assert!(!c.issuers["fleet"].http01());
+    let c = ok(&issuer("        dns01:\n          rfc2136: { server: \"127.0.0.1:5300\", key_name: certkeeper., key_secret_file: /etc/certkeeper/tsig.key }\n"));
+    let DnsProvider::Rfc2136 {
+        server,
+        key_algorithm,
+        ..
+    } = c.issuers["fleet"].dns01.clone().unwrap().provider
+    else {
+        panic!("rfc2136 provider");
+    };
+    assert_eq!(
+        (server.as_str(), key_algorithm.as_str()),
+        ("127.0.0.1:5300", "hmac-sha256")
+    );
+
+    // Each mistake names its field.
+    for (challenge, field, says) in [
+        ("        dns01: {}\n", "issuers.fleet.acme.challenge.dns01", "exactly one provider"),
+        ("        dns01: { command: [] }\n", "issuers.fleet.acme.challenge.dns01.command", "is empty"),
+        ("        dns01: { rfc2136: { server: \"127.0.0.1:5300\", key_name: k, key_algorithm: hmac-md5, key_secret_file: /k } }\n", "issuers.fleet.acme.challenge.dns01.rfc2136.key_algorithm", "hmac-sha256"),
+        ("        dns01: { rfc2136: { server: \"ns1 example\", key_name: k, key_secret_file: /k } }\n", "issuers.fleet.acme.challenge.dns01.rfc2136.server", "HOST:PORT"),
+        ("        dns01: { rfc2136: { server: ns1:53, key_name: k, key_secret_file: tsig.key } }\n", "issuers.fleet.acme.challenge.dns01.rfc2136.key_secret_file", "relative"),
+        ("        dns01: { command: [hook], resolvers: [\"dns:x\"] }\n", "issuers.fleet.acme.challenge.dns01.resolvers[0]", "HOST:PORT"),
+        ("        dns01: { command: [hook], propagation_timeout: 0s }\n", "issuers.fleet.acme.challenge.dns01.propagation_timeout", "must be positive"),
+        ("        {}\n", "issuers.fleet.acme.challenge", "`http01:` or `dns01:`"),
+    ] {
+        let e = one_error(&issuer(challenge));
+        assert_eq!(e.field, field, "{challenge}: {e}");
+        assert!(e.message.contains(says), "{challenge}: {e}");
+    }
+
+    // DNS-01 alone cannot prove an IP address.
+    let text =
+        issuer("        dns01: { command: [hook] }\n").replace("\"*.example.com\"", "192.0.2.7");
+    let e = one_error(&text);
+    assert_eq!(e.field, "certificates[0].sans[1]");
+    assert!(e.message.contains("http-01"), "{e}");
+}
+
+#[test]
+fn an_acme_profile_is_named_on_the_issuer_or_the_certificate_of_an_acme_issuer() {
+    let base = "state_dir: /tmp/s\nissuers:\n  fleet:\n    acme: { directory: \"https://acme.example/d\", profile: tlsserver, challenge: { http01: { webroot: /w } } }\ncertificates:\n  - name: www\n    issuer: fleet\n    sans: [www.example.com]\n    files: { layout: combined, cert: /tls/www.pem }\n";
+    let c = ok(base);
+    assert_eq!(c.issuers["fleet"].profile.as_deref(), Some("tlsserver"));
+    assert_eq!(c.certificates[0].profile, None);
+    let c = ok(&format!("{base}    profile: shortlived\n"));
+    assert_eq!(c.certificates[0].profile.as_deref(), Some("shortlived"));
+    let e = one_error(&format!("{base}    profile: \"short lived\"\n"));
+    assert_eq!(e.field, "certificates[0].profile");
+    let e = one_error(&format!(
+        "{}    profile: shortlived\n",
+        base.replace("    issuer: fleet\n", "")
+    ));
+    assert_eq!(e.field, "certificates[0].profile");
+    assert!(e.message.contains("internal CA"), "{e}");
+}
+
+#[test]
 fn fallback_names_other_known_issuers() {
     let base = "state_dir: /tmp/s\nissuers:\n  fleet:\n    acme: { directory: \"https://acme.example/d\", challenge: { http01: { webroot: /w } } }\ncertificates:\n  - name: www\n    issuer: fleet\n    sans: [www.example.com]\n    files: { layout: combined, cert: /tls/www.pem }\n";
     let c = ok(&format!("{base}    fallback: [internal]\n"));

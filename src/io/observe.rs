@@ -305,6 +305,7 @@ mod tests {
             sans: spec.sans.clone(),
             usage: spec.usage,
             lifetime: spec.lifetime,
+            profile: None,
         };
         let issued = ca
             .issue(

@@ -28,6 +28,8 @@ pub struct IssueRequest {
     pub sans: Vec<San>,
     pub usage: Usage,
     pub lifetime: Duration,
+    /// The ACME profile to order, if the certificate names one.
+    pub profile: Option<String>,
 }
 
 /// A renewal window suggested by the issuer, and when to ask again.

@@ -11,6 +11,7 @@ pub fn request_for(spec: &CertSpec) -> IssueRequest {
         sans: spec.sans.clone(),
         usage: spec.usage,
         lifetime: spec.lifetime,
+        profile: spec.profile.clone(),
     }
 }
 

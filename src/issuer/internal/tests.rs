@@ -35,6 +35,7 @@ fn issue(ca: &InternalCa, spec: &CertSpec, now: OffsetDateTime) -> Leaf {
         sans: spec.sans.clone(),
         usage: spec.usage,
         lifetime: spec.lifetime,
+        profile: None,
     };
     let issued = ca.issue(&make_csr(&key, &req).unwrap(), &req, now).unwrap();
     assert!(

@@ -42,6 +42,7 @@ fn spec(lifetime: u64, renew_before: RenewBefore) -> CertSpec {
         hooks: Default::default(),
         fallback: Vec::new(),
         fallback_before: RenewBefore::Share(165),
+        profile: None,
     }
 }
 

@@ -198,6 +198,7 @@ impl TestCa {
                 .collect(),
             usage: Usage::Server,
             lifetime: Duration::from_secs(90 * 86400),
+            profile: None,
         };
         let csr = make_csr(&key, &req).expect("make a CSR");
         let issued = self
