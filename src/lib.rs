@@ -21,8 +21,8 @@ pub mod config;
 
 pub mod io;
 pub use io::{
-    ari, cache, cakey, clock, discover as discover_io, drift, fsread, fsutil, hooks, install, keys,
-    metrics, observe, process, server, state, trust, verify,
+    ari, cache, cakey, clock, discover as discover_io, dns01, drift, fsread, fsutil, hooks,
+    install, keys, metrics, observe, process, server, state, trust, verify,
 };
 pub mod issuer;
 

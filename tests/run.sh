@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Installs what the test suite needs (openssl, nginx, apache2, curl, GnuTLS certtool; via
-# apt, only when missing) and runs the whole suite: formatting, lints, unit and
-# integration tests.
+# Installs what the test suite needs (openssl, nginx, apache2, curl, GnuTLS certtool,
+# Pebble, BIND 9 and dig; via apt, only when missing) and runs the whole suite:
+# formatting, lints, unit and integration tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,6 +13,8 @@ command -v curl >/dev/null 2>&1 || need+=(curl)
 command -v certtool >/dev/null 2>&1 || need+=(gnutls-bin)
 command -v python3 >/dev/null 2>&1 || need+=(python3)
 [ -x /usr/bin/pebble ] || need+=(pebble)
+[ -x /usr/sbin/named ] || need+=(bind9)
+command -v dig >/dev/null 2>&1 || need+=(bind9-dnsutils)
 if [ "${#need[@]}" -gt 0 ]; then
     sudo=""
     [ "$(id -u)" -eq 0 ] || sudo=sudo

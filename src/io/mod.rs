@@ -7,6 +7,7 @@ pub mod cache;
 pub mod cakey;
 pub mod clock;
 pub mod discover;
+pub mod dns01;
 pub mod drift;
 pub mod fsread;
 pub mod fsutil;

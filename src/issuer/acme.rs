@@ -7,6 +7,7 @@
 
 use super::{IssueError, IssueRequest, Issued, Issuer};
 use crate::config::AcmeSpec;
+use crate::dns01::Dns01;
 use crate::fsread::{read_regular, read_text, PEM_MAX};
 use crate::fsutil::{ensure_dir, write_atomic, FileSpec};
 use crate::model::San;
@@ -291,6 +292,24 @@ impl AcmeIssuer {
         if let Some(id) = &replaces {
             new = new.replaces(id.clone());
         }
+        let profile = req.profile.as_deref().or(self.spec.profile.as_deref());
+        if let Some(p) = profile {
+            let offered: Vec<&str> = account.profiles().map(|m| m.name).collect();
+            if !offered.contains(&p) {
+                let offers = match offered.is_empty() {
+                    true => "it lists no profiles in its directory".to_string(),
+                    false => format!("it offers {}", offered.join(", ")),
+                };
+                return Err((
+                    AcmeError::Order(format!(
+                        "the CA at {} has no profile `{p}` ({offers}); change `profile:`",
+                        self.spec.directory
+                    )),
+                    Refused::Other,
+                ));
+            }
+            new = new.profile(p);
+        }
         let mut order = account.new_order(&new).await.map_err(|e| {
             let why = if account_gone(&e) {
                 Refused::Account
@@ -309,6 +328,9 @@ impl AcmeIssuer {
         if let Some(id) = &replaces {
             tracing::info!(issuer = %self.spec.name, certificate = %req.name, replaces = %id, "ordered as a replacement (ARI replaces)");
         }
+        if let Some(p) = profile {
+            tracing::info!(issuer = %self.spec.name, certificate = %req.name, profile = %p, "ordered with an ACME profile");
+        }
         self.complete(&mut order, csr_der)
             .await
             .map_err(|e| (e, Refused::Other))
@@ -321,7 +343,17 @@ impl AcmeIssuer {
         order: &mut instant_acme::Order,
         csr_der: &[u8],
     ) -> Result<String, AcmeError> {
-        let mut responder = Responder::start(&self.spec).await?;
+        let mut responder = match self.spec.http01() {
+            true => Some(Responder::start(&self.spec).await?),
+            false => None,
+        };
+        let mut dns = self
+            .spec
+            .dns01
+            .as_ref()
+            .map(|d| Dns01::new(d, &self.spec.name));
+        // First every DNS-01 record is written and waited for (blocking: nothing the CA
+        // fetches is being served yet), then the CA is told to validate every challenge.
         let mut authzs = order.authorizations();
         while let Some(authz) = authzs.next().await {
             let mut authz = authz.map_err(|e| {
@@ -338,11 +370,42 @@ impl AcmeIssuer {
                 }
             }
             let ident = authz.identifier().to_string();
-            let mut ch = authz.challenge(ChallengeType::Http01).ok_or_else(|| {
-                AcmeError::Challenge(format!("the CA offers no http-01 challenge for {ident}"))
+            let kind = self.challenge_for(&authz.identifier())?;
+            let (Some(dns), ChallengeType::Dns01) = (dns.as_mut(), &kind) else {
+                continue;
+            };
+            let Identifier::Dns(domain) = authz.identifier().identifier.clone() else {
+                continue;
+            };
+            let ch = authz.challenge(ChallengeType::Dns01).ok_or_else(|| {
+                AcmeError::Challenge(format!("the CA offers no dns-01 challenge for {ident}"))
             })?;
-            let key_auth = ch.key_authorization().as_str().to_string();
-            responder.add(&ch.token, &key_auth)?;
+            let value = ch.key_authorization().dns_value();
+            dns.present(&domain, &value).map_err(AcmeError::Challenge)?;
+        }
+        if let Some(dns) = &dns {
+            dns.wait_visible().map_err(AcmeError::Challenge)?;
+        }
+        let mut authzs = order.authorizations();
+        while let Some(authz) = authzs.next().await {
+            let mut authz = authz.map_err(|e| {
+                AcmeError::Challenge(format!("cannot read an authorization: {}", chain(&e)))
+            })?;
+            if authz.status != AuthorizationStatus::Pending {
+                continue;
+            }
+            let ident = authz.identifier().to_string();
+            let kind = self.challenge_for(&authz.identifier())?;
+            let mut ch = authz.challenge(kind.clone()).ok_or_else(|| {
+                AcmeError::Challenge(format!("the CA offers no {kind:?} challenge for {ident}"))
+            })?;
+            if kind == ChallengeType::Http01 {
+                let key_auth = ch.key_authorization().as_str().to_string();
+                responder
+                    .as_mut()
+                    .expect("http-01 is configured")
+                    .add(&ch.token, &key_auth)?;
+            }
             ch.set_ready().await.map_err(|e| {
                 AcmeError::Challenge(format!("challenge for {ident} refused: {}", chain(&e)))
             })?;
@@ -355,7 +418,12 @@ impl AcmeIssuer {
             .poll_ready(&retry)
             .await
             .map_err(|e| AcmeError::Validation(format!("waiting for validation: {}", chain(&e))))?;
-        responder.stop();
+        if let Some(r) = responder.as_mut() {
+            r.stop();
+        }
+        if let Some(d) = dns.as_mut() {
+            d.cleanup();
+        }
         if status != OrderStatus::Ready {
             let mut why = Vec::new();
             let mut authzs = order.authorizations();
@@ -382,6 +450,31 @@ impl AcmeIssuer {
         order.poll_certificate(&retry).await.map_err(|e| {
             AcmeError::Certificate(format!("waiting for the certificate: {}", chain(&e)))
         })
+    }
+}
+
+impl AcmeIssuer {
+    /// The challenge that proves `id`: DNS-01 for a wildcard (and for every name when
+    /// http-01 is not configured), http-01 otherwise (and always for an IP address).
+    fn challenge_for(
+        &self,
+        id: &instant_acme::AuthorizedIdentifier<'_>,
+    ) -> Result<ChallengeType, AcmeError> {
+        let dns = self.spec.dns01.is_some();
+        let http = self.spec.http01();
+        match (id.identifier, id.wildcard) {
+            (Identifier::Dns(_), true) if dns => Ok(ChallengeType::Dns01),
+            (Identifier::Dns(_), false) if http || dns => Ok(if http {
+                ChallengeType::Http01
+            } else {
+                ChallengeType::Dns01
+            }),
+            (Identifier::Ip(_), _) if http => Ok(ChallengeType::Http01),
+            _ => Err(AcmeError::Challenge(format!(
+                "the issuer `{}` has no challenge that proves {id} (a wildcard needs `dns01:`, an IP address `http01:`)",
+                self.spec.name
+            ))),
+        }
     }
 }
 

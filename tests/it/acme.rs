@@ -14,9 +14,9 @@ use std::time::{Duration, Instant};
 const PEBBLE: &str = "/usr/bin/pebble";
 
 /// A private Pebble: `dir` holds its config, listener certificate and log.
-struct Pebble {
+pub(crate) struct Pebble {
     child: Child,
-    dir: PathBuf,
+    pub dir: PathBuf,
     port: u16,
     mgmt_port: u16,
     /// Where Pebble's VA connects for http-01 (certkeeper's standalone responder).
@@ -25,11 +25,18 @@ struct Pebble {
     listener_ca: PathBuf,
     /// How it was started, to start it again.
     env: Vec<(&'static str, String)>,
+    /// Where its VA asks DNS questions (`-dnsserver`), if not the system's resolvers.
+    dns: Option<String>,
 }
 
 impl Pebble {
-    fn start(dir: &Path, always_valid: bool) -> Pebble {
+    pub(crate) fn start(dir: &Path, always_valid: bool) -> Pebble {
         Pebble::start_with(dir, always_valid, 0, None)
+    }
+
+    /// A Pebble that validates for real and asks `dns` (`HOST:PORT`) its DNS questions.
+    pub(crate) fn start_with_dns(dir: &Path, dns: &str) -> Pebble {
+        Pebble::launch(dir, false, 0, None, Some(dns.to_string()))
     }
 
     /// `nonce_reject`: the share (percent) of requests Pebble answers with badNonce;
@@ -39,6 +46,16 @@ impl Pebble {
         always_valid: bool,
         nonce_reject: u32,
         eab: Option<(&str, &str)>,
+    ) -> Pebble {
+        Pebble::launch(dir, always_valid, nonce_reject, eab, None)
+    }
+
+    fn launch(
+        dir: &Path,
+        always_valid: bool,
+        nonce_reject: u32,
+        eab: Option<(&str, &str)>,
+        dns: Option<String>,
     ) -> Pebble {
         fs::create_dir_all(dir).unwrap();
         let ca = TestCa::new(dir);
@@ -76,7 +93,7 @@ impl Pebble {
         if always_valid {
             env.push(("PEBBLE_VA_ALWAYS_VALID", "1".into()));
         }
-        let child = Pebble::spawn(dir, &env);
+        let child = Pebble::spawn(dir, &env, dns.as_deref());
         let p = Pebble {
             child,
             dir: dir.to_path_buf(),
@@ -85,18 +102,22 @@ impl Pebble {
             http_port,
             listener_ca,
             env,
+            dns,
         };
         p.wait_listening();
         p
     }
 
-    fn spawn(dir: &Path, env: &[(&'static str, String)]) -> Child {
+    fn spawn(dir: &Path, env: &[(&'static str, String)], dns: Option<&str>) -> Child {
         let log = fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(dir.join("pebble.log"))
             .unwrap();
         let mut cmd = Command::new(PEBBLE);
+        if let Some(dns) = dns {
+            cmd.args(["-dnsserver", dns]);
+        }
         cmd.arg("-config")
             .arg(dir.join("pebble.json"))
             .env_remove("PEBBLE_VA_ALWAYS_VALID")
@@ -129,16 +150,16 @@ impl Pebble {
         wait_for(Duration::from_secs(10), "pebble to stop listening", || {
             TcpStream::connect(("127.0.0.1", self.port)).is_err()
         });
-        self.child = Pebble::spawn(&self.dir, &self.env);
+        self.child = Pebble::spawn(&self.dir, &self.env, self.dns.as_deref());
         self.wait_listening();
     }
 
-    fn directory(&self) -> String {
+    pub(crate) fn directory(&self) -> String {
         format!("https://127.0.0.1:{}/dir", self.port)
     }
 
     /// Pebble's current root (it changes on every start), written to `root.pem`.
-    fn root(&self) -> PathBuf {
+    pub(crate) fn root(&self) -> PathBuf {
         let out = Command::new("curl")
             .args([
                 "-sSfk",
@@ -169,18 +190,28 @@ impl Pebble {
         v["Status"].as_str().unwrap_or_default().to_string()
     }
 
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         fs::read_to_string(self.dir.join("pebble.log")).unwrap_or_default()
     }
 
     /// The `issuers:` section for this Pebble, with a standalone http-01 responder.
     fn issuers_yaml(&self, name: &str) -> String {
+        self.issuers_yaml_with(
+            name,
+            &format!(
+                "        http01: {{ standalone: \"127.0.0.1:{}\" }}\n",
+                self.http_port
+            ),
+        )
+    }
+
+    /// The `issuers:` section for this Pebble with `challenge` (lines under `challenge:`).
+    pub(crate) fn issuers_yaml_with(&self, name: &str, challenge: &str) -> String {
         format!(
             "issuers:\n  {name}:\n    acme:\n      directory: {}\n      ca_bundle: {}\n      \
-             contact: [mailto:ops@example.com]\n      challenge:\n        http01: {{ standalone: \"127.0.0.1:{}\" }}\n",
+             contact: [mailto:ops@example.com]\n      challenge:\n{challenge}",
             self.directory(),
             self.listener_ca.display(),
-            self.http_port
         )
     }
 }
@@ -193,7 +224,7 @@ impl Drop for Pebble {
     }
 }
 
-fn config_with(sb: &Sandbox, certs: &[CertDef], issuers: &str) {
+pub(crate) fn config_with(sb: &Sandbox, certs: &[CertDef], issuers: &str) {
     let mut yaml = header();
     for c in certs {
         yaml.push_str(&c.yaml());
@@ -219,7 +250,7 @@ fn local_from(sb: &Sandbox, pebble: &Pebble, extra: &[&str]) -> CertDef {
 }
 
 /// openssl verify (not -x509_strict: Pebble's CA certificates are its own business).
-fn verify_pebble(root: &Path, files: &Installed) {
+pub(crate) fn verify_pebble(root: &Path, files: &Installed) {
     openssl(&[
         "verify",
         "-no-CAfile",

@@ -14,6 +14,7 @@ mod crash;
 mod daemon;
 mod daemon_servers;
 mod discover;
+mod dns01;
 mod faults;
 mod hooks;
 mod hostile;
