@@ -819,6 +819,11 @@ impl AriResponder {
         let port = listener.local_addr().unwrap().port();
         let mut dir: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         dir["renewalInfo"] = format!("https://127.0.0.1:{port}/ari").into();
+        // Profiles as Let's Encrypt lists them (Pebble ignores an order's `profile`).
+        dir["meta"]["profiles"] = serde_json::json!({
+            "shortlived": "6-day certificates",
+            "tlsserver": "server authentication only"
+        });
         let dir = dir.to_string();
         let certs: Vec<rustls::pki_types::CertificateDer<'static>> = {
             use rustls::pki_types::pem::PemObject;
@@ -1002,4 +1007,63 @@ fn acme_renewal_information_decides_when_to_renew() {
             .contains("renew_before decides"),
         "{row}"
     );
+}
+
+/// `profile:` is checked against the profiles the CA's directory lists: a CA that lists
+/// none (Pebble 2.4) or not this one refuses clearly before any order; one it lists is
+/// sent with the order (a certificate's own profile wins over its issuer's).
+#[test]
+fn acme_profiles_are_ordered_only_when_the_ca_lists_them() {
+    let sb = Sandbox::new();
+    let pebble = Pebble::start(&sb.path("pebble"), true);
+    let stub = AriResponder::start(&pebble);
+    let with_profile = |directory: &str, issuer_profile: &str, cert_profile: Option<&str>| {
+        let mut acme = CertDef::new("local", Layout::Nginx)
+            .sans(&["localhost"])
+            .extra("issuer: pebble");
+        if let Some(p) = cert_profile {
+            acme = acme.extra(&format!("profile: {p}"));
+        }
+        let issuers = pebble
+            .issuers_yaml("pebble")
+            .replace(&pebble.directory(), directory)
+            .replace(
+                "      challenge:\n",
+                &format!("      profile: {issuer_profile}\n      challenge:\n"),
+            );
+        config_with(&sb, std::slice::from_ref(&acme), &issuers);
+        acme
+    };
+    let stub_dir = format!("https://127.0.0.1:{}/dir", stub.port);
+
+    let acme = with_profile(&pebble.directory(), "tlsserver", None);
+    let r = sb.renew_all();
+    assert_ne!(r.code, 0, "{r:?}");
+    assert!(
+        r.all()
+            .contains("has no profile `tlsserver` (it lists no profiles in its directory)"),
+        "{r:?}"
+    );
+    assert!(!acme.files(&sb).cert.exists());
+
+    with_profile(&stub_dir, "tlsserver", Some("classic"));
+    let r = sb.renew_all();
+    assert_ne!(r.code, 0, "{r:?}");
+    assert!(
+        r.all()
+            .contains("has no profile `classic` (it offers shortlived, tlsserver)"),
+        "{r:?}"
+    );
+    assert!(!acme.files(&sb).cert.exists());
+
+    with_profile(&stub_dir, "tlsserver", Some("shortlived"));
+    let r = sb.renew_all();
+    r.ok().stderr_has("ordered with an ACME profile");
+    assert!(r.stderr.contains("profile=shortlived"), "{r:?}");
+    verify_pebble(&pebble.root(), &acme.files(&sb));
+
+    with_profile(&stub_dir, "tlsserver", None);
+    let r = sb.ck(&["renew", "--force", "local"]);
+    r.ok();
+    assert!(r.stderr.contains("profile=tlsserver"), "{r:?}");
 }
