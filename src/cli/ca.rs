@@ -238,9 +238,9 @@ pub(super) fn revoke_serial(
                 ))
             })?;
             if !already {
-                let der = issued_der(config, &state, issued.name.as_deref(), &wanted)?;
+                let (der, key) = issued_pair(config, &state, issued.name.as_deref(), &wanted)?;
                 crate::issuer::acme::AcmeIssuer::new(spec, &config.state_dir)
-                    .revoke(&der, reason)
+                    .revoke(&der, key.as_deref().map(String::as_str), reason)
                     .map_err(|e| {
                         CliError::Runtime(format!(
                             "the ACME CA `{issuer}` did not revoke serial {wanted}: {e}; nothing was recorded"
@@ -313,28 +313,34 @@ pub(super) fn revoke_serial(
 
 /// The certificate `serial` of certificate `name`, DER: from its archived pair, else
 /// from the installed files when they hold it.
-fn issued_der(
+/// The certificate of `serial` (archived or installed), with its private key (PEM) when
+/// it is still there: a revocation can then be signed with it.
+fn issued_pair(
     config: &crate::config::Config,
     state: &StateDir,
     name: Option<&str>,
     serial: &str,
-) -> Result<Vec<u8>, CliError> {
+) -> Result<(Vec<u8>, Option<zeroize::Zeroizing<String>>), CliError> {
     let missing = || {
         CliError::Runtime(format!(
             "the certificate of serial {serial} is neither archived nor installed any more, so it cannot be sent to its CA for revocation"
         ))
     };
     let name = name.ok_or_else(missing)?;
-    let archived = crate::fsread::read_regular(
-        &state.archive_dir(name, serial).join("cert.pem"),
-        crate::fsread::PEM_MAX,
-    )
-    .ok()
-    .and_then(|b| crate::x509::parse_certs(&b, "archived certificate").ok())
-    .and_then(|c| c.into_iter().next())
-    .filter(|c| c.serial == serial);
+    let read_key = |path: &std::path::Path| {
+        crate::fsread::read_regular(path, crate::fsread::PEM_MAX)
+            .ok()
+            .and_then(|b| String::from_utf8(b.to_vec()).ok())
+            .map(zeroize::Zeroizing::new)
+    };
+    let dir = state.archive_dir(name, serial);
+    let archived = crate::fsread::read_regular(&dir.join("cert.pem"), crate::fsread::PEM_MAX)
+        .ok()
+        .and_then(|b| crate::x509::parse_certs(&b, "archived certificate").ok())
+        .and_then(|c| c.into_iter().next())
+        .filter(|c| c.serial == serial);
     if let Some(c) = archived {
-        return Ok(c.der);
+        return Ok((c.der, read_key(&dir.join("key.pem"))));
     }
     let spec = config
         .certificates
@@ -342,7 +348,10 @@ fn issued_der(
         .find(|c| c.name == name)
         .ok_or_else(missing)?;
     match crate::observe::observe(spec, None) {
-        crate::policy::Seen::Present(p) if p.leaf.serial == serial => Ok(p.leaf.der),
+        // Observed as a matching pair: the key file holds this certificate's key.
+        crate::policy::Seen::Present(p) if p.leaf.serial == serial => {
+            Ok((p.leaf.der, read_key(crate::observe::key_path(spec))))
+        }
         _ => Err(missing()),
     }
 }

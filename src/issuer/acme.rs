@@ -8,6 +8,8 @@
 use super::{IssueError, IssueRequest, Issued, Issuer};
 use crate::config::AcmeSpec;
 use crate::dns01::Dns01;
+
+mod by_key;
 use crate::fsread::{read_regular, read_text, PEM_MAX};
 use crate::fsutil::{ensure_dir, write_atomic, FileSpec};
 use crate::model::San;
@@ -514,6 +516,16 @@ fn about_replaces(e: &instant_acme::Error) -> bool {
             .is_some_and(|d| d.to_ascii_lowercase().contains("replace"))
 }
 
+/// Whether the CA refused the account for this request: it does not know it, or the
+/// account may not do this (revoke a certificate another account ordered).
+fn refused_account(e: &instant_acme::Error) -> bool {
+    let instant_acme::Error::Api(p) = e else {
+        return false;
+    };
+    let kind = p.r#type.as_deref().unwrap_or("");
+    kind.ends_with(":accountDoesNotExist") || kind.ends_with(":unauthorized")
+}
+
 /// Whether the CA refused the account itself: it does not exist (any more), or it is
 /// deactivated or its key is not known there.
 fn account_gone(e: &instant_acme::Error) -> bool {
@@ -529,10 +541,16 @@ fn account_gone(e: &instant_acme::Error) -> bool {
 }
 
 impl AcmeIssuer {
-    /// Revokes a certificate this CA issued (`revokeCert`, signed with the account; a
-    /// CA that forgot the account gets a new one, as for an order). `reason`: one of
-    /// `certkeeper ca revoke`'s reason names.
-    pub fn revoke(&self, cert_der: &[u8], reason: Option<&str>) -> Result<(), AcmeError> {
+    /// Revokes a certificate this CA issued (`revokeCert`), signed with the stored
+    /// account; when there is none, or the CA refuses it (forgot it, or it did not order
+    /// this certificate), signed with the certificate's own key `key_pem` if given, else
+    /// with a new account. `reason`: one of `certkeeper ca revoke`'s reason names.
+    pub fn revoke(
+        &self,
+        cert_der: &[u8],
+        key_pem: Option<&str>,
+        reason: Option<&str>,
+    ) -> Result<(), AcmeError> {
         use instant_acme::{RevocationReason as R, RevocationRequest};
         use rcgen::RevocationReason as C;
         // The same names as the internal CA's (`trust::parse_reason`), checked there.
@@ -557,14 +575,37 @@ impl AcmeIssuer {
         };
         block_on(async {
             let fut = async {
-                let account = self.account().await?;
-                match account.revoke(&request).await {
-                    Err(e) if account_gone(&e) => {
-                        tracing::warn!(issuer = %self.spec.name, error = %e, "the ACME CA no longer knows the stored account; registering a new one to revoke");
-                        let account = self.register().await?;
-                        account.revoke(&request).await.map_err(|e| refused(&e))
+                let req = &request;
+                let by_key = |why: String| async move {
+                    tracing::warn!(issuer = %self.spec.name, reason = %why, "revoking with the certificate's own key");
+                    let http = self.http_client()?;
+                    by_key::revoke(
+                        http.as_ref(),
+                        &self.spec.directory,
+                        req,
+                        key_pem.expect("a key"),
+                    )
+                    .await
+                };
+                match self.stored_account().await? {
+                    Some(account) => match account.revoke(req).await {
+                        Err(e) if refused_account(&e) && key_pem.is_some() => {
+                            by_key(format!("the ACME CA refused the stored account: {e}")).await
+                        }
+                        Err(e) if account_gone(&e) => {
+                            tracing::warn!(issuer = %self.spec.name, error = %e, "the ACME CA no longer knows the stored account; registering a new one to revoke");
+                            let account = self.register().await?;
+                            account.revoke(req).await.map_err(|e| refused(&e))
+                        }
+                        other => other.map_err(|e| refused(&e)),
+                    },
+                    None if key_pem.is_some() => {
+                        by_key("no stored ACME account".to_string()).await
                     }
-                    other => other.map_err(|e| refused(&e)),
+                    None => {
+                        let account = self.account().await?;
+                        account.revoke(req).await.map_err(|e| refused(&e))
+                    }
                 }
             };
             match tokio::time::timeout(ISSUE_DEADLINE, fut).await {

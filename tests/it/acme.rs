@@ -700,6 +700,17 @@ fn acme_revocation_happens_at_the_acme_ca_and_never_on_the_internal_crl() {
     ));
     assert_eq!(pebble.status_of(&second), "Revoked");
     assert_ne!(norm(f.serial()), second);
+    // The account's credentials are lost: a new account could not revoke what the old
+    // one ordered, so the request is signed with the certificate's own key.
+    let third = norm(f.serial());
+    fs::remove_file(sb.state_dir().join("acme/pebble/account.json")).unwrap();
+    let r = sb.ck(&["revoke", "local"]);
+    r.ok()
+        .stderr_has("revoking with the certificate's own key")
+        .stdout_has(&format!(
+            "revoked serial {third} (`local`) at the ACME CA `pebble`"
+        ));
+    assert_eq!(pebble.status_of(&third), "Revoked");
     // And for an internal one: its CRL.
     let inside_serial = norm(CertDef::new("inside", Layout::Nginx).files(&sb).serial());
     sb.ck(&["revoke", "inside"])
