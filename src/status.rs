@@ -133,7 +133,26 @@ fn managed_rows(
                         .collect::<Vec<_>>()
                         .join(" | ")
                 });
-                (state.to_string(), detail, Some(*renew_at))
+                // A pair the internal CA issued as the fallback of an ACME issuer: the
+                // pass goes back to that issuer (as `reconcile` decides it).
+                let internal = crate::model::IssuerRef::Internal;
+                let on_fallback = match (&seen, ca) {
+                    (Seen::Present(p), Some(ca)) => {
+                        spec.issuer != internal
+                            && spec.fallback.contains(&internal)
+                            && crate::issuer::Issuer::issued(ca, &p.leaf, &p.chain)
+                    }
+                    _ => false,
+                };
+                if on_fallback && state == "ok" {
+                    let detail = format!(
+                        "issued by the fallback issuer `internal`; going back to `{}` at the next pass that reaches it",
+                        spec.issuer
+                    );
+                    ("fallback".to_string(), Some(detail), Some(now))
+                } else {
+                    (state.to_string(), detail, Some(*renew_at))
+                }
             }
             Verdict::Reissue(r) => (r.code().to_string(), Some(r.to_string()), Some(now)),
         };

@@ -793,12 +793,24 @@ fn acme_a_failing_ca_gives_way_to_the_fallback_issuer_and_back() {
     );
     // The fallback pair was fresh, so no second fallback either.
     assert_eq!(f.serial(), on_fallback);
+    // `status` names the state; `--check` calls for attention.
+    let row = sb.status_row("local");
+    assert_eq!(row["state"], "fallback", "{row}");
+    assert!(
+        row["detail"]
+            .as_str()
+            .unwrap()
+            .contains("going back to `pebble`"),
+        "{row}"
+    );
+    sb.ck(&["status", "--check"]).expect_code(1);
     // The ACME CA is back: the next renewal returns to it.
     pebble.restart();
     let r = sb.ck(&["renew", "--all"]);
     r.ok();
     verify_pebble(&pebble.root(), &f);
     assert_ne!(f.serial(), on_fallback);
+    assert_eq!(sb.status_row("local")["state"], "ok");
 }
 
 /// What the ARI responder answers for `renewalInfo`.
