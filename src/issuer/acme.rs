@@ -456,6 +456,15 @@ impl AcmeIssuer {
 }
 
 impl AcmeIssuer {
+    /// How long one issuance may take: the ACME exchange, plus for DNS-01 the wait for
+    /// the records and the provider's commands (each name's present and cleanup).
+    fn issue_deadline(&self) -> Duration {
+        match &self.spec.dns01 {
+            Some(d) => ISSUE_DEADLINE + d.propagation_timeout + d.timeout * 2,
+            None => ISSUE_DEADLINE,
+        }
+    }
+
     /// The challenge that proves `id`: DNS-01 for a wildcard (and for every name when
     /// http-01 is not configured), http-01 otherwise (and always for an IP address).
     fn challenge_for(
@@ -844,9 +853,10 @@ impl Issuer for AcmeIssuer {
             error,
         };
         let pem = block_on(async {
-            match tokio::time::timeout(ISSUE_DEADLINE, self.issue_async(csr_der, req, old)).await {
+            let deadline = self.issue_deadline();
+            match tokio::time::timeout(deadline, self.issue_async(csr_der, req, old)).await {
                 Ok(r) => r,
-                Err(_) => Err(AcmeError::Timeout(ISSUE_DEADLINE)),
+                Err(_) => Err(AcmeError::Timeout(deadline)),
             }
         })
         .and_then(|r| r)
