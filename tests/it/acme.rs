@@ -629,6 +629,7 @@ fn acme_a_ca_that_forgot_the_account_gets_a_new_one_and_the_renewal_succeeds() {
     let first = fs::read_to_string(&account).unwrap();
     pebble.restart();
     let r = sb.ck(&["renew", "--all", "--force"]);
+    eprintln!("account recovery, the log:\n{}", r.stderr);
     r.ok()
         .stderr_has("the ACME CA no longer knows the stored account");
     assert_eq!(
