@@ -224,9 +224,110 @@ pub fn replace_with(target: &Path, spec: &FileSpec) -> Result<(), FsError> {
 }
 
 pub fn sync_dir(dir: &Path) -> Result<(), FsError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io_err(dir, "cannot fsync directory"))
+    let d = File::open(dir).map_err(io_err(dir, "cannot fsync directory"))?;
+    sync_or_defer(&d, dir, "cannot fsync directory")
+}
+
+// ---------------------------------------------------------------------------------------
+// Group commit
+
+thread_local! {
+    /// While a [`GroupCommit`] is open on this thread: one descriptor per filesystem
+    /// whose flushes were put off, to `syncfs` at its next barrier.
+    static DEFERRED: std::cell::RefCell<Option<Vec<(u64, File)>>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Flushes `file` (data and metadata) now, or, inside a [`GroupCommit`], at its next
+/// barrier: then every file and directory written on the way is flushed by one
+/// `syncfs` per filesystem instead of one `fsync` each.
+pub fn sync_or_defer(file: &File, path: &Path, action: &'static str) -> Result<(), FsError> {
+    match defer(file) {
+        Ok(true) => Ok(()),
+        Ok(false) => file.sync_all().map_err(io_err(path, action)),
+        Err(e) => Err(io_err(path, action)(e)),
+    }
+}
+
+/// `fdatasync` now, or at the next barrier of the open [`GroupCommit`] (the ledger).
+pub fn data_sync_or_defer(file: &File) -> io::Result<()> {
+    match defer(file)? {
+        true => Ok(()),
+        false => file.sync_data(),
+    }
+}
+
+/// Inside a [`GroupCommit`], notes `file`'s filesystem for the next barrier: true.
+fn defer(file: &File) -> io::Result<bool> {
+    DEFERRED.with(|d| {
+        let mut d = d.borrow_mut();
+        let Some(list) = d.as_mut() else {
+            return Ok(false);
+        };
+        let dev = std::os::unix::fs::MetadataExt::dev(&file.metadata()?);
+        if !list.iter().any(|(seen, _)| *seen == dev) {
+            list.push((dev, file.try_clone()?));
+        }
+        Ok(true)
+    })
+}
+
+/// Durable file work done in batches on this thread (a group commit): while it is open,
+/// the fsyncs of files, directories and the ledger are put off to [`GroupCommit::barrier`],
+/// which flushes each filesystem written to once. The caller places the barriers where
+/// the order matters: every file's data before the rename that publishes it, every
+/// rename before the ledger says "installed". Dropping it ends the batch (a caller that
+/// returns early has published nothing that needed the flush).
+pub struct GroupCommit {
+    /// Not Send: the batch belongs to this thread's thread-local state.
+    _thread: std::marker::PhantomData<*const ()>,
+}
+
+impl GroupCommit {
+    /// Opens a batch on this thread (one at a time: a nested one is refused).
+    pub fn begin() -> GroupCommit {
+        DEFERRED.with(|d| {
+            let mut d = d.borrow_mut();
+            assert!(d.is_none(), "one group commit at a time on a thread");
+            *d = Some(Vec::new());
+        });
+        GroupCommit {
+            _thread: std::marker::PhantomData,
+        }
+    }
+
+    /// Makes everything written since the last barrier durable: one `syncfs` per
+    /// filesystem that was written to.
+    pub fn barrier(&self) -> Result<(), FsError> {
+        let pending = DEFERRED.with(|d| {
+            d.borrow_mut()
+                .as_mut()
+                .map(std::mem::take)
+                .unwrap_or_default()
+        });
+        for (_, fd) in &pending {
+            nix::unistd::syncfs(fd).map_err(|e| FsError::Io {
+                path: PathBuf::from("/proc/self/fd"),
+                action: "cannot flush the file system (syncfs)",
+                source: e.into(),
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Runs `f` with every flush done at once, as outside a batch: for the rare steps
+    /// whose order inside one certificate matters (moving plain files into a store).
+    pub fn durable<T>(f: impl FnOnce() -> T) -> T {
+        let saved = DEFERRED.with(|d| d.borrow_mut().take());
+        let out = f();
+        DEFERRED.with(|d| *d.borrow_mut() = saved);
+        out
+    }
+}
+
+impl Drop for GroupCommit {
+    fn drop(&mut self) {
+        DEFERRED.with(|d| *d.borrow_mut() = None);
+    }
 }
 
 /// An open directory, reached without following a symbolic link in any component of
@@ -439,22 +540,25 @@ impl Dir {
             .map_err(io_err(&path, "cannot set mode"))?;
         file.write_all(&spec.bytes)
             .map_err(io_err(&path, "cannot write"))?;
-        file.sync_all().map_err(io_err(&path, "cannot fsync"))
+        sync_or_defer(&file, &path, "cannot fsync")
     }
 
     /// Writes `name` atomically: a temporary file made here, renamed over `name`
-    /// (whatever it is), then this directory fsynced.
+    /// (whatever it is), then this directory fsynced. Always flushed at once, also
+    /// inside a [`GroupCommit`]: the rename must not come before the data.
     pub fn replace_file(&self, name: &std::ffi::OsStr, spec: &FileSpec) -> Result<(), FsError> {
-        let tmp = temp_name(Path::new(name));
-        let tmp = tmp.as_os_str();
-        let result = self
-            .create_file(tmp, spec)
-            .and_then(|()| self.rename(tmp, name))
-            .and_then(|()| self.sync());
-        if result.is_err() {
-            let _ = self.unlink(tmp);
-        }
-        result
+        GroupCommit::durable(|| {
+            let tmp = temp_name(Path::new(name));
+            let tmp = tmp.as_os_str();
+            let result = self
+                .create_file(tmp, spec)
+                .and_then(|()| self.rename(tmp, name))
+                .and_then(|()| self.sync());
+            if result.is_err() {
+                let _ = self.unlink(tmp);
+            }
+            result
+        })
     }
 
     /// Puts a symbolic link to `target` at `name`: a link made beside it, renamed
@@ -551,9 +655,7 @@ impl Dir {
     }
 
     pub fn sync(&self) -> Result<(), FsError> {
-        self.fd
-            .sync_all()
-            .map_err(io_err(&self.path, "cannot fsync directory"))
+        sync_or_defer(&self.fd, &self.path, "cannot fsync directory")
     }
 }
 

@@ -158,6 +158,54 @@ pub fn preflight(spec: &CertSpec) -> Result<(), FsError> {
 /// the pair `serial`. On error nothing a server would read has changed: the live paths
 /// show the pair they showed before (after a migration, through their new links).
 pub fn install(spec: &CertSpec, serial: &str, files: &[FileSpec]) -> Result<Installed, FsError> {
+    prepare(spec, serial, files)?.publish()
+}
+
+/// A new pair written beside the served one, not yet served: [`Prepared::publish`]
+/// makes it the served pair in one step. Inside a group commit, the barrier between
+/// the two makes its files durable first (for many certificates at once).
+#[derive(Debug)]
+pub struct Prepared {
+    how: Ready,
+}
+
+#[derive(Debug)]
+enum Ready {
+    /// Plain files are written and renamed in place at once (no store).
+    Done(Installed),
+    /// The pair directory `new` is written; `current` still names `previous`.
+    Store {
+        store: Store,
+        new: String,
+        previous: Option<String>,
+    },
+}
+
+impl Prepared {
+    /// Serves the new pair: `current` renamed to it (the store), or nothing left to do.
+    pub fn publish(self) -> Result<Installed, FsError> {
+        match self.how {
+            Ready::Done(installed) => Ok(installed),
+            Ready::Store {
+                store,
+                new,
+                previous,
+            } => {
+                store.point_current(&new)?;
+                Ok(Installed {
+                    how: How::Store {
+                        store,
+                        new,
+                        previous,
+                    },
+                })
+            }
+        }
+    }
+}
+
+/// Writes a new pair for `spec` without serving it yet (see [`Prepared`]).
+pub fn prepare(spec: &CertSpec, serial: &str, files: &[FileSpec]) -> Result<Prepared, FsError> {
     preflight(spec)?;
     let mut fields: Vec<(&'static str, &FileSpec, Live)> = Vec::new();
     for f in files {
@@ -170,11 +218,15 @@ pub fn install(spec: &CertSpec, serial: &str, files: &[FileSpec]) -> Result<Inst
             .expect("the layout renders only the certificate's own paths");
         fields.push((field, f, classify(spec, field, &f.path)?));
     }
+    let done = |installed| Prepared {
+        how: Ready::Done(installed),
+    };
+    // Plain files are renamed into place one by one: each flushed at once.
     if fields.iter().any(|(_, _, l)| *l == Live::Foreign) {
-        return write_files(&fields, true);
+        return fsutil::GroupCommit::durable(|| write_files(&fields, true)).map(done);
     }
     if !uses_store(spec) {
-        return write_files(&fields, false);
+        return fsutil::GroupCommit::durable(|| write_files(&fields, false)).map(done);
     }
     install_in_store(spec, serial, &fields)
 }
@@ -662,46 +714,60 @@ fn serial_in(bytes: &[u8]) -> Option<String> {
         })
 }
 
+/// Copies the pair the live paths show (plain files, or links into the store) into a
+/// pair directory of the store and points `current` at it; returns its name.
+fn migrate(
+    spec: &CertSpec,
+    store: &Store,
+    fields: &[(&'static str, &FileSpec, Live)],
+    previous: Option<&str>,
+) -> Result<String, FsError> {
+    let mut copies: Vec<(&'static str, FileSpec)> = Vec::new();
+    for (field, f, live) in fields {
+        let file = store_file(field);
+        let content = match live {
+            Live::File => read_nofollow(&f.path)?,
+            Live::Ours => match previous {
+                Some(current) => store.read(current, file)?,
+                None => None,
+            },
+            _ => None,
+        };
+        if let Some(copy) = content {
+            copies.push((file, copy));
+        }
+    }
+    let base = copies
+        .iter()
+        .find(|(file, _)| *file == "cert.pem")
+        .and_then(|(_, c)| serial_in(&c.bytes))
+        .unwrap_or_else(|| "pair".to_string());
+    let keep: Vec<&str> = previous.into_iter().collect();
+    let name = store.fresh_name(&base, &keep)?;
+    let refs: Vec<(&'static str, &FileSpec)> = copies.iter().map(|(n, s)| (*n, s)).collect();
+    store.write_pair(&name, &refs)?;
+    store.point_current(&name)?;
+    tracing::info!(certificate = %spec.name, pair = %name, store = %store.dir.display(), "moved the installed files into the store");
+    Ok(name)
+}
+
 fn install_in_store(
     spec: &CertSpec,
     serial: &str,
     fields: &[(&'static str, &FileSpec, Live)],
-) -> Result<Installed, FsError> {
+) -> Result<Prepared, FsError> {
     let store = Store::open(spec)?;
     store.remove_temp_links();
     let mut previous = store.current()?;
 
     // Migration: a live path that is a plain file shows part of the old pair. Copy the
     // pair the live paths show into the store and point `current` at it; then every
-    // link made below shows what its path showed before.
+    // link made below shows what its path showed before. Flushed step by step: the
+    // copy must be durable before `current` names it.
     if fields.iter().any(|(_, _, l)| *l == Live::File) {
-        let mut copies: Vec<(&'static str, FileSpec)> = Vec::new();
-        for (field, f, live) in fields {
-            let file = store_file(field);
-            let content = match live {
-                Live::File => read_nofollow(&f.path)?,
-                Live::Ours => match &previous {
-                    Some(current) => store.read(current, file)?,
-                    None => None,
-                },
-                _ => None,
-            };
-            if let Some(copy) = content {
-                copies.push((file, copy));
-            }
-        }
-        let base = copies
-            .iter()
-            .find(|(file, _)| *file == "cert.pem")
-            .and_then(|(_, c)| serial_in(&c.bytes))
-            .unwrap_or_else(|| "pair".to_string());
-        let keep: Vec<&str> = previous.iter().map(String::as_str).collect();
-        let name = store.fresh_name(&base, &keep)?;
-        let refs: Vec<(&'static str, &FileSpec)> = copies.iter().map(|(n, s)| (*n, s)).collect();
-        store.write_pair(&name, &refs)?;
-        store.point_current(&name)?;
-        tracing::info!(certificate = %spec.name, pair = %name, store = %store.dir.display(), "moved the installed files into the store");
-        previous = Some(name);
+        previous = Some(fsutil::GroupCommit::durable(|| {
+            migrate(spec, &store, fields, previous.as_deref())
+        })?);
     }
     let mut linked: std::collections::BTreeSet<&Path> = std::collections::BTreeSet::new();
     for (field, f, live) in fields {
@@ -727,9 +793,8 @@ fn install_in_store(
         .collect();
     store.write_pair(&new, &files)?;
     let previous = previous.filter(|p| store.complete(p));
-    store.point_current(&new)?;
-    Ok(Installed {
-        how: How::Store {
+    Ok(Prepared {
+        how: Ready::Store {
             store,
             new,
             previous,

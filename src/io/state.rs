@@ -33,6 +33,8 @@ pub const HELD_MARKER: &str = "lock.held";
 /// Suffix of an archived pair that is being removed (renamed first, so that a crash
 /// never leaves half a pair that looks whole).
 const PRUNED_SUFFIX: &str = ".pruned";
+/// An archive copy being written (`archive/NAME/.SERIAL.new/`), until it is durable.
+const STAGING_SUFFIX: &str = ".new";
 /// How `name` and `event` start in a ledger line, for [`quick_field`].
 const NAME_KEY: &str = "\"name\":\"";
 const EVENT_KEY: &str = "\"event\":\"";
@@ -327,41 +329,61 @@ impl StateDir {
         chain_pem: &str,
         key_pem: &str,
     ) -> Result<PathBuf, FsError> {
-        let dir = self.archive_dir(name, serial);
+        self.stage_archive(name, serial, cert_pem, chain_pem, key_pem)?
+            .publish(self)
+    }
+
+    /// Writes a new pair's archive copy under `archive/NAME/.SERIAL.new/`, to be put in
+    /// place by [`StagedArchive::publish`] once its files are durable (at once outside a
+    /// group commit; at the batch's barrier inside one).
+    pub fn stage_archive(
+        &self,
+        name: &str,
+        serial: &str,
+        cert_pem: &str,
+        chain_pem: &str,
+        key_pem: &str,
+    ) -> Result<StagedArchive, FsError> {
+        let dir = self.root.join("archive").join(name);
         // Made 0700 where missing, and never through a link: a link planted in the
-        // archive is refused, whatever it points at. Opened once for its three files.
-        let pair = crate::fsutil::Dir::open_or_create(&dir, 0o700, false)?;
-        for (file, bytes, mode) in [
-            ("cert.pem", cert_pem, 0o644),
-            ("chain.pem", chain_pem, 0o644),
-            ("key.pem", key_pem, 0o600),
-        ] {
-            let spec = FileSpec {
-                path: dir.join(file),
-                bytes: Zeroizing::new(bytes.as_bytes().to_vec()),
-                mode,
-                uid: None,
-                gid: None,
-                follow_symlinks: false,
-            };
-            pair.replace_file(std::ffi::OsStr::new(file), &spec)?;
+        // archive is refused, whatever it points at.
+        let parent = crate::fsutil::Dir::open_or_create(&dir, 0o700, false)?;
+        let staging = format!(".{serial}{STAGING_SUFFIX}");
+        if fs::symlink_metadata(dir.join(&staging)).is_ok() {
+            // What an interrupted archive of this serial left.
+            fs::remove_dir_all(dir.join(&staging))
+                .map_err(io_err(&dir.join(&staging), "cannot remove"))?;
         }
-        let newest_other = self
-            .archived_entries(name)?
-            .pairs
-            .into_iter()
-            .filter(|(_, s)| s != serial)
-            .map(|(t, _)| t)
-            .max();
-        let own = fs::metadata(&dir)
-            .and_then(|m| m.modified())
-            .map_err(io_err(&dir, "cannot inspect"))?;
-        if let Some(newest) = newest_other.filter(|t| own <= *t) {
-            fs::File::open(&dir)
-                .and_then(|d| d.set_modified(newest + std::time::Duration::from_micros(1)))
-                .map_err(io_err(&dir, "cannot set the time of an archived pair"))?;
+        let pair = parent.make_dir(&staging, 0o700)?;
+        let result = (|| {
+            for (file, bytes, mode) in [
+                ("cert.pem", cert_pem, 0o644),
+                ("chain.pem", chain_pem, 0o644),
+                ("key.pem", key_pem, 0o600),
+            ] {
+                let spec = FileSpec {
+                    path: dir.join(&staging).join(file),
+                    bytes: Zeroizing::new(bytes.as_bytes().to_vec()),
+                    mode,
+                    uid: None,
+                    gid: None,
+                    follow_symlinks: false,
+                };
+                pair.create_file(std::ffi::OsStr::new(file), &spec)?;
+            }
+            pair.sync()?;
+            parent.sync()
+        })();
+        if let Err(e) = result {
+            let _ = fs::remove_dir_all(dir.join(&staging));
+            return Err(e);
         }
-        Ok(dir)
+        Ok(StagedArchive {
+            name: name.to_string(),
+            serial: serial.to_string(),
+            parent,
+            staging,
+        })
     }
 
     /// What `archive/NAME/` holds.
@@ -388,7 +410,7 @@ impl StateDir {
                 continue;
             }
             if file_name.starts_with('.') {
-                if file_name.ends_with(PRUNED_SUFFIX) {
+                if file_name.ends_with(PRUNED_SUFFIX) || file_name.ends_with(STAGING_SUFFIX) {
                     found.leftovers.push(entry.path());
                 }
                 continue;
@@ -655,6 +677,52 @@ impl StateDir {
 }
 
 /// A name or serial that is one ordinary path component.
+/// A pair's archive copy written but not yet in place (see [`StateDir::stage_archive`]).
+pub struct StagedArchive {
+    name: String,
+    serial: String,
+    parent: crate::fsutil::Dir,
+    staging: String,
+}
+
+impl StagedArchive {
+    /// Renames the copy to `archive/NAME/SERIAL/` and makes it the newest of `name`'s
+    /// pairs. Its files must be durable by now (a group commit's barrier).
+    pub fn publish(self, state: &StateDir) -> Result<PathBuf, FsError> {
+        let dir = state.archive_dir(&self.name, &self.serial);
+        if fs::symlink_metadata(&dir).is_ok() {
+            // The same serial archived before (not by an issuance: serials are new).
+            let aside = format!(".{}{PRUNED_SUFFIX}", self.serial);
+            let _ = fs::remove_dir_all(dir.with_file_name(&aside));
+            self.parent.rename(
+                std::ffi::OsStr::new(&self.serial),
+                std::ffi::OsStr::new(&aside),
+            )?;
+        }
+        self.parent.rename(
+            std::ffi::OsStr::new(&self.staging),
+            std::ffi::OsStr::new(&self.serial),
+        )?;
+        self.parent.sync()?;
+        let newest_other = state
+            .archived_entries(&self.name)?
+            .pairs
+            .into_iter()
+            .filter(|(_, s)| *s != self.serial)
+            .map(|(t, _)| t)
+            .max();
+        let own = fs::metadata(&dir)
+            .and_then(|m| m.modified())
+            .map_err(io_err(&dir, "cannot inspect"))?;
+        if let Some(newest) = newest_other.filter(|t| own <= *t) {
+            fs::File::open(&dir)
+                .and_then(|d| d.set_modified(newest + std::time::Duration::from_micros(1)))
+                .map_err(io_err(&dir, "cannot set the time of an archived pair"))?;
+        }
+        Ok(dir)
+    }
+}
+
 fn is_plain_component(s: &str) -> bool {
     !s.is_empty() && !s.starts_with('.') && !s.contains('/') && !s.contains('\0')
 }
@@ -679,7 +747,7 @@ fn append_whole(file: &fs::File, path: &Path, size: u64, line: &[u8]) -> Result<
         }
     };
     let result = match written {
-        Ok(n) if n == line.len() => file.sync_data(),
+        Ok(n) if n == line.len() => crate::fsutil::data_sync_or_defer(file),
         Ok(n) => Err(io::Error::new(
             io::ErrorKind::WriteZero,
             format!(

@@ -296,7 +296,8 @@ impl AcmeIssuer {
         }
         let profile = req.profile.as_deref().or(self.spec.profile.as_deref());
         if let Some(p) = profile {
-            let offered: Vec<&str> = account.profiles().map(|m| m.name).collect();
+            let mut offered: Vec<&str> = account.profiles().map(|m| m.name).collect();
+            offered.sort_unstable();
             if !offered.contains(&p) {
                 let offers = match offered.is_empty() {
                     true => "it lists no profiles in its directory".to_string(),

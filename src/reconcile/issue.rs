@@ -15,18 +15,36 @@ pub fn request_for(spec: &CertSpec) -> IssueRequest {
     }
 }
 
-/// Issues a fresh pair for `spec`, archives and installs it. Nothing is written to the
-/// target paths unless the new pair is complete and consistent.
-pub(super) fn issue_and_install(
-    state: &StateDir,
+/// A new pair made and checked, and what the pass knows of it, before anything is
+/// recorded or written.
+pub(super) struct Pending<'a> {
+    pub spec: &'a CertSpec,
+    pub reason: Reason,
+    /// The issuer that signed it (a `fallback` one when the configured issuer failed).
+    pub issuer: String,
+    /// Facts for the ledger and the report.
+    pub notes: Vec<String>,
+    /// The leaf in place before, for a failure's report.
+    pub in_place: Option<CertInfo>,
+    pub built: Built,
+}
+
+/// A key and the certificate issued for it, checked.
+pub(super) struct Built {
+    key: PrivateKey,
+    issued: Issued,
+}
+
+/// Makes a key and a CSR for `spec`, has `issuer` sign it and checks what comes back.
+/// Nothing is written: unusable targets (a symlink, a file where a directory should
+/// be) are refused before anything is issued, so that a refused install leaves no trace
+/// in the CA.
+pub(super) fn build(
     spec: &CertSpec,
     issuer: &dyn Issuer,
-    reason: &Reason,
     now: OffsetDateTime,
     old: Option<&CertInfo>,
-) -> Result<(Issued, Installed), Failure> {
-    // Refuse unusable targets (a symlink, a file where a directory should be) before
-    // anything is issued, so that a refused install leaves no trace in the CA.
+) -> Result<Built, Failure> {
     crate::install::preflight(spec).map_err(|e| Failure::Refused(Arc::new(e)))?;
     let key = PrivateKey::generate(spec.key).map_err(|e| Failure::Key(e.to_string()))?;
     let req = request_for(spec);
@@ -48,23 +66,88 @@ pub(super) fn issue_and_install(
         .chain(issued.chain.iter().cloned())
         .collect();
     check_chain_order(&full).map_err(|e| returned(format!("a bad chain: {e}")))?;
-    let serial = issued.leaf.serial.clone();
+    Ok(Built { key, issued })
+}
 
+/// What putting one pair in place gave: the pair and its install, or why not.
+pub(super) type Stored = Result<(Issued, Installed), Failure>;
+
+/// Records, archives and installs every pair of `batch` as one group commit: first for
+/// all of them the ledger's `issued` line, the archive copy and the new pair beside the
+/// served one, then one flush per filesystem, then each pair served (one rename) and its
+/// archive copy put in place, then one flush again. Each pair's data is durable before
+/// the rename that serves it, each rename before the pass records the install; a crash
+/// at any point leaves every certificate with a complete pair. One result per item, in
+/// order; a failure of one leaves the others alone.
+pub(super) fn store_all<'a>(
+    state: &StateDir,
+    batch: Vec<Pending<'a>>,
+    now: OffsetDateTime,
+) -> Vec<(Pending<'a>, Stored)> {
+    let group = crate::fsutil::GroupCommit::begin();
+    let written: Vec<Result<_, Failure>> = batch.iter().map(|p| write(state, p, now)).collect();
+    let flushed = group.barrier().map_err(Arc::new);
+    let mut out = Vec::with_capacity(batch.len());
+    for (p, w) in batch.into_iter().zip(written) {
+        let result = w.and_then(|(archive, prepared)| {
+            if let Err(e) = &flushed {
+                return Err(Failure::State {
+                    what: "cannot make the new pair durable",
+                    error: e.clone(),
+                });
+            }
+            archive.publish(state).map_err(|e| Failure::State {
+                what: "cannot archive the new pair",
+                error: Arc::new(e),
+            })?;
+            let installed = prepared
+                .publish()
+                .map_err(|e| Failure::Install(Arc::new(e)))?;
+            Ok((p.built.issued.clone(), installed))
+        });
+        out.push((p, result));
+    }
+    if let Err(e) = group.barrier().map_err(Arc::new) {
+        // The renames may not survive a power loss: put every pair back and say so.
+        for (p, result) in &mut out {
+            if let Ok((_, installed)) = result {
+                if let Err(back) = installed.roll_back() {
+                    tracing::error!(certificate = %p.spec.name, error = %back, "cannot roll back after a failed flush");
+                }
+                *result = Err(Failure::State {
+                    what: "cannot make the install durable",
+                    error: e.clone(),
+                });
+            }
+        }
+    }
+    drop(group);
+    out
+}
+
+/// The first half of a group commit for one pair: the `issued` line, the archive copy
+/// and the pair beside the served one, all still to be flushed.
+fn write(
+    state: &StateDir,
+    p: &Pending,
+    now: OffsetDateTime,
+) -> Result<(crate::state::StagedArchive, crate::install::Prepared), Failure> {
+    let (spec, issued, key) = (p.spec, &p.built.issued, &p.built.key);
+    let serial = issued.leaf.serial.clone();
     let mut entry = LedgerEntry::new(now, "issued");
     entry.name = Some(spec.name.clone());
     entry.serial = Some(serial.clone());
-    entry.issuer = Some(issuer.id().to_string());
+    entry.issuer = Some(p.issuer.clone());
     entry.not_after = Some(issued.leaf.not_after);
     entry.sans = spec.sans.iter().map(|s| s.to_string()).collect();
-    entry.reason = Some(reason.code().to_string());
+    entry.reason = Some(p.reason.code().to_string());
     state.record(&entry).map_err(|e| Failure::State {
         what: "cannot record the new pair in the ledger",
         error: Arc::new(e),
     })?;
-
     let chain_pem: String = issued.chain.iter().map(|c| c.to_pem()).collect();
-    state
-        .archive(
+    let archive = state
+        .stage_archive(
             &spec.name,
             &serial,
             &issued.leaf.to_pem(),
@@ -75,8 +158,8 @@ pub(super) fn issue_and_install(
             what: "cannot archive the new pair",
             error: Arc::new(e),
         })?;
-
-    let files = render(spec, &key, &issued.leaf, &issued.chain);
-    let installed = install(spec, &serial, &files).map_err(|e| Failure::Install(Arc::new(e)))?;
-    Ok((issued, installed))
+    let files = render(spec, key, &issued.leaf, &issued.chain);
+    let prepared = crate::install::prepare(spec, &serial, &files)
+        .map_err(|e| Failure::Install(Arc::new(e)))?;
+    Ok((archive, prepared))
 }

@@ -7,7 +7,7 @@
 
 use crate::cache::{Learned, ObserveCache};
 use crate::config::{CertSpec, Config};
-use crate::install::{install, Installed, RolledBack};
+use crate::install::{Installed, RolledBack};
 use crate::issuer::{make_csr, InternalCa, IssueRequest, Issued, Issuer, Registry};
 use crate::keys::PrivateKey;
 use crate::layout::render;
@@ -27,7 +27,6 @@ pub mod plan;
 mod report;
 
 use apply::apply_to_servers;
-use issue::issue_and_install;
 pub use issue::request_for;
 use report::failed;
 
@@ -295,6 +294,69 @@ pub fn plan_for(
 }
 
 /// A new pair that has been issued and perhaps installed, on its way through the pass.
+/// How many new pairs one group commit puts in place at most: the flushes of a batch are
+/// shared, and memory stays bounded (each holds its key and chain until then).
+const GROUP_COMMIT: usize = 256;
+
+/// Records, archives and installs the pairs in `pending` as one group commit, and makes
+/// each a staged install (to reload and verify) or a failure.
+fn store_pending<'a>(
+    state: &StateDir,
+    pending: &mut Vec<issue::Pending<'a>>,
+    now: OffsetDateTime,
+    staged: &mut Vec<Staged<'a>>,
+    reports: &mut Vec<CertReport>,
+) {
+    if pending.is_empty() {
+        return;
+    }
+    let batch = std::mem::take(pending);
+    for (p, result) in issue::store_all(state, batch, now) {
+        match result {
+            Ok((issued, installed)) => {
+                // A leaf cut short to end with its CA is never silent.
+                let mut notes: Vec<String> = issued
+                    .clamped
+                    .map(|wanted| {
+                        let note = format!(
+                            "issued short: valid until {} instead of {}, because the CA that signs it expires then; create a new CA",
+                            rfc3339(issued.leaf.not_after),
+                            rfc3339(wanted)
+                        );
+                        tracing::warn!(certificate = %p.spec.name, "{note}");
+                        note
+                    })
+                    .into_iter()
+                    .collect();
+                for note in p.notes {
+                    tracing::warn!(certificate = %p.spec.name, "{note}");
+                    notes.push(note);
+                }
+                staged.push(Staged {
+                    spec: p.spec,
+                    reason: p.reason,
+                    issued,
+                    issuer: p.issuer,
+                    installed: Some(installed),
+                    error: None,
+                    notes,
+                })
+            }
+            Err(error) => {
+                tracing::error!(certificate = %p.spec.name, %error, "renewal failed; the installed files were left as they were");
+                reports.push(failed(
+                    state,
+                    p.spec,
+                    p.reason,
+                    error,
+                    p.in_place.as_ref(),
+                    now,
+                ));
+            }
+        }
+    }
+}
+
 struct Staged<'a> {
     spec: &'a CertSpec,
     reason: Reason,
@@ -418,6 +480,8 @@ pub fn run_pass(pass: Pass) -> (Vec<CertReport>, ServerActivity) {
     let mut ari_changed = false;
     // Certificates with a new pair in the archive (installed or not), pruned at the end.
     let mut attempted: Vec<&CertSpec> = Vec::new();
+    // New pairs made and checked, put in place together (one group commit).
+    let mut pending: Vec<issue::Pending> = Vec::new();
     let revoked = crate::trust::revoked_serials(state);
     let issuers = Registry::new(config, ca);
     let issuer_of = |spec: &CertSpec| issuers.get(&spec.issuer);
@@ -587,7 +651,7 @@ pub fn run_pass(pass: Pass) -> (Vec<CertReport>, ServerActivity) {
         // only one the same issuer made.
         let old =
             current.filter(|_| !matches!(reason, Reason::OnFallback(_) | Reason::IssuerChanged));
-        let mut result = issue_and_install(state, spec, issuer, &reason, now, old);
+        let mut result = issue::build(spec, issuer, now, old);
         let mut fell_back: Option<String> = None;
         if let Err(primary @ Failure::Issue { .. }) = &result {
             // A pair that came from a fallback issuer is not replaced by another one
@@ -604,7 +668,7 @@ pub fn run_pass(pass: Pass) -> (Vec<CertReport>, ServerActivity) {
                         continue;
                     };
                     tracing::warn!(certificate = %spec.name, issuer = %spec.issuer, fallback = %f, error = %primary, "the issuer failed and the certificate is close to its end (or missing): issuing from the fallback issuer");
-                    match issue_and_install(state, spec, other, &reason, now, None) {
+                    match issue::build(spec, other, now, None) {
                         Ok(done) => {
                             signer = other.id().to_string();
                             fell_back = Some(format!(
@@ -622,34 +686,18 @@ pub fn run_pass(pass: Pass) -> (Vec<CertReport>, ServerActivity) {
             }
         }
         match result {
-            Ok((issued, installed)) => {
-                // A leaf cut short to end with its CA is never silent.
-                let mut notes: Vec<String> = issued
-                    .clamped
-                    .map(|wanted| {
-                        let note = format!(
-                            "issued short: valid until {} instead of {}, because the CA that signs it expires then; create a new CA",
-                            rfc3339(issued.leaf.not_after),
-                            rfc3339(wanted)
-                        );
-                        tracing::warn!(certificate = %spec.name, "{note}");
-                        note
-                    })
-                    .into_iter()
-                    .collect();
-                if let Some(note) = fell_back {
-                    tracing::warn!(certificate = %spec.name, "{note}");
-                    notes.push(note);
-                }
-                staged.push(Staged {
+            Ok(built) => {
+                pending.push(issue::Pending {
                     spec,
                     reason,
-                    issued,
                     issuer: signer,
-                    installed: Some(installed),
-                    error: None,
-                    notes,
-                })
+                    notes: fell_back.into_iter().collect(),
+                    in_place: current.cloned(),
+                    built,
+                });
+                if pending.len() >= GROUP_COMMIT {
+                    store_pending(state, &mut pending, now, &mut staged, &mut reports);
+                }
             }
             Err(error) => {
                 tracing::error!(certificate = %spec.name, %error, "renewal failed; the installed files were left as they were");
@@ -657,6 +705,7 @@ pub fn run_pass(pass: Pass) -> (Vec<CertReport>, ServerActivity) {
             }
         }
     }
+    store_pending(state, &mut pending, now, &mut staged, &mut reports);
 
     // Trust targets (CA bundle, CRLs) follow the CA; their servers join this pass's
     // single round of config tests and reloads.

@@ -93,6 +93,11 @@ impl Pebble {
         if always_valid {
             env.push(("PEBBLE_VA_ALWAYS_VALID", "1".into()));
         }
+        if dns.is_some() {
+            // Every order validates its challenges (Pebble reuses half of the valid
+            // authorizations by default), so each DNS-01 test sees its records used.
+            env.push(("PEBBLE_AUTHZREUSE", "0".into()));
+        }
         let child = Pebble::spawn(dir, &env, dns.as_deref());
         let p = Pebble {
             child,
