@@ -424,6 +424,42 @@ impl StateDir {
     /// Remembers that the archived pair `serial` is the one installed for `name`
     /// (`archive/NAME/installed`), so that pruning never removes it.
     pub fn mark_installed(&self, name: &str, serial: &str) -> Result<(), FsError> {
+        crate::fsutil::GroupCommit::durable(|| self.stage_marker(name, serial)?.publish())
+    }
+
+    /// Many markers at once inside `group` (a group commit): each written beside its
+    /// place, one flush, then each renamed in place (flushed at `group`'s next barrier).
+    /// One result per item.
+    pub fn mark_installed_all(
+        &self,
+        group: &crate::fsutil::GroupCommit,
+        marks: &[(&str, &str)],
+    ) -> Vec<Result<(), FsError>> {
+        let staged: Vec<_> = marks
+            .iter()
+            .map(|(name, serial)| self.stage_marker(name, serial))
+            .collect();
+        if let Err(e) = group.barrier() {
+            let e = std::sync::Arc::new(e);
+            return staged
+                .iter()
+                .map(|_| {
+                    Err(FsError::Io {
+                        path: self.root.join("archive"),
+                        action: "cannot flush the install markers",
+                        source: io::Error::other(e.to_string()),
+                    })
+                })
+                .collect();
+        }
+        staged
+            .into_iter()
+            .map(|m| m.and_then(StagedMarker::publish))
+            .collect()
+    }
+
+    /// Writes `serial` to a temporary file beside `archive/NAME/installed`.
+    fn stage_marker(&self, name: &str, serial: &str) -> Result<StagedMarker, FsError> {
         let dir = self.root.join("archive").join(name);
         let marker = dir.join(INSTALLED_MARKER);
         if !is_plain_component(serial) || !is_plain_component(name) {
@@ -436,16 +472,18 @@ impl StateDir {
                 ),
             });
         }
+        let tmp = crate::fsutil::temp_name(Path::new(INSTALLED_MARKER));
         let spec = FileSpec {
-            path: marker,
+            path: dir.join(&tmp),
             bytes: Zeroizing::new(format!("{serial}\n").into_bytes()),
             mode: 0o600,
             uid: None,
             gid: None,
             follow_symlinks: false,
         };
-        crate::fsutil::Dir::open_or_create(&dir, 0o700, false)?
-            .replace_file(std::ffi::OsStr::new(INSTALLED_MARKER), &spec)
+        let parent = crate::fsutil::Dir::open_or_create(&dir, 0o700, false)?;
+        parent.create_file(tmp.as_os_str(), &spec)?;
+        Ok(StagedMarker { parent, tmp })
     }
 
     /// The serial of the pair installed for `name`: the install marker, or for an
@@ -677,6 +715,26 @@ impl StateDir {
 }
 
 /// A name or serial that is one ordinary path component.
+/// An install marker written beside its place.
+struct StagedMarker {
+    parent: crate::fsutil::Dir,
+    tmp: PathBuf,
+}
+
+impl StagedMarker {
+    /// Renames it in place; its data must be durable by now.
+    fn publish(self) -> Result<(), FsError> {
+        let result = self
+            .parent
+            .rename(self.tmp.as_os_str(), std::ffi::OsStr::new(INSTALLED_MARKER))
+            .and_then(|()| self.parent.sync());
+        if result.is_err() {
+            let _ = self.parent.unlink(self.tmp.as_os_str());
+        }
+        result
+    }
+}
+
 /// A pair's archive copy written but not yet in place (see [`StateDir::stage_archive`]).
 pub struct StagedArchive {
     name: String,

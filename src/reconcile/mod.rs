@@ -766,9 +766,27 @@ pub fn run_pass(pass: Pass) -> (Vec<CertReport>, ServerActivity) {
         activity.trust_pending = pending.into_iter().collect();
     }
 
+    // One group commit for the records of every install: the ledger lines and the
+    // archive markers flushed together.
+    let group = crate::fsutil::GroupCommit::begin();
+    let mut marks: Vec<(String, String)> = Vec::new();
     for st in staged {
-        reports.push(report::settle(state, ca, st, now));
+        let report = report::settle(state, ca, st, now);
+        if let Outcome::Renewed { serial, .. } = &report.outcome {
+            marks.push((report.name.clone(), serial.clone()));
+        }
+        reports.push(report);
     }
+    let refs: Vec<(&str, &str)> = marks.iter().map(|(n, s)| (n.as_str(), s.as_str())).collect();
+    for ((name, _), done) in marks.iter().zip(state.mark_installed_all(&group, &refs)) {
+        if let Err(err) = done {
+            tracing::warn!(certificate = %name, error = %err, "cannot mark the installed pair in the archive");
+        }
+    }
+    if let Err(err) = group.barrier() {
+        tracing::error!(error = %err, "cannot flush the records of this pass's installs");
+    }
+    drop(group);
     // The archive keeps the installed pair (and the one on disk, should they differ after
     // a crash) plus `archive.keep` superseded ones.
     for spec in attempted {

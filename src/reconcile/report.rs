@@ -40,9 +40,10 @@ fn record_failure(
     }
 }
 
-/// Settles one staged pair at the end of its pass: an install that held is recorded
-/// (ledger, archive marker) and reported renewed; one that failed is recorded as failed,
-/// reported with the certificate still in place. The pair is then kept (see `Drop`).
+/// Settles one staged pair at the end of its pass: an install that held is recorded in
+/// the ledger (the caller marks it in the archive) and reported renewed; one that failed
+/// is recorded as failed, reported with the certificate still in place. The pair is
+/// then kept (see `Drop`).
 pub(super) fn settle(
     state: &StateDir,
     ca: Option<&InternalCa>,
@@ -68,9 +69,6 @@ pub(super) fn settle(
             e.note = (!st.notes.is_empty()).then(|| st.notes.join("; "));
             if let Err(err) = state.record(&e) {
                 tracing::error!(certificate = %spec.name, error = %err, "cannot record the install in the ledger");
-            }
-            if let Err(err) = state.mark_installed(&spec.name, &leaf.serial) {
-                tracing::warn!(certificate = %spec.name, error = %err, "cannot mark the installed pair in the archive");
             }
             tracing::info!(certificate = %spec.name, serial = %leaf.serial, not_after = %rfc3339(leaf.not_after), reason = %st.reason, "installed");
             CertReport {
