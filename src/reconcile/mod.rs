@@ -777,7 +777,10 @@ pub fn run_pass(pass: Pass) -> (Vec<CertReport>, ServerActivity) {
         }
         reports.push(report);
     }
-    let refs: Vec<(&str, &str)> = marks.iter().map(|(n, s)| (n.as_str(), s.as_str())).collect();
+    let refs: Vec<(&str, &str)> = marks
+        .iter()
+        .map(|(n, s)| (n.as_str(), s.as_str()))
+        .collect();
     for ((name, _), done) in marks.iter().zip(state.mark_installed_all(&group, &refs)) {
         if let Err(err) = done {
             tracing::warn!(certificate = %name, error = %err, "cannot mark the installed pair in the archive");
