@@ -32,6 +32,7 @@ cargo deb --no-build --locked --output target/packages/
 stage=$(mktemp -d)
 trap 'rm -rf "$stage"' EXIT
 cp "$bin" systemd/certkeeper.service packaging/config.yaml README.md config/example.yaml \
+   packaging/prometheus/certkeeper-alerts.yml packaging/prometheus/certkeeper-alerts.test.yml \
    "$assets"/certkeeper.1.gz "$assets"/certkeeper.bash "$assets"/_certkeeper "$assets"/certkeeper.fish "$stage"/
 rpmbuild -bb packaging/certkeeper.spec \
     --define "_topdir $stage/rpm" \

@@ -13,6 +13,7 @@ echo "== rpm contents"
 rpm -qpl "$rpmfile"
 test "$(rpm -qp --configfiles "$rpmfile")" = /etc/certkeeper/config.yaml
 rpm -qp --scripts "$rpmfile" | grep -q daemon-reload
+rpm -qpl "$rpmfile" | grep -qx /usr/share/doc/certkeeper/certkeeper-alerts.yml
 
 echo "== install $deb"
 dpkg -i "$deb"
@@ -20,6 +21,7 @@ dpkg -i "$deb"
 test "$(stat -c %a /var/lib/certkeeper)" = 700
 test -f /usr/share/man/man1/certkeeper.1.gz
 test -f /usr/share/bash-completion/completions/certkeeper
+test -f /usr/share/doc/certkeeper/certkeeper-alerts.yml
 unit=/lib/systemd/system/certkeeper.service
 test -f "$unit"
 systemd-analyze verify "$unit"

@@ -31,6 +31,23 @@ if [ "${#need[@]}" -gt 0 ]; then
     [ -z "$policy" ] || $sudo rm -f "$policy"
 fi
 
+# promtool, for the metrics and alert-rule tests: Debian's prometheus package unpacked
+# under target/tools (not installed: no service to keep from starting).
+if ! command -v promtool >/dev/null 2>&1 && [ ! -x target/tools/usr/bin/promtool ]; then
+    mkdir -p target/tools
+    (
+        cd target/tools
+        apt-get download prometheus >/dev/null 2>&1 || {
+            sudo=""
+            [ "$(id -u)" -eq 0 ] || sudo=sudo
+            $sudo apt-get update -qq
+            apt-get download prometheus >/dev/null
+        }
+        dpkg-deb -x prometheus_*.deb .
+        rm -f prometheus_*.deb
+    )
+fi
+
 cargo fmt --check
 cargo clippy --locked --all-targets -- -D warnings
 cargo test --locked --all-targets

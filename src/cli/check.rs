@@ -32,6 +32,12 @@ pub fn run(arg: &ConfigArg, now: OffsetDateTime) -> Result<u8, CliError> {
         eprintln!("warning: {a}");
     }
     let code = u8::from(!alarms.is_empty());
+    // Valid, and said once here: browsers refuse them (the exit code stays).
+    for c in &config.certificates {
+        if c.key == crate::model::KeyType::Ed25519 {
+            eprintln!("warning: {}", ed25519_warning(&c.name, c.usage));
+        }
+    }
     if config.certificates.is_empty() && config.watched.is_empty() {
         println!("No certificates are declared yet: add them under `certificates:`.");
         return Ok(code);
@@ -47,4 +53,15 @@ pub fn run(arg: &ConfigArg, now: OffsetDateTime) -> Result<u8, CliError> {
         print!("{}", table(&rows, now, false));
     }
     Ok(code)
+}
+
+/// What an Ed25519 key means for the clients of certificate `name`.
+pub fn ed25519_warning(name: &str, usage: crate::model::Usage) -> String {
+    let whose = match usage {
+        crate::model::Usage::Client => "Chromium and Firefox (NSS) cannot import an Ed25519 client certificate",
+        _ => "Chromium and Firefox (NSS) refuse an Ed25519 server certificate (ERR_SSL_VERSION_OR_CIPHER_MISMATCH)",
+    };
+    format!(
+        "certificate `{name}` has an Ed25519 key: {whose}; use `key: ecdsa-p256` unless every client is known to accept Ed25519 (OpenSSL, Go, Java 15+, rustls do)"
+    )
 }

@@ -88,7 +88,8 @@ enum Command {
         #[arg(long)]
         dry_run: bool,
     },
-    /// Describe PEM files: certificates, chain order, whether keys match
+    /// Describe PEM or DER files (`-`: standard input): certificates, chain order, whether
+    /// keys match; exits 1 when a key matches none of the certificates or a chain is out of order
     Inspect {
         #[arg(required = true)]
         files: Vec<PathBuf>,

@@ -48,6 +48,7 @@ pub struct RawCa {
     pub permitted: Option<Vec<String>>,
     pub excluded: Option<Vec<String>>,
     pub key_passphrase_file: Option<String>,
+    pub allow_ed25519: Option<bool>,
 }
 
 /// The certificate fields that `defaults:` may also set.

@@ -60,6 +60,14 @@ impl Ctx {
             .common_name
             .unwrap_or_else(|| format!("{organization} Internal CA"));
         let key = self.key_type("ca.key", None, raw.key.as_deref().unwrap_or("ecdsa-p256"));
+        if key == Some(KeyType::Ed25519) && raw.allow_ed25519 != Some(true) {
+            self.err(
+                "ca.key",
+                None,
+                "an Ed25519 CA cannot be imported by NSS (Firefox, and Chromium on Linux): every site it signs breaks in those browsers; use ecdsa-p256 or ecdsa-p384, or set `ca.allow_ed25519: true` when no browser will ever trust this CA",
+            );
+            return None;
+        }
         let root = self.duration(
             "ca.root_lifetime",
             None,

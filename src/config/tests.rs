@@ -863,6 +863,19 @@ fn an_acme_profile_is_named_on_the_issuer_or_the_certificate_of_an_acme_issuer()
 }
 
 #[test]
+fn an_ed25519_ca_is_refused_unless_allowed() {
+    let e = one_error("state_dir: /tmp/s\nca:\n  key: ed25519\ncertificates: []\n");
+    assert_eq!(e.field, "ca.key");
+    assert!(
+        e.message.contains("NSS") && e.message.contains("ecdsa-p256"),
+        "{e}"
+    );
+    assert_eq!(e.line, Some(3));
+    let c = ok("state_dir: /tmp/s\nca:\n  key: ed25519\n  allow_ed25519: true\ncertificates: []\n");
+    assert_eq!(c.ca.key, KeyType::Ed25519);
+}
+
+#[test]
 fn fallback_names_other_known_issuers() {
     let base = "state_dir: /tmp/s\nissuers:\n  fleet:\n    acme: { directory: \"https://acme.example/d\", challenge: { http01: { webroot: /w } } }\ncertificates:\n  - name: www\n    issuer: fleet\n    sans: [www.example.com]\n    files: { layout: combined, cert: /tls/www.pem }\n";
     let c = ok(&format!("{base}    fallback: [internal]\n"));

@@ -297,6 +297,9 @@ pub async fn serve(
         ca_checked: None,
         drift_next: HashMap::new(),
     };
+    for c in &d.config.certificates {
+        d.metrics.declare(&c.name);
+    }
     if let Some(addr) = d.config.metrics {
         let listener = crate::metrics::bind(addr).await.map_err(|e| {
             DaemonError::Startup(format!("metrics.listen: cannot listen on {addr}: {e}"))
@@ -1049,6 +1052,12 @@ impl Daemon {
                 m.last_success
                     .get_or_create(&label)
                     .set(now.unix_timestamp());
+            }
+            if matches!(r.outcome, Outcome::Failed { .. }) {
+                m.failing.get_or_create(&label).set(1);
+                m.renewal_failures.get_or_create(&label).inc();
+            } else if track.failures == 0 {
+                m.failing.get_or_create(&label).set(0);
             }
             let result = match r.outcome {
                 Outcome::Renewed { .. } => Some("success"),

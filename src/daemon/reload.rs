@@ -90,6 +90,7 @@ impl Daemon {
             if let Some(t) = self.tracks.get_mut(name) {
                 t.next = self.clock.now();
             }
+            self.metrics.declare(name);
         }
         for (name, server) in &new.servers {
             if old.servers.get(name) != Some(server) {

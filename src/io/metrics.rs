@@ -1,5 +1,7 @@
-//! Prometheus metrics of the daemon, served as text at `/metrics` on `metrics.listen`.
-//! The HTTP side is deliberately tiny: one GET route, one response, connection closed.
+//! Prometheus metrics of the daemon, served as text at `/metrics` on `metrics.listen`:
+//! the classic text format (0.0.4) by default, OpenMetrics 1.0 when the scraper asks
+//! for it (`Accept: application/openmetrics-text`). The HTTP side is deliberately tiny:
+//! one GET route, one response, connection closed.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -66,6 +68,8 @@ pub struct Metrics {
     pub ca_rotation_blocked: Family<CaKindLabel, Gauge>,
     pub served_matches: Family<TargetLabel, Gauge>,
     pub served_verified: Family<TargetLabel, Gauge>,
+    pub failing: Family<NameLabel, Gauge>,
+    pub renewal_failures: Family<NameLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -80,6 +84,18 @@ impl Default for Metrics {
         let ca_rotation_blocked = Family::<CaKindLabel, Gauge>::default();
         let served_matches = Family::<TargetLabel, Gauge>::default();
         let served_verified = Family::<TargetLabel, Gauge>::default();
+        let failing = Family::<NameLabel, Gauge>::default();
+        let renewal_failures = Family::<NameLabel, Counter>::default();
+        registry.register(
+            "certificate_failing",
+            "1 while the last attempt to renew or install the certificate failed (also one never installed), else 0",
+            failing.clone(),
+        );
+        registry.register(
+            "renewal_failures",
+            "Failed attempts to renew or install the certificate",
+            renewal_failures.clone(),
+        );
         registry.register(
             "certificate_not_after_seconds",
             "notAfter of the certificate in place (Unix time), managed and watched",
@@ -135,15 +151,32 @@ impl Default for Metrics {
             ca_rotation_blocked,
             served_matches,
             served_verified,
+            failing,
+            renewal_failures,
         }
     }
 }
 
 impl Metrics {
+    /// The metrics in OpenMetrics 1.0 text.
     pub fn render(&self) -> String {
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("text encoding");
         out
+    }
+
+    /// The metrics in Prometheus' classic text format 0.0.4 (what `promtool check
+    /// metrics` reads): see [`classic`].
+    pub fn render_classic(&self) -> String {
+        classic(&self.render())
+    }
+
+    /// Creates the series of a managed certificate with their first values, so that
+    /// alerts see it from its first moment (also when it is never installed).
+    pub fn declare(&self, name: &str) {
+        let l = Self::name(name);
+        let _ = self.failing.get_or_create(&l);
+        let _ = self.renewal_failures.get_or_create(&l);
     }
 
     pub fn name(name: &str) -> NameLabel {
@@ -158,7 +191,65 @@ impl Metrics {
         self.not_after.remove(&l);
         self.next_renewal.remove(&l);
         self.last_success.remove(&l);
+        self.failing.remove(&l);
+        self.renewal_failures.remove(&l);
     }
+}
+
+/// OpenMetrics text turned into the classic format: counters and info metrics are
+/// named with their suffix in `# HELP`/`# TYPE` (`x_total` counter, `x_info` gauge),
+/// and the OpenMetrics-only lines (`# EOF`, `# UNIT`) are dropped.
+pub fn classic(openmetrics: &str) -> String {
+    let mut suffix: std::collections::HashMap<&str, (&str, &str)> = Default::default();
+    for line in openmetrics.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            match rest.split_once(' ') {
+                Some((name, "counter")) => {
+                    suffix.insert(name, ("_total", "counter"));
+                }
+                Some((name, "info")) => {
+                    suffix.insert(name, ("_info", "gauge"));
+                }
+                _ => {}
+            }
+        }
+    }
+    let mut out = String::with_capacity(openmetrics.len());
+    for line in openmetrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let meta = ["# HELP ", "# TYPE "]
+            .into_iter()
+            .find_map(|p| line.strip_prefix(p).map(|rest| (p, rest)));
+        match meta.and_then(|(p, rest)| {
+            let (name, text) = rest.split_once(' ').unwrap_or((rest, ""));
+            suffix
+                .get(name)
+                .map(|(sfx, kind)| (p, name, text, *sfx, *kind))
+        }) {
+            Some(("# TYPE ", name, _, sfx, kind)) => {
+                out.push_str(&format!("# TYPE {name}{sfx} {kind}\n"))
+            }
+            Some((p, name, text, sfx, _)) => out.push_str(&format!("{p}{name}{sfx} {text}\n")),
+            None => {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+    }
+    out
+}
+
+/// Whether a request asks for OpenMetrics (`Accept: application/openmetrics-text`).
+fn wants_openmetrics(head: &str) -> bool {
+    head.lines().any(|l| {
+        l.split_once(':').is_some_and(|(k, v)| {
+            k.trim().eq_ignore_ascii_case("accept")
+                && v.to_ascii_lowercase()
+                    .contains("application/openmetrics-text")
+        })
+    })
 }
 
 /// Serves `/metrics` until the task is dropped.
@@ -190,10 +281,15 @@ pub async fn serve(listener: tokio::net::TcpListener, metrics: Arc<Metrics>) {
             let head = String::from_utf8_lossy(&buf[..n]);
             let (status, ctype, body) = match head.split_whitespace().take(2).collect::<Vec<_>>()[..]
             {
-                ["GET", "/metrics"] => (
+                ["GET", "/metrics"] if wants_openmetrics(&head) => (
                     "200 OK",
                     "application/openmetrics-text; version=1.0.0; charset=utf-8",
                     metrics.render(),
+                ),
+                ["GET", "/metrics"] => (
+                    "200 OK",
+                    "text/plain; version=0.0.4; charset=utf-8",
+                    metrics.render_classic(),
                 ),
                 ["GET", _] => ("404 Not Found", "text/plain", "see /metrics\n".to_string()),
                 _ => (
@@ -214,4 +310,54 @@ pub async fn serve(listener: tokio::net::TcpListener, metrics: Arc<Metrics>) {
 
 pub async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
     tokio::net::TcpListener::bind(addr).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_classic_format_names_counters_and_info_with_their_suffix() {
+        let m = Metrics::default();
+        m.declare("www");
+        m.renewals
+            .get_or_create(&RenewalLabel {
+                name: "www".into(),
+                result: "success".into(),
+            })
+            .inc();
+        let open = m.render();
+        assert!(open.ends_with("# EOF\n"), "{open}");
+        assert!(open.contains("# TYPE certkeeper_build info"), "{open}");
+        let text = m.render_classic();
+        assert!(!text.contains("# EOF"), "{text}");
+        assert!(
+            text.contains("# TYPE certkeeper_renewals_total counter\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# HELP certkeeper_renewals_total Renewal attempts by result."),
+            "{text}"
+        );
+        assert!(
+            text.contains("certkeeper_renewals_total{name=\"www\",result=\"success\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# TYPE certkeeper_build_info gauge\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("certkeeper_renewal_failures_total{name=\"www\"} 0\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("certkeeper_certificate_failing{name=\"www\"} 0\n"),
+            "{text}"
+        );
+        assert!(wants_openmetrics("GET /metrics HTTP/1.1\r\nAccept: application/openmetrics-text;version=1.0.0,text/plain;q=0.5\r\n"));
+        assert!(!wants_openmetrics(
+            "GET /metrics HTTP/1.1\r\nAccept: text/plain\r\n"
+        ));
+    }
 }

@@ -1003,6 +1003,71 @@ fn inspect_describes_an_installed_pair() {
         .stdout_has("chain: in order");
 }
 
+/// DER input (a file, or standard input with `-`) is described like PEM; a key that
+/// matches none of the certificates given, or a chain out of order, exits 1.
+#[test]
+fn inspect_reads_der_and_standard_input_and_its_exit_code_says_whether_keys_match() {
+    let sb = Sandbox::new();
+    let (www, api) = (
+        CertDef::new("www", Layout::Nginx),
+        CertDef::new("api", Layout::Nginx),
+    );
+    sb.write_certs(&[www.clone(), api.clone()]);
+    sb.renew_all().ok();
+    let (w, a) = (www.files(&sb), api.files(&sb));
+    let der = sb.path("www.der");
+    openssl(&[
+        "x509",
+        "-in",
+        path_str(&w.cert),
+        "-outform",
+        "DER",
+        "-out",
+        path_str(&der),
+    ])
+    .ok();
+    let r = sb.run(&["inspect", path_str(&der)]);
+    r.ok()
+        .stdout_has("CN=www.example.internal")
+        .stdout_has(&format!("serial:    {}", w.serial()));
+    let out = sb
+        .command(&["inspect", "-"])
+        .stdin(fs::File::open(&der).unwrap())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("(standard input):") && text.contains("CN=www.example.internal"),
+        "{text}"
+    );
+    // api's key against www's certificate: a mismatch, exit 1.
+    let r = sb.run(&[
+        "inspect",
+        path_str(&w.cert),
+        path_str(a.key.as_ref().unwrap()),
+    ]);
+    r.expect_code(1)
+        .stdout_has("matches none of the certificates given");
+    // A chain out of order: exit 1.
+    let chain = fs::read_to_string(&w.cert).unwrap();
+    let blocks: Vec<&str> = chain
+        .split_inclusive("-----END CERTIFICATE-----\n")
+        .collect();
+    let reversed = sb.path("reversed.pem");
+    fs::write(&reversed, blocks.iter().rev().copied().collect::<String>()).unwrap();
+    sb.run(&["inspect", path_str(&reversed)])
+        .expect_code(1)
+        .stdout_has("chain: WRONG");
+    // The matching pair: exit 0.
+    sb.run(&[
+        "inspect",
+        path_str(&w.cert),
+        path_str(w.key.as_ref().unwrap()),
+    ])
+    .ok();
+}
+
 #[test]
 fn inspect_reports_a_damaged_file() {
     let sb = Sandbox::new();
@@ -1349,4 +1414,40 @@ fn status_check_reports_each_problem_and_exits_1_until_all_is_in_order() {
     .unwrap();
     let r = sb.ck(&["status", "--check"]);
     r.expect_code(1).stdout_has("\nwww: damaged");
+}
+
+/// `check` names what browsers do with Ed25519: a warning for each Ed25519 leaf (the
+/// configuration is valid: exit 0), a refusal for an Ed25519 CA unless allowed (exit 2).
+#[test]
+fn check_warns_that_browsers_refuse_ed25519_and_refuses_an_ed25519_ca_unless_allowed() {
+    let sb = Sandbox::new();
+    sb.write_config_with(
+        "",
+        &[],
+        &[
+            CertDef::new("www", Layout::Nginx).key("ed25519"),
+            CertDef::new("probe", Layout::Nginx)
+                .key("ed25519")
+                .usage("client"),
+            CertDef::new("api", Layout::Nginx),
+        ],
+    );
+    let r = sb.ck(&["check"]);
+    r.ok()
+        .stderr_has("certificate `www` has an Ed25519 key: Chromium and Firefox (NSS) refuse an Ed25519 server certificate (ERR_SSL_VERSION_OR_CIPHER_MISMATCH); use `key: ecdsa-p256`")
+        .stderr_has("certificate `probe` has an Ed25519 key: Chromium and Firefox (NSS) cannot import an Ed25519 client certificate");
+    assert!(!r.stderr.contains("`api`"), "{r:?}");
+    let yaml = fs::read_to_string(sb.path("config.yaml")).unwrap();
+    sb.write_config(&yaml.replace(
+        "  common_name: Test CA\n",
+        "  common_name: Test CA\n  key: ed25519\n",
+    ));
+    let r = sb.ck(&["check"]);
+    r.expect_code(2).stderr_has("field `ca.key`");
+    assert!(r.stderr.contains("ca.allow_ed25519: true"), "{r:?}");
+    sb.write_config(&yaml.replace(
+        "  common_name: Test CA\n",
+        "  common_name: Test CA\n  key: ed25519\n  allow_ed25519: true\n",
+    ));
+    sb.ck(&["check"]).ok();
 }

@@ -608,13 +608,125 @@ fn free_port() -> u16 {
 }
 
 fn http_get(port: u16, path: &str) -> Option<String> {
+    http_get_with(port, path, "")
+}
+
+/// GET with extra header lines (each ending in CRLF).
+fn http_get_with(port: u16, path: &str, headers: &str) -> Option<String> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").ok()?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\n{headers}\r\n").ok()?;
     let mut out = String::new();
     s.read_to_string(&mut out).ok()?;
     Some(out)
+}
+
+/// `promtool` from Debian's `prometheus` package: on the PATH, or unpacked by
+/// `tests/run.sh` under `target/tools/`.
+fn promtool() -> std::path::PathBuf {
+    let unpacked =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/tools/usr/bin/promtool");
+    if unpacked.exists() {
+        return unpacked;
+    }
+    std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+        .map(|d| d.join("promtool"))
+        .find(|p| p.exists())
+        .expect(
+            "promtool: run tests/run.sh (it unpacks Debian's prometheus package into target/tools)",
+        )
+}
+
+/// The scrape lints clean with `promtool check metrics` (the classic text format by
+/// default, OpenMetrics when asked for); a certificate that can never be installed is
+/// `failing` with its failures counted from zero; the shipped alert rules pass their
+/// `promtool test rules` (never-installed and starved renewals among them).
+#[test]
+fn metrics_lint_with_promtool_and_the_shipped_alert_rules_pass_their_tests() {
+    let sb = Sandbox::new();
+    let www = CertDef::new("www", Layout::Nginx);
+    // A file where its directory should be: it can never be installed.
+    fs::write(sb.path("blocker"), "not a directory\n").unwrap();
+    let broken = CertDef::new("broken", Layout::Combined);
+    config_with_server(&sb, &[www, broken]);
+    let port = free_port();
+    let text = fs::read_to_string(sb.config_path()).unwrap();
+    let blocked = sb.path("blocker/broken.pem");
+    let text = text
+        .replace(
+            "certificates:\n",
+            &format!("metrics:\n  listen: 127.0.0.1:{port}\ncertificates:\n"),
+        )
+        .replace(
+            &sb.path("tls/broken.pem").display().to_string(),
+            &blocked.display().to_string(),
+        );
+    fs::write(sb.config_path(), text).unwrap();
+    let mut d = Daemon::start(&sb, &[]);
+    assert!(d.wait_notify("READY=1", READY), "{}", d.log());
+    let mut scrape = String::new();
+    let failing = wait_until(Duration::from_secs(20), || {
+        scrape = http_get(port, "/metrics").unwrap_or_default();
+        scrape.contains("certkeeper_certificate_failing{name=\"broken\"} 1")
+    });
+    assert!(failing, "broken is not failing:\n{scrape}\n{}", d.log());
+    assert!(
+        scrape.contains("Content-Type: text/plain; version=0.0.4"),
+        "{scrape}"
+    );
+    for needle in [
+        "certkeeper_certificate_failing{name=\"www\"} 0",
+        "certkeeper_renewal_failures_total{name=\"www\"} 0",
+        "# TYPE certkeeper_renewal_failures_total counter",
+        "certkeeper_ca_not_after_seconds{ca=\"root\",generation=\"1\"}",
+    ] {
+        assert!(scrape.contains(needle), "{needle} missing in:\n{scrape}");
+    }
+    assert!(
+        !scrape.contains("certkeeper_certificate_not_after_seconds{name=\"broken\"}"),
+        "{scrape}"
+    );
+    let body = scrape.split_once("\r\n\r\n").unwrap().1.to_string();
+    let mut lint = std::process::Command::new(promtool())
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        lint.stdin
+            .take()
+            .unwrap()
+            .write_all(body.as_bytes())
+            .unwrap();
+    }
+    let out = lint.wait_with_output().unwrap();
+    assert!(
+        out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
+        "promtool check metrics: {out:?}\n{body}"
+    );
+    let open = http_get_with(
+        port,
+        "/metrics",
+        "Accept: application/openmetrics-text; version=1.0.0\r\n",
+    )
+    .unwrap();
+    assert!(
+        open.contains("Content-Type: application/openmetrics-text"),
+        "{open}"
+    );
+    assert!(open.ends_with("# EOF\n"), "{open}");
+    drop(d);
+    let rules = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/prometheus");
+    let out = std::process::Command::new(promtool())
+        .args(["test", "rules", "certkeeper-alerts.test.yml"])
+        .current_dir(&rules)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "promtool test rules: {out:?}");
 }
 
 #[test]
