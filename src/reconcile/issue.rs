@@ -29,6 +29,81 @@ pub(super) struct Pending<'a> {
     pub built: Built,
 }
 
+/// How many certificates of the internal CA a pass renews at once before their pairs
+/// are built on several threads.
+const PARALLEL_FROM: usize = 8;
+
+/// A certificate to renew, with what its pass decided.
+pub(super) struct Queued<'a, 'i> {
+    pub spec: &'a CertSpec,
+    pub reason: Reason,
+    pub issuer: &'i dyn Issuer,
+    /// The pair it replaces, for the CA's renewal information (same issuer only).
+    pub old: Option<CertInfo>,
+    /// The leaf in place, for fallback timing and a failure's report.
+    pub in_place: Option<CertInfo>,
+}
+
+/// Builds a pair for each queued certificate: those of the internal CA on all cores
+/// (key generation and signing are the work), the others (ACME orders, whose http-01
+/// responder has one port) one after the other. Results in order; once `cancel` is set
+/// (SIGTERM), no new build starts and the certificates not built are left out.
+pub(super) fn build_all<'a, 'i>(
+    queued: Vec<Queued<'a, 'i>>,
+    now: OffsetDateTime,
+    cancel: &AtomicBool,
+) -> Vec<(Queued<'a, 'i>, Result<Built, Failure>)> {
+    let stop = || cancel.load(Ordering::Relaxed);
+    let local = |q: &Queued| q.issuer.id() == crate::model::IssuerRef::INTERNAL;
+    let mut results: Vec<Option<Result<Built, Failure>>> = queued.iter().map(|_| None).collect();
+    let parallel: Vec<usize> = (0..queued.len()).filter(|i| local(&queued[*i])).collect();
+    // Threads pay off for batches, not for the one or two certificates of most passes.
+    let workers = match parallel.len() {
+        n if n < PARALLEL_FROM => 1,
+        n => std::thread::available_parallelism()
+            .map(|c| c.get())
+            .unwrap_or(1)
+            .min(n),
+    };
+    if workers > 1 {
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let done: Vec<(usize, Result<Built, Failure>)> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..workers)
+                .map(|_| {
+                    scope.spawn(|| {
+                        let mut out = Vec::new();
+                        while !stop() {
+                            let k = next.fetch_add(1, Ordering::Relaxed);
+                            let Some(&i) = parallel.get(k) else { break };
+                            let q = &queued[i];
+                            out.push((i, build(q.spec, q.issuer, now, q.old.as_ref())));
+                        }
+                        out
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .flat_map(|h| h.join().expect("a build thread"))
+                .collect()
+        });
+        for (i, r) in done {
+            results[i] = Some(r);
+        }
+    }
+    let mut out = Vec::with_capacity(queued.len());
+    for (q, r) in queued.into_iter().zip(results) {
+        let r = match r {
+            Some(r) => r,
+            // Not built by the workers: they stopped (cancelled), or there were none.
+            None if stop() || (workers > 1 && local(&q)) => continue,
+            None => build(q.spec, q.issuer, now, q.old.as_ref()),
+        };
+        out.push((q, r));
+    }
+    out
+}
+
 /// A key and the certificate issued for it, checked.
 pub(super) struct Built {
     key: PrivateKey,

@@ -298,6 +298,69 @@ pub fn plan_for(
 /// shared, and memory stays bounded (each holds its key and chain until then).
 const GROUP_COMMIT: usize = 256;
 
+/// A pair built (or not) for a queued certificate: a failed issuance may fall back to the
+/// certificate's `fallback` issuers (one after the other, here); a pair goes to
+/// `pending`, a failure to the reports.
+fn settle_built<'a>(
+    state: &StateDir,
+    issuers: &Registry,
+    q: issue::Queued<'a, '_>,
+    mut result: Result<issue::Built, Failure>,
+    now: OffsetDateTime,
+    pending: &mut Vec<issue::Pending<'a>>,
+    reports: &mut Vec<CertReport>,
+) {
+    let spec = q.spec;
+    let mut signer = q.issuer.id().to_string();
+    let mut fell_back: Option<String> = None;
+    if let Err(primary @ Failure::Issue { .. }) = &result {
+        // A pair that came from a fallback issuer is not replaced by another one
+        // while it is fine: the attempt to go back just failed, that is all.
+        let on_fallback = matches!(q.reason, Reason::OnFallback(_));
+        if !spec.fallback.is_empty()
+            && !on_fallback
+            && crate::policy::fallback_due(spec, q.in_place.as_ref(), now)
+        {
+            let primary = primary.to_string();
+            for f in &spec.fallback {
+                let Some(other) = issuers.get(f) else {
+                    tracing::error!(certificate = %spec.name, fallback = %f, "the fallback issuer is not available");
+                    continue;
+                };
+                tracing::warn!(certificate = %spec.name, issuer = %spec.issuer, fallback = %f, error = %primary, "the issuer failed and the certificate is close to its end (or missing): issuing from the fallback issuer");
+                match issue::build(spec, other, now, None) {
+                    Ok(done) => {
+                        signer = other.id().to_string();
+                        fell_back = Some(format!(
+                            "issued by the fallback issuer `{f}` because `{}` failed: {primary}; the next renewal tries `{}` again",
+                            spec.issuer, spec.issuer
+                        ));
+                        result = Ok(done);
+                        break;
+                    }
+                    Err(e) => {
+                        tracing::error!(certificate = %spec.name, fallback = %f, error = %e, "the fallback issuer failed too")
+                    }
+                }
+            }
+        }
+    }
+    match result {
+        Ok(built) => pending.push(issue::Pending {
+            spec,
+            reason: q.reason,
+            issuer: signer,
+            notes: fell_back.into_iter().collect(),
+            in_place: q.in_place,
+            built,
+        }),
+        Err(error) => {
+            tracing::error!(certificate = %spec.name, %error, "renewal failed; the installed files were left as they were");
+            reports.push(failed(state, spec, q.reason, error, q.in_place.as_ref(), now));
+        }
+    }
+}
+
 /// Records, archives and installs the pairs in `pending` as one group commit, and makes
 /// each a staged install (to reload and verify) or a failure.
 fn store_pending<'a>(
@@ -480,7 +543,9 @@ pub fn run_pass(pass: Pass) -> (Vec<CertReport>, ServerActivity) {
     let mut ari_changed = false;
     // Certificates with a new pair in the archive (installed or not), pruned at the end.
     let mut attempted: Vec<&CertSpec> = Vec::new();
-    // New pairs made and checked, put in place together (one group commit).
+    // Certificates to renew, built together (on all cores for the internal CA), then
+    // put in place together (one group commit).
+    let mut queued: Vec<issue::Queued> = Vec::new();
     let mut pending: Vec<issue::Pending> = Vec::new();
     let revoked = crate::trust::revoked_serials(state);
     let issuers = Registry::new(config, ca);
@@ -646,64 +711,28 @@ pub fn run_pass(pass: Pass) -> (Vec<CertReport>, ServerActivity) {
         };
         tracing::info!(certificate = %spec.name, reason = %reason, "renewing");
         attempted.push(spec);
-        let mut signer = issuer.id().to_string();
         // The pair this one replaces, for the CA's renewal information (ACME `replaces`):
         // only one the same issuer made.
-        let old =
-            current.filter(|_| !matches!(reason, Reason::OnFallback(_) | Reason::IssuerChanged));
-        let mut result = issue::build(spec, issuer, now, old);
-        let mut fell_back: Option<String> = None;
-        if let Err(primary @ Failure::Issue { .. }) = &result {
-            // A pair that came from a fallback issuer is not replaced by another one
-            // while it is fine: the attempt to go back just failed, that is all.
-            let on_fallback = matches!(reason, Reason::OnFallback(_));
-            if !spec.fallback.is_empty()
-                && !on_fallback
-                && crate::policy::fallback_due(spec, current, now)
-            {
-                let primary = primary.to_string();
-                for f in &spec.fallback {
-                    let Some(other) = issuers.get(f) else {
-                        tracing::error!(certificate = %spec.name, fallback = %f, "the fallback issuer is not available");
-                        continue;
-                    };
-                    tracing::warn!(certificate = %spec.name, issuer = %spec.issuer, fallback = %f, error = %primary, "the issuer failed and the certificate is close to its end (or missing): issuing from the fallback issuer");
-                    match issue::build(spec, other, now, None) {
-                        Ok(done) => {
-                            signer = other.id().to_string();
-                            fell_back = Some(format!(
-                                "issued by the fallback issuer `{f}` because `{}` failed: {primary}; the next renewal tries `{}` again",
-                                spec.issuer, spec.issuer
-                            ));
-                            result = Ok(done);
-                            break;
-                        }
-                        Err(e) => {
-                            tracing::error!(certificate = %spec.name, fallback = %f, error = %e, "the fallback issuer failed too")
-                        }
-                    }
-                }
+        let old = current
+            .filter(|_| !matches!(reason, Reason::OnFallback(_) | Reason::IssuerChanged))
+            .cloned();
+        queued.push(issue::Queued {
+            spec,
+            reason,
+            issuer,
+            old,
+            in_place: current.cloned(),
+        });
+        if queued.len() >= GROUP_COMMIT {
+            let built = issue::build_all(std::mem::take(&mut queued), now, cancel);
+            for (q, result) in built {
+                settle_built(state, &issuers, q, result, now, &mut pending, &mut reports);
             }
+            store_pending(state, &mut pending, now, &mut staged, &mut reports);
         }
-        match result {
-            Ok(built) => {
-                pending.push(issue::Pending {
-                    spec,
-                    reason,
-                    issuer: signer,
-                    notes: fell_back.into_iter().collect(),
-                    in_place: current.cloned(),
-                    built,
-                });
-                if pending.len() >= GROUP_COMMIT {
-                    store_pending(state, &mut pending, now, &mut staged, &mut reports);
-                }
-            }
-            Err(error) => {
-                tracing::error!(certificate = %spec.name, %error, "renewal failed; the installed files were left as they were");
-                reports.push(failed(state, spec, reason, error, current, now));
-            }
-        }
+    }
+    for (q, result) in issue::build_all(std::mem::take(&mut queued), now, cancel) {
+        settle_built(state, &issuers, q, result, now, &mut pending, &mut reports);
     }
     store_pending(state, &mut pending, now, &mut staged, &mut reports);
 
