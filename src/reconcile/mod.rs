@@ -356,7 +356,14 @@ fn settle_built<'a>(
         }),
         Err(error) => {
             tracing::error!(certificate = %spec.name, %error, "renewal failed; the installed files were left as they were");
-            reports.push(failed(state, spec, q.reason, error, q.in_place.as_ref(), now));
+            reports.push(failed(
+                state,
+                spec,
+                q.reason,
+                error,
+                q.in_place.as_ref(),
+                now,
+            ));
         }
     }
 }
