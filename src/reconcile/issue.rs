@@ -216,7 +216,14 @@ fn write(
     entry.not_after = Some(issued.leaf.not_after);
     entry.sans = spec.sans.iter().map(|s| s.to_string()).collect();
     entry.reason = Some(p.reason.code().to_string());
-    state.record(&entry).map_err(|e| Failure::State {
+    // Plain files (no store, or written through links of the user's own) are renamed
+    // into place while this batch is written: their `issued` line is flushed first.
+    let plain = !crate::install::uses_store(spec) || spec.follow_symlinks;
+    let recorded = match plain {
+        true => crate::fsutil::GroupCommit::durable(|| state.record(&entry)),
+        false => state.record(&entry),
+    };
+    recorded.map_err(|e| Failure::State {
         what: "cannot record the new pair in the ledger",
         error: Arc::new(e),
     })?;
