@@ -69,8 +69,10 @@ enum Command {
         /// For monitoring (Nagios/Icinga-style checks, systemd timers): a summary line,
         /// then one line per problem; exit 0 when all is well, 1 when anything is due,
         /// expiring, failing or broken, or the CA cannot rotate
-        #[arg(long, conflicts_with = "json")]
+        #[arg(long, conflicts_with_all = ["json", "names"])]
         check: bool,
+        /// Certificates to show one by one, with every detail (managed or watched)
+        names: Vec<String>,
     },
     /// Issue and install what is missing, damaged, changed or due
     Renew {
@@ -230,12 +232,13 @@ fn run(cli: Cli) -> Result<u8, CliError> {
             config,
             json,
             check,
+            names,
         } => {
             let config = config.load()?;
             if check {
                 status::check(&config, now)
             } else {
-                status::run(&config, json, now)
+                status::run(&config, json, &names, now)
             }
         }
         Command::Renew {

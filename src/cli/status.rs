@@ -1,4 +1,5 @@
-//! `certkeeper status`: where every certificate stands, as a table or JSON.
+//! `certkeeper status`: where every certificate stands, as a table or JSON; `status
+//! NAME...` shows the certificates named one by one, every detail on its own line.
 
 use super::CliError;
 use crate::config::Config;
@@ -6,9 +7,38 @@ use crate::reconcile::load_ca;
 use crate::status::{rows, table};
 use time::OffsetDateTime;
 
-pub fn run(config: &Config, json: bool, now: OffsetDateTime) -> Result<u8, CliError> {
+pub fn run(
+    config: &Config,
+    json: bool,
+    names: &[String],
+    now: OffsetDateTime,
+) -> Result<u8, CliError> {
     let ca = load_ca(config).map_err(|e| CliError::Runtime(e.to_string()))?;
-    let rows = rows(config, ca.as_ref(), now, true);
+    let mut rows = rows(config, ca.as_ref(), now, true);
+    if !names.is_empty() {
+        if let Some(unknown) = names.iter().find(|n| !rows.iter().any(|r| &r.name == *n)) {
+            let known: Vec<&str> = rows.iter().map(|r| r.name.as_str()).collect();
+            return Err(CliError::Usage(format!(
+                "no certificate is named `{}`; the configuration has {}",
+                crate::model::excerpt(unknown),
+                if known.is_empty() {
+                    "none".to_string()
+                } else {
+                    known.join(", ")
+                }
+            )));
+        }
+        rows.retain(|r| names.contains(&r.name));
+        if !json {
+            for (i, r) in rows.iter().enumerate() {
+                if i > 0 {
+                    println!();
+                }
+                print!("{}", vertical(r, now));
+            }
+            return Ok(0);
+        }
+    }
     if json {
         println!(
             "{}",
@@ -51,4 +81,75 @@ pub fn check(config: &Config, now: OffsetDateTime) -> Result<u8, CliError> {
         println!("{p}");
     }
     Ok(1)
+}
+
+/// One certificate, a detail a line (as `certbot certificates` shows them).
+pub fn vertical(r: &crate::status::Row, now: OffsetDateTime) -> String {
+    use crate::policy::{relative, rfc3339};
+    let mut out = format!("Certificate: {}\n", r.name);
+    let mut line = |label: &str, value: String| {
+        let head = match label {
+            "" => String::new(),
+            l => format!("{l}:"),
+        };
+        out.push_str(&format!("  {head:<16}{value}\n"));
+    };
+    line("Kind", r.kind.to_string());
+    line("State", r.state.clone());
+    if let Some(d) = &r.detail {
+        line("Detail", d.clone());
+    }
+    if let Some(i) = &r.issuer {
+        line("Issuer", i.clone());
+    }
+    line(
+        "Names",
+        if r.sans.is_empty() {
+            "-".to_string()
+        } else {
+            r.sans.join(", ")
+        },
+    );
+    line(
+        "Expires",
+        match r.not_after {
+            Some(t) => format!("{} ({})", rfc3339(t), relative(t, now)),
+            None => "-".to_string(),
+        },
+    );
+    if let Some(t) = r.next_renewal {
+        line(
+            "Next renewal",
+            format!("{} ({})", rfc3339(t), relative(t, now)),
+        );
+    }
+    if let Some(w) = &r.renewal_window {
+        let when = match (w.start, w.end) {
+            (Some(a), Some(b)) => format!("{} to {}; ", rfc3339(a), rfc3339(b)),
+            _ => String::new(),
+        };
+        line("Renewal window", format!("{when}{}", w.source));
+    }
+    if let Some(l) = &r.last_result {
+        let mut text = format!(
+            "{} {} ({})",
+            l.event,
+            rfc3339(l.time),
+            relative(l.time, now)
+        );
+        if let Some(s) = &l.serial {
+            text.push_str(&format!(", serial {s}"));
+        }
+        if let Some(reason) = &l.reason {
+            text.push_str(&format!(", {reason}"));
+        }
+        line("Last result", text);
+        if let Some(n) = &l.note {
+            line("Note", n.clone());
+        }
+    }
+    for (i, f) in r.files.iter().enumerate() {
+        line(if i == 0 { "Files" } else { "" }, f.clone());
+    }
+    out
 }

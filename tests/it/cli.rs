@@ -1451,3 +1451,46 @@ fn check_warns_that_browsers_refuse_ed25519_and_refuses_an_ed25519_ca_unless_all
     ));
     sb.ck(&["check"]).ok();
 }
+
+/// `status NAME`: the certificates named, one detail a line; an unknown name is a usage
+/// error naming the known ones; `--json` keeps only the rows named.
+#[test]
+fn status_of_named_certificates_shows_every_detail_on_its_own_line() {
+    let sb = Sandbox::new();
+    let (www, api) = (
+        CertDef::new("www", Layout::Nginx),
+        CertDef::new("api", Layout::Nginx),
+    );
+    sb.write_certs(&[www.clone(), api.clone()]);
+    sb.renew_all().ok();
+    let f = www.files(&sb);
+    let r = sb.ck(&["status", "www"]);
+    r.ok()
+        .stdout_has("Certificate: www\n")
+        .stdout_has("  State:          ok\n")
+        .stdout_has("  Names:          www.example.internal\n")
+        .stdout_has(&format!("  Files:          {}\n", f.cert.display()))
+        .stdout_has(&format!("                  {}\n", f.key_file.display()))
+        .stdout_has(&format!(
+            "serial {}",
+            f.serial().trim_start_matches('0').to_ascii_lowercase()
+        ));
+    assert!(
+        r.stdout.contains("  Expires:        20") && r.stdout.contains("(in "),
+        "{r:?}"
+    );
+    assert!(!r.stdout.contains("api"), "{r:?}");
+    let r = sb.ck(&["status", "nobody"]);
+    r.expect_code(2);
+    assert!(
+        r.stderr
+            .contains("no certificate is named `nobody`; the configuration has www, api"),
+        "{r:?}"
+    );
+    let r = sb.ck(&["status", "--json", "api"]);
+    r.ok();
+    let rows: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(rows.as_array().unwrap().len(), 1, "{rows}");
+    assert_eq!(rows[0]["name"], "api");
+    sb.ck(&["status", "--check", "www"]).expect_code(2);
+}
