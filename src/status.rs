@@ -135,15 +135,7 @@ fn managed_rows(
                 });
                 // A pair the internal CA issued as the fallback of an ACME issuer: the
                 // pass goes back to that issuer (as `reconcile` decides it).
-                let internal = crate::model::IssuerRef::Internal;
-                let on_fallback = match (&seen, ca) {
-                    (Seen::Present(p), Some(ca)) => {
-                        spec.issuer != internal
-                            && spec.fallback.contains(&internal)
-                            && crate::issuer::Issuer::issued(ca, &p.leaf, &p.chain)
-                    }
-                    _ => false,
-                };
+                let on_fallback = crate::reconcile::on_internal_fallback(spec, &seen, ca);
                 if on_fallback && state == "ok" {
                     let detail = format!(
                         "issued by the fallback issuer `internal`; going back to `{}` at the next pass that reaches it",

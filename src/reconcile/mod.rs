@@ -153,6 +153,21 @@ pub fn select<'a>(config: &'a Config, names: &[String]) -> Result<Vec<&'a CertSp
 }
 
 /// Loads the internal CA for reading, without creating it.
+/// Whether the pair in place is one the internal CA issued as the fallback of the
+/// certificate's ACME issuer: a pass takes it back to that issuer, `status` says so.
+/// (An ACME issuer accepts any chain as its own; the internal CA knows its own for sure.)
+pub fn on_internal_fallback(spec: &CertSpec, seen: &Seen, ca: Option<&InternalCa>) -> bool {
+    let internal = crate::model::IssuerRef::Internal;
+    match (seen, ca) {
+        (Seen::Present(p), Some(ca)) => {
+            spec.issuer != internal
+                && spec.fallback.contains(&internal)
+                && ca.issued(&p.leaf, &p.chain)
+        }
+        _ => false,
+    }
+}
+
 pub fn load_ca(config: &Config) -> Result<Option<InternalCa>, crate::issuer::CaError> {
     match InternalCa::load(&config.ca, &StateDir::new(&config.state_dir).ca_dir()) {
         Ok(ca) => Ok(Some(ca)),
@@ -626,14 +641,9 @@ pub fn run_pass(pass: Pass) -> (Vec<CertReport>, ServerActivity) {
         // A pair the internal CA issued as the fallback of an ACME issuer goes back to
         // that issuer (an ACME issuer accepts any chain as its own; the internal CA
         // knows its own for sure).
-        if let (Action::Keep { .. }, Seen::Present(p), Some(ca)) = (&action, &seen, ca) {
-            let internal = crate::model::IssuerRef::Internal;
-            if spec.issuer != internal
-                && spec.fallback.contains(&internal)
-                && ca.issued(&p.leaf, &p.chain)
-            {
-                action = Action::Renew(Reason::OnFallback(internal.to_string()));
-            }
+        if matches!(action, Action::Keep { .. }) && on_internal_fallback(spec, &seen, ca) {
+            let internal = crate::model::IssuerRef::Internal.to_string();
+            action = Action::Renew(Reason::OnFallback(internal));
         }
         let reason = match action {
             Action::Keep {
