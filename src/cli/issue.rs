@@ -31,7 +31,7 @@ pub struct IssueArgs {
     #[arg(long)]
     server: bool,
     /// Key type
-    #[arg(long, default_value = "ecdsa-p256")]
+    #[arg(long, default_value = "ecdsa-p256", value_parser = clap::builder::PossibleValuesParser::new(crate::model::KeyType::ALL.map(|k| k.as_str())))]
     key: String,
     /// Lifetime, e.g. 90d
     #[arg(long, default_value = "90d")]

@@ -6,11 +6,13 @@ mod check;
 mod discover;
 mod inspect;
 mod issue;
+mod manpages;
 mod renew;
 mod status;
 
 use crate::config::{self, Config, LoadError};
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
+use clap_complete::engine::{ArgValueCandidates, CompletionCandidate};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -72,6 +74,7 @@ enum Command {
         #[arg(long, conflicts_with_all = ["json", "names"])]
         check: bool,
         /// Certificates to show one by one, with every detail (managed or watched)
+        #[arg(add = ArgValueCandidates::new(certificate_names))]
         names: Vec<String>,
     },
     /// Issue and install what is missing, damaged, changed or due
@@ -79,6 +82,7 @@ enum Command {
         #[command(flatten)]
         config: ConfigArg,
         /// Certificates to renew
+        #[arg(add = ArgValueCandidates::new(certificate_names))]
         names: Vec<String>,
         /// Every managed certificate
         #[arg(long, conflicts_with = "names")]
@@ -107,6 +111,7 @@ enum Command {
         #[command(flatten)]
         config: ConfigArg,
         /// The certificate, by name
+        #[arg(add = ArgValueCandidates::new(certificate_names))]
         name: String,
         /// unspecified, key-compromise, ca-compromise, affiliation-changed, superseded,
         /// cessation-of-operation, privilege-withdrawn
@@ -117,14 +122,16 @@ enum Command {
     Issue(issue::IssueArgs),
     /// The certificates nginx and Apache load: files, names, issuer, expiry, key match
     Discover(discover::DiscoverArgs),
-    /// Print shell completions
+    /// Print the shell's completion script (it asks certkeeper for candidates: options,
+    /// key types, the configuration's certificate names)
     Completions {
         #[arg(value_enum)]
         shell: Shell,
     },
-    /// Print the manual page (roff), as packages install it
+    /// Write the manual pages (certkeeper.1, one page per subcommand, certkeeper.yaml.5)
+    /// into a directory, as the packages install them
     #[command(hide = true)]
-    Manpage,
+    Manpage { dir: PathBuf },
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
@@ -152,6 +159,10 @@ impl CliError {
 
 /// Parses the command line, runs the command, prints any error once.
 pub fn main() -> ExitCode {
+    // A completion request from the shell's script: answer it and exit.
+    clap_complete::CompleteEnv::with_factory(Cli::command)
+        .var(COMPLETE_VAR)
+        .complete();
     quiet_on_closed_stdout();
     let cli = Cli::parse();
     let format = match &cli.command {
@@ -279,24 +290,58 @@ fn run(cli: Cli) -> Result<u8, CliError> {
         Command::Issue(args) => issue::run(args, now),
         Command::Discover(args) => discover::run(args, now),
         Command::Completions { shell } => {
-            let shell = match shell {
-                Shell::Bash => clap_complete::Shell::Bash,
-                Shell::Zsh => clap_complete::Shell::Zsh,
-                Shell::Fish => clap_complete::Shell::Fish,
+            use clap_complete::env::EnvCompleter;
+            let shell: &dyn EnvCompleter = match shell {
+                Shell::Bash => &clap_complete::env::Bash,
+                Shell::Zsh => &clap_complete::env::Zsh,
+                Shell::Fish => &clap_complete::env::Fish,
             };
-            clap_complete::generate(
-                shell,
-                &mut <Cli as clap::CommandFactory>::command(),
+            match shell.write_registration(
+                COMPLETE_VAR,
+                "certkeeper",
+                "certkeeper",
                 "certkeeper",
                 &mut std::io::stdout(),
-            );
-            Ok(0)
+            ) {
+                // A reader that went away ends the output, as for every command.
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+                    Err(CliError::Runtime(e.to_string()))
+                }
+                _ => Ok(0),
+            }
         }
-        Command::Manpage => {
-            clap_mangen::Man::new(<Cli as clap::CommandFactory>::command())
-                .render(&mut std::io::stdout())
-                .map_err(|e| CliError::Runtime(e.to_string()))?;
+        Command::Manpage { dir } => {
+            for page in manpages::write_all(Cli::command(), &dir)
+                .map_err(|e| CliError::Runtime(format!("{}: {e}", dir.display())))?
+            {
+                println!("{}", page.display());
+            }
             Ok(0)
         }
     }
+}
+
+/// The variable the completion scripts set when they ask certkeeper for candidates.
+const COMPLETE_VAR: &str = "CERTKEEPER_COMPLETE";
+
+/// The certificate names of the configuration (`CERTKEEPER_CONFIG`, else the default
+/// path), for completion: read as plain YAML, never checked, nothing logged; none when
+/// the file cannot be read.
+fn certificate_names() -> Vec<CompletionCandidate> {
+    let path = std::env::var_os("CERTKEEPER_CONFIG")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(config::DEFAULT_PATH));
+    let Ok(text) = config::read(&path) else {
+        return Vec::new();
+    };
+    let Ok(doc) = serde_yaml::from_str::<serde_yaml::Value>(&text) else {
+        return Vec::new();
+    };
+    doc.get("certificates")
+        .and_then(|c| c.as_sequence())
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c.get("name").and_then(|n| n.as_str()))
+        .map(CompletionCandidate::new)
+        .collect()
 }

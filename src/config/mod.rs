@@ -9,6 +9,7 @@ mod fields;
 mod limits;
 mod locate;
 mod raw;
+pub mod reference;
 mod sections;
 mod spec;
 mod split;

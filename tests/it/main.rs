@@ -15,6 +15,7 @@ mod daemon;
 mod daemon_servers;
 mod discover;
 mod dns01;
+mod docs;
 mod faults;
 mod hooks;
 mod hostile;
