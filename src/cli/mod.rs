@@ -90,12 +90,11 @@ enum Command {
         #[arg(long)]
         dry_run: bool,
     },
-    /// Describe PEM or DER files (`-`: standard input): certificates, chain order, whether
-    /// keys match; exits 1 when a key matches none of the certificates or a chain is out of order
-    Inspect {
-        #[arg(required = true)]
-        files: Vec<PathBuf>,
-    },
+    /// Describe PEM or DER files (`-`: standard input) or what a TLS server serves
+    /// (--connect): certificates, chain order, whether keys match, whether the served chain
+    /// verifies; exits 1 when a key matches none of the certificates, a chain is out of
+    /// order, or the server cannot be reached or does not verify
+    Inspect(inspect::InspectArgs),
     /// The internal certificate authority
     Ca {
         #[command(subcommand)]
@@ -256,7 +255,7 @@ fn run(cli: Cli) -> Result<u8, CliError> {
             }
             renew::run(&config.load()?, &names, force, dry_run, now)
         }
-        Command::Inspect { files } => inspect::run(&files, now),
+        Command::Inspect(args) => inspect::run(args, now),
         Command::Ca { command } => ca::run(command, now),
         Command::Revoke {
             config,

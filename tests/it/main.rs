@@ -18,6 +18,7 @@ mod dns01;
 mod faults;
 mod hooks;
 mod hostile;
+mod inspect;
 mod mtls;
 mod reads;
 mod served;
