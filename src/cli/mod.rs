@@ -59,13 +59,18 @@ enum Command {
         #[command(flatten)]
         config: ConfigArg,
     },
-    /// One row per certificate: names, expiry, next renewal, last result, files
+    /// One row per certificate (fits 100 columns): name, issuer, expiry, next renewal, last
+    /// result, state; --wide adds SANs, every detail and the files
     Status {
         #[command(flatten)]
         config: ConfigArg,
-        /// Machine-readable output
+        /// Machine-readable output: every field, full paths
         #[arg(long)]
         json: bool,
+        /// Every column in full, however wide: SANs, state details, last result with its
+        /// reason and note, files, the CA's directory
+        #[arg(long, conflicts_with_all = ["json", "check"])]
+        wide: bool,
         /// For monitoring (Nagios/Icinga-style checks, systemd timers): a summary line,
         /// then one line per problem; exit 0 when all is well, 1 when anything is due,
         /// expiring, failing or broken, or the CA cannot rotate
@@ -230,14 +235,20 @@ fn run(cli: Cli) -> Result<u8, CliError> {
         Command::Status {
             config,
             json,
+            wide,
             check,
             names,
         } => {
             let config = config.load()?;
+            let view = match (json, wide) {
+                (true, _) => status::View::Json,
+                (_, true) => status::View::Wide,
+                _ => status::View::Fit,
+            };
             if check {
                 status::check(&config, now)
             } else {
-                status::run(&config, json, &names, now)
+                status::run(&config, view, &names, now)
             }
         }
         Command::Renew {
