@@ -647,9 +647,23 @@ fn connect_to(connect: String, server_name: String) -> Connection {
             }
             c.chain = chain_verdict(&c.certificates);
         }
-        Err(e) => c.error = Some(e.to_string()),
+        Err(e) => c.error = Some(connect_error(e)),
     }
     c
+}
+
+/// Why no certificate could be had, in words for `--connect` (the daemon's messages
+/// name its `verify` settings instead).
+fn connect_error(e: crate::verify::VerifyError) -> String {
+    use crate::verify::VerifyError;
+    match e {
+        VerifyError::Resolve { connect, source } => format!("cannot resolve `{connect}`: {source}"),
+        VerifyError::Timeout { connect, after } => format!(
+            "no answer from {connect} within {} s; is the server overloaded, or is it a port that does not speak TLS?",
+            after.as_secs()
+        ),
+        other => other.to_string(),
+    }
 }
 
 /// Judges what was served as a client trusting `anchors` would (the first set that
