@@ -280,7 +280,7 @@ pub fn problems(rows: &[Row], ca_alarms: &[String], now: OffsetDateTime) -> Vec<
     out
 }
 
-/// Renders rows as an aligned table.
+/// Renders rows as an aligned table, every detail in full (`status --wide`, `check`).
 pub fn table(rows: &[Row], now: OffsetDateTime, with_last: bool) -> String {
     let mut lines: Vec<Vec<String>> = vec![{
         let mut h = vec![
@@ -311,14 +311,7 @@ pub fn table(rows: &[Row], now: OffsetDateTime, with_last: bool) -> String {
             r.not_after
                 .map(|t| relative(t, now))
                 .unwrap_or_else(|| "-".into()),
-            match (r.next_renewal, r.state.as_str()) {
-                (Some(t), "ok" | "drift" | "unverified") => {
-                    let ari = r.renewal_window.as_ref().is_some_and(|w| w.start.is_some());
-                    format!("{}{}", relative(t, now), if ari { " (ARI)" } else { "" })
-                }
-                (Some(_), _) => "now".into(),
-                (None, _) => "-".into(),
-            },
+            next_renewal(r, now, relative),
             match &r.detail {
                 Some(d) if r.state != "ok" => format!("{}: {d}", r.state),
                 _ => r.state.clone(),
@@ -374,10 +367,179 @@ pub fn table(rows: &[Row], now: OffsetDateTime, with_last: bool) -> String {
     out
 }
 
+/// Cuts `text` to `width` characters, its end replaced by `…` when it is longer.
+pub fn fit(text: &str, width: usize) -> String {
+    if text.chars().count() <= width {
+        return text.to_string();
+    }
+    let mut out: String = text.chars().take(width.saturating_sub(1)).collect();
+    out.push('…');
+    out
+}
+
+/// The default `status` table, at most `width` columns: a line per certificate (name,
+/// issuer, expiry, next renewal, last result, state), names, issuers and results cut
+/// with `…` when they do not fit; under a certificate that is not in order, its detail,
+/// the reason its last attempt failed and any note of its last result, a line each, cut
+/// to `width` too. [`table`] has everything in full. Says whether anything was cut.
+pub fn compact_table(rows: &[Row], now: OffsetDateTime, width: usize) -> (String, bool) {
+    const GAP: usize = 2;
+    const INDENT: &str = "    ";
+    // (header, the narrowest it is cut to: only name, issuer and last result are cut).
+    let columns: [(&str, usize); 6] = [
+        ("NAME", 16),
+        ("ISSUER", 8),
+        ("EXPIRES", 0),
+        ("RENEWAL", 0),
+        ("LAST RESULT", 12),
+        ("STATE", 0),
+    ];
+    let mut lines: Vec<[String; 6]> = vec![columns.map(|(h, _)| h.to_string())];
+    let mut below: Vec<Vec<String>> = vec![Vec::new()];
+    for r in rows {
+        lines.push([
+            if r.kind == "watched" {
+                format!("{} (watch)", r.name)
+            } else {
+                r.name.clone()
+            },
+            r.issuer.clone().unwrap_or_else(|| "-".into()),
+            r.not_after
+                .map(|t| short_relative(t, now))
+                .unwrap_or_else(|| "-".into()),
+            next_renewal(r, now, short_relative),
+            match &r.last_result {
+                Some(lr) => format!("{} {}", lr.event, short_relative(lr.time, now)),
+                None => "-".into(),
+            },
+            r.state.clone(),
+        ]);
+        let mut more = Vec::new();
+        if let Some(d) = r.detail.as_ref().filter(|_| r.state != "ok") {
+            more.push(d.clone());
+        }
+        if let Some(lr) = &r.last_result {
+            if lr.event == "failed" {
+                more.push(format!(
+                    "last attempt failed: {}",
+                    lr.reason.as_deref().unwrap_or("no reason recorded")
+                ));
+            }
+            if let Some(n) = &lr.note {
+                more.push(format!("note: {n}"));
+            }
+        }
+        below.push(more);
+    }
+    let natural: Vec<usize> = (0..columns.len())
+        .map(|c| {
+            lines
+                .iter()
+                .map(|l| l[c].chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut widths = natural.clone();
+    let room = width.saturating_sub(GAP * (columns.len() - 1));
+    // The widest of the columns that may be cut loses a character at a time until the
+    // line fits.
+    while widths.iter().sum::<usize>() > room {
+        let Some(c) = [0, 1, 4]
+            .into_iter()
+            .filter(|&c| widths[c] > columns[c].1)
+            .max_by_key(|&c| widths[c])
+        else {
+            break;
+        };
+        widths[c] -= 1;
+    }
+    let mut cut = false;
+    let mut out = String::new();
+    // Never wider than `width`, whatever a column holds.
+    let put = |line: &str, out: &mut String, cut: &mut bool| {
+        let shown = fit(line.trim_end(), width);
+        *cut |= shown != line.trim_end();
+        out.push_str(&shown);
+        out.push('\n');
+    };
+    for (l, more) in lines.iter().zip(&below) {
+        let mut s = String::new();
+        for (c, cell) in l.iter().enumerate() {
+            let shown = fit(cell, widths[c]);
+            cut |= shown != *cell;
+            s.push_str(&shown);
+            let pad = widths[c].saturating_sub(shown.chars().count()) + GAP;
+            s.extend(std::iter::repeat_n(' ', pad));
+        }
+        put(&s, &mut out, &mut cut);
+        for m in more {
+            put(&format!("{INDENT}{m}"), &mut out, &mut cut);
+        }
+    }
+    (out, cut)
+}
+
+/// [`relative`] in its largest unit alone: `in 89d`, `5m ago`.
+fn short_relative(t: OffsetDateTime, now: OffsetDateTime) -> String {
+    let full = relative(t, now);
+    let mut words: Vec<&str> = full.split(' ').collect();
+    // `in 89d 23h` or `5m 3s ago`: the second unit goes.
+    let unit = if words[0] == "in" { 2 } else { 1 };
+    if words.len() == 3 {
+        words.remove(unit);
+    }
+    words.join(" ")
+}
+
+/// When a row is renewed next, as the tables show it (`when` writes the time).
+fn next_renewal(
+    r: &Row,
+    now: OffsetDateTime,
+    when: fn(OffsetDateTime, OffsetDateTime) -> String,
+) -> String {
+    match (r.next_renewal, r.state.as_str()) {
+        (Some(t), "ok" | "drift" | "unverified") => {
+            let ari = r.renewal_window.as_ref().is_some_and(|w| w.start.is_some());
+            format!("{}{}", when(t, now), if ari { " (ARI)" } else { "" })
+        }
+        (Some(_), _) => "now".into(),
+        (None, _) => "-".into(),
+    }
+}
+
 /// The internal CA in one line (the issuing intermediate's and root's generation,
 /// end and next rotation; a published root and earlier generations still kept), and
 /// the alarms of certificates whose replacement is due and cannot happen here.
 pub fn ca_summary(config: &Config, ca: &InternalCa, now: OffsetDateTime) -> (String, Vec<String>) {
+    let (facts, alarms) = ca_facts(config, ca, now, rfc3339);
+    (
+        format!("CA: {} ({})", ca.dir.display(), facts.join("; ")),
+        alarms,
+    )
+}
+
+/// [`ca_summary`] for a terminal: a line per CA certificate, dates to the day, each
+/// cut to `width` columns.
+pub fn ca_lines(config: &Config, ca: &InternalCa, now: OffsetDateTime, width: usize) -> String {
+    let day = |t: OffsetDateTime| {
+        let d = t.date();
+        format!("{:04}-{:02}-{:02}", d.year(), u8::from(d.month()), d.day())
+    };
+    let (facts, _) = ca_facts(config, ca, now, day);
+    facts
+        .iter()
+        .map(|f| format!("{}\n", fit(&format!("CA: {f}"), width)))
+        .collect()
+}
+
+/// The facts of [`ca_summary`], one per CA certificate, dates written by `date`.
+fn ca_facts(
+    config: &Config,
+    ca: &InternalCa,
+    now: OffsetDateTime,
+    date: impl Fn(OffsetDateTime) -> String,
+) -> (Vec<String>, Vec<String>) {
     use crate::policy::ca::{alarm, health, timing, CaHealth};
     let (int, root) = health(
         &ca.state(),
@@ -387,44 +549,136 @@ pub fn ca_summary(config: &Config, ca: &InternalCa, now: OffsetDateTime) -> (Str
         now,
     );
     let due = |h| match h {
-        CaHealth::Fine { rotate_at } => format!("due for replacement {}", rfc3339(rotate_at)),
+        CaHealth::Fine { rotate_at } => format!("due for replacement {}", date(rotate_at)),
         CaHealth::Due { .. } => "due for replacement now (at the next pass)".to_string(),
         CaHealth::Blocked { .. } => "due for replacement now".to_string(),
         CaHealth::Expired { .. } => "expired".to_string(),
     };
     let m = &ca.manifest;
-    let mut line = format!(
-        "CA: {} (intermediate generation {} valid until {}, {}; root generation {} valid until {}, {}",
-        ca.dir.display(),
-        m.intermediate,
-        rfc3339(ca.intermediate.not_after),
-        due(int),
-        m.root,
-        rfc3339(ca.root.not_after),
-        due(root)
-    );
+    let mut facts = vec![
+        format!(
+            "intermediate generation {} valid until {}, {}",
+            m.intermediate,
+            date(ca.intermediate.not_after),
+            due(int)
+        ),
+        format!(
+            "root generation {} valid until {}, {}",
+            m.root,
+            date(ca.root.not_after),
+            due(root)
+        ),
+    ];
     if let (Some(n), Some((cert, _))) = (&m.next_root, &ca.next_root) {
-        line.push_str(&format!(
-            "; root generation {} published {}, valid until {}",
+        facts.push(format!(
+            "root generation {} published {}, valid until {}",
             n.generation,
-            rfc3339(n.published_at),
-            rfc3339(cert.not_after)
+            date(n.published_at),
+            date(cert.not_after)
         ));
     }
     for r in &m.retired {
-        line.push_str(&format!(
-            "; intermediate generation {} kept until {}",
+        facts.push(format!(
+            "intermediate generation {} kept until {}",
             r.generation,
-            rfc3339(r.last_leaf)
+            date(r.last_leaf)
         ));
     }
     for g in &m.old_roots {
-        line.push_str(&format!("; root generation {g} still trusted"));
+        facts.push(format!("root generation {g} still trusted"));
     }
-    line.push(')');
     let alarms = alarm("intermediate", int)
         .into_iter()
         .chain(alarm("root", root))
         .collect();
-    (line, alarms)
+    (facts, alarms)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    fn row(name: &str, issuer: &str, state: &str, detail: Option<&str>) -> Row {
+        let now = datetime!(2025-01-01 00:00 UTC);
+        Row {
+            name: name.into(),
+            kind: "managed",
+            issuer: Some(issuer.into()),
+            sans: vec![format!("{name}.example.internal")],
+            not_after: Some(now + time::Duration::days(89) + time::Duration::hours(23)),
+            seconds_left: None,
+            next_renewal: Some(now + time::Duration::days(60)),
+            state: state.into(),
+            detail: detail.map(str::to_string),
+            last_result: Some(LastResult {
+                event: if state == "ok" { "installed" } else { "failed" }.into(),
+                time: now - time::Duration::minutes(5) - time::Duration::seconds(3),
+                serial: None,
+                reason: (state != "ok").then(|| format!("{state}: {}", "why ".repeat(40))),
+                note: None,
+            }),
+            files: vec!["/etc/nginx/tls/x.crt".into()],
+            renewal_window: None,
+        }
+    }
+
+    #[test]
+    fn the_default_table_fits_its_width_and_cuts_only_what_does_not() {
+        let now = datetime!(2025-01-01 00:00 UTC);
+        let (text, cut) = compact_table(&[row("www", "internal", "ok", None)], now, 100);
+        assert!(!cut);
+        assert_eq!(
+            text,
+            "NAME  ISSUER    EXPIRES  RENEWAL  LAST RESULT       STATE\n\
+             www   internal  in 89d   in 60d   installed 5m ago  ok\n"
+        );
+        let long = "x".repeat(70);
+        let rows = [
+            row("www", "internal", "ok", None),
+            row(
+                &long,
+                &"acme-".repeat(10),
+                "missing",
+                Some(&"/very/long/path".repeat(10)),
+            ),
+        ];
+        let (text, cut) = compact_table(&rows, now, 100);
+        assert!(cut);
+        for l in text.lines() {
+            assert!(l.chars().count() <= 100, "{l}");
+        }
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(
+            lines[2].starts_with("xxxxxxxxxxxxxxx") && lines[2].contains('…'),
+            "{text}"
+        );
+        assert!(lines[2].ends_with("failed 5m ago     missing"), "{text}");
+        assert!(
+            lines[3].starts_with("    /very/long/path") && lines[3].ends_with('…'),
+            "{text}"
+        );
+        assert!(
+            lines[4].starts_with("    last attempt failed: missing: why"),
+            "{text}"
+        );
+        assert_eq!(lines.len(), 5, "{text}");
+    }
+
+    #[test]
+    fn fit_cuts_with_an_ellipsis() {
+        assert_eq!(fit("abc", 3), "abc");
+        assert_eq!(fit("abcd", 3), "ab…");
+        assert_eq!(fit("äöüß", 2), "ä…");
+        let now = datetime!(2025-01-01 00:00 UTC);
+        assert_eq!(
+            short_relative(now + time::Duration::hours(50), now),
+            "in 2d"
+        );
+        assert_eq!(
+            short_relative(now - time::Duration::seconds(65), now),
+            "1m ago"
+        );
+        assert_eq!(short_relative(now, now), "in 0s");
+    }
 }

@@ -61,13 +61,18 @@ enum Command {
         #[command(flatten)]
         config: ConfigArg,
     },
-    /// One row per certificate: names, expiry, next renewal, last result, files
+    /// One row per certificate (fits 100 columns): name, issuer, expiry, next renewal, last
+    /// result, state; --wide adds SANs, every detail and the files
     Status {
         #[command(flatten)]
         config: ConfigArg,
-        /// Machine-readable output
+        /// Machine-readable output: every field, full paths
         #[arg(long)]
         json: bool,
+        /// Every column in full, however wide: SANs, state details, last result with its
+        /// reason and note, files, the CA's directory
+        #[arg(long, conflicts_with_all = ["json", "check"])]
+        wide: bool,
         /// For monitoring (Nagios/Icinga-style checks, systemd timers): a summary line,
         /// then one line per problem; exit 0 when all is well, 1 when anything is due,
         /// expiring, failing or broken, or the CA cannot rotate
@@ -94,12 +99,11 @@ enum Command {
         #[arg(long)]
         dry_run: bool,
     },
-    /// Describe PEM or DER files (`-`: standard input): certificates, chain order, whether
-    /// keys match; exits 1 when a key matches none of the certificates or a chain is out of order
-    Inspect {
-        #[arg(required = true)]
-        files: Vec<PathBuf>,
-    },
+    /// Describe PEM or DER files (`-`: standard input) or what a TLS server serves
+    /// (--connect): certificates, chain order, whether keys match, whether the served chain
+    /// verifies; exits 1 when a key matches none of the certificates, a chain is out of
+    /// order, or the server cannot be reached or does not verify
+    Inspect(inspect::InspectArgs),
     /// The internal certificate authority
     Ca {
         #[command(subcommand)]
@@ -242,14 +246,20 @@ fn run(cli: Cli) -> Result<u8, CliError> {
         Command::Status {
             config,
             json,
+            wide,
             check,
             names,
         } => {
             let config = config.load()?;
+            let view = match (json, wide) {
+                (true, _) => status::View::Json,
+                (_, true) => status::View::Wide,
+                _ => status::View::Fit,
+            };
             if check {
                 status::check(&config, now)
             } else {
-                status::run(&config, json, &names, now)
+                status::run(&config, view, &names, now)
             }
         }
         Command::Renew {
@@ -267,7 +277,7 @@ fn run(cli: Cli) -> Result<u8, CliError> {
             }
             renew::run(&config.load()?, &names, force, dry_run, now)
         }
-        Command::Inspect { files } => inspect::run(&files, now),
+        Command::Inspect(args) => inspect::run(args, now),
         Command::Ca { command } => ca::run(command, now),
         Command::Revoke {
             config,

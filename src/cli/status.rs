@@ -1,18 +1,34 @@
-//! `certkeeper status`: where every certificate stands, as a table or JSON; `status
-//! NAME...` shows the certificates named one by one, every detail on its own line.
+//! `certkeeper status`: where every certificate stands: a table that fits 100 columns
+//! (names, issuers, results and details cut with `…`), every detail and file with
+//! `--wide`, everything as JSON with `--json`; `status NAME...` shows the certificates
+//! named one by one, every detail on its own line.
 
 use super::CliError;
 use crate::config::Config;
 use crate::reconcile::load_ca;
-use crate::status::{rows, table};
+use crate::status::{compact_table, rows, table};
 use time::OffsetDateTime;
+
+/// The default table fits a terminal this wide.
+const WIDTH: usize = 100;
+
+/// How `status` shows the certificates it lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum View {
+    /// At most 100 columns, details cut (the default).
+    Fit,
+    /// Every detail, every file, however wide (`--wide`).
+    Wide,
+    Json,
+}
 
 pub fn run(
     config: &Config,
-    json: bool,
+    view: View,
     names: &[String],
     now: OffsetDateTime,
 ) -> Result<u8, CliError> {
+    let (json, wide) = (view == View::Json, view == View::Wide);
     let ca = load_ca(config).map_err(|e| CliError::Runtime(e.to_string()))?;
     let mut rows = rows(config, ca.as_ref(), now, true);
     if !names.is_empty() {
@@ -44,15 +60,29 @@ pub fn run(
             "{}",
             serde_json::to_string_pretty(&rows).expect("rows serialize")
         );
-    } else {
+        return Ok(0);
+    }
+    let alarms = match &ca {
+        Some(ca) => crate::status::ca_summary(config, ca, now).1,
+        None => Vec::new(),
+    };
+    if wide {
         print!("{}", table(&rows, now, true));
         if let Some(ca) = &ca {
-            let (line, alarms) = crate::status::ca_summary(config, ca, now);
-            println!("{line}");
-            for a in alarms {
-                eprintln!("warning: {a}");
-            }
+            println!("{}", crate::status::ca_summary(config, ca, now).0);
         }
+    } else {
+        let (text, cut) = compact_table(&rows, now, WIDTH);
+        print!("{text}");
+        if let Some(ca) = &ca {
+            print!("{}", crate::status::ca_lines(config, ca, now, WIDTH));
+        }
+        if cut {
+            println!("(cut to {WIDTH} columns: `certkeeper status --wide` or `status NAME` shows everything)");
+        }
+    }
+    for a in alarms {
+        eprintln!("warning: {a}");
     }
     Ok(0)
 }

@@ -104,12 +104,17 @@ pub fn served_leaf(
 }
 
 /// What a server presented in one handshake.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Served {
     /// Every certificate (DER), leaf first, in the order sent.
     pub chain: Vec<Vec<u8>>,
     /// Whether the server asked for a client certificate (mutual TLS).
     pub asked_for_client_cert: bool,
+    /// What was negotiated: protocol (`TLSv1.3`), cipher suite
+    /// (`TLS13_AES_256_GCM_SHA384`) and key exchange group (`X25519`).
+    pub protocol: Option<String>,
+    pub cipher_suite: Option<String>,
+    pub key_exchange: Option<String>,
 }
 
 /// A client certificate presented in handshakes (`verify.client_cert`): its name in
@@ -229,6 +234,23 @@ pub fn served_chain(
             Err(e) => return Err(refused(e.to_string())),
         }
     }
+    let protocol = conn.protocol_version().map(|v| {
+        v.as_str()
+            .map(|s| s.replace('_', "."))
+            .unwrap_or_else(|| format!("{v:?}"))
+    });
+    let cipher_suite = conn.negotiated_cipher_suite().map(|s| {
+        let s = s.suite();
+        s.as_str()
+            .map(str::to_string)
+            .unwrap_or_else(|| format!("{s:?}"))
+    });
+    let key_exchange = conn.negotiated_key_exchange_group().map(|g| {
+        let g = g.name();
+        g.as_str()
+            .map(str::to_string)
+            .unwrap_or_else(|| format!("{g:?}"))
+    });
     // Be polite; the answer does not matter.
     conn.send_close_notify();
     let _ = conn.complete_io(&mut sock);
@@ -242,6 +264,9 @@ pub fn served_chain(
         Some(chain) => Ok(Served {
             chain,
             asked_for_client_cert: was_asked(),
+            protocol,
+            cipher_suite,
+            key_exchange,
         }),
         None => Err(VerifyError::NoCertificate {
             connect: connect.into(),

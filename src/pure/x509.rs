@@ -1,6 +1,8 @@
 //! Reading certificates: PEM bundles into facts (names, validity, serial, key, usage),
 //! chain order and signature checks. Bytes in, facts out: no files, no clock.
 
+pub mod details;
+
 use crate::encoding::{pem_encode, serial_hex, sha256_hex};
 use crate::keys::{key_type_of_spki, KeyInfo, PrivateKey};
 use crate::model::{KeyType, San, Usage};

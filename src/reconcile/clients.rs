@@ -22,6 +22,14 @@ const SYSTEM_STORES: [&str; 2] = [
     "/etc/pki/tls/certs/ca-bundle.crt",
 ];
 
+/// The file of the system's trusted roots (see [`SYSTEM_STORES`]).
+pub fn system_store() -> PathBuf {
+    std::env::var_os("SSL_CERT_FILE")
+        .map(PathBuf::from)
+        .or_else(|| SYSTEM_STORES.iter().map(PathBuf::from).find(|p| p.exists()))
+        .unwrap_or_else(|| PathBuf::from(SYSTEM_STORES[0]))
+}
+
 /// What one look at a target found.
 #[derive(Debug)]
 pub(super) enum Look {
@@ -82,10 +90,7 @@ impl<'a> Clients<'a> {
             IssuerRef::Acme(_) => self
                 .system
                 .get_or_init(|| {
-                    let path = std::env::var_os("SSL_CERT_FILE")
-                        .map(PathBuf::from)
-                        .or_else(|| SYSTEM_STORES.iter().map(PathBuf::from).find(|p| p.exists()))
-                        .unwrap_or_else(|| PathBuf::from(SYSTEM_STORES[0]));
+                    let path = system_store();
                     read_anchors(
                         &path,
                         format!("the system's trusted roots ({})", path.display()),
@@ -171,6 +176,7 @@ impl<'a> Clients<'a> {
                 let seen = Served {
                     chain: std::mem::take(&mut found.chain),
                     asked_for_client_cert: true,
+                    ..Default::default()
                 };
                 found.refused = refused(&self.judge(spec, target, &seen, None));
                 found.chain = seen.chain;
@@ -303,7 +309,9 @@ fn client_unusable(target: &VerifySpec, why: &str) -> VerifyError {
     }
 }
 
-fn read_anchors(path: &Path, source: String) -> Arc<Anchors> {
+/// The certificates of a PEM file as trust anchors, named `source` in messages; none
+/// when the file cannot be read.
+pub fn read_anchors(path: &Path, source: String) -> Arc<Anchors> {
     let certs = crate::fsread::read_regular(path, 4 << 20)
         .ok()
         .and_then(|b| crate::x509::parse_pem(&b).ok())

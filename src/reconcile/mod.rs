@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use time::OffsetDateTime;
 
 mod apply;
-mod clients;
+pub mod clients;
 pub mod failure;
 mod issue;
 pub mod plan;

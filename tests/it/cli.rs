@@ -1494,3 +1494,146 @@ fn status_of_named_certificates_shows_every_detail_on_its_own_line() {
     assert_eq!(rows[0]["name"], "api");
     sb.ck(&["status", "--check", "www"]).expect_code(2);
 }
+
+/// The default table fits 100 columns, whatever the names, issuers and failures (cut
+/// with `…`, a detail line under a certificate that is not in order); `--wide` shows
+/// every detail in full, and `--json` every field.
+#[test]
+fn status_fits_100_columns_and_wide_shows_every_detail() {
+    let sb = Sandbox::new();
+    let portal = "customer-portal-frontend-production-eu-west-1-blue-green-canary";
+    let api = "api-gateway-for-the-billing-and-invoicing-services";
+    let issuer = "letsencrypt-production-account-for-the-platform-team";
+    let closed = crate::support::servers::free_port();
+    fs::write(sb.path("blocker"), "a file where a directory should be").unwrap();
+    let deep = "a-rather-long-directory-name/".repeat(3);
+    sb.write_config(&format!(
+        "state_dir: $DIR/state\n\
+         ca: {{ organization: Test Org, common_name: Test CA }}\n\
+         certificates:\n\
+         \x20 - name: www\n    sans: [www.example.internal]\n    files: {{ layout: combined, cert: $DIR/tls/www.pem }}\n\
+         \x20 - name: {portal}\n    sans: [portal.example.internal]\n    files: {{ layout: combined, cert: $DIR/tls/portal.pem }}\n\
+         \x20 - name: {api}\n    sans: [api.example.internal]\n    files: {{ layout: combined, cert: $DIR/blocker/{deep}api.pem }}\n\
+         \x20 - name: billing\n    sans: [billing.example.internal]\n    issuer: {issuer}\n    files: {{ layout: combined, cert: $DIR/tls/billing.pem }}\n\
+         issuers:\n  {issuer}:\n    acme:\n      directory: https://127.0.0.1:{closed}/directory\n      \
+         contact: [mailto:ops@example.com]\n      challenge:\n        http01: {{ standalone: \"127.0.0.1:{closed}\" }}\n",
+    ));
+    sb.ck(&["check"]).ok();
+    sb.renew_all().expect_code(1);
+    let row = |name: &str| sb.status_row(name);
+    let (api_row, billing_row) = (row(api), row("billing"));
+    let api_detail = api_row["detail"].as_str().unwrap().to_string();
+    let api_reason = api_row["last_result"]["reason"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let billing_reason = billing_row["last_result"]["reason"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(api_detail.len() > 100, "{api_row}");
+    assert!(billing_reason.len() > 100, "{billing_row}");
+    assert!(
+        api_row["files"][0]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!("{deep}api.pem")),
+        "--json has the full paths: {api_row}"
+    );
+
+    let r = sb.ck(&["status"]);
+    r.ok();
+    for line in r.stdout.lines() {
+        assert!(
+            line.chars().count() <= 100,
+            "{} columns: {line}\n{r:?}",
+            line.chars().count()
+        );
+    }
+    let lines: Vec<&str> = r.stdout.lines().collect();
+    assert!(lines[0].starts_with("NAME "), "{r:?}");
+    let www = row_of(&lines, "www ");
+    assert!(www.ends_with("  ok"), "{www}");
+    // Long names and issuers are cut, not wrapped.
+    let cut = row_of(&lines, &portal[..16]);
+    assert!(cut.contains('…') && !cut.contains(portal), "{cut}");
+    let billing = row_of(&lines, "billing ");
+    assert!(
+        billing.contains(&issuer[..8]) && !billing.contains(issuer) && billing.contains('…'),
+        "{billing}"
+    );
+    assert!(
+        billing.contains("failed") && billing.ends_with("missing"),
+        "{billing}"
+    );
+    // Under a certificate in trouble: its detail and why the last attempt failed, cut.
+    let under = |name: &str| -> Vec<&str> {
+        lines
+            .iter()
+            .skip_while(|l| !l.starts_with(name))
+            .skip(1)
+            .take_while(|l| l.starts_with("    "))
+            .copied()
+            .collect()
+    };
+    let api_under = under(&api[..16]);
+    assert!(
+        api_under
+            .iter()
+            .any(|l| l.ends_with('…')
+                && api_detail.starts_with(l.trim_start().trim_end_matches('…'))),
+        "{api_under:?} / {api_detail}"
+    );
+    assert!(
+        under("billing ")
+            .iter()
+            .any(|l| l.starts_with("    last attempt failed: ") && l.ends_with('…')),
+        "{r:?}"
+    );
+    assert!(!r.stdout.contains(&billing_reason), "{r:?}");
+    assert!(r.stdout.contains("status --wide"), "the cut is said: {r:?}");
+    assert!(
+        r.stdout
+            .lines()
+            .any(|l| l.starts_with("CA: intermediate generation 1 valid until")),
+        "{r:?}"
+    );
+
+    // --wide: everything in full.
+    let r = sb.ck(&["status", "--wide"]);
+    r.ok()
+        .stdout_has("SANS")
+        .stdout_has(portal)
+        .stdout_has(api)
+        .stdout_has(issuer)
+        .stdout_has(&api_detail)
+        .stdout_has(&api_reason)
+        .stdout_has(&billing_reason)
+        .stdout_has(api_row["files"][0].as_str().unwrap());
+    assert!(!r.stdout.contains('…'), "{r:?}");
+    assert!(r
+        .stdout
+        .lines()
+        .any(|l| l.starts_with(&format!("CA: {}", sb.state_dir().display()))));
+    sb.ck(&["status", "--wide", "--json"]).expect_code(2);
+
+    // A fleet in order needs no cut and says nothing of it.
+    let sb = Sandbox::new();
+    sb.write_certs(&[CertDef::new("www", Layout::Nginx)]);
+    sb.renew_all().ok();
+    let r = sb.ck(&["status"]);
+    r.ok();
+    assert!(
+        !r.stdout.contains('…') && !r.stdout.contains("--wide"),
+        "{r:?}"
+    );
+}
+
+/// The line of `lines` that starts with `prefix`.
+#[track_caller]
+fn row_of<'a>(lines: &[&'a str], prefix: &str) -> &'a str {
+    lines
+        .iter()
+        .find(|l| l.starts_with(prefix))
+        .unwrap_or_else(|| panic!("no line starts with {prefix:?}: {lines:#?}"))
+}

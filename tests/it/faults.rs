@@ -354,7 +354,7 @@ fn first_install_with_nginx_stopped_then_started() {
             .contains("server `web` is not running"),
         "{e}"
     );
-    let status = sb.ck(&["status"]);
+    let status = sb.ck(&["status", "--wide"]);
     status.stdout_has("reload skipped");
 
     // nginx starts with the installed files; the daemon checks what it serves.

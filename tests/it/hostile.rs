@@ -260,7 +260,7 @@ fn a_key_readable_beyond_its_mode_is_replaced_and_status_says_why() {
         let key = f.key.clone().unwrap_or_else(|| f.cert.clone());
         let serial = f.serial();
         set_mode(&key, 0o644);
-        let status = sb.ck(&["status"]);
+        let status = sb.ck(&["status", "--wide"]);
         status.stdout_has("key-exposed");
         status.stdout_has("which lets its group and every user read it");
         let r = sb.renew_all();

@@ -19,6 +19,7 @@ mod docs;
 mod faults;
 mod hooks;
 mod hostile;
+mod inspect;
 mod mtls;
 mod reads;
 mod served;

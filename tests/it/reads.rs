@@ -163,7 +163,7 @@ fn a_fifo_or_dev_zero_at_a_managed_or_watched_path_is_reported_at_once() {
     }
 
     // The table of `status` and the plan of `check` say the same.
-    for args in [&["status"][..], &["check"]] {
+    for args in [&["status", "--wide"][..], &["check"]] {
         quick_ck(&sb, args)
             .ok()
             .stdout_has(&format!("{} is damaged: it {fifo}", text(&www)))
@@ -247,7 +247,7 @@ fn files_over_their_cap_are_refused_without_being_read_whole() {
     pem.push_str("-----END CERTIFICATE-----\n");
     pem.push_str(&"\n".repeat((2 << 20) - pem.len()));
     fs::write(www.files(&sb).cert, &pem).unwrap();
-    let r = quick_ck(&sb, &["status"]);
+    let r = quick_ck(&sb, &["status", "--wide"]);
     r.ok().stdout_has(&format!(
         "{} is damaged: it is 2 MiB, more than the 1 MiB certkeeper reads from such a file",
         text(&www.files(&sb).cert)
@@ -296,7 +296,7 @@ fn the_daemon_reports_fifos_never_blocks_on_them_and_stops_on_sigterm() {
         d.log()
     );
     // `status` beside it says so too.
-    quick_ck(&sb, &["status"])
+    quick_ck(&sb, &["status", "--wide"])
         .ok()
         .stdout_has(&format!("{} is damaged: it is a FIFO", text(&www)));
 
