@@ -932,6 +932,7 @@ impl Ctx {
             ("chain", &files.chain),
             ("fullchain", &files.fullchain),
             ("key", &files.key),
+            ("p12", &files.p12),
         ];
         let mut ok = true;
         let mut resolved: HashMap<&str, PathBuf> = HashMap::new();
@@ -975,6 +976,54 @@ impl Ctx {
                 (None, false) => {}
             }
         }
+        // The password is read, never written: not one of the layout's files.
+        let password_file = match (&files.password_file, layout) {
+            (None, Layout::Pkcs12) => {
+                self.err(
+                    &f("password_file"),
+                    cert,
+                    "is missing: layout `pkcs12` encrypts the .p12 file with the password in this file; add `password_file:` naming a file of mode 0600 that holds it (one line)",
+                );
+                ok = false;
+                None
+            }
+            (Some(_), other) if other != Layout::Pkcs12 => {
+                self.err(
+                    &f("password_file"),
+                    cert,
+                    format!("layout `{other}` writes no encrypted file; remove it, or choose layout `pkcs12`"),
+                );
+                ok = false;
+                None
+            }
+            (Some(v), _) => match self.abs_path(&f("password_file"), cert, v) {
+                Some(p) if !p.exists() => {
+                    self.err(
+                        &f("password_file"),
+                        cert,
+                        format!("{} does not exist; create it with the password on one line (chmod 600) before certkeeper writes the .p12 file", p.display()),
+                    );
+                    ok = false;
+                    None
+                }
+                Some(p) => Some(p),
+                None => {
+                    ok = false;
+                    None
+                }
+            },
+            (None, _) => None,
+        };
+        if let (Some(pw), Some(p12)) = (&password_file, resolved.get("p12")) {
+            if pw == p12 {
+                self.err(
+                    &f("password_file"),
+                    cert,
+                    "is the `p12` file itself; keep the password in a file of its own",
+                );
+                ok = false;
+            }
+        }
         if !ok {
             return None;
         }
@@ -998,6 +1047,10 @@ impl Ctx {
                 chain: take("chain")?,
                 fullchain: take("fullchain")?,
                 key: take("key")?,
+            },
+            Layout::Pkcs12 => Files::Pkcs12 {
+                p12: take("p12")?,
+                password_file: password_file?,
             },
         })
     }
