@@ -16,7 +16,7 @@ pub const PASSWORD_MAX: u64 = 4 << 10;
 pub enum PasswordError {
     #[error("cannot read the PKCS#12 password: {0}")]
     Read(ReadError),
-    #[error("{path}: mode {mode:04o} lets {who} read the PKCS#12 password, who may not read the .p12 file (key_mode {key_mode:04o}); run `chmod 600 {path}`")]
+    #[error("{path}: mode {mode:04o} lets {who} read the PKCS#12 password, which only the readers of the .p12 file (mode {key_mode:04o}) may read; run `chmod 600 {path}`")]
     TooOpen {
         path: PathBuf,
         mode: u32,

@@ -19,6 +19,7 @@ mod faults;
 mod hooks;
 mod hostile;
 mod mtls;
+mod pkcs12;
 mod reads;
 mod served;
 mod servers;
