@@ -996,22 +996,14 @@ impl Ctx {
                 ok = false;
                 None
             }
-            (Some(v), _) => match self.abs_path(&f("password_file"), cert, v) {
-                Some(p) if !p.exists() => {
-                    self.err(
-                        &f("password_file"),
-                        cert,
-                        format!("{} does not exist; create it with the password on one line (chmod 600) before certkeeper writes the .p12 file", p.display()),
-                    );
-                    ok = false;
-                    None
-                }
-                Some(p) => Some(p),
-                None => {
-                    ok = false;
-                    None
-                }
-            },
+            // Its contents are read when the file is written or checked (`check` says
+            // when it cannot be used), not here: a config stays valid while a password
+            // is being replaced.
+            (Some(v), _) => {
+                let p = self.abs_path(&f("password_file"), cert, v);
+                ok &= p.is_some();
+                p
+            }
             (None, _) => None,
         };
         if let (Some(pw), Some(p12)) = (&password_file, resolved.get("p12")) {

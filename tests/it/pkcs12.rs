@@ -456,12 +456,6 @@ fn pkcs12_config_errors_name_the_file_line_and_field() {
             "certificates[0].files.password_file",
             "is missing: layout `pkcs12` encrypts the .p12 file",
         ),
-        // One that does not exist.
-        (
-            "    files: { layout: pkcs12, p12: $DIR/tls/alice.p12, password_file: $DIR/nope.pass }\n",
-            "certificates[0].files.password_file",
-            "does not exist",
-        ),
         // A relative one.
         (
             "    files: { layout: pkcs12, p12: $DIR/tls/alice.p12, password_file: alice.pass }\n",
@@ -505,6 +499,30 @@ fn pkcs12_config_errors_name_the_file_line_and_field() {
         assert!(line.contains(message), "{line}");
         assert!(!sb.path("tls").exists(), "nothing was written");
     }
+
+    // A password file that does not exist (yet) leaves the configuration valid: `check`
+    // warns (exit 1), and a pass fails for that certificate, naming the file, before
+    // anything is issued.
+    let missing = sb.path("nope.pass");
+    sb.write_config(&format!(
+        "{}  - name: alice\n    usage: client\n    sans: [alice.example.internal]\n    files: {{ layout: pkcs12, p12: $DIR/tls/alice.p12, password_file: {} }}\n",
+        header(),
+        path_str(&missing)
+    ));
+    let r = sb.ck(&["check"]);
+    r.expect_code(1);
+    assert!(
+        r.stderr.contains(&format!(
+            "warning: certificate `alice`: files.password_file: cannot read the PKCS#12 password: {}: no such file",
+            path_str(&missing)
+        )),
+        "{r:?}"
+    );
+    let r = sb.renew_all();
+    r.expect_code(1);
+    assert!(r.all().contains(path_str(&missing)), "{r:?}");
+    assert!(!sb.path("tls/alice.p12").exists());
+    assert_eq!(count_events(&sb.ledger(), "issued", Some("alice")), 0);
     assert!(pass.exists());
 }
 
