@@ -216,8 +216,17 @@ fn open_p12(spec: &CertSpec, p12: &Path, password_file: &Path) -> Result<Opened,
         path: p12.to_path_buf(),
         reason,
     };
-    let password = crate::password::read_password(password_file, p12_readers(spec))
-        .map_err(|e| damaged(format!("cannot be opened: {e}")))?;
+    // A password that cannot be used is the password file's problem, not the .p12's.
+    let password =
+        crate::password::read_password(password_file, p12_readers(spec)).map_err(|e| match e {
+            crate::password::PasswordError::Read(r) if r.is_not_found() => {
+                Seen::Missing(password_file.to_path_buf())
+            }
+            e => Seen::Damaged {
+                path: e.path().to_path_buf(),
+                reason: e.reason(),
+            },
+        })?;
     crate::pkcs12::decode(&bytes, &password).map_err(|e| match e {
         OpenError::WrongPassword => damaged(format!(
             "does not open with the password in {} (another password, or a damaged file)",
@@ -455,6 +464,13 @@ mod tests {
                 }
                 other => panic!("{layout}: {other:?}"),
             }
+            // The installed key, as a client certificate's key is read to be presented.
+            let pem = key_pem(spec).unwrap();
+            assert_eq!(
+                PrivateKey::from_pem(&pem).unwrap().public_key_raw(),
+                leaf.public_key_raw.as_slice(),
+                "{layout}"
+            );
             // The key of another pair beside this certificate: seen as a mismatch (or,
             // in one file, as a damaged file).
             let other = PrivateKey::generate(spec.key).unwrap();

@@ -30,6 +30,29 @@ pub enum PasswordError {
     },
 }
 
+impl PasswordError {
+    /// The problem as a sentence of its own, for callers that name the password file
+    /// first (`/etc/x.pass is damaged: mode 0644 lets every user read ...`).
+    pub fn reason(&self) -> String {
+        let text = self.to_string();
+        match self {
+            PasswordError::Read(e) => e.reason(),
+            PasswordError::TooOpen { path, .. } | PasswordError::Malformed { path, .. } => text
+                .strip_prefix(&format!("{}: ", path.display()))
+                .map(String::from)
+                .unwrap_or(text),
+        }
+    }
+
+    /// The password file concerned.
+    pub fn path(&self) -> &Path {
+        match self {
+            PasswordError::Read(e) => e.path(),
+            PasswordError::TooOpen { path, .. } | PasswordError::Malformed { path, .. } => path,
+        }
+    }
+}
+
 /// Who may read a `.p12` file: its mode (`key_mode`) and its group (the configured
 /// one; None: certkeeper's own).
 #[derive(Debug, Clone, Copy)]
