@@ -15,14 +15,16 @@
 //! Every module is also reachable at the crate root (`certkeeper::policy`, ...).
 
 pub mod pure;
-pub use pure::{constraints, discover, duration, encoding, layout, model, policy, served, x509};
+pub use pure::{
+    constraints, discover, duration, encoding, layout, model, pkcs12, policy, served, x509,
+};
 
 pub mod config;
 
 pub mod io;
 pub use io::{
     ari, cache, cakey, clock, discover as discover_io, dns01, drift, fsread, fsutil, hooks,
-    install, keys, metrics, observe, process, server, state, trust, verify,
+    install, keys, metrics, observe, password, process, server, state, trust, verify,
 };
 pub mod issuer;
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs (openssl, nginx, apache2, curl, GnuTLS certtool,
-# Pebble, BIND 9 and dig; via apt, only when missing) and runs the whole suite:
+# NSS pk12util and certutil, Pebble, BIND 9 and dig; via apt, only when missing) and
+# runs the whole suite:
 # formatting, lints, unit and integration tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,6 +12,7 @@ command -v openssl >/dev/null 2>&1 || need+=(openssl)
 [ -x /usr/sbin/apache2 ] || need+=(apache2)
 command -v curl >/dev/null 2>&1 || need+=(curl)
 command -v certtool >/dev/null 2>&1 || need+=(gnutls-bin)
+command -v pk12util >/dev/null 2>&1 || need+=(libnss3-tools)
 command -v python3 >/dev/null 2>&1 || need+=(python3)
 [ -x /usr/bin/pebble ] || need+=(pebble)
 [ -x /usr/sbin/named ] || need+=(bind9)

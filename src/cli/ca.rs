@@ -350,7 +350,7 @@ fn issued_pair(
     match crate::observe::observe(spec, None) {
         // Observed as a matching pair: the key file holds this certificate's key.
         crate::policy::Seen::Present(p) if p.leaf.serial == serial => {
-            Ok((p.leaf.der, read_key(crate::observe::key_path(spec))))
+            Ok((p.leaf.der, crate::observe::key_pem(spec).ok()))
         }
         _ => Err(missing()),
     }

@@ -28,6 +28,17 @@ pub fn run(arg: &ConfigArg, now: OffsetDateTime) -> Result<u8, CliError> {
             config.state_dir.join("ca").display()
         ),
     }
+    // A .p12 file cannot be written (nor checked) without its password.
+    for c in &config.certificates {
+        if let Some(file) = c.files.password_file() {
+            if let Err(e) = crate::password::read_password(file, crate::observe::p12_readers(c)) {
+                alarms.push(format!(
+                    "certificate `{}`: files.password_file: {e}",
+                    c.name
+                ));
+            }
+        }
+    }
     for a in &alarms {
         eprintln!("warning: {a}");
     }

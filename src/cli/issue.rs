@@ -1,5 +1,6 @@
 //! `certkeeper issue`: a one-off certificate from the internal CA into a directory,
-//! e.g. a client certificate for a calling service. Recorded in the ledger.
+//! e.g. a client certificate for a calling service (as NAME.crt and NAME.key, or with
+//! `--pkcs12` as NAME.crt and an encrypted NAME.p12). Recorded in the ledger.
 
 use super::{CliError, ConfigArg};
 use crate::duration::parse_duration;
@@ -39,6 +40,13 @@ pub struct IssueArgs {
     /// Directory to write NAME.crt (leaf + chain) and NAME.key (mode 0600) into
     #[arg(long)]
     out: PathBuf,
+    /// Write NAME.p12 (key, leaf and chain; mode 0600) instead of NAME.key, for
+    /// browsers, Java and Windows; needs --password-file
+    #[arg(long, requires = "password_file")]
+    pkcs12: bool,
+    /// File holding the password of NAME.p12 on one line (mode 0600); with --pkcs12
+    #[arg(long, value_name = "FILE", requires = "pkcs12")]
+    password_file: Option<PathBuf>,
 }
 
 pub fn run(a: IssueArgs, now: OffsetDateTime) -> Result<u8, CliError> {
@@ -67,7 +75,19 @@ pub fn run(a: IssueArgs, now: OffsetDateTime) -> Result<u8, CliError> {
         parse_duration(&a.lifetime).map_err(|e| usage_err(format!("--lifetime: {e}")))?;
     let usage = Usage::from_flags(a.server || !a.client, a.client).expect("at least one usage");
     let cert_path = a.out.join(format!("{}.crt", a.name));
-    let key_path = a.out.join(format!("{}.key", a.name));
+    // With --pkcs12 the key exists only inside the encrypted file.
+    let key_path = match a.pkcs12 {
+        true => a.out.join(format!("{}.p12", a.name)),
+        false => a.out.join(format!("{}.key", a.name)),
+    };
+    // Read before anything is issued: a password that cannot be used leaves no trace.
+    let password = match &a.password_file {
+        Some(file) => Some(
+            crate::password::read_password(file, crate::password::Readers::OWNER)
+                .map_err(|e| usage_err(format!("--password-file: {e}")))?,
+        ),
+        None => None,
+    };
     let config = a.config.load()?;
     let common_name = sans
         .iter()
@@ -156,8 +176,19 @@ pub fn run(a: IssueArgs, now: OffsetDateTime) -> Result<u8, CliError> {
     // The key first, then the certificate: whoever finds the certificate finds its key.
     // Neither existed (checked above): if the certificate cannot be written, the key
     // is removed again.
-    write_atomic(&file(&key_path, key.pem().to_string(), 0o600))
-        .map_err(|e| CliError::Runtime(e.to_string()))?;
+    let mut secret = file(&key_path, String::new(), 0o600);
+    secret.bytes = match &password {
+        Some(password) => {
+            let ders: Vec<&[u8]> = std::iter::once(&issued.leaf)
+                .chain(&issued.chain)
+                .map(|c| c.der.as_slice())
+                .collect();
+            crate::pkcs12::encode(&a.name, &key.pkcs8_der(), &ders, password)
+                .map_err(|e| CliError::Runtime(format!("cannot make the .p12 file: {e}")))?
+        }
+        None => Zeroizing::new(key.pem().as_bytes().to_vec()),
+    };
+    write_atomic(&secret).map_err(|e| CliError::Runtime(e.to_string()))?;
     if let Err(e) = write_atomic(&file(&cert_path, full, 0o644)) {
         let _ = std::fs::remove_file(&key_path);
         return Err(CliError::Runtime(e.to_string()));

@@ -349,6 +349,7 @@ fn config_page() -> String {
         ("apache", "`cert` = leaf, `chain` = intermediates, `key`; for `SSLCertificateFile`, `SSLCertificateChainFile`, `SSLCertificateKeyFile`."),
         ("combined", "`cert` = key + leaf + intermediates in one file (mode of the key), for HAProxy `crt`."),
         ("separate", "`cert`, `chain`, `fullchain` and `key`, each its own file."),
+        ("pkcs12", "`p12` = key + leaf + intermediates in one PKCS#12 file (PBES2: PBKDF2-HMAC-SHA256 and AES-256-CBC, HMAC-SHA256 MAC; mode of the key), encrypted with the password in `password_file`; for client certificates that go into browsers, Java and Windows."),
     ] {
         tagged(&mut r, vec![bold(layout)], text);
     }

@@ -188,6 +188,7 @@ pub(super) fn describe_layout(layout: Layout) -> &'static str {
         Layout::Apache => "`cert` (leaf), `chain` (intermediates) and `key`",
         Layout::Combined => "one `cert` file holding key, leaf and intermediates",
         Layout::Separate => "`cert`, `chain`, `fullchain` and `key`",
+        Layout::Pkcs12 => "one `p12` file holding key, leaf and intermediates",
     }
 }
 

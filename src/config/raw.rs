@@ -77,6 +77,8 @@ pub struct RawFiles {
     pub chain: Option<String>,
     pub fullchain: Option<String>,
     pub key: Option<String>,
+    pub p12: Option<String>,
+    pub password_file: Option<String>,
 }
 
 #[derive(Deserialize, Debug, Clone)]

@@ -187,7 +187,7 @@ pub const KEYS: &[Key] = &[
     k(
         "certificates[].files.layout",
         "required",
-        "`nginx`, `apache`, `combined` or `separate`; see [Layouts](#layouts).",
+        "`nginx`, `apache`, `combined`, `separate` or `pkcs12`; see [Layouts](#layouts).",
     ),
     k(
         "certificates[].files.cert",
@@ -208,6 +208,16 @@ pub const KEYS: &[Key] = &[
         "certificates[].files.key",
         "required by `nginx`, `apache` and `separate`",
         "absolute path of the private key.",
+    ),
+    k(
+        "certificates[].files.p12",
+        "required by `pkcs12`",
+        "absolute path of the PKCS#12 file: key + leaf + intermediates, encrypted (mode of the key).",
+    ),
+    k(
+        "certificates[].files.password_file",
+        "required by `pkcs12`",
+        "absolute path of the file holding the `.p12` file's password (one line; others may not read it); read, never written.",
     ),
     k(
         "certificates[].follow_symlinks",

@@ -932,6 +932,7 @@ impl Ctx {
             ("chain", &files.chain),
             ("fullchain", &files.fullchain),
             ("key", &files.key),
+            ("p12", &files.p12),
         ];
         let mut ok = true;
         let mut resolved: HashMap<&str, PathBuf> = HashMap::new();
@@ -975,6 +976,46 @@ impl Ctx {
                 (None, false) => {}
             }
         }
+        // The password is read, never written: not one of the layout's files.
+        let password_file = match (&files.password_file, layout) {
+            (None, Layout::Pkcs12) => {
+                self.err(
+                    &f("password_file"),
+                    cert,
+                    "is missing: layout `pkcs12` encrypts the .p12 file with the password in this file; add `password_file:` naming a file of mode 0600 that holds it (one line)",
+                );
+                ok = false;
+                None
+            }
+            (Some(_), other) if other != Layout::Pkcs12 => {
+                self.err(
+                    &f("password_file"),
+                    cert,
+                    format!("layout `{other}` writes no encrypted file; remove it, or choose layout `pkcs12`"),
+                );
+                ok = false;
+                None
+            }
+            // Its contents are read when the file is written or checked (`check` says
+            // when it cannot be used), not here: a config stays valid while a password
+            // is being replaced.
+            (Some(v), _) => {
+                let p = self.abs_path(&f("password_file"), cert, v);
+                ok &= p.is_some();
+                p
+            }
+            (None, _) => None,
+        };
+        if let (Some(pw), Some(p12)) = (&password_file, resolved.get("p12")) {
+            if pw == p12 {
+                self.err(
+                    &f("password_file"),
+                    cert,
+                    "is the `p12` file itself; keep the password in a file of its own",
+                );
+                ok = false;
+            }
+        }
         if !ok {
             return None;
         }
@@ -998,6 +1039,10 @@ impl Ctx {
                 chain: take("chain")?,
                 fullchain: take("fullchain")?,
                 key: take("key")?,
+            },
+            Layout::Pkcs12 => Files::Pkcs12 {
+                p12: take("p12")?,
+                password_file: password_file?,
             },
         })
     }

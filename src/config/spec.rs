@@ -219,11 +219,17 @@ pub enum Files {
         fullchain: PathBuf,
         key: PathBuf,
     },
+    /// One PKCS#12 file: key, leaf and chain, encrypted with the password read from
+    /// `password_file` (which certkeeper never writes).
+    Pkcs12 {
+        p12: PathBuf,
+        password_file: PathBuf,
+    },
 }
 
 impl Files {
     /// Every path this certificate writes, with its field name, in the order of
-    /// `Layout::needs` (cert, chain, fullchain, key).
+    /// `Layout::needs` (cert, chain, fullchain, key; or p12).
     pub fn paths(&self) -> Vec<(&'static str, &Path)> {
         match self {
             Files::Nginx { cert, key } => vec![("cert", cert), ("key", key)],
@@ -231,6 +237,7 @@ impl Files {
                 vec![("cert", cert), ("chain", chain), ("key", key)]
             }
             Files::Combined { cert } => vec![("cert", cert)],
+            Files::Pkcs12 { p12, .. } => vec![("p12", p12)],
             Files::Separate {
                 cert,
                 chain,
@@ -254,16 +261,18 @@ impl Files {
             Files::Apache { .. } => Layout::Apache,
             Files::Combined { .. } => Layout::Combined,
             Files::Separate { .. } => Layout::Separate,
+            Files::Pkcs12 { .. } => Layout::Pkcs12,
         }
     }
 
-    /// The `cert` file (in `combined`, the one file).
+    /// The `cert` file (in `combined`, the one file; in `pkcs12`, the `p12` file).
     pub fn cert(&self) -> &Path {
         match self {
             Files::Nginx { cert, .. }
             | Files::Apache { cert, .. }
             | Files::Combined { cert }
             | Files::Separate { cert, .. } => cert,
+            Files::Pkcs12 { p12, .. } => p12,
         }
     }
 
@@ -273,7 +282,7 @@ impl Files {
             Files::Nginx { key, .. } | Files::Apache { key, .. } | Files::Separate { key, .. } => {
                 Some(key)
             }
-            Files::Combined { .. } => None,
+            Files::Combined { .. } | Files::Pkcs12 { .. } => None,
         }
     }
 
@@ -281,6 +290,14 @@ impl Files {
     pub fn chain(&self) -> Option<&Path> {
         match self {
             Files::Apache { chain, .. } | Files::Separate { chain, .. } => Some(chain),
+            _ => None,
+        }
+    }
+
+    /// The file that holds the password of a `pkcs12` layout.
+    pub fn password_file(&self) -> Option<&Path> {
+        match self {
+            Files::Pkcs12 { password_file, .. } => Some(password_file),
             _ => None,
         }
     }

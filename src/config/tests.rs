@@ -896,3 +896,52 @@ fn fallback_names_other_known_issuers() {
     assert_eq!(e.field, "certificates[0].fallback[1]");
     assert!(e.message.contains("unknown issuer `nowhere`"), "{e}");
 }
+
+#[test]
+fn pkcs12_takes_a_p12_file_and_a_password_file_and_only_it_takes_a_password() {
+    let c = ok("state_dir: /tmp/s\ncertificates:\n  - name: alice\n    usage: client\n    sans: [alice.example.internal]\n    files: { layout: pkcs12, p12: /etc/tls/alice.p12, password_file: /etc/certkeeper/alice.pass }\n");
+    let files = &c.certificates[0].files;
+    assert_eq!(files.layout(), crate::model::Layout::Pkcs12);
+    assert_eq!(
+        files.paths(),
+        vec![("p12", Path::new("/etc/tls/alice.p12"))]
+    );
+    assert_eq!(
+        files.password_file(),
+        Some(Path::new("/etc/certkeeper/alice.pass"))
+    );
+    assert_eq!(files.key(), None);
+    for (files, field, says) in [
+        (
+            "{ layout: pkcs12, p12: /etc/tls/alice.p12 }",
+            "certificates[0].files.password_file",
+            "is missing",
+        ),
+        (
+            "{ layout: pkcs12, p12: /etc/tls/alice.p12, password_file: alice.pass }",
+            "certificates[0].files.password_file",
+            "relative path",
+        ),
+        (
+            "{ layout: combined, cert: /etc/tls/alice.pem, password_file: /etc/alice.pass }",
+            "certificates[0].files.password_file",
+            "layout `combined` writes no encrypted file",
+        ),
+        (
+            "{ layout: pkcs12, p12: /etc/alice.pass, password_file: /etc/alice.pass }",
+            "certificates[0].files.password_file",
+            "is the `p12` file itself",
+        ),
+        (
+            "{ layout: pkcs12, key: /etc/tls/alice.key, p12: /etc/tls/alice.p12, password_file: /etc/alice.pass }",
+            "certificates[0].files.key",
+            "layout `pkcs12` does not write a `key` file",
+        ),
+    ] {
+        let e = one_error(&format!(
+            "state_dir: /tmp/s\ncertificates:\n  - name: alice\n    sans: [alice.example.internal]\n    files: {files}\n"
+        ));
+        assert_eq!(e.field, field, "{e}");
+        assert!(e.to_string().contains(says), "{e}");
+    }
+}

@@ -113,12 +113,16 @@ impl ObserveCache {
         self.dirty |= before != self.file.entries.len();
     }
 
-    /// The identities of a certificate's files, or None when one cannot be stat'ed.
+    /// The identities of a certificate's files (and of the password file of a `pkcs12`
+    /// layout: a new password makes the file be opened again), or None when one cannot
+    /// be stat'ed.
     pub fn stamps(spec: &CertSpec) -> Option<Vec<Stamp>> {
         spec.files
             .paths()
             .iter()
-            .map(|(_, p)| {
+            .map(|(_, p)| *p)
+            .chain(spec.files.password_file())
+            .map(|p| {
                 let m = std::fs::metadata(p).ok()?;
                 Some(Stamp(
                     m.dev(),

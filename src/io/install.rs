@@ -22,9 +22,9 @@
 //! `current` pointed at it, each live path is then swapped for its link (same bytes, mode
 //! and owner before and after), and only then does `current` move to the new pair.
 //!
-//! `combined` (one file) does not use the store: a rename over the one file is already
-//! atomic, and the file stays a plain file that the daemon's directory watch sees. A
-//! certificate with a symlink of the user's own at a live path (allowed by
+//! `combined` and `pkcs12` (one file each) do not use the store: a rename over the one
+//! file is already atomic, and the file stays a plain file that the daemon's directory
+//! watch sees. A certificate with a symlink of the user's own at a live path (allowed by
 //! `follow_symlinks`) is written through that link file by file, as before the store.
 //!
 //! Must not: follow a symlink inside the store that it did not make; write through a
@@ -91,7 +91,7 @@ pub fn store_dir(spec: &CertSpec) -> PathBuf {
 
 /// Whether this certificate's layout keeps its files in the store.
 pub fn uses_store(spec: &CertSpec) -> bool {
-    spec.files.layout() != Layout::Combined
+    !matches!(spec.files.layout(), Layout::Combined | Layout::Pkcs12)
 }
 
 /// The directory of the store the daemon should watch besides the live paths'

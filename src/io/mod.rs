@@ -16,6 +16,7 @@ pub mod install;
 pub mod keys;
 pub mod metrics;
 pub mod observe;
+pub mod password;
 pub mod process;
 pub mod server;
 pub mod state;

@@ -2,16 +2,18 @@
 //! matched (key and certificate, chain order, issuer), and whether the key is kept as
 //! private as configured (`exposure`, repaired by `tighten`).
 
-use crate::config::CertSpec;
 use crate::config::WatchSpec;
+use crate::config::{CertSpec, Files};
 use crate::fsread::{self, PEM_MAX};
 use crate::issuer::Issuer;
 use crate::keys::KeyInfo;
 use crate::model::Layout;
+use crate::pkcs12::{OpenError, Opened};
 use crate::policy::{Present, Seen};
 use crate::x509::{check_chain_order, parse_pem, CertInfo, PemItem};
 use std::fs;
 use std::path::{Path, PathBuf};
+use zeroize::Zeroizing;
 
 /// One file's parsed blocks.
 struct Parsed {
@@ -91,7 +93,8 @@ fn same(a: &[CertInfo], b: &[CertInfo]) -> bool {
     a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.der == y.der)
 }
 
-/// The file that holds a certificate's private key: `key`, or the one `combined` file.
+/// The file that holds a certificate's private key: `key`, or the one `combined` or
+/// `pkcs12` file.
 pub fn key_path(spec: &CertSpec) -> &Path {
     spec.files.key().unwrap_or(spec.files.cert())
 }
@@ -189,8 +192,104 @@ pub fn observe(spec: &CertSpec, issuer: Option<&dyn Issuer>) -> Seen {
     }
 }
 
+/// Who may read a certificate's `.p12` file, for the check of its password file.
+pub fn p12_readers(spec: &CertSpec) -> crate::password::Readers {
+    crate::password::Readers {
+        key_mode: spec.key_mode,
+        gid: spec.group.as_ref().map(|g| g.id),
+    }
+}
+
+/// Opens a `pkcs12` layout's file with the password of its `password_file`.
+fn open_p12(spec: &CertSpec, p12: &Path, password_file: &Path) -> Result<Opened, Seen> {
+    let bytes = match fsread::read_regular(p12, PEM_MAX) {
+        Ok(b) => b,
+        Err(e) if e.is_not_found() => return Err(Seen::Missing(p12.to_path_buf())),
+        Err(e) => {
+            return Err(Seen::Damaged {
+                path: p12.to_path_buf(),
+                reason: e.reason(),
+            });
+        }
+    };
+    let damaged = |reason: String| Seen::Damaged {
+        path: p12.to_path_buf(),
+        reason,
+    };
+    // A password that cannot be used is the password file's problem, not the .p12's.
+    let password =
+        crate::password::read_password(password_file, p12_readers(spec)).map_err(|e| match e {
+            crate::password::PasswordError::Read(r) if r.is_not_found() => {
+                Seen::Missing(password_file.to_path_buf())
+            }
+            e => Seen::Damaged {
+                path: e.path().to_path_buf(),
+                reason: e.reason(),
+            },
+        })?;
+    crate::pkcs12::decode(&bytes, &password).map_err(|e| match e {
+        OpenError::WrongPassword => damaged(format!(
+            "does not open with the password in {} (another password, or a damaged file)",
+            password_file.display()
+        )),
+        other => damaged(other.to_string()),
+    })
+}
+
+/// The private key of a certificate as installed, as PEM text (for presenting it as a
+/// client certificate, or signing a revocation request with it).
+pub fn key_pem(spec: &CertSpec) -> Result<Zeroizing<String>, String> {
+    if let Files::Pkcs12 { p12, password_file } = &spec.files {
+        let opened = open_p12(spec, p12, password_file).map_err(|seen| match seen {
+            Seen::Damaged { path, reason } => format!("{}: {reason}", path.display()),
+            Seen::Missing(path) => format!("{}: no such file", path.display()),
+            _ => format!("{}: cannot be opened", p12.display()),
+        })?;
+        return Ok(Zeroizing::new(crate::encoding::pem_encode(
+            "PRIVATE KEY",
+            &opened.key_der,
+        )));
+    }
+    let path = key_path(spec);
+    let bytes = fsread::read_regular(path, PEM_MAX).map_err(|e| e.to_string())?;
+    String::from_utf8(bytes.to_vec())
+        .map(Zeroizing::new)
+        .map_err(|_| format!("{}: not PEM text", path.display()))
+}
+
+/// The key, leaf and chain in a `pkcs12` layout's file.
+fn observe_p12(
+    spec: &CertSpec,
+    p12: &Path,
+    password_file: &Path,
+) -> Result<(Vec<CertInfo>, KeyInfo), Seen> {
+    let opened = open_p12(spec, p12, password_file)?;
+    let damaged = |reason: String| Seen::Damaged {
+        path: p12.to_path_buf(),
+        reason,
+    };
+    let certs = opened
+        .certs
+        .iter()
+        .map(|der| CertInfo::from_der(der))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(damaged)?;
+    if certs.len() < 2 {
+        return Err(damaged(
+            "the .p12 file must hold the certificate and its chain".into(),
+        ));
+    }
+    let key = KeyInfo::from_der("PRIVATE KEY", &opened.key_der)
+        .map_err(|e| damaged(format!("its private key: {e}")))?;
+    Ok((certs, key))
+}
+
 fn observe_inner(spec: &CertSpec) -> Result<(CertInfo, Vec<CertInfo>), Seen> {
     let f = &spec.files;
+    if let Files::Pkcs12 { p12, password_file } = f {
+        let (certs, key) = observe_p12(spec, p12, password_file)?;
+        return matched(spec, certs, &key, p12);
+    }
     // Read every file first so that "missing" wins over "damaged" consistently.
     let paths: Vec<&Path> = f.paths().into_iter().map(|(_, p)| p).collect();
     let mut parsed = Vec::new();
@@ -240,7 +339,19 @@ fn observe_inner(spec: &CertSpec) -> Result<(CertInfo, Vec<CertInfo>), Seen> {
             }
             (all, only_key(keyf)?, &keyf.path)
         }
+        Layout::Pkcs12 => unreachable!("opened above"),
     };
+    matched(spec, certs, key, key_path)
+}
+
+/// The leaf and chain of `certs` when the leaf is `key`'s and the chain in order.
+fn matched(
+    spec: &CertSpec,
+    certs: Vec<CertInfo>,
+    key: &KeyInfo,
+    key_path: &Path,
+) -> Result<(CertInfo, Vec<CertInfo>), Seen> {
+    let f = &spec.files;
     let leaf = certs[0].clone();
     if !leaf.matches(key) {
         return Err(Seen::KeyMismatch(key_path.to_path_buf()));
@@ -277,6 +388,13 @@ mod tests {
             "nginx" => format!("{{ layout: nginx, cert: {d}/tls/www.crt, key: {d}/tls/www.key }}"),
             "apache" => format!("{{ layout: apache, cert: {d}/tls/www.crt, chain: {d}/tls/chain.crt, key: {d}/tls/www.key }}"),
             "separate" => format!("{{ layout: separate, cert: {d}/tls/www.crt, chain: {d}/tls/chain.crt, fullchain: {d}/tls/full.crt, key: {d}/tls/www.key }}"),
+            "pkcs12" => {
+                use std::os::unix::fs::PermissionsExt;
+                let pw = dir.join("www.pass");
+                fs::write(&pw, "correct horse\n").unwrap();
+                fs::set_permissions(&pw, fs::Permissions::from_mode(0o600)).unwrap();
+                format!("{{ layout: pkcs12, p12: {d}/tls/www.p12, password_file: {d}/www.pass }}")
+            }
             _ => format!("{{ layout: combined, cert: {d}/tls/www.pem }}"),
         };
         let yaml = format!(
@@ -314,7 +432,13 @@ mod tests {
                 OffsetDateTime::now_utc(),
             )
             .unwrap();
-        for f in crate::layout::render(spec, &key, &issued.leaf, &issued.chain) {
+        let password = spec.files.password_file().map(|p| {
+            crate::password::read_password(p, p12_readers(spec)).expect("a usable password")
+        });
+        let files =
+            crate::layout::render(spec, &key, &issued.leaf, &issued.chain, password.as_ref())
+                .unwrap();
+        for f in files {
             crate::fsutil::write_atomic(&f).unwrap();
         }
         issued.leaf
@@ -322,7 +446,7 @@ mod tests {
 
     #[test]
     fn what_render_writes_observe_reads_back_for_every_layout() {
-        for layout in ["nginx", "apache", "separate", "combined"] {
+        for layout in ["nginx", "apache", "separate", "combined", "pkcs12"] {
             let dir = tempfile::tempdir().unwrap();
             let (config, ca) = world(dir.path(), layout);
             let spec = &config.certificates[0];
@@ -340,10 +464,43 @@ mod tests {
                 }
                 other => panic!("{layout}: {other:?}"),
             }
+            // The installed key, as a client certificate's key is read to be presented.
+            let pem = key_pem(spec).unwrap();
+            assert_eq!(
+                PrivateKey::from_pem(&pem).unwrap().public_key_raw(),
+                leaf.public_key_raw.as_slice(),
+                "{layout}"
+            );
             // The key of another pair beside this certificate: seen as a mismatch (or,
             // in one file, as a damaged file).
             let other = PrivateKey::generate(spec.key).unwrap();
             let key_at = key_path(spec).to_path_buf();
+            if layout == "pkcs12" {
+                // A file of another pair, or one encrypted with another password.
+                let theirs =
+                    crate::pkcs12::Password::new(Zeroizing::new(b"other".to_vec())).unwrap();
+                let mut p =
+                    rcgen::CertificateParams::new(vec!["www.example.internal".into()]).unwrap();
+                p.distinguished_name
+                    .push(rcgen::DnType::CommonName, "www.example.internal");
+                let cert = p.self_signed(other.pair()).unwrap();
+                let ders: [&[u8]; 2] = [cert.der(), cert.der()];
+                let bytes =
+                    crate::pkcs12::encode("www", &other.pkcs8_der(), &ders, &theirs).unwrap();
+                fs::write(&key_at, &*bytes).unwrap();
+                match observe(spec, registry.get(&spec.issuer)) {
+                    Seen::Damaged { path, reason } => {
+                        assert_eq!(path, key_at);
+                        assert!(
+                            reason.contains("does not open with the password in"),
+                            "{reason}"
+                        );
+                        assert!(!reason.contains("correct horse"), "{reason}");
+                    }
+                    other => panic!("{other:?}"),
+                }
+                continue;
+            }
             if layout == "combined" {
                 let text = fs::read_to_string(&key_at).unwrap();
                 let certs = &text[text.find("-----BEGIN CERTIFICATE").unwrap()..];

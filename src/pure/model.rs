@@ -137,14 +137,18 @@ pub enum Layout {
     Combined,
     /// `cert`, `chain`, `fullchain` and `key`, each its own file.
     Separate,
+    /// `p12` = key + leaf + intermediates in one PKCS#12 file, encrypted with the
+    /// password in `password_file`.
+    Pkcs12,
 }
 
 impl Layout {
-    pub const ALL: [Layout; 4] = [
+    pub const ALL: [Layout; 5] = [
         Layout::Nginx,
         Layout::Apache,
         Layout::Combined,
         Layout::Separate,
+        Layout::Pkcs12,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -153,6 +157,7 @@ impl Layout {
             Layout::Apache => "apache",
             Layout::Combined => "combined",
             Layout::Separate => "separate",
+            Layout::Pkcs12 => "pkcs12",
         }
     }
 
@@ -163,6 +168,7 @@ impl Layout {
             Layout::Apache => &["cert", "chain", "key"],
             Layout::Combined => &["cert"],
             Layout::Separate => &["cert", "chain", "fullchain", "key"],
+            Layout::Pkcs12 => &["p12"],
         }
     }
 }

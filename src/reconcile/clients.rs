@@ -245,6 +245,7 @@ impl Clients<'_> {
         let p = |p: &Path| format!("`{}`", p.display());
         let fix = match (kind, &spec.files) {
             (None, _) => return Problem::Chain(problem),
+            (Some(_), Files::Pkcs12 { .. }) => "nginx and Apache do not read a .p12 file: use layout nginx, apache or separate for what they serve".into(),
             (Some(ServerKind::Nginx), Files::Nginx { cert, .. } | Files::Combined { cert }) => {
                 format!("point `ssl_certificate` at {} (leaf + chain)", p(cert))
             }
@@ -341,10 +342,9 @@ fn read_identity(config: &Config, name: &str) -> Result<Identity, String> {
         ));
     };
     let key_path = crate::observe::key_path(spec);
-    let bytes = crate::fsread::read_regular(key_path, 1 << 20)
-        .map_err(|e| format!("{}: {e}", key_path.display()))?;
+    let pem = crate::observe::key_pem(spec)?;
     use rustls::pki_types::pem::PemObject;
-    let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(&bytes)
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(pem.as_bytes())
         .map_err(|e| format!("{}: no private key ({e})", key_path.display()))?;
     let chain = std::iter::once(&p.leaf)
         .chain(&p.chain)

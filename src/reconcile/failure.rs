@@ -16,6 +16,9 @@ pub enum Failure {
     /// The target paths cannot be written (a link, a directory where a file goes...):
     /// refused before anything was issued.
     Refused(Arc<FsError>),
+    /// The password of a `pkcs12` layout cannot be used: refused before anything was
+    /// issued.
+    Password(Arc<crate::password::PasswordError>),
     /// The certificate's issuer is not available.
     NoIssuer(IssuerRef),
     /// The key or the CSR could not be made.
@@ -128,6 +131,7 @@ impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Failure::Refused(e) => write!(f, "install refused, nothing was issued: {e}"),
+            Failure::Password(e) => write!(f, "install refused, nothing was issued: {e}"),
             Failure::NoIssuer(r) => f.write_str(&crate::issuer::Registry::unavailable(r)),
             Failure::Key(e) => f.write_str(e),
             Failure::Issue { issuer, error } => write!(f, "issuer `{issuer}`: {error}"),
@@ -162,6 +166,7 @@ impl Failure {
     pub fn code(&self) -> &'static str {
         match self {
             Failure::Refused(_) => "refused",
+            Failure::Password(_) => "password",
             Failure::NoIssuer(_) => "no-issuer",
             Failure::Key(_) => "key",
             Failure::Issue { .. } => "issue",

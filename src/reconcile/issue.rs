@@ -108,6 +108,8 @@ pub(super) fn build_all<'a, 'i>(
 pub(super) struct Built {
     key: PrivateKey,
     issued: Issued,
+    /// The password of a `pkcs12` layout, read before the CA was asked.
+    password: Option<crate::pkcs12::Password>,
 }
 
 /// Makes a key and a CSR for `spec`, has `issuer` sign it and checks what comes back.
@@ -121,6 +123,13 @@ pub(super) fn build(
     old: Option<&CertInfo>,
 ) -> Result<Built, Failure> {
     crate::install::preflight(spec).map_err(|e| Failure::Refused(Arc::new(e)))?;
+    let password = match spec.files.password_file() {
+        Some(file) => Some(
+            crate::password::read_password(file, crate::observe::p12_readers(spec))
+                .map_err(|e| Failure::Password(Arc::new(e)))?,
+        ),
+        None => None,
+    };
     let key = PrivateKey::generate(spec.key).map_err(|e| Failure::Key(e.to_string()))?;
     let req = request_for(spec);
     let csr = make_csr(&key, &req).map_err(|e| Failure::Key(e.to_string()))?;
@@ -141,7 +150,11 @@ pub(super) fn build(
         .chain(issued.chain.iter().cloned())
         .collect();
     check_chain_order(&full).map_err(|e| returned(format!("a bad chain: {e}")))?;
-    Ok(Built { key, issued })
+    Ok(Built {
+        key,
+        issued,
+        password,
+    })
 }
 
 /// What putting one pair in place gave: the pair and its install, or why not.
@@ -240,7 +253,14 @@ fn write(
             what: "cannot archive the new pair",
             error: Arc::new(e),
         })?;
-    let files = render(spec, key, &issued.leaf, &issued.chain);
+    let files = render(
+        spec,
+        key,
+        &issued.leaf,
+        &issued.chain,
+        p.built.password.as_ref(),
+    )
+    .map_err(Failure::Key)?;
     let prepared = crate::install::prepare(spec, &serial, &files)
         .map_err(|e| Failure::Install(Arc::new(e)))?;
     Ok((archive, prepared))

@@ -238,7 +238,9 @@ fn pairs_stay_consistent_through_sigkill_at_random_moments() {
     let sb = Sandbox::new();
     let mut defs = Vec::new();
     for i in 0..PER_LAYOUT {
-        for layout in Layout::ALL {
+        // A .p12 file is one file renamed into place, as `combined` is; the readers
+        // here check PEM files (pkcs12.rs checks .p12 files).
+        for layout in Layout::ALL.into_iter().filter(|l| *l != Layout::Pkcs12) {
             defs.push(
                 CertDef::new(&format!("c{i:03}-{}", layout.as_str()), layout)
                     .extra("lifetime: 2h")

@@ -21,6 +21,7 @@ mod hooks;
 mod hostile;
 mod inspect;
 mod mtls;
+mod pkcs12;
 mod reads;
 mod served;
 mod servers;

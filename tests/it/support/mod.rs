@@ -157,8 +157,16 @@ impl Sandbox {
         p
     }
 
-    /// Writes a config made of the standard header and these certificates.
+    /// Writes a config made of the standard header and these certificates, and the
+    /// password file (`$DIR/NAME.pass`, mode 0600) of each `pkcs12` one that has none.
     pub fn write_certs(&self, certs: &[CertDef]) -> PathBuf {
+        for c in certs.iter().filter(|c| c.layout == Layout::Pkcs12) {
+            let p = self.path(&format!("{}.pass", c.name));
+            if !p.exists() {
+                fs::write(&p, format!("password of {}\n", c.name)).expect("password file");
+                set_mode(&p, 0o600);
+            }
+        }
         let mut yaml = header();
         if certs.is_empty() {
             // Managing nothing must be said explicitly.
@@ -384,8 +392,18 @@ impl CertDef {
             self.layout.as_str()
         ));
         let f = self.files_rel();
+        if self.layout == Layout::Pkcs12 {
+            // The password file is the test's to write: `$DIR/NAME.pass`.
+            y.push_str(&format!(
+                "      p12: $DIR/{}\n      password_file: $DIR/{}.pass\n",
+                f.cert, self.name
+            ));
+        }
         for (field, rel) in [
-            ("cert", Some(f.cert.as_str())),
+            (
+                "cert",
+                Some(f.cert.as_str()).filter(|_| self.layout != Layout::Pkcs12),
+            ),
             ("chain", f.chain.as_deref()),
             ("fullchain", f.fullchain.as_deref()),
             ("key", f.key.as_deref()),
@@ -428,6 +446,12 @@ impl CertDef {
                 fullchain: Some(format!("tls/{n}.fullchain.crt")),
                 key: Some(format!("tls/{n}.key")),
             },
+            Layout::Pkcs12 => FilesRel {
+                cert: format!("tls/{n}.p12"),
+                chain: None,
+                fullchain: None,
+                key: None,
+            },
         }
     }
 
@@ -442,12 +466,12 @@ impl CertDef {
         let (untrusted, key_file) = match self.layout {
             Layout::Nginx => (cert.clone(), key.clone().unwrap()),
             Layout::Apache => (chain.clone().unwrap(), key.clone().unwrap()),
-            Layout::Combined => (cert.clone(), cert.clone()),
+            Layout::Combined | Layout::Pkcs12 => (cert.clone(), cert.clone()),
             Layout::Separate => (fullchain.clone().unwrap(), key.clone().unwrap()),
         };
         let mut modes = vec![(
             cert.clone(),
-            if self.layout == Layout::Combined {
+            if matches!(self.layout, Layout::Combined | Layout::Pkcs12) {
                 0o600
             } else {
                 0o644
@@ -468,6 +492,8 @@ impl CertDef {
             untrusted,
             key_file,
             modes,
+            password_file: (self.layout == Layout::Pkcs12)
+                .then(|| sb.path(&format!("{}.pass", self.name))),
         }
     }
 }
@@ -494,6 +520,8 @@ pub struct Installed {
     pub key_file: PathBuf,
     /// Every file with the mode it must have.
     pub modes: Vec<(PathBuf, u32)>,
+    /// The password file of a `pkcs12` layout.
+    pub password_file: Option<PathBuf>,
 }
 
 impl Installed {
@@ -506,6 +534,19 @@ impl Installed {
     pub fn check(&self, root: &Path, purpose: &str) {
         for (p, want) in &self.modes {
             assert_eq!(mode(p), *want, "mode of {}", p.display());
+        }
+        if let Some(password_file) = &self.password_file {
+            let tmp = tempfile::tempdir().expect("temporary directory");
+            let u = p12_unpack(&self.cert, password_file, tmp.path());
+            verify(root, &u.chain, &u.leaf, purpose).ok();
+            assert_eq!(
+                pubkey_of_key(&u.key),
+                pubkey_of_cert(&u.leaf),
+                "{} holds a key that is not its leaf's",
+                self.cert.display()
+            );
+            assert_eq!(pem_blocks(&u.chain, "CERTIFICATE").len(), 1, "p12 chain");
+            return;
         }
         verify(root, &self.untrusted, &self.cert, purpose).ok();
         openssl(&["pkey", "-in", path_str(&self.key_file), "-noout"]).ok();
@@ -535,12 +576,62 @@ impl Installed {
                 assert_eq!(count(&self.cert), 1, "separate cert = leaf only");
                 assert_eq!(full, format!("{cert}{chain}"), "fullchain = cert + chain");
             }
+            Layout::Pkcs12 => unreachable!("checked above"),
         }
     }
 
     pub fn serial(&self) -> String {
-        serial(&self.cert)
+        match &self.password_file {
+            Some(password_file) => {
+                let tmp = tempfile::tempdir().expect("temporary directory");
+                serial(&p12_unpack(&self.cert, password_file, tmp.path()).leaf)
+            }
+            None => serial(&self.cert),
+        }
     }
+}
+
+/// A `.p12` file taken apart by `openssl pkcs12` (OpenSSL 3, no `-legacy`) into PEM
+/// files in `dir`.
+pub struct Unpacked {
+    /// Everything `openssl pkcs12 -nodes` printed.
+    pub all: PathBuf,
+    /// The first certificate (the key's).
+    pub leaf: PathBuf,
+    /// The certificates after it.
+    pub chain: PathBuf,
+    /// The private key.
+    pub key: PathBuf,
+}
+
+#[track_caller]
+pub fn p12_unpack(p12: &Path, password_file: &Path, dir: &Path) -> Unpacked {
+    let all = dir.join("all.pem");
+    openssl(&[
+        "pkcs12",
+        "-in",
+        path_str(p12),
+        "-passin",
+        &format!("file:{}", path_str(password_file)),
+        "-nodes",
+        "-out",
+        path_str(&all),
+    ])
+    .ok();
+    let certs = pem_blocks(&all, "CERTIFICATE");
+    let keys = pem_blocks(&all, "PRIVATE KEY");
+    assert!(!certs.is_empty(), "no certificate in {}", p12.display());
+    assert_eq!(keys.len(), 1, "one private key in {}", p12.display());
+    let u = Unpacked {
+        leaf: dir.join("leaf.pem"),
+        chain: dir.join("chain.pem"),
+        key: dir.join("key.pem"),
+        all,
+    };
+    fs::write(&u.leaf, &certs[0]).unwrap();
+    fs::write(&u.chain, certs[1..].concat()).unwrap();
+    fs::write(&u.key, &keys[0]).unwrap();
+    u
 }
 
 pub fn path_str(p: &Path) -> &str {
