@@ -5,7 +5,7 @@
 use super::{CliError, ConfigArg};
 use crate::duration::parse_duration;
 use crate::fsutil::{write_atomic, FileSpec};
-use crate::issuer::{make_csr, IssueRequest, Issuer};
+use crate::issuer::{IssueRequest, Issuer};
 use crate::keys::PrivateKey;
 use crate::model::{KeyType, San, Usage};
 use crate::policy::rfc3339;
@@ -152,9 +152,8 @@ pub fn run(a: IssueArgs, now: OffsetDateTime) -> Result<u8, CliError> {
         lifetime,
         profile: None,
     };
-    let csr = make_csr(&key, &req).map_err(|e| CliError::Runtime(e.to_string()))?;
     let issued = ca
-        .issue(&csr, &req, now)
+        .issue_for_key(&key, &req, now, None)
         .map_err(|e| CliError::Runtime(e.to_string()))?;
     // A rotation keeps the intermediate until this leaf has expired too.
     ca.note_adhoc(issued.leaf.not_after)

@@ -538,6 +538,58 @@ impl InternalCa {
     }
 }
 
+impl InternalCa {
+    /// A leaf for `public_key` as `req` asks, signed by the issuing intermediate.
+    fn sign_leaf(
+        &self,
+        public_key: &impl rcgen::PublicKeyData,
+        req: &IssueRequest,
+        now: OffsetDateTime,
+    ) -> Result<Issued, IssueError> {
+        let mut p = CertificateParams::default();
+        p.distinguished_name = rcgen::DistinguishedName::new();
+        p.distinguished_name
+            .push(DnType::CommonName, req.common_name.as_str());
+        p.subject_alt_names = sans_for_rcgen(&req.sans)?;
+        p.is_ca = IsCa::ExplicitNoCa;
+        p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        if matches!(public_key.algorithm(), a if *a == rcgen::PKCS_RSA_SHA256 || *a == rcgen::PKCS_RSA_SHA384 || *a == rcgen::PKCS_RSA_SHA512)
+        {
+            // TLS 1.2 RSA key exchange needs keyEncipherment on RSA server keys.
+            p.key_usages.push(KeyUsagePurpose::KeyEncipherment);
+        }
+        p.extended_key_usages = match req.usage {
+            Usage::Server => vec![ExtendedKeyUsagePurpose::ServerAuth],
+            Usage::Client => vec![ExtendedKeyUsagePurpose::ClientAuth],
+            Usage::ServerClient => vec![
+                ExtendedKeyUsagePurpose::ServerAuth,
+                ExtendedKeyUsagePurpose::ClientAuth,
+            ],
+        };
+        p.serial_number = Some(random_serial());
+        p.not_before = now - to_offset(backdate_for(req.lifetime));
+        // A leaf never outlives the CA that signs it.
+        let wanted = now + to_offset(req.lifetime);
+        p.not_after = wanted.min(self.intermediate.not_after);
+        p.use_authority_key_identifier_extension = true;
+        let key = self
+            .intermediate_key()
+            .map_err(|e| IssueError::Sign(e.to_string()))?;
+        let issuer =
+            rcgen::Issuer::from_ca_cert_der(&self.intermediate.der.clone().into(), key.pair())
+                .map_err(|e| IssueError::Sign(e.to_string()))?;
+        let cert = p
+            .signed_by(public_key, &issuer)
+            .map_err(|e| IssueError::Sign(e.to_string()))?;
+        let leaf = CertInfo::from_der(cert.der()).map_err(IssueError::Sign)?;
+        Ok(Issued {
+            leaf,
+            chain: self.chain(),
+            clamped: (wanted > self.intermediate.not_after).then_some(wanted),
+        })
+    }
+}
+
 impl Issuer for InternalCa {
     fn id(&self) -> &str {
         crate::model::IssuerRef::INTERNAL
@@ -573,47 +625,29 @@ impl Issuer for InternalCa {
                 "the CSR asks for {asked:?}, the request for {want:?}"
             )));
         }
-        let mut p = CertificateParams::default();
-        p.distinguished_name = rcgen::DistinguishedName::new();
-        p.distinguished_name
-            .push(DnType::CommonName, req.common_name.as_str());
-        p.subject_alt_names = sans_for_rcgen(&req.sans)?;
-        p.is_ca = IsCa::ExplicitNoCa;
-        p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        if matches!(csr.public_key.algorithm(), a if *a == rcgen::PKCS_RSA_SHA256 || *a == rcgen::PKCS_RSA_SHA384 || *a == rcgen::PKCS_RSA_SHA512)
-        {
-            // TLS 1.2 RSA key exchange needs keyEncipherment on RSA server keys.
-            p.key_usages.push(KeyUsagePurpose::KeyEncipherment);
+        self.sign_leaf(&csr.public_key, req, now)
+    }
+
+    /// Signs for the new key itself, without a CSR: the key was made in this process a
+    /// moment ago, so there is no possession to prove and no request to check.
+    fn issue_for_key(
+        &self,
+        key: &PrivateKey,
+        req: &IssueRequest,
+        now: OffsetDateTime,
+        _old: Option<&CertInfo>,
+    ) -> Result<Issued, IssueError> {
+        if now >= self.intermediate.not_after {
+            return Err(IssueError::CaExpired(self.intermediate.not_after));
         }
-        p.extended_key_usages = match req.usage {
-            Usage::Server => vec![ExtendedKeyUsagePurpose::ServerAuth],
-            Usage::Client => vec![ExtendedKeyUsagePurpose::ClientAuth],
-            Usage::ServerClient => vec![
-                ExtendedKeyUsagePurpose::ServerAuth,
-                ExtendedKeyUsagePurpose::ClientAuth,
-            ],
-        };
-        p.serial_number = Some(random_serial());
-        p.not_before = now - to_offset(backdate_for(req.lifetime));
-        // A leaf never outlives the CA that signs it.
-        let wanted = now + to_offset(req.lifetime);
-        p.not_after = wanted.min(self.intermediate.not_after);
-        p.use_authority_key_identifier_extension = true;
-        let key = self
-            .intermediate_key()
-            .map_err(|e| IssueError::Sign(e.to_string()))?;
-        let issuer =
-            rcgen::Issuer::from_ca_cert_der(&self.intermediate.der.clone().into(), key.pair())
-                .map_err(|e| IssueError::Sign(e.to_string()))?;
-        let cert = p
-            .signed_by(&csr.public_key, &issuer)
-            .map_err(|e| IssueError::Sign(e.to_string()))?;
-        let leaf = CertInfo::from_der(cert.der()).map_err(IssueError::Sign)?;
-        Ok(Issued {
-            leaf,
-            chain: self.chain(),
-            clamped: (wanted > self.intermediate.not_after).then_some(wanted),
-        })
+        self.sign_leaf(key.pair(), req, now)
+    }
+
+    /// What it returns is signed here by the issuing intermediate, whose key was checked
+    /// against its certificate when it was read, with the chain the CA was loaded and
+    /// checked with: there is nothing to verify again.
+    fn signs_in_process(&self) -> bool {
+        true
     }
 
     fn issued(&self, _leaf: &CertInfo, chain: &[CertInfo]) -> bool {

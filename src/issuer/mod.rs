@@ -93,6 +93,24 @@ pub trait Issuer: Sync {
     ) -> Result<Issued, IssueError> {
         self.issue(csr_der, req, now)
     }
+    /// Issues for `key`, a key made in this process. By default a CSR signed with it
+    /// goes to [`Issuer::issue_replacing`].
+    fn issue_for_key(
+        &self,
+        key: &PrivateKey,
+        req: &IssueRequest,
+        now: OffsetDateTime,
+        old: Option<&CertInfo>,
+    ) -> Result<Issued, IssueError> {
+        let csr = make_csr(key, req)?;
+        self.issue_replacing(&csr, req, now, old)
+    }
+    /// Whether what [`Issuer::issue_for_key`] returns was signed in this process with
+    /// keys and a chain checked when they were read, so that checking it again is wasted
+    /// work. What comes from outside (an ACME CA) is always checked.
+    fn signs_in_process(&self) -> bool {
+        false
+    }
     /// The renewal window the issuer suggests for `leaf` (ACME Renewal Information) and
     /// how long until it should be asked again; None when the issuer has no such thing.
     fn renewal_info(&self, _leaf: &CertInfo) -> Option<Result<RenewalWindow, String>> {

@@ -8,7 +8,7 @@
 use crate::cache::{Learned, ObserveCache};
 use crate::config::{CertSpec, Config};
 use crate::install::{Installed, RolledBack};
-use crate::issuer::{make_csr, InternalCa, IssueRequest, Issued, Issuer, Registry};
+use crate::issuer::{InternalCa, IssueRequest, Issued, Issuer, Registry};
 use crate::keys::PrivateKey;
 use crate::layout::render;
 use crate::observe::observe;

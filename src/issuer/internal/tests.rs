@@ -222,3 +222,43 @@ fn a_rotation_that_cannot_be_written_changes_nothing_and_issuance_goes_on() {
     assert_eq!(ca.changes.len(), 1, "{:?}", ca.changes);
     assert_eq!(ca.manifest.intermediate, 2);
 }
+
+/// The shortcut for keys made in this process (no CSR, no second look) gives the same
+/// certificate as the CSR path: same names, usage and lifetime, for the key given,
+/// signed by the issuing intermediate, chain in order, for every key type.
+#[test]
+fn issuing_for_a_key_of_this_process_matches_the_csr_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), "", &[("www", "30d")]);
+    let now = datetime!(2026-03-01 00:00 UTC);
+    let (ca, _) = InternalCa::load_or_init(&cfg.ca, &cfg.state_dir.join("ca"), now).unwrap();
+    let spec = &cfg.certificates[0];
+    for kind in crate::model::KeyType::ALL {
+        let key = PrivateKey::generate(kind).unwrap();
+        let req = IssueRequest {
+            name: spec.name.clone(),
+            common_name: spec.common_name.clone(),
+            sans: spec.sans.clone(),
+            usage: spec.usage,
+            lifetime: spec.lifetime,
+            profile: None,
+        };
+        assert!(ca.signs_in_process());
+        let direct = ca.issue_for_key(&key, &req, now, None).unwrap();
+        let via_csr = ca.issue(&make_csr(&key, &req).unwrap(), &req, now).unwrap();
+        assert!(direct.leaf.matches_key(&key), "{kind:?}");
+        let full: Vec<_> = std::iter::once(direct.leaf.clone())
+            .chain(direct.chain.iter().cloned())
+            .collect();
+        crate::x509::check_chain_order(&full).unwrap();
+        assert!(ca.issued(&direct.leaf, &direct.chain));
+        assert_eq!(direct.leaf.sans, via_csr.leaf.sans);
+        assert_eq!(direct.leaf.subject, via_csr.leaf.subject);
+        assert_eq!(direct.leaf.not_after, via_csr.leaf.not_after);
+        assert_eq!(
+            format!("{:?}", direct.leaf.usage),
+            format!("{:?}", via_csr.leaf.usage)
+        );
+        assert_eq!(direct.chain.len(), via_csr.chain.len());
+    }
+}
