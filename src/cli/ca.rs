@@ -327,20 +327,15 @@ fn issued_pair(
         ))
     };
     let name = name.ok_or_else(missing)?;
-    let read_key = |path: &std::path::Path| {
-        crate::fsread::read_regular(path, crate::fsread::PEM_MAX)
+    let archived = state.archived_pair(name, serial).and_then(|(certs, key)| {
+        crate::x509::parse_certs(&certs, "archived certificate")
             .ok()
-            .and_then(|b| String::from_utf8(b.to_vec()).ok())
-            .map(zeroize::Zeroizing::new)
-    };
-    let dir = state.archive_dir(name, serial);
-    let archived = crate::fsread::read_regular(&dir.join("cert.pem"), crate::fsread::PEM_MAX)
-        .ok()
-        .and_then(|b| crate::x509::parse_certs(&b, "archived certificate").ok())
-        .and_then(|c| c.into_iter().next())
-        .filter(|c| c.serial == serial);
-    if let Some(c) = archived {
-        return Ok((c.der, read_key(&dir.join("key.pem"))));
+            .and_then(|c| c.into_iter().next())
+            .filter(|c| c.serial == serial)
+            .map(|c| (c, key))
+    });
+    if let Some((c, key)) = archived {
+        return Ok((c.der, Some(key)));
     }
     let spec = config
         .certificates

@@ -33,8 +33,12 @@ pub const HELD_MARKER: &str = "lock.held";
 /// Suffix of an archived pair that is being removed (renamed first, so that a crash
 /// never leaves half a pair that looks whole).
 const PRUNED_SUFFIX: &str = ".pruned";
-/// An archive copy being written (`archive/NAME/.SERIAL.new/`), until it is durable.
+/// An archive copy being written (`archive/NAME/.SERIAL.new`), until it is durable.
 const STAGING_SUFFIX: &str = ".new";
+/// An archived pair: `archive/NAME/SERIAL.pem`, one file (mode 0600) holding the leaf,
+/// the chain and the key. Archives written before hold a directory `SERIAL/` with
+/// `cert.pem`, `chain.pem` and `key.pem`; both are read.
+const PAIR_SUFFIX: &str = ".pem";
 /// How `name` and `event` start in a ledger line, for [`quick_field`].
 const NAME_KEY: &str = "\"name\":\"";
 const EVENT_KEY: &str = "\"event\":\"";
@@ -52,7 +56,8 @@ pub struct StateDir {
 /// What `archive/NAME/` holds.
 #[derive(Default)]
 struct Archived {
-    /// The pairs (directories `SERIAL/`) with their times.
+    /// The pairs (files `SERIAL.pem`, or directories `SERIAL/` of earlier versions)
+    /// with their times, by serial.
     pairs: Vec<(SystemTime, String)>,
     /// Pairs whose removal was interrupted.
     leftovers: Vec<PathBuf>,
@@ -212,8 +217,51 @@ impl StateDir {
         self.root.join(format!("ledger.jsonl.{generation}"))
     }
 
-    pub fn archive_dir(&self, name: &str, serial: &str) -> PathBuf {
-        self.root.join("archive").join(name).join(serial)
+    /// Where the archived pair `serial` of `name` is: `archive/NAME/SERIAL.pem`, or the
+    /// directory `archive/NAME/SERIAL/` an earlier version wrote; the file when neither
+    /// exists.
+    pub fn archived_path(&self, name: &str, serial: &str) -> PathBuf {
+        let dir = self.root.join("archive").join(name);
+        let file = dir.join(format!("{serial}{PAIR_SUFFIX}"));
+        let old = dir.join(serial);
+        if fs::symlink_metadata(&file).is_err() && fs::symlink_metadata(&old).is_ok() {
+            return old;
+        }
+        file
+    }
+
+    /// The archived pair `serial` of `name`: its certificates (leaf first) as PEM, and
+    /// its key as PEM. None when it is not archived or cannot be read; nothing is
+    /// followed through a link.
+    pub fn archived_pair(&self, name: &str, serial: &str) -> Option<(Vec<u8>, Zeroizing<String>)> {
+        if !is_plain_component(name) || !is_plain_component(serial) {
+            return None;
+        }
+        let read = |p: &Path| {
+            crate::fsread::read_regular(p, crate::fsread::PEM_MAX)
+                .ok()
+                .and_then(|b| String::from_utf8(b.to_vec()).ok())
+                .map(Zeroizing::new)
+        };
+        let path = self.archived_path(name, serial);
+        if path.extension().is_some_and(|e| *e == PAIR_SUFFIX[1..]) {
+            let text = read(&path)?;
+            let mut certs = String::new();
+            let mut key = Zeroizing::new(String::new());
+            for block in pem::parse_many(text.as_bytes()).ok()? {
+                let encoded = pem::encode(&block);
+                if block.tag() == "CERTIFICATE" {
+                    certs.push_str(&encoded);
+                } else {
+                    key.push_str(&encoded);
+                }
+            }
+            return Some((certs.into_bytes(), key));
+        }
+        let cert = read(&path.join("cert.pem"))?;
+        let chain = read(&path.join("chain.pem")).unwrap_or_default();
+        let key = read(&path.join("key.pem"))?;
+        Some((format!("{}{}", *cert, *chain).into_bytes(), key))
     }
 
     /// Creates the state directory (0700) if it is missing.
@@ -318,7 +366,7 @@ impl StateDir {
         removed
     }
 
-    /// Keeps a copy of a new pair under `archive/NAME/SERIAL/`. The pairs' directory
+    /// Keeps a copy of a new pair in `archive/NAME/SERIAL.pem`. The pairs' modification
     /// times order them: the new one is made newer than every other pair of `name`, even
     /// on a coarse or stepped clock.
     pub fn archive(
@@ -333,7 +381,7 @@ impl StateDir {
             .publish(self)
     }
 
-    /// Writes a new pair's archive copy under `archive/NAME/.SERIAL.new/`, to be put in
+    /// Writes a new pair's archive copy to `archive/NAME/.SERIAL.new`, to be put in
     /// place by [`StagedArchive::publish`] once its files are durable (at once outside a
     /// group commit; at the batch's barrier inside one).
     pub fn stage_archive(
@@ -351,31 +399,28 @@ impl StateDir {
         let staging = format!(".{serial}{STAGING_SUFFIX}");
         if fs::symlink_metadata(dir.join(&staging)).is_ok() {
             // What an interrupted archive of this serial left.
-            fs::remove_dir_all(dir.join(&staging))
-                .map_err(io_err(&dir.join(&staging), "cannot remove"))?;
+            remove_entry(&dir.join(&staging))?;
         }
-        let pair = parent.make_dir(&staging, 0o700)?;
-        let result = (|| {
-            for (file, bytes, mode) in [
-                ("cert.pem", cert_pem, 0o644),
-                ("chain.pem", chain_pem, 0o644),
-                ("key.pem", key_pem, 0o600),
-            ] {
-                let spec = FileSpec {
-                    path: dir.join(&staging).join(file),
-                    bytes: Zeroizing::new(bytes.as_bytes().to_vec()),
-                    mode,
-                    uid: None,
-                    gid: None,
-                    follow_symlinks: false,
-                };
-                pair.create_file(std::ffi::OsStr::new(file), &spec)?;
-            }
-            pair.sync()?;
-            parent.sync()
-        })();
-        if let Err(e) = result {
-            let _ = fs::remove_dir_all(dir.join(&staging));
+        // One file, mode 0600 from its first byte: the leaf, the chain, then the key.
+        let mut bytes = Zeroizing::new(String::with_capacity(
+            cert_pem.len() + chain_pem.len() + key_pem.len(),
+        ));
+        bytes.push_str(cert_pem);
+        bytes.push_str(chain_pem);
+        bytes.push_str(key_pem);
+        let spec = FileSpec {
+            path: dir.join(&staging),
+            bytes: Zeroizing::new(std::mem::take(&mut *bytes).into_bytes()),
+            mode: 0o600,
+            uid: None,
+            gid: None,
+            follow_symlinks: false,
+        };
+        if let Err(e) = parent
+            .create_file(std::ffi::OsStr::new(&staging), &spec)
+            .and_then(|()| parent.sync())
+        {
+            let _ = fs::remove_file(dir.join(&staging));
             return Err(e);
         }
         Ok(StagedArchive {
@@ -406,7 +451,7 @@ impl StateDir {
             let meta = entry
                 .metadata()
                 .map_err(io_err(&entry.path(), "cannot inspect"))?;
-            if !meta.is_dir() {
+            if !meta.is_dir() && !meta.is_file() {
                 continue;
             }
             if file_name.starts_with('.') {
@@ -415,8 +460,14 @@ impl StateDir {
                 }
                 continue;
             }
+            let serial = match (meta.is_dir(), file_name.strip_suffix(PAIR_SUFFIX)) {
+                (true, _) => file_name,
+                (false, Some(serial)) => serial.to_string(),
+                // The install marker, or a file certkeeper did not write.
+                (false, None) => continue,
+            };
             let age = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
-            found.pairs.push((age, file_name));
+            found.pairs.push((age, serial));
         }
         Ok(found)
     }
@@ -502,7 +553,7 @@ impl StateDir {
             return None;
         }
         let age = |s: &str| {
-            fs::symlink_metadata(self.archive_dir(name, s))
+            fs::symlink_metadata(self.archived_path(name, s))
                 .and_then(|m| m.modified())
                 .ok()
         };
@@ -574,13 +625,13 @@ impl StateDir {
             return Ok(0);
         }
         for serial in &doomed {
-            let from = dir.join(serial);
+            let from = self.archived_path(name, serial);
             let to = dir.join(format!(".{serial}{PRUNED_SUFFIX}"));
             fs::rename(&from, &to).map_err(io_err(&from, "cannot remove an archived pair"))?;
             leftovers.push(to);
         }
         for path in &leftovers {
-            fs::remove_dir_all(path).map_err(io_err(path, "cannot remove an archived pair"))?;
+            remove_entry(path)?;
         }
         sync_dir(&dir)?;
         if !doomed.is_empty() {
@@ -744,22 +795,27 @@ pub struct StagedArchive {
 }
 
 impl StagedArchive {
-    /// Renames the copy to `archive/NAME/SERIAL/` and makes it the newest of `name`'s
-    /// pairs. Its files must be durable by now (a group commit's barrier).
+    /// Renames the copy to `archive/NAME/SERIAL.pem` and makes it the newest of `name`'s
+    /// pairs. Its data must be durable by now (a group commit's barrier).
     pub fn publish(self, state: &StateDir) -> Result<PathBuf, FsError> {
-        let dir = state.archive_dir(&self.name, &self.serial);
-        if fs::symlink_metadata(&dir).is_ok() {
+        let existing = state.archived_path(&self.name, &self.serial);
+        if fs::symlink_metadata(&existing).is_ok() {
             // The same serial archived before (not by an issuance: serials are new).
             let aside = format!(".{}{PRUNED_SUFFIX}", self.serial);
-            let _ = fs::remove_dir_all(dir.with_file_name(&aside));
+            let aside_path = existing.with_file_name(&aside);
+            if fs::symlink_metadata(&aside_path).is_ok() {
+                remove_entry(&aside_path)?;
+            }
             self.parent.rename(
-                std::ffi::OsStr::new(&self.serial),
+                existing.file_name().expect("a pair's name"),
                 std::ffi::OsStr::new(&aside),
             )?;
         }
+        let file = format!("{}{PAIR_SUFFIX}", self.serial);
+        let path = existing.with_file_name(&file);
         self.parent.rename(
             std::ffi::OsStr::new(&self.staging),
-            std::ffi::OsStr::new(&self.serial),
+            std::ffi::OsStr::new(&file),
         )?;
         self.parent.sync()?;
         let newest_other = state
@@ -769,16 +825,27 @@ impl StagedArchive {
             .filter(|(_, s)| *s != self.serial)
             .map(|(t, _)| t)
             .max();
-        let own = fs::metadata(&dir)
+        let own = fs::metadata(&path)
             .and_then(|m| m.modified())
-            .map_err(io_err(&dir, "cannot inspect"))?;
+            .map_err(io_err(&path, "cannot inspect"))?;
         if let Some(newest) = newest_other.filter(|t| own <= *t) {
-            fs::File::open(&dir)
-                .and_then(|d| d.set_modified(newest + std::time::Duration::from_micros(1)))
-                .map_err(io_err(&dir, "cannot set the time of an archived pair"))?;
+            fs::File::open(&path)
+                .and_then(|f| f.set_modified(newest + std::time::Duration::from_micros(1)))
+                .map_err(io_err(&path, "cannot set the time of an archived pair"))?;
         }
-        Ok(dir)
+        Ok(path)
     }
+}
+
+/// Removes an archive entry: a pair's file, or a directory an earlier version wrote.
+fn remove_entry(path: &Path) -> Result<(), FsError> {
+    let result = match fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => fs::remove_dir_all(path),
+        Ok(_) => fs::remove_file(path),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    };
+    result.map_err(io_err(path, "cannot remove an archived pair"))
 }
 
 fn is_plain_component(s: &str) -> bool {

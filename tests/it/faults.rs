@@ -247,9 +247,13 @@ fn failing_certificates_back_off_and_never_starve_a_healthy_one() {
             "{name}: {} attempts in {SCENARIO:?}:\n{log}",
             issued.len()
         );
-        // Pair directories only (the archive also holds an `installed` marker).
+        // Pairs only (`SERIAL.pem`; the archive also holds an `installed` marker).
         let archived = fs::read_dir(sb.state_dir().join("archive").join(name))
-            .map(|d| d.flatten().filter(|e| e.path().is_dir()).count())
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| e.path().extension().is_some_and(|x| x == "pem"))
+                    .count()
+            })
             .unwrap_or(0);
         assert!(
             archived <= 1 + issued.len(),

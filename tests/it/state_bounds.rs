@@ -95,6 +95,11 @@ fn a_thousand_forced_renewals_keep_the_archive_and_the_ledger_bounded() {
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .filter(|n| n != "installed")
+        .map(|n| {
+            n.strip_suffix(".pem")
+                .expect("one file per pair")
+                .to_string()
+        })
         .collect();
     left.sort();
     let mut want: Vec<String> = serials[RENEWALS - 1 - KEEP..].to_vec();
@@ -110,15 +115,16 @@ fn a_thousand_forced_renewals_keep_the_archive_and_the_ledger_bounded() {
     );
     assert_eq!(&main.files(&sb).serial(), installed, "serial on disk");
     for s in &want {
-        for f in ["cert.pem", "chain.pem", "key.pem"] {
-            assert!(archive.join(s).join(f).is_file(), "{s}/{f}");
-        }
+        // One file per pair, private: leaf, chain, key.
+        let text = fs::read_to_string(archive.join(format!("{s}.pem"))).unwrap();
+        assert_eq!(text.matches("BEGIN CERTIFICATE").count(), 2, "{s}");
+        assert_eq!(text.matches("PRIVATE KEY-----").count(), 2, "{s}");
     }
-    let keys = walk_count(&sb.state_dir().join("archive"), "key.pem");
+    let keys = walk_count(&sb.state_dir().join("archive"), ".pem");
     assert_eq!(
         keys,
         KEEP + 2,
-        "key files left in the whole archive (main + quiet)"
+        "pairs left in the whole archive (main + quiet)"
     );
 
     // The ledger: rotated twice, every file under the cap and whole, `quiet` two back.
@@ -188,13 +194,14 @@ fn ledger_bytes(sb: &Sandbox) -> u64 {
 }
 
 /// How many files named `file` are under `dir`.
-fn walk_count(dir: &Path, file: &str) -> usize {
+/// Files under `dir` whose names end with `suffix`.
+fn walk_count(dir: &Path, suffix: &str) -> usize {
     let mut n = 0;
     for e in fs::read_dir(dir).unwrap() {
         let e = e.unwrap();
         if e.file_type().unwrap().is_dir() {
-            n += walk_count(&e.path(), file);
-        } else if e.file_name() == file {
+            n += walk_count(&e.path(), suffix);
+        } else if e.file_name().to_string_lossy().ends_with(suffix) {
             n += 1;
         }
     }

@@ -453,6 +453,7 @@ fn archived(state: &StateDir, name: &str) -> Vec<String> {
     let mut out: Vec<String> = fs::read_dir(state.root.join("archive").join(name))
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .map(|n| n.strip_suffix(".pem").map(str::to_string).unwrap_or(n))
         .collect();
     out.sort();
     out
@@ -473,12 +474,12 @@ fn prune_keeps_the_installed_pair_and_the_newest_superseded_ones() {
     assert_eq!(state.prune_archive("www", 2, None).unwrap(), 3);
     assert_eq!(archived(&state, "www"), ["a2", "a5", "a6", "installed"]);
     for gone in ["a1", "a3", "a4"] {
-        assert!(!state.archive_dir("www", gone).join("key.pem").exists());
+        assert!(!state.archived_path("www", gone).exists());
     }
     assert!(!leftover.exists(), "the interrupted removal was finished");
     assert_eq!(
-        fs::read_to_string(state.archive_dir("www", "a2").join("key.pem")).unwrap(),
-        "KEY a2\n"
+        fs::read_to_string(state.archived_path("www", "a2")).unwrap(),
+        "CERT\nCHAIN\nKEY a2\n"
     );
     // Another certificate's archive is not touched; pruning again changes nothing.
     assert_eq!(archived(&state, "api"), ["b1", "b2"]);
@@ -506,7 +507,7 @@ fn pairs_archived_within_one_clock_tick_or_after_a_clock_step_keep_their_order()
     assert_eq!(state.prune_archive("www", 2, None).unwrap(), 5);
     assert_eq!(archived(&state, "www"), ["installed", "p1", "p2", "p8"]);
     // A clock stepped back: the pair archived next is still the newest.
-    fs::File::open(state.archive_dir("www", "p1"))
+    fs::File::open(state.archived_path("www", "p1"))
         .unwrap()
         .set_modified(SystemTime::now() + Duration::from_secs(3600))
         .unwrap();
@@ -558,9 +559,11 @@ fn temporary_files_in_the_archive_are_removed_after_a_holder_died() {
         .archive("www", "0a0b", "CERT\n", "CHAIN\n", "KEY\n")
         .unwrap();
     state.mark_installed("www", "0a0b").unwrap();
-    let pair = state.archive_dir("www", "0a0b");
+    let pair = state.archived_path("www", "0a0b");
     let leftovers = [
-        pair.join(".key.pem.certkeeper-tmp-00aa11bb22cc"),
+        state
+            .root
+            .join("archive/www/.0a0b.pem.certkeeper-tmp-00aa11bb22cc"),
         state
             .root
             .join("archive/www/.installed.certkeeper-tmp-00aa11bb22cc"),
@@ -592,9 +595,7 @@ fn temporary_files_in_the_archive_are_removed_after_a_holder_died() {
     for p in &leftovers {
         assert!(!p.exists(), "{} was left", p.display());
     }
-    for f in ["cert.pem", "chain.pem", "key.pem"] {
-        assert!(pair.join(f).is_file(), "{f} must stay");
-    }
+    assert!(pair.is_file(), "the archived pair must stay");
     assert_eq!(state.installed_serial("www").as_deref(), Some("0a0b"));
     drop(lock);
     assert!(!marker.exists());
@@ -609,7 +610,7 @@ fn an_earlier_archived_pair_is_reverted_from_the_one_installed_last() {
             .archive("www", serial, "CERT\n", "CHAIN\n", "KEY\n")
             .unwrap();
         let t = std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(secs);
-        std::fs::File::open(state.archive_dir("www", serial))
+        std::fs::File::open(state.archived_path("www", serial))
             .unwrap()
             .set_modified(t)
             .unwrap();
@@ -627,4 +628,52 @@ fn an_earlier_archived_pair_is_reverted_from_the_one_installed_last() {
     // Not certkeeper's, or not a serial.
     assert_eq!(state.reverted_from("www", "ff"), None);
     assert_eq!(state.reverted_from("www", "../0a"), None);
+}
+
+/// A pair is one file, 0600 from its first byte, read back leaf first; the directories
+/// earlier versions wrote (`SERIAL/cert.pem chain.pem key.pem`) are still read, ordered
+/// and pruned with the files.
+#[test]
+fn a_pair_is_one_private_file_and_pairs_of_earlier_versions_are_still_read() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let state = StateDir::new(tmp.path());
+    let pem = |tag: &str, body: &[u8]| pem::encode(&pem::Pem::new(tag, body.to_vec()));
+    let (leaf, chain, key) = (
+        pem("CERTIFICATE", b"leaf"),
+        pem("CERTIFICATE", b"intermediate"),
+        pem("PRIVATE KEY", b"secret"),
+    );
+    let base = SystemTime::now() - Duration::from_secs(3600);
+    // Two pairs of an earlier version, then two of this one.
+    for (i, serial) in ["0d1", "0d2"].iter().enumerate() {
+        let dir = state.root.join("archive/www").join(serial);
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join("cert.pem"), &leaf).unwrap();
+        fs::write(dir.join("chain.pem"), &chain).unwrap();
+        fs::write(dir.join("key.pem"), &key).unwrap();
+        fs::File::open(&dir)
+            .unwrap()
+            .set_modified(base + Duration::from_secs(i as u64))
+            .unwrap();
+    }
+    let path = state.archive("www", "0f1", &leaf, &chain, &key).unwrap();
+    state.archive("www", "0f2", &leaf, &chain, &key).unwrap();
+    assert_eq!(path, state.root.join("archive/www/0f1.pem"));
+    assert_eq!(
+        fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    for serial in ["0d1", "0f1"] {
+        let (certs, k) = state.archived_pair("www", serial).unwrap();
+        assert_eq!(String::from_utf8(certs).unwrap(), format!("{leaf}{chain}"));
+        assert_eq!(*k, key);
+    }
+    assert!(state.archived_pair("www", "0e0").is_none());
+    assert!(state.archived_pair("www", "../x").is_none());
+    // Newest first across both kinds: 0f2, 0f1, then the older directories.
+    state.mark_installed("www", "0f2").unwrap();
+    assert_eq!(state.reverted_from("www", "0d1").as_deref(), Some("0f2"));
+    assert_eq!(state.prune_archive("www", 1, None).unwrap(), 2);
+    assert_eq!(archived(&state, "www"), ["0f1", "0f2", "installed"]);
 }
