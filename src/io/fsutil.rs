@@ -413,6 +413,22 @@ impl Dir {
             fd: File::open("/").map_err(io_err(&here, "cannot open directory"))?,
             path: here.clone(),
         };
+        // The common case in one system call: every component there and no link on
+        // the way (the kernel refuses to follow any). Anything else (a missing
+        // directory to make, a link to name, an older kernel) takes the walk below.
+        if let Ok(rel) = full.strip_prefix("/") {
+            if !rel.as_os_str().is_empty() {
+                let how = nix::fcntl::OpenHow::new()
+                    .flags(dir_flags())
+                    .resolve(nix::fcntl::ResolveFlag::RESOLVE_NO_SYMLINKS);
+                if let Ok(fd) = nix::fcntl::openat2(&dir.fd, rel, how) {
+                    return Ok(Dir {
+                        fd: File::from(fd),
+                        path: path.to_path_buf(),
+                    });
+                }
+            }
+        }
         for part in full.iter().skip(1) {
             here.push(part);
             dir = dir.child(part, &here, &full, create)?;

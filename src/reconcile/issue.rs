@@ -53,6 +53,26 @@ pub(super) fn build_all<'a, 'i>(
     now: OffsetDateTime,
     cancel: &AtomicBool,
 ) -> Vec<(Queued<'a, 'i>, Result<Built, Failure>)> {
+    let started = std::time::Instant::now();
+    let count = queued.len();
+    let out = build_queued(queued, now, cancel);
+    if count > 0 {
+        let elapsed = started.elapsed();
+        tracing::debug!(
+            pairs = count,
+            elapsed_ms = elapsed.as_millis() as u64,
+            per_second = (count as f64 / elapsed.as_secs_f64().max(1e-9)) as u64,
+            "new pairs built"
+        );
+    }
+    out
+}
+
+fn build_queued<'a, 'i>(
+    queued: Vec<Queued<'a, 'i>>,
+    now: OffsetDateTime,
+    cancel: &AtomicBool,
+) -> Vec<(Queued<'a, 'i>, Result<Built, Failure>)> {
     let stop = || cancel.load(Ordering::Relaxed);
     let local = |q: &Queued| q.issuer.id() == crate::model::IssuerRef::INTERNAL;
     let mut results: Vec<Option<Result<Built, Failure>>> = queued.iter().map(|_| None).collect();
