@@ -52,66 +52,86 @@ fn too_many(line: usize, repeated: u64) -> Exceeded {
     Exceeded { line, message }
 }
 
-/// Walks the document's events and stops at the first bound exceeded. A document that
-/// does not parse passes: the deserializer reports syntax errors with their own line.
-pub fn check(text: &str) -> Result<(), Exceeded> {
-    let mut open: Vec<Open> = Vec::new();
-    // Values each anchor stands for, by anchor id.
-    let mut anchors: HashMap<usize, u64> = HashMap::new();
-    // Values so far, and how many of them aliases repeated.
-    let (mut nodes, mut repeated) = (0u64, 0u64);
-    for item in Parser::new_from_str(text) {
-        let (event, span) = match item {
-            Ok(item) => item,
-            // The streaming parser stops at 255 open flow collections (`[[[…`) before it
-            // reports the first of them; that is the nesting bound too.
-            Err(e) if e.info().contains("recursion limit") => {
-                return Err(too_deep(e.marker().line()))
-            }
-            Err(_) => return Ok(()),
-        };
-        let line = span.start.line();
-        let node = match event {
+/// The running count of one walk over a document's events (see [`check`]).
+#[derive(Default)]
+pub struct Bounds {
+    open: Vec<Open>,
+    /// Values each anchor stands for, by anchor id.
+    anchors: HashMap<usize, u64>,
+    /// Values so far, and how many of them aliases repeated.
+    nodes: u64,
+    repeated: u64,
+}
+
+impl Bounds {
+    /// Counts one event (found at `line`); the first bound it exceeds.
+    pub fn see(&mut self, event: &Event, line: usize) -> Result<(), Exceeded> {
+        let node = match *event {
             Event::MappingStart(anchor, _) | Event::SequenceStart(anchor, _) => {
-                if open.len() >= MAX_DEPTH {
+                if self.open.len() >= MAX_DEPTH {
                     return Err(too_deep(line));
                 }
-                nodes += 1;
-                if nodes > MAX_NODES {
-                    return Err(too_many(line, repeated));
+                self.nodes += 1;
+                if self.nodes > MAX_NODES {
+                    return Err(too_many(line, self.repeated));
                 }
-                open.push(Open { anchor, nodes: 1 });
-                continue;
+                self.open.push(Open { anchor, nodes: 1 });
+                return Ok(());
             }
             Event::MappingEnd | Event::SequenceEnd => {
-                let Some(done) = open.pop() else { continue };
+                let Some(done) = self.open.pop() else {
+                    return Ok(());
+                };
                 if done.anchor != 0 {
-                    anchors.insert(done.anchor, done.nodes);
+                    self.anchors.insert(done.anchor, done.nodes);
                 }
                 done.nodes
             }
             Event::Scalar(_, _, anchor, _) => {
                 if anchor != 0 {
-                    anchors.insert(anchor, 1);
+                    self.anchors.insert(anchor, 1);
                 }
-                nodes += 1;
+                self.nodes += 1;
                 1
             }
             Event::Alias(id) => {
                 // An alias to an anchor not yet closed (or unknown) is the
                 // deserializer's error to report; it counts as one value here.
-                let n = anchors.get(&id).copied().unwrap_or(1);
-                repeated = repeated.saturating_add(n);
-                nodes = nodes.saturating_add(n);
+                let n = self.anchors.get(&id).copied().unwrap_or(1);
+                self.repeated = self.repeated.saturating_add(n);
+                self.nodes = self.nodes.saturating_add(n);
                 n
             }
-            _ => continue,
+            _ => return Ok(()),
         };
-        if nodes > MAX_NODES {
-            return Err(too_many(line, repeated));
+        if self.nodes > MAX_NODES {
+            return Err(too_many(line, self.repeated));
         }
-        if let Some(parent) = open.last_mut() {
+        if let Some(parent) = self.open.last_mut() {
             parent.nodes = parent.nodes.saturating_add(node);
+        }
+        Ok(())
+    }
+
+    /// A parse error: the streaming parser stops at 255 open flow collections (`[[[…`)
+    /// before it reports the first of them, and that is the nesting bound too. Other
+    /// errors pass: the deserializer reports syntax errors with their own line.
+    pub fn parse_error(e: &saphyr_parser::ScanError) -> Result<(), Exceeded> {
+        if e.info().contains("recursion limit") {
+            return Err(too_deep(e.marker().line()));
+        }
+        Ok(())
+    }
+}
+
+/// Walks the document's events and stops at the first bound exceeded. A document that
+/// does not parse passes: the deserializer reports syntax errors with their own line.
+pub fn check(text: &str) -> Result<(), Exceeded> {
+    let mut bounds = Bounds::default();
+    for item in Parser::new_from_str(text) {
+        match item {
+            Ok((event, span)) => bounds.see(&event, span.start.line())?,
+            Err(e) => return Bounds::parse_error(&e),
         }
     }
     Ok(())

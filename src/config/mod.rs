@@ -44,17 +44,22 @@ pub fn load(path: &Path) -> Result<Config, LoadError> {
 
 /// Parses and checks configuration text; `file` is only used in messages.
 pub fn parse(text: &str, file: &Path) -> Result<Config, ConfigErrors> {
-    if let Err(e) = limits::check(text) {
-        return Err(ConfigErrors(vec![ConfigError {
-            file: file.to_path_buf(),
-            line: Some(e.line),
-            field: String::new(),
-            certificate: None,
-            message: e.message,
-        }]));
-    }
+    // One streaming walk bounds the document's shape and cuts out the certificates;
+    // the deserializer then reads each piece once.
+    let split = match split::split_checked(text) {
+        Ok(split) => split,
+        Err(e) => {
+            return Err(ConfigErrors(vec![ConfigError {
+                file: file.to_path_buf(),
+                line: Some(e.line),
+                field: String::new(),
+                certificate: None,
+                message: e.message,
+            }]))
+        }
+    };
     let mut cx = Ctx::new(file, text);
-    let config = cx.resolve(text);
+    let config = cx.resolve(text, split);
     if cx.errors.is_empty() {
         Ok(config.expect("a config when there are no errors"))
     } else {
@@ -153,10 +158,9 @@ impl Ctx {
         }
     }
 
-    fn resolve(&mut self, text: &str) -> Option<Config> {
+    fn resolve(&mut self, text: &str, split: Option<split::Split>) -> Option<Config> {
         // Certificates are deserialized one by one when the list can be cut out of the
-        // document: memory then stays flat with thousands of them.
-        let split = split::split_certificates(text);
+        // document (`split`): memory then stays flat with thousands of them.
         let doc = split.as_ref().map_or(text, |s| s.rest.as_str());
         let value: serde_yaml::Value = match serde_yaml::from_str(doc) {
             Ok(v) => v,

@@ -6,6 +6,7 @@
 
 use saphyr_parser::{Event, Parser};
 
+#[derive(Debug)]
 pub struct Split {
     /// The document with `[]` in place of the certificates list.
     pub rest: String,
@@ -13,10 +14,53 @@ pub struct Split {
     pub items: Vec<(String, usize)>,
 }
 
-pub fn split_certificates(text: &str) -> Option<Split> {
+/// [`split_certificates`] and the bounds of [`super::limits::check`] in one walk over
+/// the document: the first bound exceeded, or the split (None when it declines).
+pub fn split_checked(text: &str) -> Result<Option<Split>, super::limits::Exceeded> {
+    use super::limits::Bounds;
     if !text.is_ascii() {
-        return None; // the parser's marks count characters; keep byte maths simple
+        super::limits::check(text)?;
+        return Ok(None);
     }
+    let mut bounds = Bounds::default();
+    let mut exceeded = None;
+    let mut broken = false;
+    // Every event is counted as the split reads it; the walk ends at the first bound
+    // exceeded (the split then sees the end of the document and declines), and after
+    // the first syntax error (which the parser would repeat forever).
+    let mut events = Parser::new_from_str(text).map_while(|item| {
+        if broken {
+            return None;
+        }
+        let counted = match &item {
+            Ok((event, span)) => bounds.see(event, span.start.line()),
+            Err(e) => {
+                broken = true;
+                Bounds::parse_error(e)
+            }
+        };
+        match counted {
+            Ok(()) => Some(item),
+            Err(e) => {
+                exceeded = Some(e);
+                None
+            }
+        }
+    });
+    let split = split_events(text, &mut events);
+    // What the split did not need to read is still counted.
+    for _ in events.by_ref() {}
+    drop(events);
+    match exceeded {
+        Some(e) => Err(e),
+        None => Ok(split),
+    }
+}
+
+fn split_events<'t, E>(text: &'t str, events: E) -> Option<Split>
+where
+    E: IntoIterator<Item = Result<(Event<'t>, saphyr_parser::Span), saphyr_parser::ScanError>>,
+{
     let bytes = text.as_bytes();
     let mut depth = 0usize;
     // Top-level mapping (depth 1): whether the next node is a key, and whether the
@@ -27,7 +71,7 @@ pub fn split_certificates(text: &str) -> Option<Split> {
     let mut seq_start: Option<usize> = None;
     let mut item: Option<(usize, usize, usize)> = None;
     let mut items: Vec<(usize, usize, usize)> = Vec::new();
-    for ev in Parser::new_from_str(text) {
+    for ev in events {
         let (event, span) = ev.ok()?;
         let (start, end) = (span.start.index(), span.end.index());
         match &event {
@@ -124,7 +168,7 @@ mod tests {
     #[test]
     fn cuts_block_and_flow_items() {
         let text = "state_dir: /x\ncertificates:\n  - name: a\n    sans: [a.b]\n    files: { layout: nginx, cert: /a, key: /b }\n  # a comment\n  - name: b\n    sans:\n      - b.c\ntrust: []\n";
-        let s = split_certificates(text).expect("splits");
+        let s = split_checked(text).unwrap().expect("splits");
         assert_eq!(s.items.len(), 2);
         assert_eq!(s.items[0].1, 3);
         assert_eq!(s.items[1].1, 7);
@@ -139,11 +183,47 @@ mod tests {
     }
 
     #[test]
+    fn bounds_are_checked_in_the_same_walk_as_the_split() {
+        use crate::config::limits::{check, MAX_DEPTH};
+        // Too deep inside a certificate, after the list, and with non-ASCII text (which
+        // the split declines): the same answer as the bounds check alone.
+        let deep = |at: &str| {
+            let nest = format!(
+                "{}1{}",
+                "[".repeat(MAX_DEPTH + 1),
+                "]".repeat(MAX_DEPTH + 1)
+            );
+            match at {
+                "item" => format!("certificates:\n  - name: a\n    x: {nest}\n"),
+                "after" => format!("certificates:\n  - name: a\ntrust: {nest}\n"),
+                _ => format!("certificates:\n  - name: é\n    x: {nest}\n"),
+            }
+        };
+        for at in ["item", "after", "non-ascii"] {
+            let text = deep(at);
+            let want = check(&text).unwrap_err();
+            assert_eq!(split_checked(&text).unwrap_err(), want, "{at}");
+        }
+        // Too many values inside the list.
+        let ones = vec!["1"; crate::config::limits::MAX_NODES as usize].join(",");
+        let many = format!("certificates:\n  - name: a\n    x: [{ones}]\n");
+        assert_eq!(split_checked(&many).unwrap_err(), check(&many).unwrap_err());
+        // Within bounds: split as before.
+        assert!(split_checked("certificates:\n  - name: a\n")
+            .unwrap()
+            .is_some());
+    }
+
+    #[test]
     fn declines_what_it_cannot_cut_safely() {
-        assert!(split_certificates("certificates:\n  - &a {name: a}\n  - *a\n").is_none());
-        assert!(split_certificates("certificates: 3\n").is_none());
-        assert!(split_certificates("certificates:\n  - name: é\n").is_none());
-        let s = split_certificates("certificates: []\n").unwrap();
+        assert!(split_checked("certificates:\n  - &a {name: a}\n  - *a\n")
+            .unwrap()
+            .is_none());
+        assert!(split_checked("certificates: 3\n").unwrap().is_none());
+        assert!(split_checked("certificates:\n  - name: é\n")
+            .unwrap()
+            .is_none());
+        let s = split_checked("certificates: []\n").unwrap().unwrap();
         assert!(s.items.is_empty());
     }
 }
