@@ -89,7 +89,7 @@ fn main() {
     for &n in &sizes {
         fleet(&root, n, &sample, &ca, &mut table);
     }
-    count_file_ops(&root, &sizes, &probe);
+    count_file_ops(&root, &sizes, &probe, &mut table);
     rsa(&root, &ca, &mut table);
     served(&root, &ca, &mut table);
 
@@ -845,6 +845,15 @@ fn fleet(root: &Path, n: usize, sample: &Sample, ca: &BenchCa, table: &mut Table
         target,
         Some(met),
     );
+    let crypto_all = n as f64 / m_cn;
+    table.add(
+        format!("{n} P-256 renew --all vs crypto floor"),
+        format!("{m_cli:.3} s"),
+        format!("{n} rcgen keys + leaves on {threads} cores {crypto_all:.3} s"),
+        Some(m_cli / crypto_all),
+        "— (see rate row)",
+        None,
+    );
     let own = m_cli - m_floor;
     let rate = if own > 0.0 {
         n as f64 / own
@@ -972,7 +981,7 @@ fn fleet(root: &Path, n: usize, sample: &Sample, ca: &BenchCa, table: &mut Table
 
 /// `strace -c` of one `renew --all` and of the I/O floor (run in a child copy of
 /// this binary) for the largest size up to 1,000: calls per certificate.
-fn count_file_ops(root: &Path, sizes: &[usize], probe: &Path) {
+fn count_file_ops(root: &Path, sizes: &[usize], probe: &Path, table: &mut Table) {
     if !Path::new("/usr/bin/strace").exists() {
         println!("\nstrace not found: file operations not counted");
         return;
@@ -1044,9 +1053,22 @@ fn count_file_ops(root: &Path, sizes: &[usize], probe: &Path) {
             get("fdatasync"),
             get("syncfs")
         );
+        (
+            total as f64 / n as f64,
+            get("fsync") + get("fdatasync"),
+            get("syncfs"),
+        )
     };
-    show("renew --all:", &real);
-    show("I/O floor:", &ideal);
+    let (ops, fsyncs, syncfs) = show("renew --all:", &real);
+    let (floor_ops, floor_fsyncs, floor_syncfs) = show("I/O floor:", &ideal);
+    table.add(
+        format!("{n} renew --all: file ops/cert (strace -c)"),
+        format!("{ops:.1} /cert; fsync+fdatasync {fsyncs}, syncfs {syncfs}"),
+        format!("I/O floor {floor_ops:.1} /cert; {floor_fsyncs}, {floor_syncfs}"),
+        Some(ops / floor_ops),
+        "— (count)",
+        None,
+    );
 }
 
 /// (syscall, calls), most calls first, from `strace -c` output.
