@@ -60,7 +60,7 @@ pub(super) fn build_all<'a, 'i>(
         let elapsed = started.elapsed();
         tracing::debug!(
             pairs = count,
-            elapsed_ms = elapsed.as_millis() as u64,
+            elapsed_us = elapsed.as_micros() as u64,
             per_second = (count as f64 / elapsed.as_secs_f64().max(1e-9)) as u64,
             "new pairs built"
         );
