@@ -507,9 +507,10 @@ fn probe(root: &Path) -> PathBuf {
     t.dir
 }
 
-/// Bytes of one real pair: archive copy, served pair, installed marker, ledger lines.
+/// Bytes of one real pair: archive copy (one file), served pair, installed marker,
+/// ledger lines.
 struct Sample {
-    archive: Vec<(String, Vec<u8>, u32)>,
+    archive: (Vec<u8>, u32),
     store: Vec<(String, Vec<u8>, u32)>,
     installed: Vec<u8>,
     issued_line: String,
@@ -549,8 +550,16 @@ impl Sample {
                 .unwrap_or_else(|| panic!("a ledger line `{event}` for c0"))
                 .to_string()
         };
+        let archived = fs::read_dir(probe.join("state/archive/c0"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.extension().is_some_and(|e| e == "pem"))
+            .expect("an archived pair (SERIAL.pem)");
         Sample {
-            archive: files(&probe.join("state/archive/c0")),
+            archive: (
+                fs::read(&archived).unwrap(),
+                fs::metadata(&archived).unwrap().permissions().mode() & 0o7777,
+            ),
             store: files(&probe.join("tls0/.certkeeper/c0")),
             installed: fs::read(probe.join("state/archive/c0/installed")).unwrap(),
             issued_line: line("issued"),
@@ -596,7 +605,7 @@ fn append(p: &Path, text: &str) {
 
 /// The durable file work of `renew --all` for `n` new pairs in `dir` (which has
 /// `state/` and `tls0..3/`), group-committed, without crypto: for each pair the ledger's
-/// `issued` line, the archive copy in a directory beside its place, the installed
+/// `issued` line, the archive copy (one file) beside its place, the installed
 /// marker beside its place, the served pair directory, the two user-path links and a
 /// `current` link beside its place; one `syncfs`; the renames (archive copy, `current`,
 /// marker); one `syncfs`; the `installed` ledger lines in one append.
@@ -626,12 +635,9 @@ fn io_floor(dir: &Path, n: usize, s: &Sample) -> Duration {
         let a = archive.join(&name);
         mkdir(&a, 0o700);
         let new = a.join(format!(".{serial}.new"));
-        mkdir(&new, 0o700);
-        for (file, bytes, mode) in &s.archive {
-            create(&new.join(file), bytes, *mode);
-        }
+        create(&new, &s.archive.0, s.archive.1);
         create(&a.join(".installed.new"), &s.installed, 0o600);
-        renames.push((new, a.join(&serial)));
+        renames.push((new, a.join(format!("{serial}.pem"))));
         renames.push((a.join(".installed.new"), a.join("installed")));
 
         let tls = dir.join(format!("tls{}", i % 4));
