@@ -162,18 +162,21 @@ pub fn read_passphrase(path: &Path) -> Result<Passphrase, CaKeyError> {
             mode,
         });
     }
-    if bytes.ends_with(b"\r\n") {
-        let n = bytes.len() - 2;
-        bytes.truncate(n);
-    } else if bytes.ends_with(b"\n") {
-        let n = bytes.len() - 1;
-        bytes.truncate(n);
-    }
+    strip_final_newline(&mut bytes);
     check_line(&bytes, path)?;
     Ok(Passphrase {
         bytes,
         source: Some(path.to_path_buf()),
     })
+}
+
+/// Removes one final newline (`\n` or `\r\n`) of a secret read from a file.
+pub(crate) fn strip_final_newline(bytes: &mut Vec<u8>) {
+    if bytes.ends_with(b"\r\n") {
+        bytes.truncate(bytes.len() - 2);
+    } else if bytes.ends_with(b"\n") {
+        bytes.truncate(bytes.len() - 1);
+    }
 }
 
 /// A passphrase is one line, not empty: OpenSSL's `-passin file:` reads only up to the

@@ -97,13 +97,7 @@ pub fn read_password(path: &Path, readers: Readers) -> Result<Password, Password
             who,
         });
     }
-    if bytes.ends_with(b"\r\n") {
-        let n = bytes.len() - 2;
-        bytes.truncate(n);
-    } else if bytes.ends_with(b"\n") {
-        let n = bytes.len() - 1;
-        bytes.truncate(n);
-    }
+    crate::cakey::strip_final_newline(&mut bytes);
     Password::new(bytes).map_err(|problem| PasswordError::Malformed {
         path: path.to_path_buf(),
         problem,

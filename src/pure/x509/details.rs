@@ -365,28 +365,8 @@ fn extension_values(ext: &X509Extension<'_>) -> Vec<String> {
                 s
             })
             .collect(),
-        ParsedExtension::AuthorityInfoAccess(aia) => aia
-            .accessdescs
-            .iter()
-            .map(|d| {
-                format!(
-                    "{}: {}",
-                    access_method(&d.access_method),
-                    general_name(&d.access_location)
-                )
-            })
-            .collect(),
-        ParsedExtension::SubjectInfoAccess(sia) => sia
-            .accessdescs
-            .iter()
-            .map(|d| {
-                format!(
-                    "{}: {}",
-                    access_method(&d.access_method),
-                    general_name(&d.access_location)
-                )
-            })
-            .collect(),
+        ParsedExtension::AuthorityInfoAccess(aia) => access_descriptions(&aia.accessdescs),
+        ParsedExtension::SubjectInfoAccess(sia) => access_descriptions(&sia.accessdescs),
         ParsedExtension::CertificatePolicies(policies) => policies
             .iter()
             .map(|p| {
@@ -451,6 +431,20 @@ fn extension_values(ext: &X509Extension<'_>) -> Vec<String> {
         }
         _ => vec![raw(ext.value)],
     }
+}
+
+/// Each access description (AIA, SIA) as "method: location".
+fn access_descriptions(descs: &[x509_parser::extensions::AccessDescription]) -> Vec<String> {
+    descs
+        .iter()
+        .map(|d| {
+            format!(
+                "{}: {}",
+                access_method(&d.access_method),
+                general_name(&d.access_location)
+            )
+        })
+        .collect()
 }
 
 #[cfg(test)]
