@@ -352,8 +352,9 @@ impl StateDir {
     }
 
     /// Removes the temporary files (`.NAME.certkeeper-tmp-RANDOM`) that interrupted
-    /// writes left in the state directory and anywhere in the archive
-    /// (`archive/NAME/` and `archive/NAME/SERIAL/`). The caller holds the state lock.
+    /// writes left in the state directory and anywhere in the archive (`archive/NAME/`,
+    /// and the `SERIAL/` directories of earlier versions). The caller holds the state
+    /// lock.
     pub fn remove_stale_temp_files(&self) -> usize {
         let mut removed = remove_stale_temp_files(&self.root);
         let archive = self.root.join("archive");
