@@ -8,13 +8,13 @@
 //! 3. for the largest N, CPU time and context switches of the idle daemon over
 //!    `CERTKEEPER_BENCH_IDLE` seconds (default 60).
 
-use std::fs;
-use std::os::unix::net::UnixDatagram;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+mod common;
 
-const BIN: &str = env!("CARGO_BIN_EXE_certkeeper");
+use common::{cpu_model, proc_status};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Child;
+use std::time::{Duration, Instant};
 
 fn main() {
     if !std::env::args().any(|a| a == "--bench") {
@@ -43,17 +43,6 @@ fn main() {
     }
 }
 
-fn cpu_model() -> String {
-    fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|c| {
-            c.lines()
-                .find(|l| l.starts_with("model name"))
-                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown CPU".into())
-}
-
 fn write_config(dir: &Path, n: usize) -> PathBuf {
     let mut y = format!(
         "state_dir: {d}/state\nservers:\n  web:\n    type: command\n    test: [/bin/sh, -c, \"echo test >> {d}/server.log\"]\n    reload: [/bin/sh, -c, \"echo reload >> {d}/server.log\"]\ncertificates:\n",
@@ -77,59 +66,12 @@ struct Running {
 }
 
 fn start(dir: &Path, config: &Path) -> Running {
-    let sock = dir.join("notify.sock");
-    let _ = fs::remove_file(&sock);
-    let notify = UnixDatagram::bind(&sock).unwrap();
-    notify
-        .set_read_timeout(Some(Duration::from_secs(1800)))
-        .unwrap();
-    let t = Instant::now();
-    let child = Command::new(BIN)
-        .args(["run", "-c"])
-        .arg(config)
-        .env("NOTIFY_SOCKET", &sock)
-        .env("CERTKEEPER_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut buf = [0u8; 4096];
-    loop {
-        let n = notify.recv(&mut buf).expect("READY=1 within 30 minutes");
-        if String::from_utf8_lossy(&buf[..n]).contains("READY=1") {
-            break;
-        }
-    }
-    Running {
-        child,
-        ready_after: t.elapsed(),
-    }
+    let (child, ready_after) = common::start_daemon(dir, config);
+    Running { child, ready_after }
 }
 
 fn stop(mut r: Running) {
-    let _ = nix_kill(r.child.id(), 15);
-    let _ = r.child.wait();
-}
-
-fn nix_kill(pid: u32, sig: i32) -> std::io::Result<()> {
-    let st = Command::new("kill")
-        .arg(format!("-{sig}"))
-        .arg(pid.to_string())
-        .status()?;
-    if st.success() {
-        Ok(())
-    } else {
-        Err(std::io::Error::other("kill failed"))
-    }
-}
-
-fn status_field(pid: u32, field: &str) -> u64 {
-    fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with(field))
-        .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
-        .unwrap_or(0)
+    common::stop(&mut r.child);
 }
 
 /// CPU ticks (user + system, all threads) and context switches of the event-loop
@@ -139,8 +81,8 @@ fn cpu_and_switches(pid: u32) -> (u64, u64) {
     let after = &stat[stat.rfind(')').unwrap() + 2..];
     let f: Vec<&str> = after.split_whitespace().collect();
     let ticks = f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap();
-    let switches = status_field(pid, "voluntary_ctxt_switches:")
-        + status_field(pid, "nonvoluntary_ctxt_switches:");
+    let switches = proc_status(pid, "voluntary_ctxt_switches:")
+        + proc_status(pid, "nonvoluntary_ctxt_switches:");
     (ticks, switches)
 }
 
@@ -191,7 +133,7 @@ fn bench(n: usize, idle_secs: u64) {
         assert!(bytes > 0);
         let r = start(dir, &config);
         startup.push(r.ready_after);
-        rss.push(status_field(r.child.id(), "VmHWM:"));
+        rss.push(proc_status(r.child.id(), "VmHWM:"));
         if round == 2 && idle_secs > 0 {
             last = Some(r);
         } else {

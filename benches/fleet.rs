@@ -25,14 +25,11 @@
 use std::fmt::Write as _;
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
-use std::net::TcpStream;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{symlink, DirBuilderExt, OpenOptionsExt, PermissionsExt};
-use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rcgen::{
@@ -40,7 +37,9 @@ use rcgen::{
     KeyUsagePurpose, SerialNumber, SignatureAlgorithm, PKCS_ECDSA_P256_SHA256, PKCS_RSA_SHA256,
 };
 
-const BIN: &str = env!("CARGO_BIN_EXE_certkeeper");
+mod common;
+
+use common::{proc_status, stop, BIN};
 const NGINX: &str = "/usr/sbin/nginx";
 /// Interleaved rounds per figure (medians of these).
 const ROUNDS: usize = 3;
@@ -119,14 +118,7 @@ fn run_parent() -> PathBuf {
 
 fn print_machine(root: &Path) {
     let cores = cores();
-    let cpu = fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|c| {
-            c.lines()
-                .find(|l| l.starts_with("model name"))
-                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown CPU".into());
+    let cpu = common::cpu_model();
     let mem = fs::read_to_string("/proc/meminfo")
         .ok()
         .and_then(|m| {
@@ -420,7 +412,6 @@ fn renew_all(t: &Tree) -> Duration {
 }
 
 struct Daemon {
-    child: Child,
     ready_after: Duration,
     /// VmHWM in KiB, read after READY=1 and before stopping.
     hwm_kb: u64,
@@ -429,68 +420,13 @@ struct Daemon {
 /// Starts the daemon on `t`, waits for READY=1 on a NOTIFY_SOCKET, reads its peak RSS
 /// and stops it.
 fn daemon(t: &Tree) -> Daemon {
-    let sock = t.dir.join("notify.sock");
-    let _ = fs::remove_file(&sock);
-    let notify = UnixDatagram::bind(&sock).unwrap();
-    notify
-        .set_read_timeout(Some(Duration::from_secs(1800)))
-        .unwrap();
-    let start = Instant::now();
-    let child = Command::new(BIN)
-        .args(["run", "-c"])
-        .arg(&t.config)
-        .env("NOTIFY_SOCKET", &sock)
-        .env("CERTKEEPER_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut buf = [0u8; 4096];
-    loop {
-        let n = notify.recv(&mut buf).expect("READY=1 within 30 minutes");
-        if String::from_utf8_lossy(&buf[..n]).contains("READY=1") {
-            break;
-        }
-    }
-    let ready_after = start.elapsed();
-    let hwm_kb = status_kb(child.id(), "VmHWM:");
-    let mut d = Daemon {
-        child,
+    let (mut child, ready_after) = common::start_daemon(&t.dir, &t.config);
+    let hwm_kb = proc_status(child.id(), "VmHWM:");
+    stop(&mut child);
+    Daemon {
         ready_after,
         hwm_kb,
-    };
-    stop(&mut d.child);
-    d
-}
-
-/// SIGTERM to a child we started, then wait (SIGKILL after 20 s).
-fn stop(child: &mut Child) {
-    let pid = child.id() as libc::pid_t;
-    unsafe {
-        libc::kill(pid, libc::SIGTERM);
     }
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if child.try_wait().unwrap().is_some() {
-            return;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
-fn status_kb(pid: u32, field: &str) -> u64 {
-    fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with(field))
-        .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
-        .unwrap_or(0)
 }
 
 fn mb(kb: u64) -> f64 {
@@ -1258,74 +1194,15 @@ impl Drop for Nginx {
     }
 }
 
-/// Accepts any server certificate: the benchmark only looks at which one is served.
-#[derive(Debug)]
-struct AnyCert(Arc<rustls::crypto::CryptoProvider>);
-
-impl rustls::client::danger::ServerCertVerifier for AnyCert {
-    fn verify_server_cert(
-        &self,
-        _: &rustls::pki_types::CertificateDer<'_>,
-        _: &[rustls::pki_types::CertificateDer<'_>],
-        _: &rustls::pki_types::ServerName<'_>,
-        _: &[u8],
-        _: rustls::pki_types::UnixTime,
-    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        Ok(rustls::client::danger::ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        _: &[u8],
-        _: &rustls::pki_types::CertificateDer<'_>,
-        _: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        _: &[u8],
-        _: &rustls::pki_types::CertificateDer<'_>,
-        _: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
-}
-
-fn client_config() -> Arc<rustls::ClientConfig> {
-    static CONFIG: std::sync::OnceLock<Arc<rustls::ClientConfig>> = std::sync::OnceLock::new();
-    CONFIG
-        .get_or_init(|| {
-            let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-            Arc::new(
-                rustls::ClientConfig::builder_with_provider(provider.clone())
-                    .with_safe_default_protocol_versions()
-                    .unwrap()
-                    .dangerous()
-                    .with_custom_certificate_verifier(Arc::new(AnyCert(provider)))
-                    .with_no_client_auth(),
-            )
-        })
-        .clone()
-}
-
-/// The leaf (DER) that 127.0.0.1:`port` serves, or None when no handshake completed.
+/// The leaf (DER) that 127.0.0.1:`port` serves, or None when no handshake completed:
+/// certkeeper's own served-chain capture, which records whatever is presented.
 fn handshake(port: u16) -> Option<Vec<u8>> {
-    let mut sock = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    sock.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    let name = rustls::pki_types::ServerName::try_from(SERVER_NAME).unwrap();
-    let mut conn = rustls::ClientConnection::new(client_config(), name).ok()?;
-    while conn.is_handshaking() {
-        conn.complete_io(&mut sock).ok()?;
-    }
-    conn.peer_certificates()
-        .and_then(|c| c.first())
-        .map(|c| c.to_vec())
+    certkeeper::verify::served_leaf(
+        &format!("127.0.0.1:{port}"),
+        SERVER_NAME,
+        Duration::from_secs(2),
+    )
+    .ok()
 }
 
 /// Polls until `port` serves a leaf other than `old` (5 s deadline).
