@@ -78,88 +78,17 @@ impl Ctx {
         }
     }
 
-    /// Nothing certkeeper writes for a certificate or a trust target may land in its own
-    /// state (the CA, the archive, the ledger, the lock) or on the configuration file,
-    /// whatever the spelling (`..`, a symlinked directory).
-    pub(super) fn check_own_paths(
+    /// No two certificates share a name, and no two outputs (certificate files, watched
+    /// files, trust targets) share a file. Nothing certkeeper writes for a certificate or
+    /// a trust target may land in its own state (the CA, the archive, the ledger, the
+    /// lock; checked when `state_dir` is known) or on the configuration file, whatever
+    /// the spelling (`..`, a symlinked directory); nor through a linked directory unless
+    /// `follow_symlinks` says so. Each path is located on disk once, and each directory
+    /// once however many certificates share it.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn check_outputs(
         &mut self,
-        state_dir: &Path,
-        certs: &[CertSpec],
-        managed_at: &[usize],
-        trust: &[TrustSpec],
-    ) {
-        let state = crate::fsutil::resolved(state_dir);
-        let config = crate::fsutil::resolved(&self.file);
-        let mut targets: Vec<(String, Option<String>, &Path, bool)> = Vec::new();
-        for (c, i) in certs.iter().zip(managed_at) {
-            for (field, p) in c.files.paths() {
-                targets.push((
-                    format!("certificates[{i}].files.{field}"),
-                    Some(c.name.clone()),
-                    p,
-                    c.follow_symlinks,
-                ));
-            }
-        }
-        for (i, t) in trust.iter().enumerate() {
-            targets.push((format!("trust[{i}].path"), None, &t.path, t.follow_symlinks));
-        }
-        // Directories looked at once each: thousands of certificates share a few.
-        let mut links: HashMap<PathBuf, Option<PathBuf>> = HashMap::new();
-        for (field, cert, path, follow) in targets {
-            let real = crate::fsutil::resolved(path);
-            let shown = if real.as_path() == path {
-                String::new()
-            } else {
-                format!(" (that is {})", real.display())
-            };
-            if real.starts_with(&state) {
-                self.err(
-                    &field,
-                    cert.as_deref(),
-                    format!(
-                        "{}{shown} is inside state_dir {}, which holds the CA, the archive, the ledger and the lock; certkeeper never writes a certificate there: choose a path outside it",
-                        path.display(),
-                        state_dir.display()
-                    ),
-                );
-            } else if real == config {
-                self.err(
-                    &field,
-                    cert.as_deref(),
-                    format!(
-                        "{}{shown} is the configuration file {}; choose another path",
-                        path.display(),
-                        self.file.display()
-                    ),
-                );
-            } else if !follow {
-                let dir = path.parent().unwrap_or(Path::new("/")).to_path_buf();
-                let link =
-                    links
-                        .entry(dir)
-                        .or_insert_with_key(|dir| match crate::fsutil::no_link_on_way(dir) {
-                            Err(crate::fsutil::FsError::LinkInPath { link, .. }) => Some(link),
-                            _ => None,
-                        });
-                if let Some(link) = link {
-                    self.err(
-                        &field,
-                        cert.as_deref(),
-                        format!(
-                            "{}: {} is a symbolic link; certkeeper writes nothing through a linked directory unless told to: write the real path ({}), or set follow_symlinks: true",
-                            path.display(),
-                            link.display(),
-                            real.display()
-                        ),
-                    );
-                }
-            }
-        }
-    }
-
-    pub(super) fn check_unique(
-        &mut self,
+        state_dir: Option<&Path>,
         certs: &[CertSpec],
         managed_at: &[usize],
         watched: &[WatchSpec],
@@ -184,71 +113,122 @@ impl Ctx {
                 first.insert(name, *i);
             }
         }
+        let mut resolver = crate::fsutil::Resolver::default();
+        let own = state_dir.map(|d| (d, resolver.resolve(d), resolver.resolve(&self.file)));
         // By the path the file system resolves (`..`, symlinked directories) and, for
         // files that exist, by device and inode (hard links).
         let mut claimed: HashMap<PathBuf, (String, PathBuf)> = HashMap::new();
         let mut claimed_ids: HashMap<(u64, u64), (String, PathBuf)> = HashMap::new();
-        let mut claim = |cx: &mut Ctx,
-                         path: &Path,
-                         who: String,
-                         field: String,
-                         cert: Option<&str>| {
-            let real = crate::fsutil::resolved(path);
-            let id = crate::fsutil::file_identity(path);
+        // Directories looked at once each: thousands of certificates share a few.
+        let mut links: HashMap<PathBuf, Option<PathBuf>> = HashMap::new();
+        struct Output<'a> {
+            path: &'a Path,
+            who: String,
+            field: String,
+            cert: Option<&'a str>,
+            /// Written by certkeeper (not a watched file), and whether links are followed.
+            written: Option<bool>,
+        }
+        let cert_outputs = certs.iter().zip(managed_at).flat_map(|(c, i)| {
+            c.files.paths().into_iter().map(move |(field, p)| Output {
+                path: p,
+                who: format!("certificate `{}` (files.{field})", c.name),
+                field: format!("certificates[{i}].files.{field}"),
+                cert: Some(c.name.as_str()),
+                written: Some(c.follow_symlinks),
+            })
+        });
+        let watched_outputs = watched.iter().zip(watched_at).map(|(w, i)| Output {
+            path: &w.path,
+            who: format!("watched certificate `{}`", w.name),
+            field: format!("certificates[{i}].watch"),
+            cert: Some(w.name.as_str()),
+            written: None,
+        });
+        let trust_outputs = trust.iter().enumerate().map(|(i, t)| Output {
+            path: &t.path,
+            who: format!("trust[{i}]"),
+            field: format!("trust[{i}].path"),
+            cert: None,
+            written: Some(t.follow_symlinks),
+        });
+        for o in cert_outputs.chain(watched_outputs).chain(trust_outputs) {
+            let path = o.path;
+            let at = resolver.locate(path, crate::install::is_store_link);
             let other = claimed
-                .get(&real)
-                .or_else(|| id.and_then(|id| claimed_ids.get(&id)));
+                .get(&at.real)
+                .or_else(|| at.id.and_then(|id| claimed_ids.get(&id)));
             if let Some((other, other_path)) = other {
                 let spelling = if other_path.as_path() == path {
                     String::new()
                 } else {
                     format!(" (as {})", other_path.display())
                 };
-                cx.err(
-                        &field,
-                        cert,
+                self.err(
+                    &o.field,
+                    o.cert,
+                    format!(
+                        "{} is also written by {other}{spelling}; two outputs cannot share one file",
+                        path.display()
+                    ),
+                );
+            } else {
+                if let Some(id) = at.id {
+                    claimed_ids.insert(id, (o.who.clone(), path.to_path_buf()));
+                }
+                claimed.insert(at.real.clone(), (o.who, path.to_path_buf()));
+            }
+            let (Some(follow), Some((state_dir, state, config))) = (o.written, &own) else {
+                continue;
+            };
+            let real = &at.real;
+            let shown = if real.as_path() == path {
+                String::new()
+            } else {
+                format!(" (that is {})", real.display())
+            };
+            if real.starts_with(state) {
+                self.err(
+                    &o.field,
+                    o.cert,
+                    format!(
+                        "{}{shown} is inside state_dir {}, which holds the CA, the archive, the ledger and the lock; certkeeper never writes a certificate there: choose a path outside it",
+                        path.display(),
+                        state_dir.display()
+                    ),
+                );
+            } else if real == config {
+                self.err(
+                    &o.field,
+                    o.cert,
+                    format!(
+                        "{}{shown} is the configuration file {}; choose another path",
+                        path.display(),
+                        self.file.display()
+                    ),
+                );
+            } else if !follow {
+                let dir = path.parent().unwrap_or(Path::new("/")).to_path_buf();
+                let link =
+                    links
+                        .entry(dir)
+                        .or_insert_with_key(|dir| match crate::fsutil::no_link_on_way(dir) {
+                            Err(crate::fsutil::FsError::LinkInPath { link, .. }) => Some(link),
+                            _ => None,
+                        });
+                if let Some(link) = link {
+                    self.err(
+                        &o.field,
+                        o.cert,
                         format!(
-                            "{} is also written by {other}{spelling}; two outputs cannot share one file",
-                            path.display()
+                            "{}: {} is a symbolic link; certkeeper writes nothing through a linked directory unless told to: write the real path ({}), or set follow_symlinks: true",
+                            path.display(),
+                            link.display(),
+                            real.display()
                         ),
                     );
-            } else {
-                claimed.insert(real, (who.clone(), path.to_path_buf()));
-                if let Some(id) = id {
-                    claimed_ids.insert(id, (who, path.to_path_buf()));
                 }
             }
-        };
-        for (c, i) in certs.iter().zip(managed_at) {
-            let base = format!("certificates[{i}]");
-            for (field, p) in c.files.paths() {
-                claim(
-                    self,
-                    p,
-                    format!("certificate `{}` (files.{field})", c.name),
-                    format!("{base}.files.{field}"),
-                    Some(&c.name),
-                );
-            }
-        }
-        for (w, i) in watched.iter().zip(watched_at) {
-            let base = format!("certificates[{i}]");
-            claim(
-                self,
-                &w.path,
-                format!("watched certificate `{}`", w.name),
-                format!("{base}.watch"),
-                Some(&w.name),
-            );
-        }
-        for (i, t) in trust.iter().enumerate() {
-            claim(
-                self,
-                &t.path,
-                format!("trust[{i}]"),
-                format!("trust[{i}].path"),
-                None,
-            );
         }
     }
 

@@ -366,12 +366,16 @@ impl Ctx {
             .map(|raw| self.resolve_trust(raw, &servers))
             .unwrap_or_default();
 
-        self.check_unique(&certificates, &managed_at, &watched, &watched_at, &trust);
+        self.check_outputs(
+            state_dir.as_deref(),
+            &certificates,
+            &managed_at,
+            &watched,
+            &watched_at,
+            &trust,
+        );
         self.check_verify_refs(&certificates, &managed_at, &trust);
         self.check_acme_names(&certificates, &managed_at, &issuers);
-        if let Some(state_dir) = &state_dir {
-            self.check_own_paths(state_dir, &certificates, &managed_at, &trust);
-        }
         certificates.shrink_to_fit();
 
         Some(Config {

@@ -698,19 +698,24 @@ impl Daemon {
                     skip_trust: !with_trust,
                     ..Default::default()
                 };
-                // The cache of checked files serves one pass at a time (the start-up
-                // pass, where it matters); a pass beside it reads its files in full.
-                let mut guard = cache.try_lock().ok();
+                // Each pass takes out of the cache of checked files the entries of its own
+                // certificates (passes never share one), and puts them back at its end.
                 let fingerprint = &ca
                     .as_ref()
                     .map(|ca| ca.issuing_id())
                     .unwrap_or_else(|| "no internal CA".into());
-                if let Some(c) = guard.as_deref_mut() {
-                    if c.as_ref().is_none_or(|c| c.intermediate() != fingerprint) {
-                        *c = Some(ObserveCache::load(&state, fingerprint));
-                    }
-                }
-                let mut cache = guard.as_deref_mut().and_then(|c| c.as_mut());
+                let mut part = (!selected.is_empty())
+                    .then(|| {
+                        let mut shared = cache.lock().unwrap_or_else(|e| e.into_inner());
+                        if shared
+                            .as_ref()
+                            .is_none_or(|c| c.intermediate() != fingerprint)
+                        {
+                            *shared = Some(ObserveCache::load(&state, fingerprint));
+                        }
+                        shared.as_mut().map(|c| c.split_off(&wanted))
+                    })
+                    .flatten();
                 let (reports, activity) = run_pass(Pass {
                     config: &config,
                     state: &state,
@@ -719,16 +724,20 @@ impl Daemon {
                     opts: &opts,
                     now,
                     cancel: &cancel,
-                    cache: cache.as_deref_mut(),
+                    cache: part.as_mut(),
                 });
-                if let Some(cache) = cache {
-                    let names_now: std::collections::HashSet<&str> = config
-                        .certificates
-                        .iter()
-                        .map(|c| c.name.as_str())
-                        .collect();
-                    cache.retain(&names_now);
-                    cache.save(&state);
+                if let Some(part) = part {
+                    let mut shared = cache.lock().unwrap_or_else(|e| e.into_inner());
+                    if let Some(c) = shared.as_mut() {
+                        c.absorb(part);
+                        let names_now: std::collections::HashSet<&str> = config
+                            .certificates
+                            .iter()
+                            .map(|c| c.name.as_str())
+                            .collect();
+                        c.retain(&names_now);
+                        c.save(&state);
+                    }
                 }
                 // Under the lock: `expiring` remembers in state_dir what it fired.
                 let events = crate::hooks::events_for_pass(&config, &state, &reports, now);
@@ -763,6 +772,7 @@ impl Daemon {
             notify(&[NotifyState::Ready, NotifyState::Status(&self.summary())]);
         }
         self.stores_armed = true;
+        self.find_store_dirs();
         self.rewatch();
     }
 
@@ -1077,7 +1087,7 @@ impl Daemon {
         // directory watched.
         let looked_at: std::collections::HashSet<&String> = names_of_pass.iter().collect();
         for c in self.config.certificates.iter() {
-            if looked_at.contains(&c.name) {
+            if self.stores_armed && looked_at.contains(&c.name) {
                 self.store_dirs
                     .insert(c.name.clone(), crate::install::watch_dirs(c));
             }

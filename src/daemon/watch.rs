@@ -64,17 +64,26 @@ impl Daemon {
             .filter(|(_, c)| crate::install::uses_store(c))
             .map(|(i, c)| (crate::install::store_dir(c), i))
             .collect();
+        self.store_dirs.clear();
+        if self.stores_armed {
+            self.find_store_dirs();
+        }
+        let names: BTreeSet<&String> = self.config.certificates.iter().map(|c| &c.name).collect();
+        self.tracks.retain(|n, _| names.contains(n));
+        let watched: BTreeSet<&String> = self.config.watched.iter().map(|w| &w.name).collect();
+        self.watch_next.retain(|n, _| watched.contains(n));
+        self.rewatch();
+    }
+
+    /// The store directory of each certificate to watch (read from its `current`
+    /// link): done once the stores' watches are wanted, after READY=1.
+    pub(super) fn find_store_dirs(&mut self) {
         self.store_dirs = self
             .config
             .certificates
             .iter()
             .map(|c| (c.name.clone(), crate::install::watch_dirs(c)))
             .collect();
-        let names: BTreeSet<&String> = self.config.certificates.iter().map(|c| &c.name).collect();
-        self.tracks.retain(|n, _| names.contains(n));
-        let watched: BTreeSet<&String> = self.config.watched.iter().map(|w| &w.name).collect();
-        self.watch_next.retain(|n, _| watched.contains(n));
-        self.rewatch();
     }
 
     /// Watches every directory of the index that exists (one inotify watch each,

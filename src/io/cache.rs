@@ -204,6 +204,34 @@ impl ObserveCache {
         ))
     }
 
+    /// Takes out the entries of `names` into a cache of their own, for a pass over those
+    /// certificates while other passes (over others) run beside it.
+    pub fn split_off(&mut self, names: &std::collections::HashSet<&str>) -> ObserveCache {
+        let entries = names
+            .iter()
+            .filter_map(|n| self.file.entries.remove_entry(*n))
+            .collect();
+        ObserveCache {
+            file: CacheFile {
+                version: VERSION,
+                intermediate: self.file.intermediate.clone(),
+                entries,
+            },
+            dirty: false,
+        }
+    }
+
+    /// Puts back what `split_off` took out, with what its pass learned; entries checked
+    /// against another intermediate (the CA changed meanwhile) are dropped.
+    pub fn absorb(&mut self, part: ObserveCache) {
+        if part.file.intermediate != self.file.intermediate {
+            self.dirty = true;
+            return;
+        }
+        self.dirty |= part.dirty;
+        self.file.entries.extend(part.file.entries);
+    }
+
     pub fn insert(&mut self, learned: Learned) {
         self.file.entries.insert(learned.0, learned.1);
         self.dirty = true;

@@ -2,6 +2,7 @@
 //! restrictive mode, given its final owner and mode, fsynced, renamed into place, and
 //! the directory fsynced. Symlinks at targets are refused unless explicitly allowed.
 
+use std::collections::HashMap;
 use std::fs::{self, File, Permissions};
 use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
@@ -168,6 +169,124 @@ pub fn resolved(path: &Path) -> PathBuf {
                 return out;
             }
         }
+    }
+}
+
+/// [`resolved`] for many paths that share directories (thousands of certificates in a
+/// few): each directory is looked at once (`lstat`, and `readlink` for a link), where
+/// `resolved` reads every link on the way again for each path. The answer is the same;
+/// paths it does not shorten (relative, with `.` or `..`, a long chain of links) go to
+/// `resolved` itself.
+#[derive(Default)]
+pub struct Resolver {
+    dirs: HashMap<PathBuf, (PathBuf, bool)>,
+}
+
+/// See [`Resolver::locate`].
+pub struct Located {
+    pub real: PathBuf,
+    pub id: Option<(u64, u64)>,
+}
+
+/// Directories remembered at most (then forgotten at once): the paths of one
+/// certificate come one after another, and the shared directories are found again.
+const RESOLVER_MEMORY: usize = 4096;
+/// Links followed for one path, as the kernel allows (ELOOP beyond).
+const MAX_LINKS: u32 = 40;
+
+impl Resolver {
+    pub fn resolve(&mut self, path: &Path) -> PathBuf {
+        if self.dirs.len() > RESOLVER_MEMORY {
+            self.dirs.clear();
+        }
+        match self.real(path, 0, false) {
+            Some((real, _)) => real,
+            None => resolved(path),
+        }
+    }
+
+    /// Where the output `path` of a configuration is on disk: resolved as `resolved`
+    /// does, except that a link whose target `keep` accepts is not followed (a link
+    /// certkeeper made into its own store: an install replaces it, never writes
+    /// through it), and the file's identity (device, inode) when it exists; the link's
+    /// own for a kept link.
+    pub fn locate(&mut self, path: &Path, keep: impl Fn(&Path) -> bool) -> Located {
+        use std::os::unix::fs::MetadataExt;
+        if self.dirs.len() > RESOLVER_MEMORY {
+            self.dirs.clear();
+        }
+        if let (Some(parent), Some(name)) = (path.parent(), path.file_name()) {
+            if let Some((dir, _)) = self.real(parent, 0, true) {
+                let here = dir.join(name);
+                let id = |m: &fs::Metadata| Some((m.dev(), m.ino()));
+                match fs::symlink_metadata(&here) {
+                    Ok(m) if m.file_type().is_symlink() => {
+                        if fs::read_link(&here).is_ok_and(|t| keep(&t)) {
+                            return Located {
+                                real: here,
+                                id: id(&m),
+                            };
+                        }
+                    }
+                    Ok(m) => {
+                        return Located {
+                            real: here,
+                            id: id(&m),
+                        }
+                    }
+                    Err(_) => {
+                        return Located {
+                            real: here,
+                            id: None,
+                        }
+                    }
+                }
+            }
+        }
+        Located {
+            real: self.resolve(path),
+            id: file_identity(path),
+        }
+    }
+
+    /// `path` resolved, and whether it exists; `hops` links followed so far;
+    /// `remember`: a directory, kept. As `resolved` does, a link that leads nowhere is
+    /// not followed (the path stays as written from there on).
+    fn real(&mut self, path: &Path, hops: u32, remember: bool) -> Option<(PathBuf, bool)> {
+        if let Some(r) = self.dirs.get(path) {
+            return Some(r.clone());
+        }
+        let plain = path.is_absolute()
+            && path.components().all(|c| {
+                matches!(
+                    c,
+                    std::path::Component::RootDir | std::path::Component::Normal(_)
+                )
+            });
+        if !plain || hops > MAX_LINKS {
+            return None;
+        }
+        let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+            return Some((path.to_path_buf(), true));
+        };
+        let (dir, _) = self.real(parent, hops, true)?;
+        let here = dir.join(name);
+        let out = match fs::symlink_metadata(&here) {
+            Ok(m) if m.file_type().is_symlink() => {
+                let target = fs::read_link(&here).ok()?;
+                // Relative to the link's own (real) directory; an absolute one replaces it.
+                match self.real(&dir.join(target), hops + 1, remember)? {
+                    (real, true) => (real, true),
+                    (_, false) => (here, false),
+                }
+            }
+            Ok(_) => (here, true),
+            Err(_) => (here, false),
+        };
+        if remember {
+            self.dirs.insert(path.to_path_buf(), out.clone());
+        }
+        Some(out)
     }
 }
 
@@ -781,6 +900,99 @@ mod tests {
             gid: None,
             follow_symlinks: false,
         }
+    }
+
+    #[test]
+    fn the_resolver_answers_as_resolved_does() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = fs::canonicalize(dir.path()).unwrap();
+        let link = |target: &str, at: &str| {
+            std::os::unix::fs::symlink(target, root.join(at)).unwrap();
+        };
+        fs::create_dir_all(root.join("state/ca")).unwrap();
+        fs::create_dir_all(root.join("tls/.certkeeper/web/p1")).unwrap();
+        fs::write(root.join("tls/.certkeeper/web/p1/cert.pem"), "x").unwrap();
+        fs::write(root.join("file"), "x").unwrap();
+        link(root.join("state").to_str().unwrap(), "alias");
+        link("p1", "tls/.certkeeper/web/current");
+        link(".certkeeper/web/current/cert.pem", "tls/web.crt");
+        link("nowhere/at/all", "dangling");
+        link("../state", "tls/up");
+        link("loop-b", "loop-a");
+        link("loop-a", "loop-b");
+        link("alias", "alias2");
+        let paths = [
+            "state/ca/x",
+            "alias/ca/root.key",
+            "alias2/ca/root.key",
+            "alias/new/deeper/file",
+            "tls/web.crt",
+            "tls/.certkeeper/web/current/cert.pem",
+            "tls/.certkeeper/web/current",
+            "dangling",
+            "dangling/below",
+            "tls/up/ca",
+            "loop-a",
+            "loop-a/x",
+            "file",
+            "file/x",
+            "nothing/here",
+            "tls/../state/ca",
+            "alias/./ca",
+        ];
+        let mut resolver = Resolver::default();
+        for round in 0..2 {
+            for p in paths {
+                let p = root.join(p);
+                assert_eq!(
+                    resolver.resolve(&p),
+                    resolved(&p),
+                    "{} (round {round})",
+                    p.display()
+                );
+            }
+        }
+        assert_eq!(
+            resolver.resolve(Path::new("relative/x")),
+            resolved(Path::new("relative/x"))
+        );
+    }
+
+    #[test]
+    fn locate_keeps_a_store_link_and_follows_any_other() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = fs::canonicalize(dir.path()).unwrap();
+        fs::create_dir_all(root.join("tls/.certkeeper/web/p1")).unwrap();
+        fs::create_dir_all(root.join("state")).unwrap();
+        fs::write(root.join("tls/.certkeeper/web/p1/cert.pem"), "x").unwrap();
+        fs::write(root.join("plain.crt"), "x").unwrap();
+        fs::write(root.join("state/x"), "x").unwrap();
+        std::os::unix::fs::symlink("p1", root.join("tls/.certkeeper/web/current")).unwrap();
+        std::os::unix::fs::symlink(".certkeeper/web/current/cert.pem", root.join("tls/web.crt"))
+            .unwrap();
+        std::os::unix::fs::symlink(root.join("state/x"), root.join("tls/foreign.crt")).unwrap();
+        let store = |t: &Path| t.starts_with(".certkeeper");
+        let mut r = Resolver::default();
+        let kept = r.locate(&root.join("tls/web.crt"), store);
+        assert_eq!(kept.real, root.join("tls/web.crt"));
+        let link_id = fs::symlink_metadata(root.join("tls/web.crt")).unwrap();
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!(kept.id, Some((link_id.dev(), link_id.ino())));
+        // Without the exception, the same link is followed as `resolved` does.
+        let followed = r.locate(&root.join("tls/web.crt"), |_| false);
+        assert_eq!(followed.real, root.join("tls/.certkeeper/web/p1/cert.pem"));
+        assert_eq!(
+            followed.id,
+            file_identity(&root.join("tls/.certkeeper/web/p1/cert.pem"))
+        );
+        let foreign = r.locate(&root.join("tls/foreign.crt"), store);
+        assert_eq!(foreign.real, root.join("state/x"));
+        assert_eq!(foreign.id, file_identity(&root.join("state/x")));
+        let plain = r.locate(&root.join("plain.crt"), store);
+        assert_eq!(plain.real, root.join("plain.crt"));
+        assert_eq!(plain.id, file_identity(&root.join("plain.crt")));
+        let missing = r.locate(&root.join("tls/../new/x.crt"), store);
+        assert_eq!(missing.real, root.join("new/x.crt"));
     }
 
     #[test]

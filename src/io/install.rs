@@ -318,7 +318,7 @@ fn classify(spec: &CertSpec, field: &str, path: &Path) -> Result<Live, FsError> 
 
 /// Whether a link's target has the shape of certkeeper's own links:
 /// `[…/].certkeeper/NAME/current/FILE.pem`.
-fn is_store_link(target: &Path) -> bool {
+pub fn is_store_link(target: &Path) -> bool {
     let parts: Vec<&std::ffi::OsStr> = target.iter().collect();
     let n = parts.len();
     n >= 4
