@@ -20,20 +20,23 @@ use zeroize::Zeroizing;
 
 const VERSION: u32 = 2;
 
-/// A file's identity: device, inode, size, mtime and ctime (nanoseconds). Stamps are
-/// kept in the order of the certificate's files.
+/// A file's identity: device, inode, size, mtime and ctime (nanoseconds since 1970,
+/// which fit 64 bits until 2262). Stamps are kept in the order of the certificate's
+/// files.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Stamp(u64, u64, u64, i128, i128);
+pub struct Stamp(u64, u64, u64, i64, i64);
 
+/// Kept for every certificate the daemon manages, so kept small: exact-size slices,
+/// and boxed in the map (whose table then stays small as it grows).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Entry {
-    stamps: Vec<Stamp>,
+    stamps: Box<[Stamp]>,
     serial: String,
     not_before: i64,
     not_after: i64,
     common_name: Option<String>,
-    sans: Vec<String>,
-    other_names: Vec<String>,
+    sans: Box<[String]>,
+    other_names: Box<[String]>,
     key_type: Option<String>,
     usage: Option<String>,
     fingerprint: String,
@@ -55,7 +58,7 @@ struct CacheFile {
     version: u32,
     /// Fingerprint of the intermediate the entries were checked against.
     intermediate: String,
-    entries: HashMap<String, Entry>,
+    entries: HashMap<Box<str>, Box<Entry>>,
 }
 
 #[derive(Default)]
@@ -65,7 +68,7 @@ pub struct ObserveCache {
 }
 
 /// What one observation adds to the cache.
-pub struct Learned(String, Entry);
+pub struct Learned(Box<str>, Box<Entry>);
 
 impl ObserveCache {
     /// Loads the cache for the CA whose intermediate has `intermediate` as fingerprint.
@@ -91,7 +94,10 @@ impl ObserveCache {
         if !self.dirty {
             return;
         }
-        let bytes = serde_json::to_vec(&self.file).expect("cache serializes");
+        // One buffer of about the right size (an entry is about 520 bytes): growing it by
+        // doubling would copy megabytes with thousands of certificates.
+        let mut bytes = Vec::with_capacity(256 + 600 * self.file.entries.len());
+        serde_json::to_writer(&mut bytes, &self.file).expect("cache serializes");
         let spec = FileSpec {
             path: state.root.join("observed.json"),
             bytes: Zeroizing::new(bytes),
@@ -109,7 +115,7 @@ impl ObserveCache {
     /// Forgets certificates no longer in the configuration.
     pub fn retain(&mut self, names: &std::collections::HashSet<&str>) {
         let before = self.file.entries.len();
-        self.file.entries.retain(|n, _| names.contains(n.as_str()));
+        self.file.entries.retain(|n, _| names.contains(&**n));
         self.dirty |= before != self.file.entries.len();
     }
 
@@ -128,8 +134,8 @@ impl ObserveCache {
                     m.dev(),
                     m.ino(),
                     m.size(),
-                    m.mtime() as i128 * 1_000_000_000 + m.mtime_nsec() as i128,
-                    m.ctime() as i128 * 1_000_000_000 + m.ctime_nsec() as i128,
+                    m.mtime().saturating_mul(1_000_000_000) + m.mtime_nsec(),
+                    m.ctime().saturating_mul(1_000_000_000) + m.ctime_nsec(),
                 ))
             })
             .collect()
@@ -137,8 +143,8 @@ impl ObserveCache {
 
     /// What the cache knows of `spec` when its files are unchanged.
     pub fn lookup(&self, spec: &CertSpec, stamps: &[Stamp]) -> Option<Seen> {
-        let e = self.file.entries.get(&spec.name)?;
-        if e.stamps != stamps {
+        let e = self.file.entries.get(spec.name.as_str())?;
+        if *e.stamps != *stamps {
             return None;
         }
         let leaf = CertInfo {
@@ -152,7 +158,7 @@ impl ObserveCache {
                 .map(|s| San::parse(s))
                 .collect::<Result<_, _>>()
                 .ok()?,
-            other_names: e.other_names.clone(),
+            other_names: e.other_names.to_vec(),
             not_before: OffsetDateTime::from_unix_timestamp(e.not_before).ok()?,
             not_after: OffsetDateTime::from_unix_timestamp(e.not_after).ok()?,
             serial: e.serial.clone(),
@@ -185,22 +191,22 @@ impl ObserveCache {
         let Seen::Present(p) = seen else { return None };
         let l = &p.leaf;
         Some(Learned(
-            spec.name.clone(),
-            Entry {
-                stamps,
+            spec.name.as_str().into(),
+            Box::new(Entry {
+                stamps: stamps.into(),
                 serial: l.serial.clone(),
                 not_before: l.not_before.unix_timestamp(),
                 not_after: l.not_after.unix_timestamp(),
                 common_name: l.common_name.clone(),
                 sans: l.sans.iter().map(|s| s.to_string()).collect(),
-                other_names: l.other_names.clone(),
+                other_names: l.other_names.clone().into(),
                 key_type: l.key_type.map(|k| k.to_string()),
                 usage: l.usage.map(|u| u.to_string()),
                 fingerprint: l.fingerprint.clone(),
                 from_issuer: p.from_issuer,
                 issuer_not_after: p.issuer_not_after.map(|t| t.unix_timestamp()),
                 issuer_current: p.issuer_current,
-            },
+            }),
         ))
     }
 

@@ -573,12 +573,15 @@ pub fn run_pass(pass: Pass) -> (Vec<CertReport>, ServerActivity) {
     let issuers = Registry::new(config, ca);
     let issuer_of = |spec: &CertSpec| issuers.get(&spec.issuer);
     // Observed in slices, so that memory stays flat with thousands of certificates.
+    let (read, unchanged) = (std::cell::Cell::new(0usize), std::cell::Cell::new(0usize));
     let slices = selected.chunks(OBSERVE_SLICE).flat_map(|part| {
         let observed = observe_all(part, &issuer_of, cache.as_deref());
         let mut seen_part = Vec::with_capacity(part.len());
-        for (seen, learned) in observed {
+        for (seen, learned, cached) in observed {
             // Read from the files now (not from the cache of unchanged files).
             let fresh = learned.is_some() || cache.is_none();
+            let counter = if cached { &unchanged } else { &read };
+            counter.set(counter.get() + 1);
             if let (Some(c), Some(l)) = (cache.as_deref_mut(), learned) {
                 c.insert(l);
             }
@@ -755,6 +758,11 @@ pub fn run_pass(pass: Pass) -> (Vec<CertReport>, ServerActivity) {
 
     // Trust targets (CA bundle, CRLs) follow the CA; their servers join this pass's
     // single round of config tests and reloads.
+    tracing::debug!(
+        read = read.get(),
+        unchanged = unchanged.get(),
+        "certificates looked at (unchanged: files as last checked, not read again)"
+    );
     let mut trust = crate::trust::TrustSync::default();
     if let (false, Some(ca)) = (opts.skip_trust, ca) {
         trust = crate::trust::sync(config, state, ca, now);
@@ -860,19 +868,19 @@ fn observe_all<'a>(
     selected: &[&CertSpec],
     issuer_of: &(dyn Fn(&CertSpec) -> Option<&'a dyn Issuer> + Sync),
     cache: Option<&ObserveCache>,
-) -> Vec<(Seen, Option<Learned>)> {
-    let one = |spec: &CertSpec| -> (Seen, Option<Learned>) {
+) -> Vec<(Seen, Option<Learned>, bool)> {
+    let one = |spec: &CertSpec| -> (Seen, Option<Learned>, bool) {
         let Some(cache) = cache else {
-            return (observe(spec, issuer_of(spec)), None);
+            return (observe(spec, issuer_of(spec)), None, false);
         };
         let stamps = ObserveCache::stamps(spec);
         if let Some(seen) = stamps.as_ref().and_then(|st| cache.lookup(spec, st)) {
-            return (crate::observe::exposure(spec).unwrap_or(seen), None);
+            return (crate::observe::exposure(spec).unwrap_or(seen), None, true);
         }
         let seen = observe(spec, issuer_of(spec));
         // Stamps taken before reading: a change during the read shows up next time.
         let learned = stamps.and_then(|st| ObserveCache::learn(spec, st, &seen));
-        (seen, learned)
+        (seen, learned, false)
     };
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())

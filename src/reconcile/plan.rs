@@ -133,7 +133,7 @@ pub fn make(
         items: selected
             .iter()
             .zip(seen)
-            .map(|(spec, (seen, _))| Item {
+            .map(|(spec, (seen, _, _))| Item {
                 name: spec.name.clone(),
                 action: decide(spec, &seen, now, &revoked, force),
                 reload: spec.reload.clone(),

@@ -525,6 +525,75 @@ fn changes_made_while_stopped_are_noticed_at_start() {
     www.files(&sb).check(&sb.root_bundle(), "sslserver");
 }
 
+/// A restart reads none of the files it checked before and that did not change, even
+/// beside other work of the start-up (here a trust target's pass, which runs at the
+/// same time as the certificates' pass), and it still sees the one that did change.
+#[test]
+fn a_restart_reads_only_the_files_that_changed() {
+    let sb = Sandbox::new();
+    let certs: Vec<CertDef> = (0..5)
+        .map(|i| CertDef::new(&format!("c{i}"), Layout::Nginx))
+        .collect();
+    let mut yaml = String::from(
+        "state_dir: $DIR/state\n\
+         servers:\n  demo:\n    type: command\n\
+         \x20   test: [/bin/true]\n\
+         \x20   reload: [/bin/true]\n\
+         trust:\n  - { path: $DIR/tls/roots.pem, contents: roots }\n\
+         certificates:\n",
+    );
+    for c in &certs {
+        yaml.push_str(&c.clone().extra("reload: [demo]").yaml());
+    }
+    sb.write_config(&yaml);
+    let level = "info,certkeeper::reconcile=debug";
+    let looked = |log: &str| -> Vec<(u64, u64)> {
+        log.lines()
+            .filter(|l| l.contains("certificates looked at"))
+            .map(|l| {
+                let field = |key: &str| {
+                    l.split_whitespace()
+                        .find_map(|w| w.strip_prefix(key))
+                        .and_then(|v| v.parse::<u64>().ok())
+                        .expect("a count")
+                };
+                (field("read="), field("unchanged="))
+            })
+            .collect()
+    };
+    let run = |expect_ready: &str| -> String {
+        let mut d = Daemon::start_logging(&sb, level);
+        assert!(
+            d.wait_notify("READY=1", READY),
+            "{expect_ready}: {}",
+            d.log()
+        );
+        d.signal(nix::sys::signal::Signal::SIGTERM);
+        d.wait_exit(Duration::from_secs(5)).expect("exit");
+        d.log()
+    };
+    // The start-up pass over the certificates: the first that looked at any.
+    let startup = |log: &str| -> (u64, u64) {
+        looked(log)
+            .into_iter()
+            .find(|(read, unchanged)| read + unchanged > 0)
+            .unwrap_or_else(|| panic!("no pass looked at a certificate: {log}"))
+    };
+    let first = run("first start");
+    assert_eq!(startup(&first), (5, 0), "{first}");
+    for round in 0..3 {
+        let log = run("restart");
+        assert_eq!(startup(&log), (0, 5), "restart {round}: {log}");
+    }
+    // One file changed while stopped (rewritten with the same bytes: a new mtime and
+    // ctime): that certificate alone is read again.
+    let key = certs[2].files(&sb).key.unwrap();
+    let bytes = fs::read(&key).unwrap();
+    fs::write(&key, bytes).unwrap();
+    let log = run("restart after a change");
+    assert_eq!(startup(&log), (1, 4), "{log}");
+}
+
 #[test]
 fn a_deleted_directory_is_recreated_and_watched_again() {
     let sb = Sandbox::new();

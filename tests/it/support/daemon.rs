@@ -33,15 +33,27 @@ impl Daemon {
         Self::start_as(sb, "config.yaml", &[])
     }
 
+    /// Starts `certkeeper run -c CONFIG` with `CERTKEEPER_LOG` set to `log`.
+    pub fn start_logging(sb: &Sandbox, log: &str) -> Daemon {
+        Self::start_with(sb, &sb.config(), &[], Some(log))
+    }
+
     fn start_as(sb: &Sandbox, config: &str, extra: &[&str]) -> Daemon {
+        Self::start_with(sb, config, extra, None)
+    }
+
+    fn start_with(sb: &Sandbox, config: &str, extra: &[&str], level: Option<&str>) -> Daemon {
         let sock = sb.path("notify.sock");
         let _ = fs::remove_file(&sock);
         let notify = UnixDatagram::bind(&sock).expect("bind notify socket");
         let log = sb.path("daemon.log");
         let mut args = vec!["run", "-c", config];
         args.extend(extra);
-        let child = sb
-            .command(&args)
+        let mut command = sb.command(&args);
+        if let Some(level) = level {
+            command.env("CERTKEEPER_LOG", level);
+        }
+        let child = command
             .env("NOTIFY_SOCKET", &sock)
             .stdout(Stdio::null())
             .stderr(fs::File::create(&log).unwrap())
