@@ -763,6 +763,8 @@ impl Ctx {
                         Err(e) => self.err(&format!("{path}.sans[{j}]"), cert, e),
                     }
                 }
+                // Kept for every certificate the daemon manages: no spare capacity.
+                out.shrink_to_fit();
                 out
             }
         };

@@ -139,8 +139,9 @@ struct Daemon {
     tracks: HashMap<String, Track>,
     /// Watched-only certificates: when to warn next.
     watch_next: HashMap<String, OffsetDateTime>,
-    /// Every file we care about → the certificates that own it.
-    index: HashMap<PathBuf, Vec<Owner>>,
+    /// Every file we care about → what owns it (one owner: the configuration is
+    /// refused when two outputs share a file).
+    index: HashMap<PathBuf, Owner>,
     /// Each managed certificate's position in the configuration, by name.
     by_name: HashMap<String, usize>,
     /// The directories of every indexed file, and of the configuration file.
@@ -1101,9 +1102,9 @@ impl Daemon {
             .filter(|d| self.dirs.contains(d))
             .collect();
         if !armed.is_empty() {
-            for (file, owners) in &self.index {
+            for (file, o) in &self.index {
                 if file.parent().is_some_and(|p| armed.contains(p)) {
-                    for o in owners {
+                    {
                         match o {
                             Owner::Managed(i) => {
                                 self.deferred

@@ -22,23 +22,17 @@ impl Daemon {
     /// Indexes every file of the configuration by the certificates that own it, and
     /// the directories to watch. Done when the configuration is (re)loaded.
     pub(super) fn reindex(&mut self) {
-        let mut index: HashMap<PathBuf, Vec<Owner>> = HashMap::new();
+        let mut index: HashMap<PathBuf, Owner> = HashMap::new();
         for (i, c) in self.config.certificates.iter().enumerate() {
             for (_, p) in c.files.paths() {
-                index
-                    .entry(p.to_path_buf())
-                    .or_default()
-                    .push(Owner::Managed(i));
+                index.insert(p.to_path_buf(), Owner::Managed(i));
             }
         }
         for t in &self.config.trust {
-            index.entry(t.path.clone()).or_default().push(Owner::Trust);
+            index.insert(t.path.clone(), Owner::Trust);
         }
         for w in &self.config.watched {
-            index
-                .entry(w.path.clone())
-                .or_default()
-                .push(Owner::Watched);
+            index.insert(w.path.clone(), Owner::Watched);
         }
         let mut dirs: BTreeSet<PathBuf> = index
             .keys()
@@ -91,21 +85,23 @@ impl Daemon {
     /// Returns the directories that got a watch just now.
     pub(super) fn rewatch(&mut self) -> Vec<PathBuf> {
         let mut armed = Vec::new();
-        let mut wanted = self.dirs.clone();
+        // Borrowed, not copied: with thousands of stores these are thousands of paths.
+        let mut wanted: BTreeSet<&Path> = self.dirs.iter().map(PathBuf::as_path).collect();
         if self.stores_armed {
-            wanted.extend(self.store_dirs.values().flatten().cloned());
+            wanted.extend(self.store_dirs.values().flatten().map(PathBuf::as_path));
         }
-        for gone in self
+        let gone: Vec<PathBuf> = self
             .watched_dirs
-            .difference(&wanted)
+            .iter()
+            .filter(|d| !wanted.contains(d.as_path()))
             .cloned()
-            .collect::<Vec<_>>()
-        {
+            .collect();
+        for gone in gone {
             let _ = self.watcher.unwatch(&gone);
             self.watched_dirs.remove(&gone);
             self.dir_ids.remove(&gone);
         }
-        for dir in &wanted {
+        for dir in wanted {
             if self.watched_dirs.contains(dir) {
                 continue;
             }
@@ -114,10 +110,10 @@ impl Daemon {
             if dir.is_dir() {
                 match self.watcher.watch(dir, RecursiveMode::NonRecursive) {
                     Ok(()) => {
-                        self.watched_dirs.insert(dir.clone());
-                        armed.push(dir.clone());
+                        self.watched_dirs.insert(dir.to_path_buf());
+                        armed.push(dir.to_path_buf());
                         if let Some(id) = dir_identity(dir) {
-                            self.dir_ids.insert(dir.clone(), id);
+                            self.dir_ids.insert(dir.to_path_buf(), id);
                         }
                     }
                     Err(e) => {
@@ -147,7 +143,7 @@ impl Daemon {
                 owners.push(Owner::Managed(i));
             }
             if let Some(o) = self.index.get(p) {
-                owners.extend(o.iter().copied());
+                owners.push(*o);
             } else if self.watched_dirs.contains(p) {
                 // An event about a watched directory itself. Still the directory we
                 // watch (its creation seen from its parent, a chmod): nothing to do.
@@ -164,7 +160,7 @@ impl Daemon {
                 rearm = true;
                 for (file, o) in &self.index {
                     if file.parent() == Some(p.as_path()) {
-                        owners.extend(o.iter().copied());
+                        owners.push(*o);
                     }
                 }
             }
