@@ -154,7 +154,12 @@ impl Ctx {
         });
         for o in cert_outputs.chain(watched_outputs).chain(trust_outputs) {
             let path = o.path;
-            let at = resolver.locate(path, crate::install::is_store_link);
+            // A watched file is only read, through any link.
+            let at = resolver.locate(
+                path,
+                o.written.unwrap_or(true),
+                crate::install::is_store_link,
+            );
             let other = claimed
                 .get(&at.real)
                 .or_else(|| at.id.and_then(|id| claimed_ids.get(&id)));

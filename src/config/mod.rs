@@ -329,19 +329,26 @@ impl Ctx {
         };
         for (i, item) in items.into_iter().enumerate() {
             let item = match item {
-                CertItem::Value(v) => v,
+                CertItem::Value(v) => CertInput::Value(v),
                 CertItem::Text(chunk, line) => {
-                    match serde_yaml::from_str::<serde_yaml::Value>(&chunk) {
-                        Ok(v) => v,
-                        Err(e) => {
-                            self.errors.push(ConfigError {
-                                file: self.file.clone(),
-                                line: Some(line + e.location().map_or(1, |l| l.line()) - 1),
-                                field: format!("certificates[{i}]"),
-                                certificate: None,
-                                message: format!("not valid YAML: {e}"),
-                            });
-                            continue;
+                    // Straight into the certificate's fields; anything amiss is read
+                    // again as a value, which names the field at fault as for every
+                    // other section.
+                    if let Ok(raw) = serde_yaml::from_str::<raw::RawCertificate>(&chunk) {
+                        CertInput::Raw(Box::new(raw))
+                    } else {
+                        match serde_yaml::from_str::<serde_yaml::Value>(&chunk) {
+                            Ok(v) => CertInput::Value(v),
+                            Err(e) => {
+                                self.errors.push(ConfigError {
+                                    file: self.file.clone(),
+                                    line: Some(line + e.location().map_or(1, |l| l.line()) - 1),
+                                    field: format!("certificates[{i}]"),
+                                    certificate: None,
+                                    message: format!("not valid YAML: {e}"),
+                                });
+                                continue;
+                            }
                         }
                     }
                 }
@@ -396,6 +403,13 @@ impl Ctx {
 
 enum CertItem {
     Text(String, usize),
+    Value(serde_yaml::Value),
+}
+
+/// A certificate entry to resolve: read straight into its fields, or a value (whose
+/// errors name the field at fault).
+enum CertInput {
+    Raw(Box<raw::RawCertificate>),
     Value(serde_yaml::Value),
 }
 

@@ -462,7 +462,7 @@ impl Ctx {
     pub(super) fn resolve_cert(
         &mut self,
         i: usize,
-        value: serde_yaml::Value,
+        item: CertInput,
         defaults: &RawDefaults,
         servers: &BTreeMap<String, ServerSpec>,
         issuers: &BTreeMap<String, AcmeSpec>,
@@ -470,13 +470,23 @@ impl Ctx {
     ) -> Option<Entry> {
         let hook_timeout = self.hook_timeout;
         let path = format!("certificates[{i}]");
-        let label = value
-            .get("name")
-            .and_then(|n| n.as_str())
-            .map(str::to_string)
-            .unwrap_or_else(|| format!("#{}", i + 1));
+        let unnamed = || format!("#{}", i + 1);
+        let (raw, label) = match item {
+            CertInput::Raw(raw) => {
+                let label = raw.name.clone().unwrap_or_else(unnamed);
+                (*raw, label)
+            }
+            CertInput::Value(value) => {
+                let label = value
+                    .get("name")
+                    .and_then(|n| n.as_str())
+                    .map(str::to_string)
+                    .unwrap_or_else(unnamed);
+                let raw: RawCertificate = self.section(&path, value, Some(&label))?;
+                (raw, label)
+            }
+        };
         let cert = Some(label.as_str());
-        let raw: RawCertificate = self.section(&path, value, cert)?;
         let f = |field: &str| format!("{path}.{field}");
         let before = self.errors.len();
 

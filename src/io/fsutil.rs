@@ -206,11 +206,12 @@ impl Resolver {
     }
 
     /// Where the output `path` of a configuration is on disk: resolved as `resolved`
-    /// does, except that a link whose target `keep` accepts is not followed (a link
-    /// certkeeper made into its own store: an install replaces it, never writes
-    /// through it), and the file's identity (device, inode) when it exists; the link's
-    /// own for a kept link.
-    pub fn locate(&mut self, path: &Path, keep: impl Fn(&Path) -> bool) -> Located {
+    /// does, except that a link at its last component is not followed when an install
+    /// never writes through it: unless `follow` (such a link is replaced when it is
+    /// certkeeper's, refused otherwise), or when `keep` accepts its target (a link
+    /// certkeeper made into its own store, replaced). And the file's identity (device,
+    /// inode) when it exists; the link's own for a link not followed.
+    pub fn locate(&mut self, path: &Path, follow: bool, keep: impl Fn(&Path) -> bool) -> Located {
         use std::os::unix::fs::MetadataExt;
         if self.dirs.len() > RESOLVER_MEMORY {
             self.dirs.clear();
@@ -221,7 +222,7 @@ impl Resolver {
                 let id = |m: &fs::Metadata| Some((m.dev(), m.ino()));
                 match fs::symlink_metadata(&here) {
                     Ok(m) if m.file_type().is_symlink() => {
-                        if fs::read_link(&here).is_ok_and(|t| keep(&t)) {
+                        if !follow || fs::read_link(&here).is_ok_and(|t| keep(&t)) {
                             return Located {
                                 real: here,
                                 id: id(&m),
@@ -959,7 +960,7 @@ mod tests {
     }
 
     #[test]
-    fn locate_keeps_a_store_link_and_follows_any_other() {
+    fn locate_follows_a_last_link_only_where_an_install_writes_through_it() {
         let dir = tempfile::tempdir().unwrap();
         let root = fs::canonicalize(dir.path()).unwrap();
         fs::create_dir_all(root.join("tls/.certkeeper/web/p1")).unwrap();
@@ -973,25 +974,30 @@ mod tests {
         std::os::unix::fs::symlink(root.join("state/x"), root.join("tls/foreign.crt")).unwrap();
         let store = |t: &Path| t.starts_with(".certkeeper");
         let mut r = Resolver::default();
-        let kept = r.locate(&root.join("tls/web.crt"), store);
+        let kept = r.locate(&root.join("tls/web.crt"), true, store);
         assert_eq!(kept.real, root.join("tls/web.crt"));
         let link_id = fs::symlink_metadata(root.join("tls/web.crt")).unwrap();
         use std::os::unix::fs::MetadataExt;
         assert_eq!(kept.id, Some((link_id.dev(), link_id.ino())));
         // Without the exception, the same link is followed as `resolved` does.
-        let followed = r.locate(&root.join("tls/web.crt"), |_| false);
+        let followed = r.locate(&root.join("tls/web.crt"), true, |_| false);
         assert_eq!(followed.real, root.join("tls/.certkeeper/web/p1/cert.pem"));
         assert_eq!(
             followed.id,
             file_identity(&root.join("tls/.certkeeper/web/p1/cert.pem"))
         );
-        let foreign = r.locate(&root.join("tls/foreign.crt"), store);
+        let foreign = r.locate(&root.join("tls/foreign.crt"), true, store);
         assert_eq!(foreign.real, root.join("state/x"));
         assert_eq!(foreign.id, file_identity(&root.join("state/x")));
-        let plain = r.locate(&root.join("plain.crt"), store);
+        // Not followed when links are not written through: the link itself.
+        let refused = r.locate(&root.join("tls/foreign.crt"), false, store);
+        assert_eq!(refused.real, root.join("tls/foreign.crt"));
+        let link = fs::symlink_metadata(root.join("tls/foreign.crt")).unwrap();
+        assert_eq!(refused.id, Some((link.dev(), link.ino())));
+        let plain = r.locate(&root.join("plain.crt"), false, store);
         assert_eq!(plain.real, root.join("plain.crt"));
         assert_eq!(plain.id, file_identity(&root.join("plain.crt")));
-        let missing = r.locate(&root.join("tls/../new/x.crt"), store);
+        let missing = r.locate(&root.join("tls/../new/x.crt"), false, store);
         assert_eq!(missing.real, root.join("new/x.crt"));
     }
 
