@@ -159,7 +159,7 @@ pub fn run(a: IssueArgs, now: OffsetDateTime) -> Result<u8, CliError> {
     ca.note_adhoc(issued.leaf.not_after)
         .map_err(|e| CliError::Runtime(e.to_string()))?;
     let full: String = std::iter::once(&issued.leaf)
-        .chain(&issued.chain)
+        .chain(issued.chain.iter())
         .map(|c| c.to_pem())
         .collect();
     // `--out` is the user's own choice on the command line: a link of theirs on the way
@@ -179,7 +179,7 @@ pub fn run(a: IssueArgs, now: OffsetDateTime) -> Result<u8, CliError> {
     secret.bytes = match &password {
         Some(password) => {
             let ders: Vec<&[u8]> = std::iter::once(&issued.leaf)
-                .chain(&issued.chain)
+                .chain(issued.chain.iter())
                 .map(|c| c.der.as_slice())
                 .collect();
             crate::pkcs12::encode(&a.name, &key.pkcs8_der(), &ders, password)

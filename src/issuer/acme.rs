@@ -872,7 +872,7 @@ impl Issuer for AcmeIssuer {
         let leaf = certs.remove(0);
         Ok(Issued {
             leaf,
-            chain: certs,
+            chain: certs.into(),
             clamped: None,
         })
     }

@@ -86,6 +86,8 @@ pub struct InternalCa {
     pub cross: Option<CertInfo>,
     /// What [`crate::reconcile::ensure_ca`] changed when it loaded this CA.
     pub changes: Vec<Change>,
+    /// The chain served with new leaves, made once and shared by all of them.
+    served_chain: std::sync::OnceLock<std::sync::Arc<[CertInfo]>>,
 }
 
 /// A CA certificate that signs a CRL, where its CRL and key are.
@@ -320,6 +322,7 @@ impl InternalCa {
             next_root,
             cross,
             changes: Vec::new(),
+            served_chain: Default::default(),
         })
     }
 
@@ -379,10 +382,14 @@ impl InternalCa {
     /// What a new leaf is served with: the issuing intermediate, and while the root
     /// before the issuing one is trusted, the cross certificate that links them (clients
     /// that only know the earlier root still verify).
-    pub fn chain(&self) -> Vec<CertInfo> {
-        let mut chain = vec![self.intermediate.clone()];
-        chain.extend(self.cross.clone());
-        chain
+    pub fn chain(&self) -> std::sync::Arc<[CertInfo]> {
+        self.served_chain
+            .get_or_init(|| {
+                let mut chain = vec![self.intermediate.clone()];
+                chain.extend(self.cross.clone());
+                chain.into()
+            })
+            .clone()
     }
 
     /// Every CA certificate that signs a CRL: each intermediate (retired ones, then the

@@ -45,7 +45,8 @@ pub struct RenewalWindow {
 #[derive(Debug, Clone)]
 pub struct Issued {
     pub leaf: CertInfo,
-    pub chain: Vec<CertInfo>,
+    /// Shared by the leaves of one CA (a batch of thousands holds one copy).
+    pub chain: std::sync::Arc<[CertInfo]>,
     /// The end the request asked for, when the issuer cut the leaf short (it would
     /// have outlived the CA that signs it).
     pub clamped: Option<OffsetDateTime>,

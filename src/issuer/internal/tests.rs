@@ -46,7 +46,7 @@ fn issue(ca: &InternalCa, spec: &CertSpec, now: OffsetDateTime) -> Leaf {
     );
     Leaf {
         cert: issued.leaf,
-        chain: issued.chain,
+        chain: issued.chain.to_vec(),
     }
 }
 
