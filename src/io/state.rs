@@ -653,27 +653,43 @@ impl StateDir {
         let path = self.ledger_path();
         let mut line = serde_json::to_string(entry).expect("ledger entries serialize");
         line.push('\n');
-        let mut file = open_ledger(&path)?;
-        let mut size = file
-            .metadata()
-            .map_err(io_err(&path, "cannot inspect the ledger"))?
-            .len();
-        size = repair_tail(&file, &path, size)?;
+        // Inside a batch the ledger stays open from one append to the next, unless
+        // something else in this process wrote to it since (the state lock keeps other
+        // processes out): its size is then known, and its last line is ours, whole.
+        let kept = crate::fsutil::take_kept_file(&path)
+            .filter(|k| k.stamp == LEDGER_WRITES.load(std::sync::atomic::Ordering::SeqCst));
+        let (mut file, mut size, mut dev) = match kept {
+            Some(k) => (k.file, k.size, k.dev),
+            None => {
+                let (file, size, dev) = open_ledger_sized(&path)?;
+                let size = repair_tail(&file, &path, size, dev)?;
+                (file, size, dev)
+            }
+        };
         if size > 0 && size + line.len() as u64 > self.ledger_cap {
             drop(file);
             self.rotate()?;
-            file = open_ledger(&path)?;
-            size = file
-                .metadata()
-                .map_err(io_err(&path, "cannot inspect the ledger"))?
-                .len();
+            (file, size, dev) = open_ledger_sized(&path)?;
         }
-        append_whole(&file, &path, size, line.as_bytes())?;
+        // Counted before the write: a failed append, cut back or not, is a change too.
+        let stamp = LEDGER_WRITES.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+        append_whole(&file, &path, size, line.as_bytes(), dev)?;
         if size == 0 {
             // A new file: its name must survive a power loss as well as its first line.
             if let Err(e) = sync_dir(&self.root) {
                 tracing::warn!(error = %e, "the new ledger file may not survive a power loss");
             }
+        }
+        if crate::fsutil::in_batch() {
+            crate::fsutil::keep_file(
+                &path,
+                crate::fsutil::KeptFile {
+                    file,
+                    dev,
+                    size: size + line.len() as u64,
+                    stamp,
+                },
+            );
         }
         Ok(())
     }
@@ -853,6 +869,20 @@ fn is_plain_component(s: &str) -> bool {
     !s.is_empty() && !s.starts_with('.') && !s.contains('/') && !s.contains('\0')
 }
 
+/// Appends to any ledger by this process, counted: a ledger kept open by a batch is
+/// good for its next append only if no other append came in between.
+static LEDGER_WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// The ledger opened for appending, with its size and device.
+fn open_ledger_sized(path: &Path) -> Result<(fs::File, u64, u64), FsError> {
+    use std::os::unix::fs::MetadataExt;
+    let file = open_ledger(path)?;
+    let meta = file
+        .metadata()
+        .map_err(io_err(path, "cannot inspect the ledger"))?;
+    Ok((file, meta.len(), meta.dev()))
+}
+
 fn open_ledger(path: &Path) -> Result<fs::File, FsError> {
     OpenOptions::new()
         .create(true)
@@ -865,7 +895,13 @@ fn open_ledger(path: &Path) -> Result<fs::File, FsError> {
 
 /// Writes `line` with one `write` on the O_APPEND descriptor and fsyncs it; on any
 /// failure the file is cut back to `size`, what it was before.
-fn append_whole(file: &fs::File, path: &Path, size: u64, line: &[u8]) -> Result<(), FsError> {
+fn append_whole(
+    file: &fs::File,
+    path: &Path,
+    size: u64,
+    line: &[u8],
+    dev: u64,
+) -> Result<(), FsError> {
     let written = loop {
         match (&*file).write(line) {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -873,7 +909,7 @@ fn append_whole(file: &fs::File, path: &Path, size: u64, line: &[u8]) -> Result<
         }
     };
     let result = match written {
-        Ok(n) if n == line.len() => crate::fsutil::data_sync_or_defer(file),
+        Ok(n) if n == line.len() => crate::fsutil::data_sync_or_defer(file, Some(dev)),
         Ok(n) => Err(io::Error::new(
             io::ErrorKind::WriteZero,
             format!(
@@ -907,7 +943,7 @@ fn append_whole(file: &fs::File, path: &Path, size: u64, line: &[u8]) -> Result<
 /// (a crash or power loss mid-append) is completed when it is a whole entry, and
 /// otherwise cut off with a warning, so every line stays one JSON entry. Returns the
 /// size after the repair.
-fn repair_tail(file: &fs::File, path: &Path, size: u64) -> Result<u64, FsError> {
+fn repair_tail(file: &fs::File, path: &Path, size: u64, dev: u64) -> Result<u64, FsError> {
     if size == 0 {
         return Ok(0);
     }
@@ -938,7 +974,7 @@ fn repair_tail(file: &fs::File, path: &Path, size: u64) -> Result<u64, FsError> 
     let line = torn_line_number(path, start);
     if serde_json::from_slice::<LedgerEntry>(&tail).is_ok() {
         tracing::warn!(path = %path.display(), line, "the ledger's last line has no newline (an append was interrupted); completing it");
-        append_whole(file, path, size, b"\n")?;
+        append_whole(file, path, size, b"\n", dev)?;
         return Ok(size + 1);
     }
     tracing::warn!(
