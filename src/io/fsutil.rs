@@ -590,7 +590,7 @@ pub struct Dir {
     fd: std::sync::Arc<File>,
     path: PathBuf,
     /// Its device, once known (asked once, or the parent's for a directory made here).
-    dev: std::sync::OnceLock<u64>,
+    dev: std::sync::Arc<std::sync::OnceLock<u64>>,
 }
 
 /// What a directory entry is (see [`Dir::stat_at`], [`Dir::entries`]).
@@ -802,7 +802,7 @@ impl Dir {
         Dir {
             fd: std::sync::Arc::new(fd),
             path: path.to_path_buf(),
-            dev: std::sync::OnceLock::new(),
+            dev: Default::default(),
         }
     }
 

@@ -59,8 +59,8 @@ struct Archived {
     /// The pairs (files `SERIAL.pem`, or directories `SERIAL/` of earlier versions)
     /// with their times, by serial.
     pairs: Vec<(SystemTime, String)>,
-    /// Pairs whose removal was interrupted.
-    leftovers: Vec<PathBuf>,
+    /// Pairs whose removal (or archiving) was interrupted, by name.
+    leftovers: Vec<String>,
 }
 
 /// Held while writing state or installing files; released on drop.
@@ -396,9 +396,9 @@ impl StateDir {
         let dir = self.root.join("archive").join(name);
         // Made 0700 where missing, and never through a link: a link planted in the
         // archive is refused, whatever it points at.
-        let parent = crate::fsutil::Dir::open_or_create(&dir, 0o700, false)?;
+        let parent = crate::fsutil::Dir::reach(&dir, Some(0o700))?;
         let staging = format!(".{serial}{STAGING_SUFFIX}");
-        if fs::symlink_metadata(dir.join(&staging)).is_ok() {
+        if parent.stat_at(staging.as_ref())?.is_some() {
             // What an interrupted archive of this serial left.
             remove_entry(&dir.join(&staging))?;
         }
@@ -425,52 +425,21 @@ impl StateDir {
             return Err(e);
         }
         Ok(StagedArchive {
-            name: name.to_string(),
             serial: serial.to_string(),
             parent,
             staging,
         })
     }
 
-    /// What `archive/NAME/` holds.
-    fn archived_entries(&self, name: &str) -> Result<Archived, FsError> {
+    /// `archive/NAME/`, opened without following a link on the way (a batch keeps
+    /// it); None when it does not exist.
+    fn archive_dir(&self, name: &str) -> Result<Option<crate::fsutil::Dir>, FsError> {
         let dir = self.root.join("archive").join(name);
-        // Listed (and then pruned) only when no link leads there.
-        crate::fsutil::no_link_on_way(&dir)?;
-        let entries = match fs::read_dir(&dir) {
-            Ok(entries) => entries,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Archived::default()),
-            Err(e) => return Err(io_err(&dir, "cannot list the archive")(e)),
-        };
-        let mut found = Archived::default();
-        for entry in entries {
-            let entry = entry.map_err(io_err(&dir, "cannot list the archive"))?;
-            let Ok(file_name) = entry.file_name().into_string() else {
-                continue;
-            };
-            // Not followed: a symlink here is nothing certkeeper made.
-            let meta = entry
-                .metadata()
-                .map_err(io_err(&entry.path(), "cannot inspect"))?;
-            if !meta.is_dir() && !meta.is_file() {
-                continue;
-            }
-            if file_name.starts_with('.') {
-                if file_name.ends_with(PRUNED_SUFFIX) || file_name.ends_with(STAGING_SUFFIX) {
-                    found.leftovers.push(entry.path());
-                }
-                continue;
-            }
-            let serial = match (meta.is_dir(), file_name.strip_suffix(PAIR_SUFFIX)) {
-                (true, _) => file_name,
-                (false, Some(serial)) => serial.to_string(),
-                // The install marker, or a file certkeeper did not write.
-                (false, None) => continue,
-            };
-            let age = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
-            found.pairs.push((age, serial));
+        match crate::fsutil::Dir::reach(&dir, None) {
+            Ok(d) => Ok(Some(d)),
+            Err(FsError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
         }
-        Ok(found)
     }
 
     /// Remembers that the archived pair `serial` is the one installed for `name`
@@ -533,7 +502,7 @@ impl StateDir {
             gid: None,
             follow_symlinks: false,
         };
-        let parent = crate::fsutil::Dir::open_or_create(&dir, 0o700, false)?;
+        let parent = crate::fsutil::Dir::reach(&dir, Some(0o700))?;
         parent.create_file(tmp.as_os_str(), &spec)?;
         Ok(StagedMarker { parent, tmp })
     }
@@ -594,12 +563,15 @@ impl StateDir {
         keep: usize,
         on_disk: Option<&str>,
     ) -> Result<usize, FsError> {
-        let dir = self.root.join("archive").join(name);
+        let Some(dir) = self.archive_dir(name)? else {
+            return Ok(0);
+        };
         let Archived {
             mut pairs,
             mut leftovers,
-        } = self.archived_entries(name)?;
-        if pairs.is_empty() && leftovers.is_empty() {
+        } = archived_in(&dir)?;
+        // No more pairs than are kept anyway: none goes, whichever is installed.
+        if pairs.len() <= keep && leftovers.is_empty() {
             return Ok(0);
         }
         let installed = match self.marked_serial(name) {
@@ -626,15 +598,15 @@ impl StateDir {
             return Ok(0);
         }
         for serial in &doomed {
-            let from = self.archived_path(name, serial);
-            let to = dir.join(format!(".{serial}{PRUNED_SUFFIX}"));
-            fs::rename(&from, &to).map_err(io_err(&from, "cannot remove an archived pair"))?;
+            let from = pair_entry(&dir, serial)?;
+            let to = format!(".{serial}{PRUNED_SUFFIX}");
+            dir.rename(from.as_ref(), to.as_ref())?;
             leftovers.push(to);
         }
-        for path in &leftovers {
-            remove_entry(path)?;
+        for leftover in &leftovers {
+            remove_entry(&dir.path().join(leftover))?;
         }
-        sync_dir(&dir)?;
+        dir.sync()?;
         if !doomed.is_empty() {
             tracing::info!(certificate = %name, removed = doomed.len(), kept = pairs.len() - doomed.len(), "pruned the archive");
         }
@@ -805,7 +777,6 @@ impl StagedMarker {
 
 /// A pair's archive copy written but not yet in place (see [`StateDir::stage_archive`]).
 pub struct StagedArchive {
-    name: String,
     serial: String,
     parent: crate::fsutil::Dir,
     staging: String,
@@ -814,44 +785,114 @@ pub struct StagedArchive {
 impl StagedArchive {
     /// Renames the copy to `archive/NAME/SERIAL.pem` and makes it the newest of `name`'s
     /// pairs. Its data must be durable by now (a group commit's barrier).
-    pub fn publish(self, state: &StateDir) -> Result<PathBuf, FsError> {
-        let existing = state.archived_path(&self.name, &self.serial);
-        if fs::symlink_metadata(&existing).is_ok() {
-            // The same serial archived before (not by an issuance: serials are new).
-            let aside = format!(".{}{PRUNED_SUFFIX}", self.serial);
-            let aside_path = existing.with_file_name(&aside);
-            if fs::symlink_metadata(&aside_path).is_ok() {
-                remove_entry(&aside_path)?;
-            }
-            self.parent.rename(
-                existing.file_name().expect("a pair's name"),
-                std::ffi::OsStr::new(&aside),
-            )?;
-        }
+    pub fn publish(self, _state: &StateDir) -> Result<PathBuf, FsError> {
+        let dir = &self.parent;
         let file = format!("{}{PAIR_SUFFIX}", self.serial);
-        let path = existing.with_file_name(&file);
-        self.parent.rename(
-            std::ffi::OsStr::new(&self.staging),
-            std::ffi::OsStr::new(&file),
-        )?;
-        self.parent.sync()?;
-        let newest_other = state
-            .archived_entries(&self.name)?
-            .pairs
-            .into_iter()
-            .filter(|(_, s)| *s != self.serial)
-            .map(|(t, _)| t)
-            .max();
-        let own = fs::metadata(&path)
-            .and_then(|m| m.modified())
-            .map_err(io_err(&path, "cannot inspect"))?;
+        let path = dir.path().join(&file);
+        // What is there already: this directory's entries, each as it is (no link
+        // followed); the same serial archived before is moved aside (not by an
+        // issuance: serials are new).
+        let listed = dir.entries()?;
+        let mut others: Vec<&std::ffi::OsStr> = Vec::new();
+        let (mut same_file, mut same_dir) = (false, false);
+        for (entry, kind) in &listed {
+            let Some(entry) = entry.to_str() else {
+                continue;
+            };
+            let serial = match kind {
+                crate::fsutil::Kind::File => entry.strip_suffix(PAIR_SUFFIX),
+                crate::fsutil::Kind::Dir => Some(entry),
+                _ => None,
+            };
+            match serial {
+                Some(s) if s == self.serial => match kind {
+                    crate::fsutil::Kind::File => same_file = true,
+                    _ => same_dir = true,
+                },
+                Some(s) if !s.starts_with('.') => others.push(entry.as_ref()),
+                _ => {}
+            }
+        }
+        // The file, or else the directory of an earlier version (as `archived_path`).
+        let existing = match (same_file, same_dir) {
+            (true, _) => Some(file.clone()),
+            (false, true) => Some(self.serial.clone()),
+            _ => None,
+        };
+        if let Some(existing) = existing {
+            let aside = format!(".{}{PRUNED_SUFFIX}", self.serial);
+            if dir.stat_at(aside.as_ref())?.is_some() {
+                remove_entry(&dir.path().join(&aside))?;
+            }
+            dir.rename(existing.as_ref(), aside.as_ref())?;
+        }
+        dir.rename(self.staging.as_ref(), file.as_ref())?;
+        dir.sync()?;
+        if others.is_empty() {
+            // Nothing to be newer than: the first pair of this certificate.
+            return Ok(path);
+        }
+        let mut newest_other = None;
+        for other in others {
+            if let Some(e) = dir.stat_at(other)? {
+                newest_other = newest_other.max(Some(e.modified));
+            }
+        }
+        let own = dir
+            .stat_at(file.as_ref())?
+            .ok_or_else(|| io_err(&path, "cannot inspect")(io::ErrorKind::NotFound.into()))?
+            .modified;
         if let Some(newest) = newest_other.filter(|t| own <= *t) {
-            fs::File::open(&path)
+            dir.open_read(file.as_ref())
                 .and_then(|f| f.set_modified(newest + std::time::Duration::from_micros(1)))
                 .map_err(io_err(&path, "cannot set the time of an archived pair"))?;
         }
         Ok(path)
     }
+}
+
+/// What the archive directory `dir` (`archive/NAME/`) holds: its pairs with their
+/// times, and what interrupted writes left. Nothing in it is followed: a link there is
+/// nothing certkeeper made.
+fn archived_in(dir: &crate::fsutil::Dir) -> Result<Archived, FsError> {
+    use crate::fsutil::Kind;
+    let mut found = Archived::default();
+    for (entry, kind) in dir.entries()? {
+        let Ok(file_name) = entry.into_string() else {
+            continue;
+        };
+        if !matches!(kind, Kind::Dir | Kind::File) {
+            continue;
+        }
+        if file_name.starts_with('.') {
+            if file_name.ends_with(PRUNED_SUFFIX) || file_name.ends_with(STAGING_SUFFIX) {
+                found.leftovers.push(file_name);
+            }
+            continue;
+        }
+        let serial = match (kind == Kind::Dir, file_name.strip_suffix(PAIR_SUFFIX)) {
+            (true, _) => file_name.clone(),
+            (false, Some(serial)) => serial.to_string(),
+            // The install marker, or a file certkeeper did not write.
+            (false, None) => continue,
+        };
+        // Gone since it was listed: not a pair any more.
+        let Some(meta) = dir.stat_at(file_name.as_ref())? else {
+            continue;
+        };
+        found.pairs.push((meta.modified, serial));
+    }
+    Ok(found)
+}
+
+/// The entry of the archived pair `serial` in `dir`: `SERIAL.pem`, or the directory
+/// `SERIAL` an earlier version wrote.
+fn pair_entry(dir: &crate::fsutil::Dir, serial: &str) -> Result<String, FsError> {
+    let file = format!("{serial}{PAIR_SUFFIX}");
+    if dir.stat_at(file.as_ref())?.is_none() && dir.stat_at(serial.as_ref())?.is_some() {
+        return Ok(serial.to_string());
+    }
+    Ok(file)
 }
 
 /// Removes an archive entry: a pair's file, or a directory an earlier version wrote.
