@@ -591,6 +591,9 @@ pub struct Dir {
     path: PathBuf,
     /// Its device, once known (asked once, or the parent's for a directory made here).
     dev: std::sync::Arc<std::sync::OnceLock<u64>>,
+    /// Made by the call that returned this handle (so empty, but for what the caller
+    /// puts there).
+    made: bool,
 }
 
 /// What a directory entry is (see [`Dir::stat_at`], [`Dir::entries`]).
@@ -619,7 +622,13 @@ fn remember(path: &Path, dir: &Dir) {
         } else {
             None
         };
-        kept.dirs.insert(path.to_path_buf(), dir.clone());
+        kept.dirs.insert(
+            path.to_path_buf(),
+            Dir {
+                made: false,
+                ..dir.clone()
+            },
+        );
         forgotten
     });
     drop(forgotten);
@@ -707,15 +716,32 @@ impl Dir {
                 start.pop();
             }
         });
-        let Some(mut dir) = found else {
-            let dir = Self::walk(&full, create, false)?;
-            remember(&full, &dir);
-            return Ok(Dir {
-                path: path.to_path_buf(),
-                ..dir
-            });
+        // Nothing on the way kept yet: the walk starts at the root, kept too.
+        let (mut dir, mut here) = match found {
+            Some(dir) => (dir, start),
+            None => {
+                let root = PathBuf::from("/");
+                let dir = Dir::new(
+                    File::open(&root).map_err(io_err(&root, "cannot open directory"))?,
+                    &root,
+                );
+                remember(&root, &dir);
+                (dir, root)
+            }
         };
-        let mut here = start;
+        // Several components below it: one call when all are there and none is a link
+        // (the kernel refuses to follow any); anything else takes the walk below.
+        if below.len() > 1 {
+            let rel: PathBuf = below.iter().rev().collect();
+            let how = nix::fcntl::OpenHow::new()
+                .flags(dir_flags())
+                .resolve(nix::fcntl::ResolveFlag::RESOLVE_NO_SYMLINKS);
+            if let Ok(fd) = nix::fcntl::openat2(&dir.fd, &rel, how) {
+                let dir = Dir::new(File::from(fd), path);
+                remember(&full, &dir);
+                return Ok(dir);
+            }
+        }
         for part in below.iter().rev() {
             here.push(part);
             dir = dir.child(part, &here, &full, create)?;
@@ -803,13 +829,21 @@ impl Dir {
             fd: std::sync::Arc::new(fd),
             path: path.to_path_buf(),
             dev: Default::default(),
+            made: false,
         }
+    }
+
+    /// Whether the call that returned this handle made the directory: it held nothing
+    /// then.
+    pub fn made(&self) -> bool {
+        self.made
     }
 
     /// A directory just made in this one: on this one's filesystem (a new directory is
     /// no mount point), so its device is known when this one's is.
     fn made_here(&self, fd: File, path: &Path) -> Dir {
-        let dir = Dir::new(fd, path);
+        let mut dir = Dir::new(fd, path);
+        dir.made = true;
         if let Some(dev) = self.dev.get() {
             let _ = dir.dev.set(*dev);
         }

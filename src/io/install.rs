@@ -141,12 +141,13 @@ fn preflight_live(spec: &CertSpec) -> Result<Vec<(&Path, Live)>, FsError> {
     let mut out = Vec::new();
     for (field, path) in spec.files.paths() {
         let dir = match spec.follow_symlinks {
-            true => None,
+            true => LiveDir::Unknown,
             false => live_dir(path)?,
         };
         let live = match &dir {
-            Some((dir, name)) => classify_at(spec, field, path, dir, name)?,
-            None => classify(spec, field, path)?,
+            LiveDir::Open(dir, name) => classify_at(spec, field, path, dir, name)?,
+            LiveDir::Absent => Live::Missing,
+            LiveDir::Unknown => classify(spec, field, path)?,
         };
         match live {
             Live::Foreign => {
@@ -158,8 +159,9 @@ fn preflight_live(spec: &CertSpec) -> Result<Vec<(&Path, Live)>, FsError> {
                     path: path.to_path_buf(),
                 })
             }
-            // The directory was opened: it exists.
-            Live::Missing | Live::File | Live::Ours if dir.is_some() => {}
+            // The directory was opened (it exists), or the walk to it found real
+            // directories up to the first that is missing (it can be made).
+            Live::Missing | Live::File | Live::Ours if !matches!(dir, LiveDir::Unknown) => {}
             Live::Missing | Live::File | Live::Ours => fsutil::check_parent(path)?,
         }
         out.push((path, live));
@@ -170,19 +172,30 @@ fn preflight_live(spec: &CertSpec) -> Result<Vec<(&Path, Live)>, FsError> {
     Ok(out)
 }
 
+/// A live path's directory, as [`live_dir`] found it.
+enum LiveDir<'a> {
+    /// Opened, with the file's name in it.
+    Open(fsutil::Dir, &'a std::ffi::OsStr),
+    /// Not there yet: every directory on the way up to the first missing one is a
+    /// real directory (no link, nothing else), so it can be made.
+    Absent,
+    /// Not looked at this way: the paths are checked one by one.
+    Unknown,
+}
+
 /// The directory of the live path `path`, reached without following a link on the
-/// way (a link there is refused by name), and the file's name in it; None when the
-/// directory does not exist yet, after the same check of the part that does.
-fn live_dir(path: &Path) -> Result<Option<(fsutil::Dir, &std::ffi::OsStr)>, FsError> {
+/// way (a link there is refused by name, as `check_no_links` does).
+fn live_dir(path: &Path) -> Result<LiveDir<'_>, FsError> {
     let Some(name) = path.file_name() else {
         fsutil::check_no_links(path)?;
-        return Ok(None);
+        return Ok(LiveDir::Unknown);
     };
     match fsutil::Dir::reach(path.parent().unwrap_or(Path::new("/")), None) {
-        Ok(dir) => Ok(Some((dir, name))),
+        Ok(dir) => Ok(LiveDir::Open(dir, name)),
+        // The walk opened each directory before the missing one without following
+        // a link: what `check_no_links` and `check_parent` would ask is answered.
         Err(FsError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
-            fsutil::check_no_links(path)?;
-            Ok(None)
+            Ok(LiveDir::Absent)
         }
         Err(e) => Err(e),
     }
@@ -580,6 +593,9 @@ struct Store {
     /// Whether the directories above `.certkeeper` may be reached through links (the
     /// certificate's `follow_symlinks`); the store's own never are.
     follow: bool,
+    /// The store's directory was made by this install: it holds only what the install
+    /// puts there (nothing to list for leftovers, no `current` before it makes one).
+    fresh: bool,
 }
 
 impl Store {
@@ -595,6 +611,7 @@ impl Store {
                 .map(|f| store_file(f))
                 .collect(),
             follow: spec.follow_symlinks,
+            fresh: false,
         }
     }
 
@@ -642,8 +659,8 @@ impl Store {
     /// as another user must traverse them) where missing, following no link.
     fn open(spec: &CertSpec) -> Result<Store, FsError> {
         if !spec.follow_symlinks {
-            let store = Store::of(spec);
-            store.reach(Some(0o755))?;
+            let mut store = Store::of(spec);
+            store.fresh = store.reach(Some(0o755))?.made();
             return Ok(store);
         }
         let parent = store_parent(spec);
@@ -758,6 +775,10 @@ impl Store {
             if keep.contains(&name.as_str()) {
                 continue;
             }
+            if self.fresh {
+                // Only what this install made is there, and it is in `keep`.
+                return Ok(name);
+            }
             let path = self.dir.join(&name);
             let found = match self.follow {
                 true => fs::symlink_metadata(&path).map(|m| Some(m.is_dir())),
@@ -826,6 +847,10 @@ impl Store {
     /// Removes every pair directory not in `keep` (superseded pairs, and what
     /// interrupted installs left) and stray temporary links.
     fn prune(&self, keep: &[String]) -> Result<(), FsError> {
+        if self.fresh {
+            // Made by this install: it holds the new pair and what it replaced, no more.
+            return Ok(());
+        }
         if !self.follow {
             // One listing through the store's handle for both.
             let store = self.handle()?;
@@ -941,9 +966,12 @@ fn install_in_store(
     serial: &str,
     fields: &[(&'static str, &FileSpec, Live)],
 ) -> Result<Prepared, FsError> {
-    let store = Store::open(spec)?;
-    store.remove_temp_links();
-    let mut previous = store.current()?;
+    let mut store = Store::open(spec)?;
+    let mut previous = None;
+    if !store.fresh {
+        store.remove_temp_links();
+        previous = store.current()?;
+    }
 
     // Migration: a live path that is a plain file shows part of the old pair. Copy the
     // pair the live paths show into the store and point `current` at it; then every
@@ -953,6 +981,9 @@ fn install_in_store(
         previous = Some(fsutil::GroupCommit::durable(|| {
             migrate(spec, &store, fields, previous.as_deref())
         })?);
+        // The copy may be incomplete (then not kept as the previous pair): the next
+        // prune looks at what the store holds.
+        store.fresh = false;
     }
     let mut linked: Vec<fsutil::Dir> = Vec::new();
     for (field, f, live) in fields {

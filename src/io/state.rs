@@ -398,7 +398,7 @@ impl StateDir {
         // archive is refused, whatever it points at.
         let parent = crate::fsutil::Dir::reach(&dir, Some(0o700))?;
         let staging = format!(".{serial}{STAGING_SUFFIX}");
-        if parent.stat_at(staging.as_ref())?.is_some() {
+        if !parent.made() && parent.stat_at(staging.as_ref())?.is_some() {
             // What an interrupted archive of this serial left.
             remove_entry(&dir.join(&staging))?;
         }
@@ -425,6 +425,7 @@ impl StateDir {
             return Err(e);
         }
         Ok(StagedArchive {
+            fresh: parent.made(),
             serial: serial.to_string(),
             parent,
             staging,
@@ -777,6 +778,8 @@ impl StagedMarker {
 
 /// A pair's archive copy written but not yet in place (see [`StateDir::stage_archive`]).
 pub struct StagedArchive {
+    /// `archive/NAME/` was made for this copy: no other pair is there.
+    fresh: bool,
     serial: String,
     parent: crate::fsutil::Dir,
     staging: String,
@@ -789,6 +792,13 @@ impl StagedArchive {
         let dir = &self.parent;
         let file = format!("{}{PAIR_SUFFIX}", self.serial);
         let path = dir.path().join(&file);
+        if self.fresh {
+            // The directory was made for this copy: nothing to move aside or to be
+            // newer than.
+            dir.rename(self.staging.as_ref(), file.as_ref())?;
+            dir.sync()?;
+            return Ok(path);
+        }
         // What is there already: this directory's entries, each as it is (no link
         // followed); the same serial archived before is moved aside (not by an
         // issuance: serials are new).

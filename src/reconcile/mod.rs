@@ -838,6 +838,7 @@ pub fn run_pass(pass: Pass) -> (Vec<CertReport>, ServerActivity) {
     drop(group);
     // The archive keeps the installed pair (and the one on disk, should they differ after
     // a crash) plus `archive.keep` superseded ones.
+    let _kept = crate::fsutil::Batch::begin();
     for spec in attempted {
         let on_disk = match observe(spec, None) {
             Seen::Present(p) => Some(p.leaf.serial),
