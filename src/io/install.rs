@@ -130,13 +130,14 @@ pub fn link_target(spec: &CertSpec, field: &str, live: &Path) -> PathBuf {
 /// but files where files go, directories that exist or can be made, and a store with
 /// nothing in it that certkeeper did not make.
 pub fn preflight(spec: &CertSpec) -> Result<(), FsError> {
-    preflight_live(spec).map(|_| ())
+    preflight_live(spec, true).map(|_| ())
 }
 
 /// [`preflight`], with what is at each live path, in the order of `paths()`. Without
 /// `follow_symlinks`, each live path's directory is reached as a handle (checked for
 /// links on the way once per batch, see [`fsutil::Batch`]) and looked at through it.
-fn preflight_live(spec: &CertSpec) -> Result<Vec<(&Path, Live)>, FsError> {
+/// `store`: the store is checked too (an install checks it itself as it opens it).
+fn preflight_live(spec: &CertSpec, store: bool) -> Result<Vec<(&Path, Live)>, FsError> {
     let mut through_links = false;
     let mut out = Vec::new();
     for (field, path) in spec.files.paths() {
@@ -166,7 +167,7 @@ fn preflight_live(spec: &CertSpec) -> Result<Vec<(&Path, Live)>, FsError> {
         }
         out.push((path, live));
     }
-    if uses_store(spec) && !through_links {
+    if store && uses_store(spec) && !through_links {
         check_store(spec)?;
     }
     Ok(out)
@@ -253,7 +254,10 @@ impl Prepared {
 
 /// Writes a new pair for `spec` without serving it yet (see [`Prepared`]).
 pub fn prepare(spec: &CertSpec, serial: &str, files: &[FileSpec]) -> Result<Prepared, FsError> {
-    let seen = preflight_live(spec)?;
+    // The store is checked as it is opened, before anything is written there: a link
+    // or a file where its directories go and a `current` that is not ours are refused
+    // by `Store::open` and `Store::current` with the errors `check_store` gives.
+    let seen = preflight_live(spec, false)?;
     let mut fields: Vec<(&'static str, &FileSpec, Live)> = Vec::new();
     for f in files {
         let (field, live) = spec
@@ -643,16 +647,13 @@ impl Store {
             Some(mode) => (fsutil::Dir::open_or_create(parent, mode, true)?, Some(mode)),
             None => (fsutil::Dir::open(parent, true)?, None),
         };
-        parent
-            .subdir(STORE_DIR, create)?
-            .subdir(STORE_DIR, None)?
-            .subdir(
-                self.dir
-                    .file_name()
-                    .and_then(|n| n.to_str())
-                    .expect("a certificate name"),
-                create,
-            )
+        parent.subdir(STORE_DIR, create)?.subdir(
+            self.dir
+                .file_name()
+                .and_then(|n| n.to_str())
+                .expect("a certificate name"),
+            create,
+        )
     }
 
     /// Makes the store's directories (0755: servers that read the public certificate

@@ -56,9 +56,9 @@ pub struct StateDir {
 /// What `archive/NAME/` holds.
 #[derive(Default)]
 struct Archived {
-    /// The pairs (files `SERIAL.pem`, or directories `SERIAL/` of earlier versions)
-    /// with their times, by serial.
-    pairs: Vec<(SystemTime, String)>,
+    /// The pairs (files `SERIAL.pem`, or directories `SERIAL/` of earlier versions):
+    /// each entry's name and its serial.
+    pairs: Vec<(String, String)>,
     /// Pairs whose removal (or archiving) was interrupted, by name.
     leftovers: Vec<String>,
 }
@@ -564,17 +564,30 @@ impl StateDir {
         keep: usize,
         on_disk: Option<&str>,
     ) -> Result<usize, FsError> {
+        self.prune_archive_with(name, keep, || on_disk.map(str::to_string))
+    }
+
+    /// [`StateDir::prune_archive`], with the serial on disk asked of `on_disk` only when
+    /// the archive holds more pairs than it keeps (reading the installed files costs
+    /// more than the rest of a prune that removes nothing).
+    pub fn prune_archive_with(
+        &self,
+        name: &str,
+        keep: usize,
+        on_disk: impl FnOnce() -> Option<String>,
+    ) -> Result<usize, FsError> {
         let Some(dir) = self.archive_dir(name)? else {
             return Ok(0);
         };
         let Archived {
-            mut pairs,
+            pairs,
             mut leftovers,
         } = archived_in(&dir)?;
         // No more pairs than are kept anyway: none goes, whichever is installed.
         if pairs.len() <= keep && leftovers.is_empty() {
             return Ok(0);
         }
+        let mut pairs = pair_times(&dir, pairs)?;
         let installed = match self.marked_serial(name) {
             Some(serial) => Some(serial),
             None => {
@@ -586,7 +599,12 @@ impl StateDir {
                 serial
             }
         };
-        let protected: HashSet<&str> = installed.as_deref().into_iter().chain(on_disk).collect();
+        let on_disk = on_disk();
+        let protected: HashSet<&str> = installed
+            .as_deref()
+            .into_iter()
+            .chain(on_disk.as_deref())
+            .collect();
         // Newest first; equal times (coarse clocks) in a stable order.
         pairs.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| b.1.cmp(&a.1)));
         let doomed: Vec<&String> = pairs
@@ -886,13 +904,24 @@ fn archived_in(dir: &crate::fsutil::Dir) -> Result<Archived, FsError> {
             // The install marker, or a file certkeeper did not write.
             (false, None) => continue,
         };
-        // Gone since it was listed: not a pair any more.
-        let Some(meta) = dir.stat_at(file_name.as_ref())? else {
-            continue;
-        };
-        found.pairs.push((meta.modified, serial));
+        found.pairs.push((file_name, serial));
     }
     Ok(found)
+}
+
+/// The pairs of `found` with their times, in `dir`; a pair gone since it was listed
+/// is left out.
+fn pair_times(
+    dir: &crate::fsutil::Dir,
+    found: Vec<(String, String)>,
+) -> Result<Vec<(SystemTime, String)>, FsError> {
+    let mut out = Vec::with_capacity(found.len());
+    for (entry, serial) in found {
+        if let Some(meta) = dir.stat_at(entry.as_ref())? {
+            out.push((meta.modified, serial));
+        }
+    }
+    Ok(out)
 }
 
 /// The entry of the archived pair `serial` in `dir`: `SERIAL.pem`, or the directory
