@@ -1234,6 +1234,7 @@ pub fn remove_stale_temp_files(dir: &Path) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::ffi::OsStr;
     use std::os::unix::fs::MetadataExt;
 
     fn spec(path: &Path, bytes: &[u8], mode: u32) -> FileSpec {
@@ -1382,6 +1383,118 @@ mod tests {
         write_atomic(&spec(&p, b"again", 0o640)).unwrap();
         assert_eq!(fs::metadata(&p).unwrap().mode() & 0o777, 0o640);
         assert_eq!(fs::read_dir(p.parent().unwrap()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn a_kept_handle_refuses_a_link_on_the_way_and_never_follows_one_swapped_in_later() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = fs::canonicalize(dir.path()).unwrap();
+        fs::create_dir_all(root.join("real/tls")).unwrap();
+        fs::create_dir_all(root.join("elsewhere/tls")).unwrap();
+        std::os::unix::fs::symlink(root.join("real"), root.join("alias")).unwrap();
+        let _batch = Batch::begin();
+        // A link on the way is refused by name, kept handles or not.
+        for _ in 0..2 {
+            let err = Dir::reach(&root.join("alias/tls"), None).unwrap_err();
+            match err {
+                FsError::LinkInPath { link, path } => {
+                    assert_eq!(link, root.join("alias"));
+                    assert_eq!(path, root.join("alias/tls"));
+                }
+                other => panic!("{other}"),
+            }
+        }
+        let err = Dir::reach(&root.join("alias/new"), Some(0o755)).unwrap_err();
+        assert!(matches!(err, FsError::LinkInPath { .. }), "{err}");
+        assert!(
+            !root.join("real/new").exists(),
+            "nothing made through the link"
+        );
+
+        // A directory reached once is kept: made where missing, with its mode.
+        let tls = Dir::reach(&root.join("real/tls/store"), Some(0o750)).unwrap();
+        assert!(tls.made());
+        assert_eq!(
+            fs::metadata(root.join("real/tls/store")).unwrap().mode() & 0o777,
+            0o750
+        );
+        drop(tls);
+        // Then `real` is swapped for a link to another tree: the batch goes on in the
+        // directory it checked and writes nothing where the link points.
+        fs::rename(root.join("real"), root.join("moved")).unwrap();
+        std::os::unix::fs::symlink(root.join("elsewhere"), root.join("real")).unwrap();
+        let again = Dir::reach(&root.join("real/tls/store"), None).unwrap();
+        assert!(!again.made());
+        again
+            .create_file(
+                OsStr::new("key.pem"),
+                &spec(Path::new("key.pem"), b"k", 0o600),
+            )
+            .unwrap();
+        assert_eq!(
+            fs::read(root.join("moved/tls/store/key.pem")).unwrap(),
+            b"k"
+        );
+        assert!(!root.join("elsewhere/tls/store").exists());
+        // So is a directory made below one it keeps.
+        Dir::reach(&root.join("real/tls/other"), Some(0o755)).unwrap();
+        assert!(root.join("moved/tls/other").is_dir());
+        assert!(!root.join("elsewhere/tls/other").exists());
+        // The next batch walks the path again, and refuses the link by name.
+        drop(_batch);
+        let _batch = Batch::begin();
+        let err = Dir::reach(&root.join("real/tls/store"), None).unwrap_err();
+        assert!(
+            matches!(&err, FsError::LinkInPath { link, .. } if *link == root.join("real")),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn without_a_batch_every_reach_walks_the_path_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = fs::canonicalize(dir.path()).unwrap();
+        fs::create_dir_all(root.join("real/tls")).unwrap();
+        fs::create_dir_all(root.join("elsewhere/tls")).unwrap();
+        Dir::reach(&root.join("real/tls"), None).unwrap();
+        fs::rename(root.join("real"), root.join("moved")).unwrap();
+        std::os::unix::fs::symlink(root.join("elsewhere"), root.join("real")).unwrap();
+        let err = Dir::reach(&root.join("real/tls"), None).unwrap_err();
+        assert!(matches!(err, FsError::LinkInPath { .. }), "{err}");
+        assert!(!in_batch());
+        // Nested batches share what they keep; the outermost closes it.
+        let outer = Batch::begin();
+        let inner = Batch::begin();
+        drop(inner);
+        assert!(in_batch());
+        drop(outer);
+        assert!(!in_batch());
+    }
+
+    #[test]
+    fn entries_and_stat_at_follow_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = fs::canonicalize(dir.path()).unwrap();
+        fs::create_dir(root.join("d")).unwrap();
+        fs::write(root.join("f"), "x").unwrap();
+        std::os::unix::fs::symlink(root.join("d"), root.join("l")).unwrap();
+        let d = Dir::open(&root, false).unwrap();
+        let mut listed = d.entries().unwrap();
+        listed.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(
+            listed,
+            [
+                ("d".into(), Kind::Dir),
+                ("f".into(), Kind::File),
+                ("l".into(), Kind::Link)
+            ]
+        );
+        assert_eq!(
+            d.stat_at(OsStr::new("l")).unwrap().unwrap().kind,
+            Kind::Link
+        );
+        assert!(d.stat_at(OsStr::new("missing")).unwrap().is_none());
+        assert_eq!(d.read_link_at(OsStr::new("l")).unwrap(), root.join("d"));
     }
 
     #[test]

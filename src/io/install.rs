@@ -1346,6 +1346,34 @@ mod tests {
     }
 
     #[test]
+    fn a_store_behind_a_linked_directory_is_used_only_when_links_are_allowed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let real = tmp.path().join("real");
+        fs::create_dir(&real).unwrap();
+        std::os::unix::fs::symlink(&real, tmp.path().join("linked")).unwrap();
+        let linked = tmp.path().join("linked");
+        for batch in [false, true] {
+            let _batch = batch.then(fsutil::Batch::begin);
+            // (The configuration refuses it already; the install must too.)
+            let mut s = spec_in(&linked, "nginx", None, "    follow_symlinks: true\n");
+            s.follow_symlinks = false;
+            let err = install(&s, "aa", &files(&s, "A")).unwrap_err();
+            assert!(matches!(err, FsError::LinkInPath { .. }), "{err}");
+            assert!(!real.join(STORE_DIR).exists(), "nothing written");
+        }
+        let s = spec_in(&linked, "nginx", None, "    follow_symlinks: true\n");
+        install(&s, "aa", &files(&s, "A"))
+            .unwrap()
+            .commit()
+            .unwrap();
+        let i = install(&s, "bb", &files(&s, "B")).unwrap();
+        assert_eq!(shown(&s), pair(&s, "B"));
+        assert!(real.join(".certkeeper/www/bb/key.pem").is_file());
+        assert_eq!(i.roll_back().unwrap(), RolledBack::Restored);
+        assert_eq!(shown(&s), pair(&s, "A"));
+    }
+
+    #[test]
     fn combined_stays_one_plain_file() {
         let tmp = tempfile::tempdir().unwrap();
         let s = spec(tmp.path(), "combined");
