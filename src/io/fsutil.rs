@@ -361,29 +361,50 @@ thread_local! {
 /// barrier: then every file and directory written on the way is flushed by one
 /// `syncfs` per filesystem instead of one `fsync` each.
 pub fn sync_or_defer(file: &File, path: &Path, action: &'static str) -> Result<(), FsError> {
-    match defer(file) {
+    sync_or_defer_on(file, None, path, action)
+}
+
+/// [`sync_or_defer`] for a file whose device is known (`dev`): a file made in a
+/// directory is on that directory's filesystem, which spares asking for each file.
+fn sync_or_defer_on(
+    file: &File,
+    dev: Option<u64>,
+    path: &Path,
+    action: &'static str,
+) -> Result<(), FsError> {
+    match defer(file, dev) {
         Ok(true) => Ok(()),
         Ok(false) => file.sync_all().map_err(io_err(path, action)),
         Err(e) => Err(io_err(path, action)(e)),
     }
 }
 
-/// `fdatasync` now, or at the next barrier of the open [`GroupCommit`] (the ledger).
-pub fn data_sync_or_defer(file: &File) -> io::Result<()> {
-    match defer(file)? {
+/// `fdatasync` now, or at the next barrier of the open [`GroupCommit`] (the ledger);
+/// `dev`: the file's device, when known.
+pub fn data_sync_or_defer(file: &File, dev: Option<u64>) -> io::Result<()> {
+    match defer(file, dev)? {
         true => Ok(()),
         false => file.sync_data(),
     }
 }
 
-/// Inside a [`GroupCommit`], notes `file`'s filesystem for the next barrier: true.
-fn defer(file: &File) -> io::Result<bool> {
+/// Whether a [`GroupCommit`] puts flushes off on this thread now.
+fn deferring() -> bool {
+    DEFERRED.with(|d| d.borrow().is_some())
+}
+
+/// Inside a [`GroupCommit`], notes `file`'s filesystem (`dev`, or asked of the file)
+/// for the next barrier: true.
+fn defer(file: &File, dev: Option<u64>) -> io::Result<bool> {
     DEFERRED.with(|d| {
         let mut d = d.borrow_mut();
         let Some(list) = d.as_mut() else {
             return Ok(false);
         };
-        let dev = std::os::unix::fs::MetadataExt::dev(&file.metadata()?);
+        let dev = match dev {
+            Some(dev) => dev,
+            None => std::os::unix::fs::MetadataExt::dev(&file.metadata()?),
+        };
         if !list.iter().any(|(seen, _)| *seen == dev) {
             list.push((dev, file.try_clone()?));
         }
@@ -400,6 +421,8 @@ fn defer(file: &File) -> io::Result<bool> {
 pub struct GroupCommit {
     /// Not Send: the batch belongs to this thread's thread-local state.
     _thread: std::marker::PhantomData<*const ()>,
+    /// The directories and files the batch keeps open (see [`Batch`]).
+    _kept: Batch,
 }
 
 impl GroupCommit {
@@ -412,6 +435,7 @@ impl GroupCommit {
         });
         GroupCommit {
             _thread: std::marker::PhantomData,
+            _kept: Batch::begin(),
         }
     }
 
@@ -450,13 +474,165 @@ impl Drop for GroupCommit {
     }
 }
 
+// ---------------------------------------------------------------------------------------
+// Handles kept for a batch
+
+thread_local! {
+    /// While a [`Batch`] is open on this thread: the directories and files it keeps.
+    static KEPT: std::cell::RefCell<Option<Kept>> = const { std::cell::RefCell::new(None) };
+}
+
+/// What an open [`Batch`] keeps.
+struct Kept {
+    /// How many `Batch` values are open on this thread (a nested one shares this).
+    depth: usize,
+    /// Directories reached by [`Dir::reach`], by their lexical path: each was checked
+    /// once to have no link on the way.
+    dirs: HashMap<PathBuf, Dir>,
+    /// Files kept open between appends (the ledger), by path.
+    files: HashMap<PathBuf, KeptFile>,
+}
+
+/// A file a batch keeps open between appends, with what its owner knows of it.
+#[derive(Debug)]
+pub struct KeptFile {
+    pub file: File,
+    /// Its device, for the group commit's flush.
+    pub dev: u64,
+    /// Its size after the owner's last write.
+    pub size: u64,
+    /// The owner's mark of that write: a write by anyone else changes it, and the
+    /// file is opened again.
+    pub stamp: u64,
+}
+
+/// Directories a batch keeps open at most; beyond, it forgets them all at once (the
+/// few shared ones are reached again; thousands of certificates must not hold
+/// thousands of descriptors).
+const KEPT_DIRS: usize = 64;
+
+/// Durable file work done in batches on this thread: while it is open, a directory
+/// reached with [`Dir::reach`] is walked (and checked for links on the way) once, and
+/// then opened from the handle it keeps; a file kept with [`keep_file`] stays open. A
+/// handle is a directory that was checked to have no link on the way when it was
+/// opened: a link swapped in later for a directory on that way is not followed, the
+/// batch goes on in the directory it checked. Batches nest; the outermost one closes
+/// what was kept. A [`GroupCommit`] is one.
+pub struct Batch {
+    /// Not Send: what it keeps belongs to this thread's thread-local state.
+    _thread: std::marker::PhantomData<*const ()>,
+}
+
+impl Batch {
+    pub fn begin() -> Batch {
+        KEPT.with(|k| {
+            let mut k = k.borrow_mut();
+            match k.as_mut() {
+                Some(kept) => kept.depth += 1,
+                None => {
+                    *k = Some(Kept {
+                        depth: 1,
+                        dirs: HashMap::new(),
+                        files: HashMap::new(),
+                    })
+                }
+            }
+        });
+        Batch {
+            _thread: std::marker::PhantomData,
+        }
+    }
+}
+
+impl Drop for Batch {
+    fn drop(&mut self) {
+        let done = KEPT.with(|k| {
+            let mut k = k.borrow_mut();
+            match k.as_mut() {
+                Some(kept) if kept.depth > 1 => {
+                    kept.depth -= 1;
+                    None
+                }
+                _ => k.take(),
+            }
+        });
+        // Closed outside the borrow.
+        drop(done);
+    }
+}
+
+/// The file kept open for `path` by the open batch, taken out of it (the caller puts
+/// it back with [`keep_file`] when it is still good).
+pub fn take_kept_file(path: &Path) -> Option<KeptFile> {
+    KEPT.with(|k| k.borrow_mut().as_mut()?.files.remove(path))
+}
+
+/// Keeps `file` open for `path` until the open batch ends; without a batch it is
+/// closed at once.
+pub fn keep_file(path: &Path, file: KeptFile) {
+    let unkept = KEPT.with(|k| match k.borrow_mut().as_mut() {
+        Some(kept) => kept.files.insert(path.to_path_buf(), file),
+        None => Some(file),
+    });
+    drop(unkept);
+}
+
+/// Whether a batch is open on this thread.
+pub fn in_batch() -> bool {
+    KEPT.with(|k| k.borrow().is_some())
+}
+
 /// An open directory, reached without following a symbolic link in any component of
 /// its path (unless told to), in which files and links are made by name: a link
-/// planted on the way after the directory was opened changes nothing.
-#[derive(Debug)]
+/// planted on the way after the directory was opened changes nothing. Clones share
+/// the descriptor.
+#[derive(Debug, Clone)]
 pub struct Dir {
-    fd: File,
+    fd: std::sync::Arc<File>,
     path: PathBuf,
+    /// Its device, once known (asked once, or the parent's for a directory made here).
+    dev: std::sync::Arc<std::sync::OnceLock<u64>>,
+    /// Made by the call that returned this handle (so empty, but for what the caller
+    /// puts there).
+    made: bool,
+}
+
+/// What a directory entry is (see [`Dir::stat_at`], [`Dir::entries`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    File,
+    Dir,
+    Link,
+    Other,
+}
+
+/// An entry as [`Dir::stat_at`] found it.
+#[derive(Debug, Clone, Copy)]
+pub struct Entry {
+    pub kind: Kind,
+    pub modified: std::time::SystemTime,
+}
+
+/// Notes `dir`, reached at `path`, among the open batch's handles.
+fn remember(path: &Path, dir: &Dir) {
+    let forgotten = KEPT.with(|k| {
+        let mut k = k.borrow_mut();
+        let kept = k.as_mut()?;
+        let forgotten = if kept.dirs.len() >= KEPT_DIRS {
+            Some(std::mem::take(&mut kept.dirs))
+        } else {
+            None
+        };
+        kept.dirs.insert(
+            path.to_path_buf(),
+            Dir {
+                made: false,
+                ..dir.clone()
+            },
+        );
+        forgotten
+    });
+    drop(forgotten);
 }
 
 /// `path` made absolute and normalized as written (`.` dropped, `..` taking off the
@@ -516,23 +692,80 @@ impl Dir {
         Ok((dir, name))
     }
 
+    /// Opens `path` as [`Dir::open`] does without following links (with `create`, as
+    /// [`Dir::open_or_create`]), but inside a [`Batch`] from the handles it keeps: the
+    /// nearest directory on the way that the batch holds is the start, and only the
+    /// components below it are opened (each with `O_NOFOLLOW`, a link refused by name
+    /// as on a full walk). A directory is so checked once per batch, not once per file.
+    /// Only for directories certkeeper never removes while a batch runs (a handle to a
+    /// removed directory would write where no one looks).
+    pub fn reach(path: &Path, create: Option<u32>) -> Result<Dir, FsError> {
+        if !in_batch() {
+            return Self::walk(path, create, false);
+        }
+        let full = lexical(path);
+        let mut start = full.clone();
+        let mut below: Vec<std::ffi::OsString> = Vec::new();
+        let found = KEPT.with(|k| {
+            let k = k.borrow();
+            let dirs = &k.as_ref()?.dirs;
+            loop {
+                if let Some(dir) = dirs.get(&start) {
+                    return Some(dir.clone());
+                }
+                below.push(start.file_name()?.to_os_string());
+                start.pop();
+            }
+        });
+        // Nothing on the way kept yet: the walk starts at the root, kept too.
+        let (mut dir, mut here) = match found {
+            Some(dir) => (dir, start),
+            None => {
+                let root = PathBuf::from("/");
+                let dir = Dir::new(
+                    File::open(&root).map_err(io_err(&root, "cannot open directory"))?,
+                    &root,
+                );
+                remember(&root, &dir);
+                (dir, root)
+            }
+        };
+        // Several components below it: one call when all are there and none is a link
+        // (the kernel refuses to follow any); anything else takes the walk below.
+        if below.len() > 1 {
+            let rel: PathBuf = below.iter().rev().collect();
+            let how = nix::fcntl::OpenHow::new()
+                .flags(dir_flags())
+                .resolve(nix::fcntl::ResolveFlag::RESOLVE_NO_SYMLINKS);
+            if let Ok(fd) = nix::fcntl::openat2(&dir.fd, &rel, how) {
+                let dir = Dir::new(File::from(fd), path);
+                remember(&full, &dir);
+                return Ok(dir);
+            }
+        }
+        for part in below.iter().rev() {
+            here.push(part);
+            dir = dir.child(part, &here, &full, create)?;
+            remember(&here, &dir);
+        }
+        dir.path = path.to_path_buf();
+        Ok(dir)
+    }
+
     fn walk(path: &Path, create: Option<u32>, follow: bool) -> Result<Dir, FsError> {
         if follow {
             if let Some(mode) = create {
                 ensure_dir_following(path, mode)?;
             }
             let fd = File::open(path).map_err(io_err(path, "cannot open directory"))?;
-            return Ok(Dir {
-                fd,
-                path: path.to_path_buf(),
-            });
+            return Ok(Dir::new(fd, path));
         }
         let full = lexical(path);
         let mut here = PathBuf::from("/");
-        let mut dir = Dir {
-            fd: File::open("/").map_err(io_err(&here, "cannot open directory"))?,
-            path: here.clone(),
-        };
+        let mut dir = Dir::new(
+            File::open("/").map_err(io_err(&here, "cannot open directory"))?,
+            &here,
+        );
         // The common case in one system call: every component there and no link on
         // the way (the kernel refuses to follow any). Anything else (a missing
         // directory to make, a link to name, an older kernel) takes the walk below.
@@ -542,10 +775,7 @@ impl Dir {
                     .flags(dir_flags())
                     .resolve(nix::fcntl::ResolveFlag::RESOLVE_NO_SYMLINKS);
                 if let Ok(fd) = nix::fcntl::openat2(&dir.fd, rel, how) {
-                    return Ok(Dir {
-                        fd: File::from(fd),
-                        path: path.to_path_buf(),
-                    });
+                    return Ok(Dir::new(File::from(fd), path));
                 }
             }
         }
@@ -586,19 +816,58 @@ impl Dir {
                         .map_err(io_err(here, "cannot set the mode of new directory"))?;
                     // The new entry is durable before anything is made inside it.
                     self.sync()?;
-                    return Ok(Dir {
-                        fd: file,
-                        path: here.to_path_buf(),
-                    });
+                    return Ok(self.made_here(file, here));
                 }
                 fd
             }
             Err(e) => return Err(self.classify(name, here, full, e)),
         };
-        Ok(Dir {
-            fd: File::from(fd),
-            path: here.to_path_buf(),
-        })
+        Ok(Dir::new(File::from(fd), here))
+    }
+
+    fn new(fd: File, path: &Path) -> Dir {
+        Dir {
+            fd: std::sync::Arc::new(fd),
+            path: path.to_path_buf(),
+            dev: Default::default(),
+            made: false,
+        }
+    }
+
+    /// Whether the call that returned this handle made the directory: it held nothing
+    /// then.
+    pub fn made(&self) -> bool {
+        self.made
+    }
+
+    /// A directory just made in this one: on this one's filesystem (a new directory is
+    /// no mount point), so its device is known when this one's is.
+    fn made_here(&self, fd: File, path: &Path) -> Dir {
+        let mut dir = Dir::new(fd, path);
+        dir.made = true;
+        if let Some(dev) = self.dev.get() {
+            let _ = dir.dev.set(*dev);
+        }
+        dir
+    }
+
+    /// The device this directory is on (asked once).
+    fn dev(&self) -> Result<u64, FsError> {
+        if let Some(dev) = self.dev.get() {
+            return Ok(*dev);
+        }
+        let meta = self
+            .fd
+            .metadata()
+            .map_err(io_err(&self.path, "cannot inspect directory"))?;
+        Ok(*self
+            .dev
+            .get_or_init(|| std::os::unix::fs::MetadataExt::dev(&meta)))
+    }
+
+    /// The path this directory was opened by.
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 
     /// Why `name` could not be opened as a directory: a link, something else, or an
@@ -647,6 +916,66 @@ impl Dir {
         .map_err(io::Error::from)
     }
 
+    /// What `name` here is, without following a link; None when it does not exist.
+    pub fn stat_at(&self, name: &std::ffi::OsStr) -> Result<Option<Entry>, FsError> {
+        use nix::sys::stat::{fstatat, SFlag};
+        match fstatat(&self.fd, name, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW) {
+            Ok(st) => {
+                let kind = SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT;
+                Ok(Some(Entry {
+                    kind: if kind == SFlag::S_IFLNK {
+                        Kind::Link
+                    } else if kind == SFlag::S_IFDIR {
+                        Kind::Dir
+                    } else if kind == SFlag::S_IFREG {
+                        Kind::File
+                    } else {
+                        Kind::Other
+                    },
+                    modified: std::time::UNIX_EPOCH
+                        + std::time::Duration::new(
+                            st.st_mtime.max(0) as u64,
+                            st.st_mtime_nsec.clamp(0, 999_999_999) as u32,
+                        ),
+                }))
+            }
+            Err(nix::errno::Errno::ENOENT) => Ok(None),
+            Err(e) => Err(io_err(&self.path.join(name), "cannot inspect")(e.into())),
+        }
+    }
+
+    /// The target of the link `name` here.
+    pub fn read_link_at(&self, name: &std::ffi::OsStr) -> Result<PathBuf, FsError> {
+        nix::fcntl::readlinkat(&self.fd, name)
+            .map(PathBuf::from)
+            .map_err(|e| io_err(&self.path.join(name), "cannot read link")(e.into()))
+    }
+
+    /// Every entry of this directory but `.` and `..`, with its kind as the directory
+    /// lists it (a link is a link; nothing is followed), by name.
+    pub fn entries(&self) -> Result<Vec<(std::ffi::OsString, Kind)>, FsError> {
+        let listing = fs::read_dir(format!(
+            "/proc/self/fd/{}",
+            std::os::fd::AsRawFd::as_raw_fd(&*self.fd)
+        ))
+        .map_err(io_err(&self.path, "cannot list directory"))?;
+        let mut out = Vec::new();
+        for entry in listing {
+            let entry = entry.map_err(io_err(&self.path, "cannot list directory"))?;
+            let name = entry.file_name();
+            // The kind the directory gives (asked of the entry only where it does not).
+            let kind = match entry.file_type() {
+                Ok(t) if t.is_symlink() => Kind::Link,
+                Ok(t) if t.is_dir() => Kind::Dir,
+                Ok(t) if t.is_file() => Kind::File,
+                Ok(_) => Kind::Other,
+                Err(_) => continue,
+            };
+            out.push((name, kind));
+        }
+        Ok(out)
+    }
+
     /// Opens the directory `name` in this one, following no link; with `create`,
     /// makes it when missing.
     pub fn subdir(&self, name: &str, create: Option<u32>) -> Result<Dir, FsError> {
@@ -676,7 +1005,9 @@ impl Dir {
             .map_err(io_err(&path, "cannot set mode"))?;
         file.write_all(&spec.bytes)
             .map_err(io_err(&path, "cannot write"))?;
-        sync_or_defer(&file, &path, "cannot fsync")
+        // A file made here is on this directory's filesystem.
+        let dev = if deferring() { self.dev().ok() } else { None };
+        sync_or_defer_on(&file, dev, &path, "cannot fsync")
     }
 
     /// Writes `name` atomically: a temporary file made here, renamed over `name`
@@ -784,6 +1115,9 @@ impl Dir {
         )
         .map_err(|e| io_err(&path, "cannot create directory")(e.into()))?;
         let dir = self.subdir(name, None)?;
+        if let Some(dev) = self.dev.get() {
+            let _ = dir.dev.set(*dev);
+        }
         dir.fd
             .set_permissions(Permissions::from_mode(mode))
             .map_err(io_err(&path, "cannot set the mode of new directory"))?;
@@ -791,7 +1125,18 @@ impl Dir {
     }
 
     pub fn sync(&self) -> Result<(), FsError> {
-        sync_or_defer(&self.fd, &self.path, "cannot fsync directory")
+        if !deferring() {
+            return self
+                .fd
+                .sync_all()
+                .map_err(io_err(&self.path, "cannot fsync directory"));
+        }
+        sync_or_defer_on(
+            &self.fd,
+            Some(self.dev()?),
+            &self.path,
+            "cannot fsync directory",
+        )
     }
 }
 
@@ -890,6 +1235,7 @@ pub fn remove_stale_temp_files(dir: &Path) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::ffi::OsStr;
     use std::os::unix::fs::MetadataExt;
 
     fn spec(path: &Path, bytes: &[u8], mode: u32) -> FileSpec {
@@ -1043,6 +1389,118 @@ mod tests {
         write_atomic(&spec(&p, b"again", 0o640)).unwrap();
         assert_eq!(fs::metadata(&p).unwrap().mode() & 0o777, 0o640);
         assert_eq!(fs::read_dir(p.parent().unwrap()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn a_kept_handle_refuses_a_link_on_the_way_and_never_follows_one_swapped_in_later() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = fs::canonicalize(dir.path()).unwrap();
+        fs::create_dir_all(root.join("real/tls")).unwrap();
+        fs::create_dir_all(root.join("elsewhere/tls")).unwrap();
+        std::os::unix::fs::symlink(root.join("real"), root.join("alias")).unwrap();
+        let _batch = Batch::begin();
+        // A link on the way is refused by name, kept handles or not.
+        for _ in 0..2 {
+            let err = Dir::reach(&root.join("alias/tls"), None).unwrap_err();
+            match err {
+                FsError::LinkInPath { link, path } => {
+                    assert_eq!(link, root.join("alias"));
+                    assert_eq!(path, root.join("alias/tls"));
+                }
+                other => panic!("{other}"),
+            }
+        }
+        let err = Dir::reach(&root.join("alias/new"), Some(0o755)).unwrap_err();
+        assert!(matches!(err, FsError::LinkInPath { .. }), "{err}");
+        assert!(
+            !root.join("real/new").exists(),
+            "nothing made through the link"
+        );
+
+        // A directory reached once is kept: made where missing, with its mode.
+        let tls = Dir::reach(&root.join("real/tls/store"), Some(0o750)).unwrap();
+        assert!(tls.made());
+        assert_eq!(
+            fs::metadata(root.join("real/tls/store")).unwrap().mode() & 0o777,
+            0o750
+        );
+        drop(tls);
+        // Then `real` is swapped for a link to another tree: the batch goes on in the
+        // directory it checked and writes nothing where the link points.
+        fs::rename(root.join("real"), root.join("moved")).unwrap();
+        std::os::unix::fs::symlink(root.join("elsewhere"), root.join("real")).unwrap();
+        let again = Dir::reach(&root.join("real/tls/store"), None).unwrap();
+        assert!(!again.made());
+        again
+            .create_file(
+                OsStr::new("key.pem"),
+                &spec(Path::new("key.pem"), b"k", 0o600),
+            )
+            .unwrap();
+        assert_eq!(
+            fs::read(root.join("moved/tls/store/key.pem")).unwrap(),
+            b"k"
+        );
+        assert!(!root.join("elsewhere/tls/store").exists());
+        // So is a directory made below one it keeps.
+        Dir::reach(&root.join("real/tls/other"), Some(0o755)).unwrap();
+        assert!(root.join("moved/tls/other").is_dir());
+        assert!(!root.join("elsewhere/tls/other").exists());
+        // The next batch walks the path again, and refuses the link by name.
+        drop(_batch);
+        let _batch = Batch::begin();
+        let err = Dir::reach(&root.join("real/tls/store"), None).unwrap_err();
+        assert!(
+            matches!(&err, FsError::LinkInPath { link, .. } if *link == root.join("real")),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn without_a_batch_every_reach_walks_the_path_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = fs::canonicalize(dir.path()).unwrap();
+        fs::create_dir_all(root.join("real/tls")).unwrap();
+        fs::create_dir_all(root.join("elsewhere/tls")).unwrap();
+        Dir::reach(&root.join("real/tls"), None).unwrap();
+        fs::rename(root.join("real"), root.join("moved")).unwrap();
+        std::os::unix::fs::symlink(root.join("elsewhere"), root.join("real")).unwrap();
+        let err = Dir::reach(&root.join("real/tls"), None).unwrap_err();
+        assert!(matches!(err, FsError::LinkInPath { .. }), "{err}");
+        assert!(!in_batch());
+        // Nested batches share what they keep; the outermost closes it.
+        let outer = Batch::begin();
+        let inner = Batch::begin();
+        drop(inner);
+        assert!(in_batch());
+        drop(outer);
+        assert!(!in_batch());
+    }
+
+    #[test]
+    fn entries_and_stat_at_follow_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = fs::canonicalize(dir.path()).unwrap();
+        fs::create_dir(root.join("d")).unwrap();
+        fs::write(root.join("f"), "x").unwrap();
+        std::os::unix::fs::symlink(root.join("d"), root.join("l")).unwrap();
+        let d = Dir::open(&root, false).unwrap();
+        let mut listed = d.entries().unwrap();
+        listed.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(
+            listed,
+            [
+                ("d".into(), Kind::Dir),
+                ("f".into(), Kind::File),
+                ("l".into(), Kind::Link)
+            ]
+        );
+        assert_eq!(
+            d.stat_at(OsStr::new("l")).unwrap().unwrap().kind,
+            Kind::Link
+        );
+        assert!(d.stat_at(OsStr::new("missing")).unwrap().is_none());
+        assert_eq!(d.read_link_at(OsStr::new("l")).unwrap(), root.join("d"));
     }
 
     #[test]

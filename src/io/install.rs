@@ -130,12 +130,27 @@ pub fn link_target(spec: &CertSpec, field: &str, live: &Path) -> PathBuf {
 /// but files where files go, directories that exist or can be made, and a store with
 /// nothing in it that certkeeper did not make.
 pub fn preflight(spec: &CertSpec) -> Result<(), FsError> {
+    preflight_live(spec, true).map(|_| ())
+}
+
+/// [`preflight`], with what is at each live path, in the order of `paths()`. Without
+/// `follow_symlinks`, each live path's directory is reached as a handle (checked for
+/// links on the way once per batch, see [`fsutil::Batch`]) and looked at through it.
+/// `store`: the store is checked too (an install checks it itself as it opens it).
+fn preflight_live(spec: &CertSpec, store: bool) -> Result<Vec<(&Path, Live)>, FsError> {
     let mut through_links = false;
+    let mut out = Vec::new();
     for (field, path) in spec.files.paths() {
-        if !spec.follow_symlinks {
-            fsutil::check_no_links(path)?;
-        }
-        match classify(spec, field, path)? {
+        let dir = match spec.follow_symlinks {
+            true => LiveDir::Unknown,
+            false => live_dir(path)?,
+        };
+        let live = match &dir {
+            LiveDir::Open(dir, name) => classify_at(spec, field, path, dir, name)?,
+            LiveDir::Absent => Live::Missing,
+            LiveDir::Unknown => classify(spec, field, path)?,
+        };
+        match live {
             Live::Foreign => {
                 fsutil::preflight(path, spec.follow_symlinks)?;
                 through_links = true;
@@ -145,13 +160,46 @@ pub fn preflight(spec: &CertSpec) -> Result<(), FsError> {
                     path: path.to_path_buf(),
                 })
             }
+            // The directory was opened (it exists), or the walk to it found real
+            // directories up to the first that is missing (it can be made).
+            Live::Missing | Live::File | Live::Ours if !matches!(dir, LiveDir::Unknown) => {}
             Live::Missing | Live::File | Live::Ours => fsutil::check_parent(path)?,
         }
+        out.push((path, live));
     }
-    if uses_store(spec) && !through_links {
+    if store && uses_store(spec) && !through_links {
         check_store(spec)?;
     }
-    Ok(())
+    Ok(out)
+}
+
+/// A live path's directory, as [`live_dir`] found it.
+enum LiveDir<'a> {
+    /// Opened, with the file's name in it.
+    Open(fsutil::Dir, &'a std::ffi::OsStr),
+    /// Not there yet: every directory on the way up to the first missing one is a
+    /// real directory (no link, nothing else), so it can be made.
+    Absent,
+    /// Not looked at this way: the paths are checked one by one.
+    Unknown,
+}
+
+/// The directory of the live path `path`, reached without following a link on the
+/// way (a link there is refused by name, as `check_no_links` does).
+fn live_dir(path: &Path) -> Result<LiveDir<'_>, FsError> {
+    let Some(name) = path.file_name() else {
+        fsutil::check_no_links(path)?;
+        return Ok(LiveDir::Unknown);
+    };
+    match fsutil::Dir::reach(path.parent().unwrap_or(Path::new("/")), None) {
+        Ok(dir) => Ok(LiveDir::Open(dir, name)),
+        // The walk opened each directory before the missing one without following
+        // a link: what `check_no_links` and `check_parent` would ask is answered.
+        Err(FsError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+            Ok(LiveDir::Absent)
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// Installs `files` (as `layout::render` makes them, each at one of `spec`'s paths) as
@@ -206,17 +254,21 @@ impl Prepared {
 
 /// Writes a new pair for `spec` without serving it yet (see [`Prepared`]).
 pub fn prepare(spec: &CertSpec, serial: &str, files: &[FileSpec]) -> Result<Prepared, FsError> {
-    preflight(spec)?;
+    // The store is checked as it is opened, before anything is written there: a link
+    // or a file where its directories go and a `current` that is not ours are refused
+    // by `Store::open` and `Store::current` with the errors `check_store` gives.
+    let seen = preflight_live(spec, false)?;
     let mut fields: Vec<(&'static str, &FileSpec, Live)> = Vec::new();
     for f in files {
-        let field = spec
+        let (field, live) = spec
             .files
             .paths()
             .into_iter()
-            .find(|(_, p)| *p == f.path)
-            .map(|(field, _)| field)
+            .zip(&seen)
+            .find(|((_, p), _)| *p == f.path)
+            .map(|((field, _), (_, live))| (field, *live))
             .expect("the layout renders only the certificate's own paths");
-        fields.push((field, f, classify(spec, field, &f.path)?));
+        fields.push((field, f, live));
     }
     let done = |installed| Prepared {
         how: Ready::Done(installed),
@@ -301,18 +353,40 @@ fn classify(spec: &CertSpec, field: &str, path: &Path) -> Result<Live, FsError> 
         Err(e) => Err(io_err(path, "cannot inspect")(e)),
         Ok(m) if m.file_type().is_symlink() => {
             let target = fs::read_link(path).map_err(io_err(path, "cannot read link"))?;
-            if target == link_target(spec, field, path) {
-                Ok(Live::Ours)
-            } else if is_store_link(&target) {
-                // A link certkeeper made into another store (the certificate was renamed
-                // or its key moved): nothing the user made; replaced like a missing file.
-                Ok(Live::Missing)
-            } else {
-                Ok(Live::Foreign)
-            }
+            Ok(classify_link(spec, field, path, &target))
         }
         Ok(m) if m.is_file() => Ok(Live::File),
         Ok(_) => Ok(Live::Other),
+    }
+}
+
+/// [`classify`] for the entry `name` of `dir`, the live path `path`'s directory.
+fn classify_at(
+    spec: &CertSpec,
+    field: &str,
+    path: &Path,
+    dir: &fsutil::Dir,
+    name: &std::ffi::OsStr,
+) -> Result<Live, FsError> {
+    use fsutil::Kind;
+    Ok(match dir.stat_at(name)?.map(|e| e.kind) {
+        None => Live::Missing,
+        Some(Kind::Link) => classify_link(spec, field, path, &dir.read_link_at(name)?),
+        Some(Kind::File) => Live::File,
+        Some(_) => Live::Other,
+    })
+}
+
+/// What a link at a live path is, by its target.
+fn classify_link(spec: &CertSpec, field: &str, path: &Path, target: &Path) -> Live {
+    if target == link_target(spec, field, path) {
+        Live::Ours
+    } else if is_store_link(target) {
+        // A link certkeeper made into another store (the certificate was renamed or its
+        // key moved): nothing the user made; replaced like a missing file.
+        Live::Missing
+    } else {
+        Live::Foreign
     }
 }
 
@@ -330,11 +404,21 @@ pub fn is_store_link(target: &Path) -> bool {
 }
 
 /// Puts our link at `live` (a link made beside it, renamed over it); `follow`: the
-/// user allows links among its directories. The caller fsyncs the directory (once for
-/// all the links it makes there).
-fn link(live: &Path, target: &Path, follow: bool) -> Result<(), FsError> {
-    let (dir, name) = fsutil::Dir::of_file(live, 0o755, follow)?;
-    dir.replace_link(name, target)
+/// user allows links among its directories. Returns the directory, which the caller
+/// fsyncs (once for all the links it makes there).
+fn link(live: &Path, target: &Path, follow: bool) -> Result<fsutil::Dir, FsError> {
+    let (dir, name) = match follow {
+        true => fsutil::Dir::of_file(live, 0o755, true)?,
+        false => {
+            let name = live.file_name().ok_or_else(|| FsError::NotAFile {
+                path: live.to_path_buf(),
+            })?;
+            let parent = live.parent().unwrap_or(Path::new("/"));
+            (fsutil::Dir::reach(parent, Some(0o755))?, name)
+        }
+    };
+    dir.replace_link(name, target)?;
+    Ok(dir)
 }
 
 /// Reads a file, with its mode and owner, without following a link at its last
@@ -482,6 +566,15 @@ fn store_error(path: &Path, problem: &'static str) -> FsError {
 /// present, is a link to a pair directory of the store.
 fn check_store(spec: &CertSpec) -> Result<(), FsError> {
     let store = Store::of(spec);
+    if !store.follow {
+        // Through a handle: `.certkeeper` and the store are opened without following a
+        // link, and a link or a file there is refused by name.
+        return match store.handle() {
+            Ok(handle) => store.current_in(&handle).map(|_| ()),
+            Err(FsError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e),
+        };
+    }
     for dir in [store.dir.parent().expect("under .certkeeper"), &store.dir] {
         match fs::symlink_metadata(dir) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
@@ -504,6 +597,9 @@ struct Store {
     /// Whether the directories above `.certkeeper` may be reached through links (the
     /// certificate's `follow_symlinks`); the store's own never are.
     follow: bool,
+    /// The store's directory was made by this install: it holds only what the install
+    /// puts there (nothing to list for leftovers, no `current` before it makes one).
+    fresh: bool,
 }
 
 impl Store {
@@ -519,28 +615,55 @@ impl Store {
                 .map(|f| store_file(f))
                 .collect(),
             follow: spec.follow_symlinks,
+            fresh: false,
         }
     }
 
     /// The store's directory, opened without following a link inside the store (nor
     /// above it, unless `follow`): every file and link is made through this.
     fn handle(&self) -> Result<fsutil::Dir, FsError> {
+        self.reach(None)
+    }
+
+    /// The store's directory as [`Store::handle`] opens it; with `create`, made where
+    /// missing. Without `follow`, reached from the handles of the batch (see
+    /// [`fsutil::Dir::reach`]); a link or a file where `.certkeeper` or the store
+    /// should be is refused as what it is.
+    fn reach(&self, create: Option<u32>) -> Result<fsutil::Dir, FsError> {
         let top = self.dir.parent().expect("under .certkeeper");
+        if !self.follow {
+            return fsutil::Dir::reach(&self.dir, create).map_err(|e| match e {
+                FsError::LinkInPath { link, .. } if link == top || link == self.dir => {
+                    store_error(&link, "is a symbolic link")
+                }
+                FsError::NotADirectory { path } if path == top || path == self.dir => {
+                    store_error(&path, "is not a directory")
+                }
+                e => e,
+            });
+        }
         let parent = top.parent().expect("beside a certificate file");
-        fsutil::Dir::open(parent, self.follow)?
-            .subdir(STORE_DIR, None)?
-            .subdir(
-                self.dir
-                    .file_name()
-                    .and_then(|n| n.to_str())
-                    .expect("a certificate name"),
-                None,
-            )
+        let (parent, create) = match create {
+            Some(mode) => (fsutil::Dir::open_or_create(parent, mode, true)?, Some(mode)),
+            None => (fsutil::Dir::open(parent, true)?, None),
+        };
+        parent.subdir(STORE_DIR, create)?.subdir(
+            self.dir
+                .file_name()
+                .and_then(|n| n.to_str())
+                .expect("a certificate name"),
+            create,
+        )
     }
 
     /// Makes the store's directories (0755: servers that read the public certificate
     /// as another user must traverse them) where missing, following no link.
     fn open(spec: &CertSpec) -> Result<Store, FsError> {
+        if !spec.follow_symlinks {
+            let mut store = Store::of(spec);
+            store.fresh = store.reach(Some(0o755))?.made();
+            return Ok(store);
+        }
         let parent = store_parent(spec);
         let top = parent.join(STORE_DIR);
         let dir = top.join(&spec.name);
@@ -566,6 +689,15 @@ impl Store {
     /// The pair `current` names, when that directory exists. A `current` that is not a
     /// link to a pair directory of this store was not made by certkeeper: refused.
     fn current(&self) -> Result<Option<String>, FsError> {
+        if !self.follow {
+            return match self.handle() {
+                Ok(store) => self.current_in(&store),
+                Err(FsError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+                    Ok(None)
+                }
+                Err(e) => Err(e),
+            };
+        }
         let link = self.dir.join(CURRENT);
         match fs::symlink_metadata(&link) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
@@ -589,8 +721,40 @@ impl Store {
         }
     }
 
+    /// [`Store::current`], looked up through the store's handle.
+    fn current_in(&self, store: &fsutil::Dir) -> Result<Option<String>, FsError> {
+        let link = self.dir.join(CURRENT);
+        match store.stat_at(CURRENT.as_ref())? {
+            None => return Ok(None),
+            Some(e) if e.kind != fsutil::Kind::Link => {
+                return Err(store_error(&link, "is not a symbolic link"))
+            }
+            Some(_) => {}
+        }
+        let target = store.read_link_at(CURRENT.as_ref())?;
+        let name = target
+            .to_str()
+            .filter(|n| pair_name(n))
+            .ok_or_else(|| store_error(&link, "points outside the store"))?;
+        match store.stat_at(name.as_ref())? {
+            None => Ok(None),
+            Some(e) if e.kind == fsutil::Kind::Dir => Ok(Some(name.to_string())),
+            Some(_) => Err(store_error(&self.dir.join(name), "is not a directory")),
+        }
+    }
+
     /// Whether a pair directory holds every file of the pair, each a regular file.
     fn complete(&self, name: &str) -> bool {
+        if !self.follow {
+            let pair = self.handle().and_then(|store| store.subdir(name, None));
+            return !self.files.is_empty()
+                && pair.is_ok_and(|pair| {
+                    self.files.iter().all(|f| {
+                        pair.stat_at(f.as_ref())
+                            .is_ok_and(|e| e.is_some_and(|e| e.kind == fsutil::Kind::File))
+                    })
+                });
+        }
         let dir = self.dir.join(name);
         !self.files.is_empty()
             && self
@@ -612,15 +776,28 @@ impl Store {
             if keep.contains(&name.as_str()) {
                 continue;
             }
+            if self.fresh {
+                // Only what this install made is there, and it is in `keep`.
+                return Ok(name);
+            }
             let path = self.dir.join(&name);
-            match fs::symlink_metadata(&path) {
+            let found = match self.follow {
+                true => fs::symlink_metadata(&path).map(|m| Some(m.is_dir())),
+                false => match self.handle()?.stat_at(name.as_ref()) {
+                    Ok(e) => Ok(e.map(|e| e.kind == fsutil::Kind::Dir)),
+                    Err(FsError::Io { source, .. }) => Err(source),
+                    Err(e) => return Err(e),
+                },
+            };
+            match found {
                 Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(name),
+                Ok(None) => return Ok(name),
                 Err(e) => return Err(io_err(&path, "cannot inspect")(e)),
-                Ok(m) if m.is_dir() => {
+                Ok(Some(true)) => {
                     fs::remove_dir_all(&path).map_err(io_err(&path, "cannot remove"))?;
                     return Ok(name);
                 }
-                Ok(_) => {
+                Ok(Some(false)) => {
                     fs::remove_file(&path).map_err(io_err(&path, "cannot remove"))?;
                     return Ok(name);
                 }
@@ -671,6 +848,26 @@ impl Store {
     /// Removes every pair directory not in `keep` (superseded pairs, and what
     /// interrupted installs left) and stray temporary links.
     fn prune(&self, keep: &[String]) -> Result<(), FsError> {
+        if self.fresh {
+            // Made by this install: it holds the new pair and what it replaced, no more.
+            return Ok(());
+        }
+        if !self.follow {
+            // One listing through the store's handle for both.
+            let store = self.handle()?;
+            for (name, kind) in store.entries()? {
+                let Some(name) = name.to_str() else { continue };
+                if kind == fsutil::Kind::Link && is_temp_name(name) {
+                    let _ = store.unlink(name.as_ref());
+                } else if kind == fsutil::Kind::Dir
+                    && pair_name(name)
+                    && !keep.iter().any(|k| k == name)
+                {
+                    self.remove_pair(name);
+                }
+            }
+            return Ok(());
+        }
         self.remove_temp_links();
         let entries = fs::read_dir(&self.dir).map_err(io_err(&self.dir, "cannot list"))?;
         for e in entries.flatten() {
@@ -687,6 +884,15 @@ impl Store {
     /// Removes the temporary links a killed install left (only names it makes itself;
     /// the caller holds the state lock, so no live install owns them).
     fn remove_temp_links(&self) {
+        if !self.follow {
+            let Ok(store) = self.handle() else { return };
+            for (name, kind) in store.entries().unwrap_or_default() {
+                if kind == fsutil::Kind::Link && name.to_str().is_some_and(is_temp_name) {
+                    let _ = store.unlink(&name);
+                }
+            }
+            return;
+        }
         let Ok(entries) = fs::read_dir(&self.dir) else {
             return;
         };
@@ -701,6 +907,11 @@ impl Store {
             }
         }
     }
+}
+
+/// Whether `name` is one certkeeper gives its temporary files and links.
+fn is_temp_name(name: &str) -> bool {
+    name.starts_with('.') && name.contains(".certkeeper-tmp-")
 }
 
 /// The serial of the first certificate in `bytes`, to name a migrated pair after.
@@ -756,9 +967,12 @@ fn install_in_store(
     serial: &str,
     fields: &[(&'static str, &FileSpec, Live)],
 ) -> Result<Prepared, FsError> {
-    let store = Store::open(spec)?;
-    store.remove_temp_links();
-    let mut previous = store.current()?;
+    let mut store = Store::open(spec)?;
+    let mut previous = None;
+    if !store.fresh {
+        store.remove_temp_links();
+        previous = store.current()?;
+    }
 
     // Migration: a live path that is a plain file shows part of the old pair. Copy the
     // pair the live paths show into the store and point `current` at it; then every
@@ -768,21 +982,26 @@ fn install_in_store(
         previous = Some(fsutil::GroupCommit::durable(|| {
             migrate(spec, &store, fields, previous.as_deref())
         })?);
+        // The copy may be incomplete (then not kept as the previous pair): the next
+        // prune looks at what the store holds.
+        store.fresh = false;
     }
-    let mut linked: std::collections::BTreeSet<&Path> = std::collections::BTreeSet::new();
+    let mut linked: Vec<fsutil::Dir> = Vec::new();
     for (field, f, live) in fields {
         if *live != Live::Ours {
-            link(
+            let dir = link(
                 &f.path,
                 &link_target(spec, field, &f.path),
                 spec.follow_symlinks,
             )?;
-            linked.insert(f.path.parent().unwrap_or(Path::new("/")));
+            if !linked.iter().any(|d| d.path() == dir.path()) {
+                linked.push(dir);
+            }
         }
     }
     // The links must last before `current` moves on to the new pair.
     for dir in linked {
-        fsutil::sync_dir(dir)?;
+        dir.sync()?;
     }
 
     let keep: Vec<&str> = previous.iter().map(String::as_str).collect();
@@ -1124,6 +1343,34 @@ mod tests {
         assert!(err.to_string().contains("is a symbolic link"), "{err}");
         assert!(install(&s, "aa", &files(&s, "A")).is_err());
         assert_eq!(fs::read_dir(&elsewhere).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn a_store_behind_a_linked_directory_is_used_only_when_links_are_allowed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let real = tmp.path().join("real");
+        fs::create_dir(&real).unwrap();
+        std::os::unix::fs::symlink(&real, tmp.path().join("linked")).unwrap();
+        let linked = tmp.path().join("linked");
+        for batch in [false, true] {
+            let _batch = batch.then(fsutil::Batch::begin);
+            // (The configuration refuses it already; the install must too.)
+            let mut s = spec_in(&linked, "nginx", None, "    follow_symlinks: true\n");
+            s.follow_symlinks = false;
+            let err = install(&s, "aa", &files(&s, "A")).unwrap_err();
+            assert!(matches!(err, FsError::LinkInPath { .. }), "{err}");
+            assert!(!real.join(STORE_DIR).exists(), "nothing written");
+        }
+        let s = spec_in(&linked, "nginx", None, "    follow_symlinks: true\n");
+        install(&s, "aa", &files(&s, "A"))
+            .unwrap()
+            .commit()
+            .unwrap();
+        let i = install(&s, "bb", &files(&s, "B")).unwrap();
+        assert_eq!(shown(&s), pair(&s, "B"));
+        assert!(real.join(".certkeeper/www/bb/key.pem").is_file());
+        assert_eq!(i.roll_back().unwrap(), RolledBack::Restored);
+        assert_eq!(shown(&s), pair(&s, "A"));
     }
 
     #[test]

@@ -56,11 +56,11 @@ pub struct StateDir {
 /// What `archive/NAME/` holds.
 #[derive(Default)]
 struct Archived {
-    /// The pairs (files `SERIAL.pem`, or directories `SERIAL/` of earlier versions)
-    /// with their times, by serial.
-    pairs: Vec<(SystemTime, String)>,
-    /// Pairs whose removal was interrupted.
-    leftovers: Vec<PathBuf>,
+    /// The pairs (files `SERIAL.pem`, or directories `SERIAL/` of earlier versions):
+    /// each entry's name and its serial.
+    pairs: Vec<(String, String)>,
+    /// Pairs whose removal (or archiving) was interrupted, by name.
+    leftovers: Vec<String>,
 }
 
 /// Held while writing state or installing files; released on drop.
@@ -396,9 +396,9 @@ impl StateDir {
         let dir = self.root.join("archive").join(name);
         // Made 0700 where missing, and never through a link: a link planted in the
         // archive is refused, whatever it points at.
-        let parent = crate::fsutil::Dir::open_or_create(&dir, 0o700, false)?;
+        let parent = crate::fsutil::Dir::reach(&dir, Some(0o700))?;
         let staging = format!(".{serial}{STAGING_SUFFIX}");
-        if fs::symlink_metadata(dir.join(&staging)).is_ok() {
+        if !parent.made() && parent.stat_at(staging.as_ref())?.is_some() {
             // What an interrupted archive of this serial left.
             remove_entry(&dir.join(&staging))?;
         }
@@ -425,52 +425,22 @@ impl StateDir {
             return Err(e);
         }
         Ok(StagedArchive {
-            name: name.to_string(),
+            fresh: parent.made(),
             serial: serial.to_string(),
             parent,
             staging,
         })
     }
 
-    /// What `archive/NAME/` holds.
-    fn archived_entries(&self, name: &str) -> Result<Archived, FsError> {
+    /// `archive/NAME/`, opened without following a link on the way (a batch keeps
+    /// it); None when it does not exist.
+    fn archive_dir(&self, name: &str) -> Result<Option<crate::fsutil::Dir>, FsError> {
         let dir = self.root.join("archive").join(name);
-        // Listed (and then pruned) only when no link leads there.
-        crate::fsutil::no_link_on_way(&dir)?;
-        let entries = match fs::read_dir(&dir) {
-            Ok(entries) => entries,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Archived::default()),
-            Err(e) => return Err(io_err(&dir, "cannot list the archive")(e)),
-        };
-        let mut found = Archived::default();
-        for entry in entries {
-            let entry = entry.map_err(io_err(&dir, "cannot list the archive"))?;
-            let Ok(file_name) = entry.file_name().into_string() else {
-                continue;
-            };
-            // Not followed: a symlink here is nothing certkeeper made.
-            let meta = entry
-                .metadata()
-                .map_err(io_err(&entry.path(), "cannot inspect"))?;
-            if !meta.is_dir() && !meta.is_file() {
-                continue;
-            }
-            if file_name.starts_with('.') {
-                if file_name.ends_with(PRUNED_SUFFIX) || file_name.ends_with(STAGING_SUFFIX) {
-                    found.leftovers.push(entry.path());
-                }
-                continue;
-            }
-            let serial = match (meta.is_dir(), file_name.strip_suffix(PAIR_SUFFIX)) {
-                (true, _) => file_name,
-                (false, Some(serial)) => serial.to_string(),
-                // The install marker, or a file certkeeper did not write.
-                (false, None) => continue,
-            };
-            let age = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
-            found.pairs.push((age, serial));
+        match crate::fsutil::Dir::reach(&dir, None) {
+            Ok(d) => Ok(Some(d)),
+            Err(FsError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
         }
-        Ok(found)
     }
 
     /// Remembers that the archived pair `serial` is the one installed for `name`
@@ -533,7 +503,7 @@ impl StateDir {
             gid: None,
             follow_symlinks: false,
         };
-        let parent = crate::fsutil::Dir::open_or_create(&dir, 0o700, false)?;
+        let parent = crate::fsutil::Dir::reach(&dir, Some(0o700))?;
         parent.create_file(tmp.as_os_str(), &spec)?;
         Ok(StagedMarker { parent, tmp })
     }
@@ -594,14 +564,30 @@ impl StateDir {
         keep: usize,
         on_disk: Option<&str>,
     ) -> Result<usize, FsError> {
-        let dir = self.root.join("archive").join(name);
+        self.prune_archive_with(name, keep, || on_disk.map(str::to_string))
+    }
+
+    /// [`StateDir::prune_archive`], with the serial on disk asked of `on_disk` only when
+    /// the archive holds more pairs than it keeps (reading the installed files costs
+    /// more than the rest of a prune that removes nothing).
+    pub fn prune_archive_with(
+        &self,
+        name: &str,
+        keep: usize,
+        on_disk: impl FnOnce() -> Option<String>,
+    ) -> Result<usize, FsError> {
+        let Some(dir) = self.archive_dir(name)? else {
+            return Ok(0);
+        };
         let Archived {
-            mut pairs,
+            pairs,
             mut leftovers,
-        } = self.archived_entries(name)?;
-        if pairs.is_empty() && leftovers.is_empty() {
+        } = archived_in(&dir)?;
+        // No more pairs than are kept anyway: none goes, whichever is installed.
+        if pairs.len() <= keep && leftovers.is_empty() {
             return Ok(0);
         }
+        let mut pairs = pair_times(&dir, pairs)?;
         let installed = match self.marked_serial(name) {
             Some(serial) => Some(serial),
             None => {
@@ -613,7 +599,12 @@ impl StateDir {
                 serial
             }
         };
-        let protected: HashSet<&str> = installed.as_deref().into_iter().chain(on_disk).collect();
+        let on_disk = on_disk();
+        let protected: HashSet<&str> = installed
+            .as_deref()
+            .into_iter()
+            .chain(on_disk.as_deref())
+            .collect();
         // Newest first; equal times (coarse clocks) in a stable order.
         pairs.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| b.1.cmp(&a.1)));
         let doomed: Vec<&String> = pairs
@@ -626,15 +617,15 @@ impl StateDir {
             return Ok(0);
         }
         for serial in &doomed {
-            let from = self.archived_path(name, serial);
-            let to = dir.join(format!(".{serial}{PRUNED_SUFFIX}"));
-            fs::rename(&from, &to).map_err(io_err(&from, "cannot remove an archived pair"))?;
+            let from = pair_entry(&dir, serial)?;
+            let to = format!(".{serial}{PRUNED_SUFFIX}");
+            dir.rename(from.as_ref(), to.as_ref())?;
             leftovers.push(to);
         }
-        for path in &leftovers {
-            remove_entry(path)?;
+        for leftover in &leftovers {
+            remove_entry(&dir.path().join(leftover))?;
         }
-        sync_dir(&dir)?;
+        dir.sync()?;
         if !doomed.is_empty() {
             tracing::info!(certificate = %name, removed = doomed.len(), kept = pairs.len() - doomed.len(), "pruned the archive");
         }
@@ -653,27 +644,43 @@ impl StateDir {
         let path = self.ledger_path();
         let mut line = serde_json::to_string(entry).expect("ledger entries serialize");
         line.push('\n');
-        let mut file = open_ledger(&path)?;
-        let mut size = file
-            .metadata()
-            .map_err(io_err(&path, "cannot inspect the ledger"))?
-            .len();
-        size = repair_tail(&file, &path, size)?;
+        // Inside a batch the ledger stays open from one append to the next, unless
+        // something else in this process wrote to it since (the state lock keeps other
+        // processes out): its size is then known, and its last line is ours, whole.
+        let kept = crate::fsutil::take_kept_file(&path)
+            .filter(|k| k.stamp == LEDGER_WRITES.load(std::sync::atomic::Ordering::SeqCst));
+        let (mut file, mut size, mut dev) = match kept {
+            Some(k) => (k.file, k.size, k.dev),
+            None => {
+                let (file, size, dev) = open_ledger_sized(&path)?;
+                let size = repair_tail(&file, &path, size, dev)?;
+                (file, size, dev)
+            }
+        };
         if size > 0 && size + line.len() as u64 > self.ledger_cap {
             drop(file);
             self.rotate()?;
-            file = open_ledger(&path)?;
-            size = file
-                .metadata()
-                .map_err(io_err(&path, "cannot inspect the ledger"))?
-                .len();
+            (file, size, dev) = open_ledger_sized(&path)?;
         }
-        append_whole(&file, &path, size, line.as_bytes())?;
+        // Counted before the write: a failed append, cut back or not, is a change too.
+        let stamp = LEDGER_WRITES.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+        append_whole(&file, &path, size, line.as_bytes(), dev)?;
         if size == 0 {
             // A new file: its name must survive a power loss as well as its first line.
             if let Err(e) = sync_dir(&self.root) {
                 tracing::warn!(error = %e, "the new ledger file may not survive a power loss");
             }
+        }
+        if crate::fsutil::in_batch() {
+            crate::fsutil::keep_file(
+                &path,
+                crate::fsutil::KeptFile {
+                    file,
+                    dev,
+                    size: size + line.len() as u64,
+                    stamp,
+                },
+            );
         }
         Ok(())
     }
@@ -789,7 +796,8 @@ impl StagedMarker {
 
 /// A pair's archive copy written but not yet in place (see [`StateDir::stage_archive`]).
 pub struct StagedArchive {
-    name: String,
+    /// `archive/NAME/` was made for this copy: no other pair is there.
+    fresh: bool,
     serial: String,
     parent: crate::fsutil::Dir,
     staging: String,
@@ -798,44 +806,132 @@ pub struct StagedArchive {
 impl StagedArchive {
     /// Renames the copy to `archive/NAME/SERIAL.pem` and makes it the newest of `name`'s
     /// pairs. Its data must be durable by now (a group commit's barrier).
-    pub fn publish(self, state: &StateDir) -> Result<PathBuf, FsError> {
-        let existing = state.archived_path(&self.name, &self.serial);
-        if fs::symlink_metadata(&existing).is_ok() {
-            // The same serial archived before (not by an issuance: serials are new).
-            let aside = format!(".{}{PRUNED_SUFFIX}", self.serial);
-            let aside_path = existing.with_file_name(&aside);
-            if fs::symlink_metadata(&aside_path).is_ok() {
-                remove_entry(&aside_path)?;
-            }
-            self.parent.rename(
-                existing.file_name().expect("a pair's name"),
-                std::ffi::OsStr::new(&aside),
-            )?;
-        }
+    pub fn publish(self, _state: &StateDir) -> Result<PathBuf, FsError> {
+        let dir = &self.parent;
         let file = format!("{}{PAIR_SUFFIX}", self.serial);
-        let path = existing.with_file_name(&file);
-        self.parent.rename(
-            std::ffi::OsStr::new(&self.staging),
-            std::ffi::OsStr::new(&file),
-        )?;
-        self.parent.sync()?;
-        let newest_other = state
-            .archived_entries(&self.name)?
-            .pairs
-            .into_iter()
-            .filter(|(_, s)| *s != self.serial)
-            .map(|(t, _)| t)
-            .max();
-        let own = fs::metadata(&path)
-            .and_then(|m| m.modified())
-            .map_err(io_err(&path, "cannot inspect"))?;
+        let path = dir.path().join(&file);
+        if self.fresh {
+            // The directory was made for this copy: nothing to move aside or to be
+            // newer than.
+            dir.rename(self.staging.as_ref(), file.as_ref())?;
+            dir.sync()?;
+            return Ok(path);
+        }
+        // What is there already: this directory's entries, each as it is (no link
+        // followed); the same serial archived before is moved aside (not by an
+        // issuance: serials are new).
+        let listed = dir.entries()?;
+        let mut others: Vec<&std::ffi::OsStr> = Vec::new();
+        let (mut same_file, mut same_dir) = (false, false);
+        for (entry, kind) in &listed {
+            let Some(entry) = entry.to_str() else {
+                continue;
+            };
+            let serial = match kind {
+                crate::fsutil::Kind::File => entry.strip_suffix(PAIR_SUFFIX),
+                crate::fsutil::Kind::Dir => Some(entry),
+                _ => None,
+            };
+            match serial {
+                Some(s) if s == self.serial => match kind {
+                    crate::fsutil::Kind::File => same_file = true,
+                    _ => same_dir = true,
+                },
+                Some(s) if !s.starts_with('.') => others.push(entry.as_ref()),
+                _ => {}
+            }
+        }
+        // The file, or else the directory of an earlier version (as `archived_path`).
+        let existing = match (same_file, same_dir) {
+            (true, _) => Some(file.clone()),
+            (false, true) => Some(self.serial.clone()),
+            _ => None,
+        };
+        if let Some(existing) = existing {
+            let aside = format!(".{}{PRUNED_SUFFIX}", self.serial);
+            if dir.stat_at(aside.as_ref())?.is_some() {
+                remove_entry(&dir.path().join(&aside))?;
+            }
+            dir.rename(existing.as_ref(), aside.as_ref())?;
+        }
+        dir.rename(self.staging.as_ref(), file.as_ref())?;
+        dir.sync()?;
+        if others.is_empty() {
+            // Nothing to be newer than: the first pair of this certificate.
+            return Ok(path);
+        }
+        let mut newest_other = None;
+        for other in others {
+            if let Some(e) = dir.stat_at(other)? {
+                newest_other = newest_other.max(Some(e.modified));
+            }
+        }
+        let own = dir
+            .stat_at(file.as_ref())?
+            .ok_or_else(|| io_err(&path, "cannot inspect")(io::ErrorKind::NotFound.into()))?
+            .modified;
         if let Some(newest) = newest_other.filter(|t| own <= *t) {
-            fs::File::open(&path)
+            dir.open_read(file.as_ref())
                 .and_then(|f| f.set_modified(newest + std::time::Duration::from_micros(1)))
                 .map_err(io_err(&path, "cannot set the time of an archived pair"))?;
         }
         Ok(path)
     }
+}
+
+/// What the archive directory `dir` (`archive/NAME/`) holds: its pairs with their
+/// times, and what interrupted writes left. Nothing in it is followed: a link there is
+/// nothing certkeeper made.
+fn archived_in(dir: &crate::fsutil::Dir) -> Result<Archived, FsError> {
+    use crate::fsutil::Kind;
+    let mut found = Archived::default();
+    for (entry, kind) in dir.entries()? {
+        let Ok(file_name) = entry.into_string() else {
+            continue;
+        };
+        if !matches!(kind, Kind::Dir | Kind::File) {
+            continue;
+        }
+        if file_name.starts_with('.') {
+            if file_name.ends_with(PRUNED_SUFFIX) || file_name.ends_with(STAGING_SUFFIX) {
+                found.leftovers.push(file_name);
+            }
+            continue;
+        }
+        let serial = match (kind == Kind::Dir, file_name.strip_suffix(PAIR_SUFFIX)) {
+            (true, _) => file_name.clone(),
+            (false, Some(serial)) => serial.to_string(),
+            // The install marker, or a file certkeeper did not write.
+            (false, None) => continue,
+        };
+        found.pairs.push((file_name, serial));
+    }
+    Ok(found)
+}
+
+/// The pairs of `found` with their times, in `dir`; a pair gone since it was listed
+/// is left out.
+fn pair_times(
+    dir: &crate::fsutil::Dir,
+    found: Vec<(String, String)>,
+) -> Result<Vec<(SystemTime, String)>, FsError> {
+    let mut out = Vec::with_capacity(found.len());
+    for (entry, serial) in found {
+        if let Some(meta) = dir.stat_at(entry.as_ref())? {
+            out.push((meta.modified, serial));
+        }
+    }
+    Ok(out)
+}
+
+/// The entry of the archived pair `serial` in `dir`: `SERIAL.pem`, or the directory
+/// `SERIAL` an earlier version wrote.
+fn pair_entry(dir: &crate::fsutil::Dir, serial: &str) -> Result<String, FsError> {
+    let file = format!("{serial}{PAIR_SUFFIX}");
+    if dir.stat_at(file.as_ref())?.is_none() && dir.stat_at(serial.as_ref())?.is_some() {
+        return Ok(serial.to_string());
+    }
+    Ok(file)
 }
 
 /// Removes an archive entry: a pair's file, or a directory an earlier version wrote.
@@ -853,6 +949,20 @@ fn is_plain_component(s: &str) -> bool {
     !s.is_empty() && !s.starts_with('.') && !s.contains('/') && !s.contains('\0')
 }
 
+/// Appends to any ledger by this process, counted: a ledger kept open by a batch is
+/// good for its next append only if no other append came in between.
+static LEDGER_WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// The ledger opened for appending, with its size and device.
+fn open_ledger_sized(path: &Path) -> Result<(fs::File, u64, u64), FsError> {
+    use std::os::unix::fs::MetadataExt;
+    let file = open_ledger(path)?;
+    let meta = file
+        .metadata()
+        .map_err(io_err(path, "cannot inspect the ledger"))?;
+    Ok((file, meta.len(), meta.dev()))
+}
+
 fn open_ledger(path: &Path) -> Result<fs::File, FsError> {
     OpenOptions::new()
         .create(true)
@@ -865,7 +975,13 @@ fn open_ledger(path: &Path) -> Result<fs::File, FsError> {
 
 /// Writes `line` with one `write` on the O_APPEND descriptor and fsyncs it; on any
 /// failure the file is cut back to `size`, what it was before.
-fn append_whole(file: &fs::File, path: &Path, size: u64, line: &[u8]) -> Result<(), FsError> {
+fn append_whole(
+    file: &fs::File,
+    path: &Path,
+    size: u64,
+    line: &[u8],
+    dev: u64,
+) -> Result<(), FsError> {
     let written = loop {
         match (&*file).write(line) {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -873,7 +989,7 @@ fn append_whole(file: &fs::File, path: &Path, size: u64, line: &[u8]) -> Result<
         }
     };
     let result = match written {
-        Ok(n) if n == line.len() => crate::fsutil::data_sync_or_defer(file),
+        Ok(n) if n == line.len() => crate::fsutil::data_sync_or_defer(file, Some(dev)),
         Ok(n) => Err(io::Error::new(
             io::ErrorKind::WriteZero,
             format!(
@@ -907,7 +1023,7 @@ fn append_whole(file: &fs::File, path: &Path, size: u64, line: &[u8]) -> Result<
 /// (a crash or power loss mid-append) is completed when it is a whole entry, and
 /// otherwise cut off with a warning, so every line stays one JSON entry. Returns the
 /// size after the repair.
-fn repair_tail(file: &fs::File, path: &Path, size: u64) -> Result<u64, FsError> {
+fn repair_tail(file: &fs::File, path: &Path, size: u64, dev: u64) -> Result<u64, FsError> {
     if size == 0 {
         return Ok(0);
     }
@@ -938,7 +1054,7 @@ fn repair_tail(file: &fs::File, path: &Path, size: u64) -> Result<u64, FsError> 
     let line = torn_line_number(path, start);
     if serde_json::from_slice::<LedgerEntry>(&tail).is_ok() {
         tracing::warn!(path = %path.display(), line, "the ledger's last line has no newline (an append was interrupted); completing it");
-        append_whole(file, path, size, b"\n")?;
+        append_whole(file, path, size, b"\n", dev)?;
         return Ok(size + 1);
     }
     tracing::warn!(

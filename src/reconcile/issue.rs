@@ -91,6 +91,9 @@ fn build_queued<'a, 'i>(
             let handles: Vec<_> = (0..workers)
                 .map(|_| {
                     scope.spawn(|| {
+                        // The preflight of each certificate looks at its directories
+                        // through handles this thread keeps for its share of the batch.
+                        let _kept = crate::fsutil::Batch::begin();
                         let mut out = Vec::new();
                         while !stop() {
                             let k = next.fetch_add(1, Ordering::Relaxed);

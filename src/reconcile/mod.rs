@@ -846,12 +846,14 @@ pub fn run_pass(pass: Pass) -> (Vec<CertReport>, ServerActivity) {
     drop(group);
     // The archive keeps the installed pair (and the one on disk, should they differ after
     // a crash) plus `archive.keep` superseded ones.
+    let _kept = crate::fsutil::Batch::begin();
     for spec in attempted {
-        let on_disk = match observe(spec, None) {
+        // Looked at only when the archive holds more than it keeps.
+        let on_disk = || match observe(spec, None) {
             Seen::Present(p) => Some(p.leaf.serial),
             _ => None,
         };
-        if let Err(err) = state.prune_archive(&spec.name, config.archive_keep, on_disk.as_deref()) {
+        if let Err(err) = state.prune_archive_with(&spec.name, config.archive_keep, on_disk) {
             tracing::warn!(certificate = %spec.name, error = %err, "cannot prune the archive");
         }
     }

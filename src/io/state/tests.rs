@@ -677,3 +677,37 @@ fn a_pair_is_one_private_file_and_pairs_of_earlier_versions_are_still_read() {
     assert_eq!(state.prune_archive("www", 1, None).unwrap(), 2);
     assert_eq!(archived(&state, "www"), ["0f1", "0f2", "installed"]);
 }
+
+#[test]
+fn a_batch_appends_through_one_open_ledger_and_sees_appends_from_outside() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = StateDir::new(dir.path());
+    let path = state.ledger_path();
+    {
+        let _batch = crate::fsutil::Batch::begin();
+        state.record(&entry("www", "issued", 1)).unwrap();
+        let kept = crate::fsutil::take_kept_file(&path).expect("kept open");
+        let ino = |f: &fs::File| std::os::unix::fs::MetadataExt::ino(&f.metadata().unwrap());
+        let first = ino(&kept.file);
+        crate::fsutil::keep_file(&path, kept);
+        state.record(&entry("www", "installed", 2)).unwrap();
+        // Rotated away by hand and appended to by another thread (its own file): the
+        // kept file is not the ledger any more, and is not written again.
+        fs::rename(&path, state.root.join("ledger.jsonl.1")).unwrap();
+        let other = state.clone();
+        std::thread::spawn(move || other.record(&entry("api", "issued", 3)).unwrap())
+            .join()
+            .unwrap();
+        state.record(&entry("www", "failed", 4)).unwrap();
+        let kept = crate::fsutil::take_kept_file(&path).expect("kept open");
+        assert_ne!(ino(&kept.file), first, "opened again");
+        assert_eq!(kept.size, fs::metadata(&path).unwrap().len());
+    }
+    assert!(
+        crate::fsutil::take_kept_file(&path).is_none(),
+        "closed with the batch"
+    );
+    let events: Vec<String> = state.ledger().into_iter().map(|e| e.event).collect();
+    assert_eq!(events, ["issued", "installed", "issued", "failed"]);
+    valid_lines(&path);
+}
