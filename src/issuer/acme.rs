@@ -68,6 +68,13 @@ pub enum AcmeError {
 pub struct AcmeIssuer {
     spec: AcmeSpec,
     account_file: PathBuf,
+    /// The account, once restored or registered: every certificate of a pass (orders,
+    /// renewal information, revocations) uses it and its HTTPS client, instead of
+    /// reading the trust roots and fetching the directory again for each.
+    account: std::sync::Mutex<Option<Account>>,
+    /// Without a runtime of the caller's (the CLI), the one all calls run on, so that
+    /// the account's connections outlive one call.
+    runtime: std::sync::OnceLock<tokio::runtime::Runtime>,
 }
 
 impl AcmeIssuer {
@@ -76,7 +83,37 @@ impl AcmeIssuer {
         AcmeIssuer {
             spec: spec.clone(),
             account_file: account_file(state_dir, &spec.name),
+            account: std::sync::Mutex::new(None),
+            runtime: std::sync::OnceLock::new(),
         }
+    }
+
+    fn remembered(&self) -> Option<Account> {
+        self.account
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn remember(&self, account: &Account) {
+        *self.account.lock().unwrap_or_else(|e| e.into_inner()) = Some(account.clone());
+    }
+
+    /// Runs `fut` to completion from synchronous code: on the caller's runtime (the
+    /// daemon runs passes on a `spawn_blocking` thread of its own), else on this
+    /// issuer's.
+    fn block_on<F: Future>(&self, fut: F) -> Result<F::Output, AcmeError> {
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            return Ok(handle.block_on(fut));
+        }
+        if self.runtime.get().is_none() {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| AcmeError::Client(format!("cannot start a runtime: {e}")))?;
+            let _ = self.runtime.set(rt);
+        }
+        Ok(self.runtime.get().expect("set above").block_on(fut))
     }
 
     pub fn directory(&self) -> &str {
@@ -139,8 +176,11 @@ impl AcmeIssuer {
         self.register().await
     }
 
-    /// The stored account, if there is one for this directory.
+    /// The stored account, if there is one for this directory (restored once).
     async fn stored_account(&self) -> Result<Option<Account>, AcmeError> {
+        if let Some(account) = self.remembered() {
+            return Ok(Some(account));
+        }
         let dir = &self.spec.directory;
         if self.account_file.exists() {
             let text = read_text(&self.account_file, PEM_MAX)
@@ -156,13 +196,15 @@ impl AcmeIssuer {
             let stored: serde_json::Value = serde_json::from_str(&text).map_err(damaged)?;
             if stored.get("directory").and_then(|d| d.as_str()) == Some(dir.as_str()) {
                 let creds: AccountCredentials = serde_json::from_value(stored).map_err(damaged)?;
-                return Account::builder_with_http(self.http_client()?)
+                let account = Account::builder_with_http(self.http_client()?)
                     .from_credentials(creds)
                     .await
-                    .map(Some)
                     .map_err(|e| {
                         AcmeError::Account(format!("cannot use the stored account: {}", chain(&e)))
-                    });
+                    })?;
+                tracing::debug!(issuer = %self.spec.name, account = %account.id(), "restored the ACME account");
+                self.remember(&account);
+                return Ok(Some(account));
             }
             tracing::warn!(issuer = %self.spec.name, directory = %dir, file = %self.account_file.display(), "the stored ACME account belongs to another directory; registering a new one");
         }
@@ -229,6 +271,7 @@ impl AcmeIssuer {
         })
         .map_err(|e| AcmeError::Account(format!("cannot store the new account: {e}")))?;
         tracing::info!(issuer = %self.spec.name, directory = %dir, account = %account.id(), "registered an ACME account");
+        self.remember(&account);
         Ok(account)
     }
 
@@ -583,7 +626,7 @@ impl AcmeIssuer {
         let refused = |e: &instant_acme::Error| {
             AcmeError::Certificate(format!("revocation refused: {}", chain(e)))
         };
-        block_on(async {
+        self.block_on(async {
             let fut = async {
                 let req = &request;
                 let by_key = |why: String| async move {
@@ -656,21 +699,6 @@ fn chain(e: &(dyn std::error::Error + 'static)) -> String {
         cur = s.source();
     }
     out
-}
-
-/// Runs `fut` to completion from synchronous code.
-fn block_on<F: Future>(fut: F) -> Result<F::Output, AcmeError> {
-    match tokio::runtime::Handle::try_current() {
-        // On a spawn_blocking thread of the daemon's runtime.
-        Ok(handle) => Ok(handle.block_on(fut)),
-        Err(_) => {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(|e| AcmeError::Client(format!("cannot start a runtime: {e}")))?;
-            Ok(rt.block_on(fut))
-        }
-    }
 }
 
 /// Answers http-01 challenges for the duration of one order: a tiny HTTP server
@@ -812,7 +840,7 @@ impl Issuer for AcmeIssuer {
 
     fn renewal_info(&self, leaf: &CertInfo) -> Option<Result<super::RenewalWindow, String>> {
         let id = cert_id(leaf)?;
-        let asked = block_on(async {
+        let asked = self.block_on(async {
             let fut = async {
                 let Some(account) = self.stored_account().await.map_err(|e| e.to_string())? else {
                     return Ok(None);
@@ -853,15 +881,16 @@ impl Issuer for AcmeIssuer {
             name: req.name.clone(),
             error,
         };
-        let pem = block_on(async {
-            let deadline = self.issue_deadline();
-            match tokio::time::timeout(deadline, self.issue_async(csr_der, req, old)).await {
-                Ok(r) => r,
-                Err(_) => Err(AcmeError::Timeout(deadline)),
-            }
-        })
-        .and_then(|r| r)
-        .map_err(fail)?;
+        let pem = self
+            .block_on(async {
+                let deadline = self.issue_deadline();
+                match tokio::time::timeout(deadline, self.issue_async(csr_der, req, old)).await {
+                    Ok(r) => r,
+                    Err(_) => Err(AcmeError::Timeout(deadline)),
+                }
+            })
+            .and_then(|r| r)
+            .map_err(fail)?;
         let mut certs = parse_certs(pem.as_bytes(), "the certificate the CA returned")
             .map_err(|e| fail(AcmeError::Certificate(e)))?;
         if certs.is_empty() {

@@ -344,6 +344,41 @@ fn acme_issues_renews_with_the_same_account_and_internal_keeps_working() {
         .any(|e| e["name"] == "web" && e["issuer"] == "pebble"));
 }
 
+/// A pass restores the stored account once (trust roots read, directory fetched) and
+/// uses it for every certificate it orders.
+#[test]
+fn acme_a_pass_restores_its_account_once_for_all_its_certificates() {
+    let sb = Sandbox::new();
+    let pebble = Pebble::start(&sb.path("pebble"), true);
+    let certs: Vec<CertDef> = (0..3)
+        .map(|i| {
+            CertDef::new(&format!("web{i}"), Layout::Nginx)
+                .sans(&[&format!("web{i}.example.com")])
+                .extra("issuer: pebble")
+        })
+        .collect();
+    config_with(&sb, &certs, &pebble.issuers_yaml("pebble"));
+    let r = sb.renew_all();
+    assert_eq!(r.code, 0, "{r:?}\n--- pebble log ---\n{}", pebble.log());
+    let config = sb.config();
+    let out = sb
+        .command(&["renew", "--all", "--force", "-c", &config])
+        .env("CERTKEEPER_LOG", "info,certkeeper::issuer=debug")
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    assert_eq!(log.matches("renewing").count(), 3, "{log}");
+    assert_eq!(
+        log.matches("restored the ACME account").count(),
+        1,
+        "one restore for three orders: {log}"
+    );
+    for c in &certs {
+        verify_pebble(&pebble.root(), &c.files(&sb));
+    }
+}
+
 #[test]
 fn unreachable_acme_directory_fails_clearly_and_keeps_the_old_pair() {
     let sb = Sandbox::new();
