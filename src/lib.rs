@@ -16,7 +16,7 @@
 
 pub mod pure;
 pub use pure::{
-    constraints, discover, duration, encoding, layout, model, pkcs12, policy, served, x509,
+    constraints, discover, duration, encoding, layout, model, par, pkcs12, policy, served, x509,
 };
 
 pub mod config;

@@ -327,45 +327,54 @@ impl Ctx {
             }
             (None, None) => Vec::new(),
         };
-        for (i, item) in items.into_iter().enumerate() {
-            let item = match item {
-                CertItem::Value(v) => CertInput::Value(v),
-                CertItem::Text(chunk, line) => {
-                    // Straight into the certificate's fields; anything amiss is read
-                    // again as a value, which names the field at fault as for every
-                    // other section.
-                    if let Ok(raw) = serde_yaml::from_str::<raw::RawCertificate>(&chunk) {
-                        CertInput::Raw(Box::new(raw))
-                    } else {
-                        match serde_yaml::from_str::<serde_yaml::Value>(&chunk) {
-                            Ok(v) => CertInput::Value(v),
-                            Err(e) => {
-                                self.errors.push(ConfigError {
-                                    file: self.file.clone(),
-                                    line: Some(line + e.location().map_or(1, |l| l.line()) - 1),
-                                    field: format!("certificates[{i}]"),
-                                    certificate: None,
-                                    message: format!("not valid YAML: {e}"),
-                                });
-                                continue;
+        // A slice of certificates at a time is read on all cores, straight into their
+        // fields, then resolved in order; anything amiss is read again as a value,
+        // which names the field at fault as for every other section.
+        let mut rest: Vec<(usize, CertItem)> = items.into_iter().enumerate().collect();
+        while !rest.is_empty() {
+            let later = rest.split_off(rest.len().min(CONFIG_SLICE));
+            let slice = std::mem::replace(&mut rest, later);
+            let read = crate::par::map(&slice, 64, |(_, item)| match item {
+                CertItem::Text(chunk, _) => serde_yaml::from_str::<raw::RawCertificate>(chunk).ok(),
+                CertItem::Value(_) => None,
+            });
+            for ((i, item), fast) in slice.into_iter().zip(read) {
+                let item = match item {
+                    CertItem::Value(v) => CertInput::Value(v),
+                    CertItem::Text(chunk, line) => {
+                        if let Some(raw) = fast {
+                            CertInput::Raw(Box::new(raw))
+                        } else {
+                            match serde_yaml::from_str::<serde_yaml::Value>(&chunk) {
+                                Ok(v) => CertInput::Value(v),
+                                Err(e) => {
+                                    self.errors.push(ConfigError {
+                                        file: self.file.clone(),
+                                        line: Some(line + e.location().map_or(1, |l| l.line()) - 1),
+                                        field: format!("certificates[{i}]"),
+                                        certificate: None,
+                                        message: format!("not valid YAML: {e}"),
+                                    });
+                                    continue;
+                                }
                             }
                         }
                     }
+                };
+                self.hook_timeout = hooks
+                    .as_ref()
+                    .map_or(DEFAULT_COMMAND_TIMEOUT, |h| h.timeout);
+                match self.resolve_cert(i, item, &defaults, &servers, &issuers, ca.as_ref()) {
+                    Some(Entry::Managed(c)) => {
+                        certificates.push(*c);
+                        managed_at.push(i);
+                    }
+                    Some(Entry::Watched(w)) => {
+                        watched.push(w);
+                        watched_at.push(i);
+                    }
+                    None => {}
                 }
-            };
-            self.hook_timeout = hooks
-                .as_ref()
-                .map_or(DEFAULT_COMMAND_TIMEOUT, |h| h.timeout);
-            match self.resolve_cert(i, item, &defaults, &servers, &issuers, ca.as_ref()) {
-                Some(Entry::Managed(c)) => {
-                    certificates.push(*c);
-                    managed_at.push(i);
-                }
-                Some(Entry::Watched(w)) => {
-                    watched.push(w);
-                    watched_at.push(i);
-                }
-                None => {}
             }
         }
         let trust = trust_value
@@ -400,6 +409,9 @@ impl Ctx {
         })
     }
 }
+
+/// Certificates read together on all cores (their texts and fields held at once).
+const CONFIG_SLICE: usize = 1024;
 
 enum CertItem {
     Text(String, usize),

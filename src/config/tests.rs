@@ -945,3 +945,41 @@ fn pkcs12_takes_a_p12_file_and_a_password_file_and_only_it_takes_a_password() {
         assert!(e.to_string().contains(says), "{e}");
     }
 }
+
+/// Thousands of certificates are read on all cores, a slice at a time: every one comes
+/// out in order, and a mistake in one is reported at its own index and line, as with a
+/// few.
+#[test]
+fn long_lists_keep_their_order_and_their_errors_lines() {
+    let entry = |i: usize| {
+        format!("  - name: c{i}\n    sans: [c{i}.example.internal]\n    files: {{ layout: nginx, cert: /t/c{i}.crt, key: /t/c{i}.key }}\n")
+    };
+    let n = 2500;
+    let mut body = String::new();
+    for i in 0..n {
+        body.push_str(&entry(i));
+    }
+    let c = parse(&cert(&body), Path::new("/etc/certkeeper/config.yaml")).expect("valid");
+    let names: Vec<String> = c.certificates.iter().map(|c| c.name.clone()).collect();
+    assert_eq!(names, (0..n).map(|i| format!("c{i}")).collect::<Vec<_>>());
+    assert_eq!(
+        c.certificates[2100].sans[0].to_string(),
+        "c2100.example.internal"
+    );
+
+    // Certificate 1800 (in the second slice) with a misspelt key: its own index and line.
+    let mut body = String::new();
+    for i in 0..n {
+        if i == 1800 {
+            body.push_str("  - name: c1800\n    sanz: [x.example.internal]\n    files: { layout: nginx, cert: /t/x.crt, key: /t/x.key }\n");
+        } else {
+            body.push_str(&entry(i));
+        }
+    }
+    let text = cert(&body);
+    let e = one_error(&text);
+    assert_eq!(e.field, "certificates[1800].sanz", "{e}");
+    assert_eq!(e.certificate.as_deref(), Some("c1800"));
+    let line = text.lines().position(|l| l.contains("sanz")).unwrap() + 1;
+    assert_eq!(e.line, Some(line), "{e}");
+}

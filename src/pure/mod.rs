@@ -7,6 +7,7 @@ pub mod duration;
 pub mod encoding;
 pub mod layout;
 pub mod model;
+pub mod par;
 pub mod pkcs12;
 pub mod policy;
 pub mod served;

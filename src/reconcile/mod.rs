@@ -884,24 +884,7 @@ fn observe_all<'a>(
         let learned = stamps.and_then(|st| ObserveCache::learn(spec, st, &seen));
         (seen, learned, false)
     };
-    let threads = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
-        .min(8);
-    if threads == 1 || selected.len() < 64 {
-        return selected.iter().map(|s| one(s)).collect();
-    }
-    let chunk = selected.len().div_ceil(threads);
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = selected
-            .chunks(chunk)
-            .map(|part| scope.spawn(move || part.iter().map(|s| one(s)).collect::<Vec<_>>()))
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().expect("observer thread"))
-            .collect()
-    })
+    crate::par::map(selected, 64, |s| one(s))
 }
 
 fn observe_leaf(spec: &CertSpec, ca: Option<&InternalCa>) -> Option<CertInfo> {
