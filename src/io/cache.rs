@@ -121,24 +121,37 @@ impl ObserveCache {
 
     /// The identities of a certificate's files (and of the password file of a `pkcs12`
     /// layout: a new password makes the file be opened again), or None when one cannot
-    /// be stat'ed.
-    pub fn stamps(spec: &CertSpec) -> Option<Vec<Stamp>> {
-        spec.files
+    /// be stat'ed; with the metadata of the key's file (see `observe::key_path`), which
+    /// the look at its mode and owner uses.
+    pub fn stamps(spec: &CertSpec) -> Option<(Vec<Stamp>, std::fs::Metadata)> {
+        let key = crate::observe::key_path(spec);
+        let mut key_meta = None;
+        let stamps = spec
+            .files
             .paths()
             .iter()
             .map(|(_, p)| *p)
             .chain(spec.files.password_file())
             .map(|p| {
                 let m = std::fs::metadata(p).ok()?;
-                Some(Stamp(
+                let stamp = Stamp(
                     m.dev(),
                     m.ino(),
                     m.size(),
                     m.mtime().saturating_mul(1_000_000_000) + m.mtime_nsec(),
                     m.ctime().saturating_mul(1_000_000_000) + m.ctime_nsec(),
-                ))
+                );
+                if p == key && key_meta.is_none() {
+                    key_meta = Some(m);
+                }
+                Some(stamp)
             })
-            .collect()
+            .collect::<Option<Vec<Stamp>>>()?;
+        let key_meta = match key_meta {
+            Some(m) => m,
+            None => std::fs::metadata(key).ok()?,
+        };
+        Some((stamps, key_meta))
     }
 
     /// What the cache knows of `spec` when its files are unchanged.

@@ -106,9 +106,13 @@ pub fn key_path(spec: &CertSpec) -> &Path {
 /// the rest comes from the cache of checked files, whose entries predate a config
 /// change).
 pub fn exposure(spec: &CertSpec) -> Option<Seen> {
+    exposure_in(spec, &fs::metadata(key_path(spec)).ok()?)
+}
+
+/// [`exposure`] from the key file's metadata, when the caller has it.
+pub fn exposure_in(spec: &CertSpec, meta: &fs::Metadata) -> Option<Seen> {
     use std::os::unix::fs::MetadataExt;
     let path = key_path(spec);
-    let meta = fs::metadata(path).ok()?;
     let mode = meta.mode() & 0o777;
     let allowed = spec.key_mode;
     let extra = mode & 0o044 & !allowed;
@@ -127,7 +131,9 @@ pub fn exposure(spec: &CertSpec) -> Option<Seen> {
             .as_ref()
             .map(|o| (o.id, o.name.clone()))
             .unwrap_or_else(|| {
-                let me = nix::unistd::geteuid().as_raw();
+                // Asked once: certkeeper never changes its user.
+                static ME: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+                let me = *ME.get_or_init(|| nix::unistd::geteuid().as_raw());
                 (me, format!("uid {me}"))
             });
         if meta.uid() != owner.0 {

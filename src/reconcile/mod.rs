@@ -875,9 +875,10 @@ fn observe_all<'a>(
         let Some(cache) = cache else {
             return (observe(spec, issuer_of(spec)), None, false);
         };
-        let stamps = ObserveCache::stamps(spec);
+        let (stamps, key_meta) = ObserveCache::stamps(spec).unzip();
         if let Some(seen) = stamps.as_ref().and_then(|st| cache.lookup(spec, st)) {
-            return (crate::observe::exposure(spec).unwrap_or(seen), None, true);
+            let exposed = key_meta.and_then(|m| crate::observe::exposure_in(spec, &m));
+            return (exposed.unwrap_or(seen), None, true);
         }
         let seen = observe(spec, issuer_of(spec));
         // Stamps taken before reading: a change during the read shows up next time.

@@ -594,6 +594,32 @@ fn a_restart_reads_only_the_files_that_changed() {
     assert_eq!(startup(&log), (1, 4), "{log}");
 }
 
+/// A key file the cache of checked files knows unchanged is still judged against the
+/// configuration of this start: a `key_mode` narrowed while the daemon was stopped
+/// makes the key exposed, and it is replaced.
+#[test]
+fn a_key_mode_narrowed_while_stopped_replaces_a_cached_key() {
+    let sb = Sandbox::new();
+    let www = CertDef::new("www", Layout::Nginx);
+    config_with_server(&sb, &[www.clone().extra("key_mode: 0640")]);
+    let key = www.files(&sb).key.unwrap();
+    let mut d = Daemon::start(&sb, &[]);
+    assert!(d.wait_notify("READY=1", READY), "{}", d.log());
+    d.signal(nix::sys::signal::Signal::SIGTERM);
+    d.wait_exit(Duration::from_secs(5)).expect("exit");
+    assert_eq!(mode(&key), 0o640);
+    let serial = www.files(&sb).serial();
+    config_with_server(&sb, std::slice::from_ref(&www));
+    let mut d = Daemon::start_logging(&sb, "info,certkeeper::reconcile=debug");
+    assert!(d.wait_notify("READY=1", READY), "{}", d.log());
+    let log = d.log();
+    assert!(log.contains("read=0 unchanged=1"), "from the cache: {log}");
+    assert!(log.contains("lets its group"), "{log}");
+    assert_ne!(www.files(&sb).serial(), serial, "a new pair: {log}");
+    assert_eq!(mode(&key), 0o600);
+    www.files(&sb).check(&sb.root_bundle(), "sslserver");
+}
+
 #[test]
 fn a_deleted_directory_is_recreated_and_watched_again() {
     let sb = Sandbox::new();
