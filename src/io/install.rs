@@ -565,28 +565,15 @@ fn store_error(path: &Path, problem: &'static str) -> FsError {
 /// `.certkeeper` and the store are real directories or absent; `current`, when
 /// present, is a link to a pair directory of the store.
 fn check_store(spec: &CertSpec) -> Result<(), FsError> {
+    // Through a handle: `.certkeeper` and the store are opened without following a link
+    // (nor above them, unless `follow_symlinks`), and a link or a file there is refused
+    // by name.
     let store = Store::of(spec);
-    if !store.follow {
-        // Through a handle: `.certkeeper` and the store are opened without following a
-        // link, and a link or a file there is refused by name.
-        return match store.handle() {
-            Ok(handle) => store.current_in(&handle).map(|_| ()),
-            Err(FsError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(e),
-        };
+    match store.handle() {
+        Ok(handle) => store.current_in(&handle).map(|_| ()),
+        Err(FsError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
     }
-    for dir in [store.dir.parent().expect("under .certkeeper"), &store.dir] {
-        match fs::symlink_metadata(dir) {
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(io_err(dir, "cannot inspect")(e)),
-            Ok(m) if m.file_type().is_symlink() => {
-                return Err(store_error(dir, "is a symbolic link"))
-            }
-            Ok(m) if !m.is_dir() => return Err(store_error(dir, "is not a directory")),
-            Ok(_) => {}
-        }
-    }
-    store.current().map(|_| ())
 }
 
 #[derive(Debug)]
@@ -631,93 +618,51 @@ impl Store {
     /// should be is refused as what it is.
     fn reach(&self, create: Option<u32>) -> Result<fsutil::Dir, FsError> {
         let top = self.dir.parent().expect("under .certkeeper");
-        if !self.follow {
-            return fsutil::Dir::reach(&self.dir, create).map_err(|e| match e {
-                FsError::LinkInPath { link, .. } if link == top || link == self.dir => {
-                    store_error(&link, "is a symbolic link")
-                }
-                FsError::NotADirectory { path } if path == top || path == self.dir => {
-                    store_error(&path, "is not a directory")
-                }
-                e => e,
-            });
-        }
-        let parent = top.parent().expect("beside a certificate file");
-        let (parent, create) = match create {
-            Some(mode) => (fsutil::Dir::open_or_create(parent, mode, true)?, Some(mode)),
-            None => (fsutil::Dir::open(parent, true)?, None),
+        let reached = if self.follow {
+            let parent = top.parent().expect("beside a certificate file");
+            match create {
+                Some(mode) => fsutil::Dir::open_or_create(parent, mode, true),
+                None => fsutil::Dir::open(parent, true),
+            }
+            .and_then(|parent| parent.subdir(STORE_DIR, create))
+            .and_then(|top| {
+                top.subdir(
+                    self.dir
+                        .file_name()
+                        .and_then(|n| n.to_str())
+                        .expect("a certificate name"),
+                    create,
+                )
+            })
+        } else {
+            fsutil::Dir::reach(&self.dir, create)
         };
-        parent.subdir(STORE_DIR, create)?.subdir(
-            self.dir
-                .file_name()
-                .and_then(|n| n.to_str())
-                .expect("a certificate name"),
-            create,
-        )
+        reached.map_err(|e| match e {
+            FsError::LinkInPath { link, .. } if link == top || link == self.dir => {
+                store_error(&link, "is a symbolic link")
+            }
+            FsError::NotADirectory { path } if path == top || path == self.dir => {
+                store_error(&path, "is not a directory")
+            }
+            e => e,
+        })
     }
 
     /// Makes the store's directories (0755: servers that read the public certificate
     /// as another user must traverse them) where missing, following no link.
     fn open(spec: &CertSpec) -> Result<Store, FsError> {
-        if !spec.follow_symlinks {
-            let mut store = Store::of(spec);
-            store.fresh = store.reach(Some(0o755))?.made();
-            return Ok(store);
-        }
-        let parent = store_parent(spec);
-        let top = parent.join(STORE_DIR);
-        let dir = top.join(&spec.name);
-        // A link or a file where the store's directories go is refused by name.
-        for d in [&top, &dir] {
-            match fs::symlink_metadata(d) {
-                Ok(m) if m.file_type().is_symlink() => {
-                    return Err(store_error(d, "is a symbolic link"))
-                }
-                Ok(m) if !m.is_dir() => return Err(store_error(d, "is not a directory")),
-                _ => {}
-            }
-        }
-        // Made where missing (new entries are fsynced before anything goes into them),
-        // following no link on the way.
-        fsutil::Dir::open_or_create(parent, 0o755, spec.follow_symlinks)?
-            .subdir(STORE_DIR, Some(0o755))?
-            .subdir(&spec.name, Some(0o755))?;
-        debug_assert_eq!(dir, store_dir(spec));
-        Ok(Store::of(spec))
+        let mut store = Store::of(spec);
+        store.fresh = store.reach(Some(0o755))?.made();
+        Ok(store)
     }
 
     /// The pair `current` names, when that directory exists. A `current` that is not a
     /// link to a pair directory of this store was not made by certkeeper: refused.
     fn current(&self) -> Result<Option<String>, FsError> {
-        if !self.follow {
-            return match self.handle() {
-                Ok(store) => self.current_in(&store),
-                Err(FsError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
-                    Ok(None)
-                }
-                Err(e) => Err(e),
-            };
-        }
-        let link = self.dir.join(CURRENT);
-        match fs::symlink_metadata(&link) {
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(io_err(&link, "cannot inspect")(e)),
-            Ok(m) if !m.file_type().is_symlink() => {
-                return Err(store_error(&link, "is not a symbolic link"))
-            }
-            Ok(_) => {}
-        }
-        let target = fs::read_link(&link).map_err(io_err(&link, "cannot read link"))?;
-        let name = target
-            .to_str()
-            .filter(|n| pair_name(n))
-            .ok_or_else(|| store_error(&link, "points outside the store"))?;
-        let pair = self.dir.join(name);
-        match fs::symlink_metadata(&pair) {
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(io_err(&pair, "cannot inspect")(e)),
-            Ok(m) if m.is_dir() => Ok(Some(name.to_string())),
-            Ok(_) => Err(store_error(&pair, "is not a directory")),
+        match self.handle() {
+            Ok(store) => self.current_in(&store),
+            Err(FsError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
         }
     }
 
@@ -745,22 +690,14 @@ impl Store {
 
     /// Whether a pair directory holds every file of the pair, each a regular file.
     fn complete(&self, name: &str) -> bool {
-        if !self.follow {
-            let pair = self.handle().and_then(|store| store.subdir(name, None));
-            return !self.files.is_empty()
-                && pair.is_ok_and(|pair| {
-                    self.files.iter().all(|f| {
-                        pair.stat_at(f.as_ref())
-                            .is_ok_and(|e| e.is_some_and(|e| e.kind == fsutil::Kind::File))
-                    })
-                });
-        }
-        let dir = self.dir.join(name);
+        let pair = self.handle().and_then(|store| store.subdir(name, None));
         !self.files.is_empty()
-            && self
-                .files
-                .iter()
-                .all(|f| fs::symlink_metadata(dir.join(f)).is_ok_and(|m| m.is_file()))
+            && pair.is_ok_and(|pair| {
+                self.files.iter().all(|f| {
+                    pair.stat_at(f.as_ref())
+                        .is_ok_and(|e| e.is_some_and(|e| e.kind == fsutil::Kind::File))
+                })
+            })
     }
 
     /// A free name for a new pair directory, `base` or `base-N`. A leftover directory of
@@ -781,13 +718,10 @@ impl Store {
                 return Ok(name);
             }
             let path = self.dir.join(&name);
-            let found = match self.follow {
-                true => fs::symlink_metadata(&path).map(|m| Some(m.is_dir())),
-                false => match self.handle()?.stat_at(name.as_ref()) {
-                    Ok(e) => Ok(e.map(|e| e.kind == fsutil::Kind::Dir)),
-                    Err(FsError::Io { source, .. }) => Err(source),
-                    Err(e) => return Err(e),
-                },
+            let found = match self.handle()?.stat_at(name.as_ref()) {
+                Ok(e) => Ok(e.map(|e| e.kind == fsutil::Kind::Dir)),
+                Err(FsError::Io { source, .. }) => Err(source),
+                Err(e) => return Err(e),
             };
             match found {
                 Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(name),
@@ -852,29 +786,16 @@ impl Store {
             // Made by this install: it holds the new pair and what it replaced, no more.
             return Ok(());
         }
-        if !self.follow {
-            // One listing through the store's handle for both.
-            let store = self.handle()?;
-            for (name, kind) in store.entries()? {
-                let Some(name) = name.to_str() else { continue };
-                if kind == fsutil::Kind::Link && is_temp_name(name) {
-                    let _ = store.unlink(name.as_ref());
-                } else if kind == fsutil::Kind::Dir
-                    && pair_name(name)
-                    && !keep.iter().any(|k| k == name)
-                {
-                    self.remove_pair(name);
-                }
-            }
-            return Ok(());
-        }
-        self.remove_temp_links();
-        let entries = fs::read_dir(&self.dir).map_err(io_err(&self.dir, "cannot list"))?;
-        for e in entries.flatten() {
-            let name = e.file_name();
+        // One listing through the store's handle for both.
+        let store = self.handle()?;
+        for (name, kind) in store.entries()? {
             let Some(name) = name.to_str() else { continue };
-            let is_dir = e.file_type().is_ok_and(|t| t.is_dir());
-            if is_dir && pair_name(name) && !keep.iter().any(|k| k == name) {
+            if kind == fsutil::Kind::Link && is_temp_name(name) {
+                let _ = store.unlink(name.as_ref());
+            } else if kind == fsutil::Kind::Dir
+                && pair_name(name)
+                && !keep.iter().any(|k| k == name)
+            {
                 self.remove_pair(name);
             }
         }
@@ -884,26 +805,10 @@ impl Store {
     /// Removes the temporary links a killed install left (only names it makes itself;
     /// the caller holds the state lock, so no live install owns them).
     fn remove_temp_links(&self) {
-        if !self.follow {
-            let Ok(store) = self.handle() else { return };
-            for (name, kind) in store.entries().unwrap_or_default() {
-                if kind == fsutil::Kind::Link && name.to_str().is_some_and(is_temp_name) {
-                    let _ = store.unlink(&name);
-                }
-            }
-            return;
-        }
-        let Ok(entries) = fs::read_dir(&self.dir) else {
-            return;
-        };
-        for e in entries.flatten() {
-            let name = e.file_name();
-            let name = name.to_string_lossy();
-            if name.starts_with('.')
-                && name.contains(".certkeeper-tmp-")
-                && e.file_type().is_ok_and(|t| t.is_symlink())
-            {
-                let _ = fs::remove_file(e.path());
+        let Ok(store) = self.handle() else { return };
+        for (name, kind) in store.entries().unwrap_or_default() {
+            if kind == fsutil::Kind::Link && name.to_str().is_some_and(is_temp_name) {
+                let _ = store.unlink(&name);
             }
         }
     }
