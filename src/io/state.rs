@@ -817,36 +817,18 @@ impl StagedArchive {
             dir.sync()?;
             return Ok(path);
         }
-        // What is there already: this directory's entries, each as it is (no link
-        // followed); the same serial archived before is moved aside (not by an
-        // issuance: serials are new).
-        let listed = dir.entries()?;
-        let mut others: Vec<&std::ffi::OsStr> = Vec::new();
-        let (mut same_file, mut same_dir) = (false, false);
-        for (entry, kind) in &listed {
-            let Some(entry) = entry.to_str() else {
-                continue;
-            };
-            let serial = match kind {
-                crate::fsutil::Kind::File => entry.strip_suffix(PAIR_SUFFIX),
-                crate::fsutil::Kind::Dir => Some(entry),
-                _ => None,
-            };
-            match serial {
-                Some(s) if s == self.serial => match kind {
-                    crate::fsutil::Kind::File => same_file = true,
-                    _ => same_dir = true,
-                },
-                Some(s) if !s.starts_with('.') => others.push(entry.as_ref()),
-                _ => {}
-            }
-        }
+        // What is there already (nothing followed); the same serial archived before is
+        // moved aside (not by an issuance: serials are new).
+        let (same, others): (Vec<_>, Vec<_>) = archived_in(dir)?
+            .pairs
+            .into_iter()
+            .partition(|(_, serial)| *serial == self.serial);
         // The file, or else the directory of an earlier version (as `archived_path`).
-        let existing = match (same_file, same_dir) {
-            (true, _) => Some(file.clone()),
-            (false, true) => Some(self.serial.clone()),
-            _ => None,
-        };
+        let existing = same
+            .iter()
+            .find(|(entry, _)| *entry == file)
+            .or(same.first())
+            .map(|(entry, _)| entry.clone());
         if let Some(existing) = existing {
             let aside = format!(".{}{PRUNED_SUFFIX}", self.serial);
             if dir.stat_at(aside.as_ref())?.is_some() {
@@ -860,12 +842,7 @@ impl StagedArchive {
             // Nothing to be newer than: the first pair of this certificate.
             return Ok(path);
         }
-        let mut newest_other = None;
-        for other in others {
-            if let Some(e) = dir.stat_at(other)? {
-                newest_other = newest_other.max(Some(e.modified));
-            }
-        }
+        let newest_other = pair_times(dir, others)?.into_iter().map(|(t, _)| t).max();
         let own = dir
             .stat_at(file.as_ref())?
             .ok_or_else(|| io_err(&path, "cannot inspect")(io::ErrorKind::NotFound.into()))?
