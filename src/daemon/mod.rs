@@ -665,6 +665,13 @@ impl Daemon {
         let id = self.next_flight;
         self.next_flight += 1;
         let names: Vec<String> = certs.iter().cloned().collect();
+        tracing::debug!(
+            pass = id,
+            certificates = names.len(),
+            check_served,
+            trust = with_trust,
+            "pass started"
+        );
         self.flights.insert(
             id,
             Flight {

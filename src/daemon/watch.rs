@@ -116,6 +116,11 @@ impl Daemon {
                             self.dir_ids.insert(dir.to_path_buf(), id);
                         }
                     }
+                    // Removed since it was looked at: as for one not made yet, the pass that
+                    // makes it again arms the watch.
+                    Err(_) if !dir.is_dir() => {
+                        tracing::debug!(dir = %dir.display(), "directory removed before it was watched")
+                    }
                     Err(e) => {
                         tracing::warn!(dir = %dir.display(), error = %e, "cannot watch directory (inotify limit? see fs.inotify.max_user_watches)")
                     }

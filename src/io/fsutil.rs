@@ -58,6 +58,14 @@ pub enum FsError {
     },
 }
 
+impl FsError {
+    /// Whether a file or directory was missing where certkeeper had just made or
+    /// reached it: something else removed it meanwhile (an operator's `rm -rf`).
+    pub fn vanished(&self) -> bool {
+        matches!(self, FsError::Io { source, .. } if source.kind() == io::ErrorKind::NotFound)
+    }
+}
+
 pub(crate) fn io_err<'a>(
     path: &'a Path,
     action: &'static str,
@@ -577,6 +585,13 @@ pub fn keep_file(path: &Path, file: KeptFile) {
     drop(unkept);
 }
 
+/// Forgets the directories the open batch reached: the next [`Dir::reach`] walks from
+/// the root again (after a directory was found removed under the batch's handle).
+pub fn forget_dirs() {
+    let forgotten = KEPT.with(|k| k.borrow_mut().as_mut().map(|k| std::mem::take(&mut k.dirs)));
+    drop(forgotten);
+}
+
 /// Whether a batch is open on this thread.
 pub fn in_batch() -> bool {
     KEPT.with(|k| k.borrow().is_some())
@@ -698,7 +713,9 @@ impl Dir {
     /// components below it are opened (each with `O_NOFOLLOW`, a link refused by name
     /// as on a full walk). A directory is so checked once per batch, not once per file.
     /// Only for directories certkeeper never removes while a batch runs (a handle to a
-    /// removed directory would write where no one looks).
+    /// removed directory would write where no one looks); a directory removed by
+    /// someone else shows as `NotFound` on the next file made in it, and the caller
+    /// starts again after [`forget_dirs`].
     pub fn reach(path: &Path, create: Option<u32>) -> Result<Dir, FsError> {
         if !in_batch() {
             return Self::walk(path, create, false);

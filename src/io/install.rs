@@ -254,6 +254,20 @@ impl Prepared {
 
 /// Writes a new pair for `spec` without serving it yet (see [`Prepared`]).
 pub fn prepare(spec: &CertSpec, serial: &str, files: &[FileSpec]) -> Result<Prepared, FsError> {
+    match prepare_once(spec, serial, files) {
+        // A directory removed while the batch worked in it (an operator's `rm -rf` of
+        // the directory this install restores): reached again from the root and made
+        // anew, once.
+        Err(e) if e.vanished() => {
+            tracing::debug!(certificate = %spec.name, error = %e, "a directory was removed during the install; trying once more");
+            fsutil::forget_dirs();
+            prepare_once(spec, serial, files)
+        }
+        prepared => prepared,
+    }
+}
+
+fn prepare_once(spec: &CertSpec, serial: &str, files: &[FileSpec]) -> Result<Prepared, FsError> {
     // The store is checked as it is opened, before anything is written there: a link
     // or a file where its directories go and a `current` that is not ours are refused
     // by `Store::open` and `Store::current` with the errors `check_store` gives.
@@ -371,7 +385,12 @@ fn classify_at(
     use fsutil::Kind;
     Ok(match dir.stat_at(name)?.map(|e| e.kind) {
         None => Live::Missing,
-        Some(Kind::Link) => classify_link(spec, field, path, &dir.read_link_at(name)?),
+        // Removed between the two looks: missing, as the next look would find it.
+        Some(Kind::Link) => match dir.read_link_at(name) {
+            Ok(target) => classify_link(spec, field, path, &target),
+            Err(e) if e.vanished() => Live::Missing,
+            Err(e) => return Err(e),
+        },
         Some(Kind::File) => Live::File,
         Some(_) => Live::Other,
     })
@@ -1276,6 +1295,27 @@ mod tests {
         assert!(real.join(".certkeeper/www/bb/key.pem").is_file());
         assert_eq!(i.roll_back().unwrap(), RolledBack::Restored);
         assert_eq!(shown(&s), pair(&s, "A"));
+    }
+
+    #[test]
+    fn a_directory_removed_under_a_batch_is_made_again() {
+        let tmp = tempfile::tempdir().unwrap();
+        let tls = tmp.path().join("tls");
+        for layout in ["nginx", "combined"] {
+            let s = spec(&tls, layout);
+            let _batch = fsutil::Batch::begin();
+            install(&s, "aa", &files(&s, "A"))
+                .unwrap()
+                .commit()
+                .unwrap();
+            // The batch holds handles to `tls` and the store: both removed now.
+            fs::remove_dir_all(&tls).unwrap();
+            install(&s, "bb", &files(&s, "B"))
+                .unwrap()
+                .commit()
+                .unwrap();
+            assert_eq!(shown(&s), pair(&s, "B"), "{layout}");
+        }
     }
 
     #[test]
