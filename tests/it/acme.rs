@@ -13,6 +13,14 @@ use std::time::{Duration, Instant};
 
 const PEBBLE: &str = "/usr/bin/pebble";
 
+/// Four ports free at once (so no two are the same).
+fn distinct_free_ports() -> [u16; 4] {
+    let held: Vec<std::net::TcpListener> = (0..4)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0"))
+        .collect();
+    std::array::from_fn(|i| held[i].local_addr().unwrap().port())
+}
+
 /// A private Pebble: `dir` holds its config, listener certificate and log.
 pub(crate) struct Pebble {
     child: Child,
@@ -66,26 +74,6 @@ impl Pebble {
         fs::write(&key, &pair.key_pem).unwrap();
         let listener_ca = dir.join("ca").join("root.crt");
         assert!(listener_ca.exists(), "{}", listener_ca.display());
-        let (port, mgmt_port, http_port, tls_port) =
-            (free_port(), free_port(), free_port(), free_port());
-        let mut config = serde_json::json!({
-            "pebble": {
-                "listenAddress": format!("127.0.0.1:{port}"),
-                "managementListenAddress": format!("127.0.0.1:{mgmt_port}"),
-                "certificate": cert,
-                "privateKey": key,
-                "httpPort": http_port,
-                "tlsPort": tls_port,
-                "ocspResponderURL": "",
-                "externalAccountBindingRequired": false
-            }
-        });
-        if let Some((kid, key)) = eab {
-            config["pebble"]["externalAccountBindingRequired"] = true.into();
-            config["pebble"]["externalAccountMACKeys"] = serde_json::json!({ kid: key });
-        }
-        let config_file = dir.join("pebble.json");
-        fs::write(&config_file, config.to_string()).unwrap();
         let mut env = vec![
             ("PEBBLE_WFE_NONCEREJECT", nonce_reject.to_string()),
             ("PEBBLE_VA_NOSLEEP", "1".to_string()),
@@ -98,19 +86,45 @@ impl Pebble {
             // authorizations by default), so each DNS-01 test sees its records used.
             env.push(("PEBBLE_AUTHZREUSE", "0".into()));
         }
-        let child = Pebble::spawn(dir, &env, dns.as_deref());
-        let p = Pebble {
-            child,
-            dir: dir.to_path_buf(),
-            port,
-            mgmt_port,
-            http_port,
-            listener_ca,
-            env,
-            dns,
-        };
-        p.wait_listening();
-        p
+        // A port picked free can be taken by another test before Pebble binds it:
+        // Pebble then exits, and starts again on other ports.
+        for attempt in 1.. {
+            let [port, mgmt_port, http_port, tls_port] = distinct_free_ports();
+            let mut config = serde_json::json!({
+                "pebble": {
+                    "listenAddress": format!("127.0.0.1:{port}"),
+                    "managementListenAddress": format!("127.0.0.1:{mgmt_port}"),
+                    "certificate": cert,
+                    "privateKey": key,
+                    "httpPort": http_port,
+                    "tlsPort": tls_port,
+                    "ocspResponderURL": "",
+                    "externalAccountBindingRequired": false
+                }
+            });
+            if let Some((kid, key)) = eab {
+                config["pebble"]["externalAccountBindingRequired"] = true.into();
+                config["pebble"]["externalAccountMACKeys"] = serde_json::json!({ kid: key });
+            }
+            fs::write(dir.join("pebble.json"), config.to_string()).unwrap();
+            let child = Pebble::spawn(dir, &env, dns.as_deref());
+            let mut p = Pebble {
+                child,
+                dir: dir.to_path_buf(),
+                port,
+                mgmt_port,
+                http_port,
+                listener_ca: listener_ca.clone(),
+                env: env.clone(),
+                dns: dns.clone(),
+            };
+            match p.wait_listening() {
+                Ok(()) => return p,
+                Err(log) if attempt < 3 => eprintln!("pebble exited ({log}); again on other ports"),
+                Err(log) => panic!("pebble exited three times: {log}"),
+            }
+        }
+        unreachable!()
     }
 
     fn spawn(dir: &Path, env: &[(&'static str, String)], dns: Option<&str>) -> Child {
@@ -133,11 +147,29 @@ impl Pebble {
         cmd.spawn().expect("start pebble")
     }
 
-    fn wait_listening(&self) {
-        wait_for(Duration::from_secs(20), "pebble to listen", || {
-            TcpStream::connect(("127.0.0.1", self.port)).is_ok()
-                && TcpStream::connect(("127.0.0.1", self.mgmt_port)).is_ok()
+    /// Waits until Pebble listens; Err with the end of its log when it exited first.
+    fn wait_listening(&mut self) -> Result<(), String> {
+        let mut exited = false;
+        let listening = wait_until(Duration::from_secs(20), || {
+            exited = matches!(self.child.try_wait(), Ok(Some(_)));
+            exited
+                || TcpStream::connect(("127.0.0.1", self.port)).is_ok()
+                    && TcpStream::connect(("127.0.0.1", self.mgmt_port)).is_ok()
         });
+        let log = || {
+            let log = fs::read_to_string(self.dir.join("pebble.log")).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(5).collect();
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        };
+        if exited {
+            return Err(log());
+        }
+        assert!(
+            listening,
+            "timed out after 20 s waiting for pebble to listen: {}",
+            log()
+        );
+        Ok(())
     }
 
     /// Stops Pebble (a CA that is down); `restart` brings it back.
@@ -156,7 +188,9 @@ impl Pebble {
             TcpStream::connect(("127.0.0.1", self.port)).is_err()
         });
         self.child = Pebble::spawn(&self.dir, &self.env, self.dns.as_deref());
-        self.wait_listening();
+        if let Err(log) = self.wait_listening() {
+            panic!("pebble exited at its restart: {log}");
+        }
     }
 
     pub(crate) fn directory(&self) -> String {
