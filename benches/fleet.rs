@@ -1,4 +1,4 @@
-//! Fleet-scale benchmark (a bench binary, not a test): `cargo bench --bench fleet`.
+//! Fleet-scale benchmark (a bench binary, not a test): `cargo bench --profile release --bench fleet`.
 //!
 //! Runs the release binary against fleets of N certificates (default 100, 1,000 and
 //! 10,000; `CERTKEEPER_BENCH_SIZES`) and prints each figure next to its floor or
@@ -63,7 +63,7 @@ fn main() {
         return;
     }
     if !std::env::args().any(|a| a == "--bench") {
-        println!("fleet benchmark: skipped (run it with `cargo bench --bench fleet`)");
+        println!("fleet benchmark: skipped (run it with `cargo bench --profile release --bench fleet`)");
         return;
     }
     let sizes: Vec<usize> = std::env::var("CERTKEEPER_BENCH_SIZES")
