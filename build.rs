@@ -5,12 +5,12 @@
 //!
 //! The list is `packaging/hot-code.txt`, made by `packaging/hot-code.sh` from what a
 //! daemon runs while it issues, installs and restarts. Its names belong to one
-//! toolchain, one `Cargo.lock` and the `release` profile (`cargo build --release`,
-//! `cargo run --release`, the packages, `cargo bench --profile release`; Cargo's plain
-//! `bench` profile names the functions otherwise): after an update, names that no
-//! longer exist are skipped (nothing breaks, the layout is the linker's own again)
-//! until the list is made anew. Used only where LLD links (Rust's own linker for
-//! x86_64 Linux since 1.90) and no other linker was asked for.
+//! toolchain, one `Cargo.lock` and the `release` profile without dev-dependencies
+//! (`cargo build --release`, `cargo run --release`, the packages; the benches build
+//! that program for themselves): after an update, names that no longer exist are
+//! skipped (nothing breaks, the layout is the linker's own again) until the list is
+//! made anew. Used only where LLD links (Rust's own linker for x86_64 Linux since
+//! 1.90) and no other linker was asked for.
 
 use std::env;
 use std::path::Path;

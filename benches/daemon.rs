@@ -1,4 +1,4 @@
-//! Daemon benchmark (a bench binary, not a test): `cargo bench --profile release --bench daemon`.
+//! Daemon benchmark (a bench binary, not a test): `cargo bench --bench daemon`.
 //!
 //! For N managed certificates (default 1,000 and 10,000; `CERTKEEPER_BENCH_SIZES`):
 //! 1. all N missing at once: daemon start until READY=1 (issue + install of all N), and
@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 fn main() {
     if !std::env::args().any(|a| a == "--bench") {
-        println!("daemon benchmark: skipped (run it with `cargo bench --profile release --bench daemon`)");
+        println!("daemon benchmark: skipped (run it with `cargo bench --bench daemon`)");
         return;
     }
     let sizes: Vec<usize> = std::env::var("CERTKEEPER_BENCH_SIZES")

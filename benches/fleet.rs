@@ -1,4 +1,4 @@
-//! Fleet-scale benchmark (a bench binary, not a test): `cargo bench --profile release --bench fleet`.
+//! Fleet-scale benchmark (a bench binary, not a test): `cargo bench --bench fleet`.
 //!
 //! Runs the release binary against fleets of N certificates (default 100, 1,000 and
 //! 10,000; `CERTKEEPER_BENCH_SIZES`) and prints each figure next to its floor or
@@ -39,7 +39,7 @@ use rcgen::{
 
 mod common;
 
-use common::{proc_status, stop, BIN};
+use common::{bin, proc_status, stop};
 const NGINX: &str = "/usr/sbin/nginx";
 /// Interleaved rounds per figure (medians of these).
 const ROUNDS: usize = 3;
@@ -63,7 +63,9 @@ fn main() {
         return;
     }
     if !std::env::args().any(|a| a == "--bench") {
-        println!("fleet benchmark: skipped (run it with `cargo bench --profile release --bench fleet`)");
+        println!(
+            "fleet benchmark: skipped (run it with `cargo bench --bench fleet`)"
+        );
         return;
     }
     let sizes: Vec<usize> = std::env::var("CERTKEEPER_BENCH_SIZES")
@@ -384,7 +386,7 @@ static BUILT: std::sync::Mutex<Vec<f64>> = std::sync::Mutex::new(Vec::new());
 
 fn certkeeper(args: &[&str], config: &Path) -> Duration {
     let t = Instant::now();
-    let out = Command::new(BIN)
+    let out = Command::new(bin())
         .args(args)
         .arg(config)
         .env("CERTKEEPER_LOG", "warn,certkeeper::reconcile::issue=debug")
@@ -988,7 +990,7 @@ fn count_file_ops(root: &Path, sizes: &[usize], probe: &Path, table: &mut Table)
         parse_strace(&fs::read_to_string(out).unwrap())
     };
     let t = tree(root, &format!("strace-cli-{n}"), n, None);
-    let mut renew = Command::new(BIN);
+    let mut renew = Command::new(bin());
     renew
         .args(["renew", "--all", "-c"])
         .arg(&t.config)

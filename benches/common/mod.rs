@@ -9,7 +9,49 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_certkeeper");
+/// The program as shipped: `cargo build --release --locked`, built on first use in a
+/// target directory of its own (`target/shipped`). Not Cargo's copy for the benches:
+/// that one is built with the dev-dependencies' features, so its functions have other
+/// names than the shipped program's and the hot-code layout (see `build.rs`) misses
+/// them.
+pub fn bin() -> &'static str {
+    static BIN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        let fallback = env!("CARGO_BIN_EXE_certkeeper").to_string();
+        let Some(cargo) = std::env::var_os("CARGO") else {
+            eprintln!("CARGO is not set: measuring {fallback}, built for the benches");
+            return fallback;
+        };
+        let target = Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .parent()
+            .expect("target/tmp")
+            .join("shipped");
+        eprintln!(
+            "building the shipped program (cargo build --release --locked) in {}",
+            target.display()
+        );
+        let status = Command::new(cargo)
+            .args([
+                "build",
+                "--release",
+                "--locked",
+                "--quiet",
+                "--bin",
+                "certkeeper",
+            ])
+            .arg("--target-dir")
+            .arg(&target)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .status()
+            .expect("run cargo build");
+        assert!(status.success(), "cargo build --release failed");
+        target
+            .join("release")
+            .join("certkeeper")
+            .to_string_lossy()
+            .into_owned()
+    })
+}
 
 /// The CPU model from /proc/cpuinfo.
 pub fn cpu_model() -> String {
@@ -44,7 +86,7 @@ pub fn start_daemon(dir: &Path, config: &Path) -> (Child, Duration) {
         .set_read_timeout(Some(Duration::from_secs(1800)))
         .unwrap();
     let start = Instant::now();
-    let mut child = Command::new(BIN)
+    let mut child = Command::new(bin())
         .args(["run", "-c"])
         .arg(config)
         .env("NOTIFY_SOCKET", &sock)
