@@ -63,9 +63,7 @@ fn main() {
         return;
     }
     if !std::env::args().any(|a| a == "--bench") {
-        println!(
-            "fleet benchmark: skipped (run it with `cargo bench --bench fleet`)"
-        );
+        println!("fleet benchmark: skipped (run it with `cargo bench --bench fleet`)");
         return;
     }
     let sizes: Vec<usize> = std::env::var("CERTKEEPER_BENCH_SIZES")
