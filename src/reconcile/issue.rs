@@ -130,7 +130,7 @@ fn build_queued<'a, 'i>(
 /// A key and the certificate issued for it, checked.
 pub(super) struct Built {
     key: PrivateKey,
-    issued: Issued,
+    pub issued: Issued,
     /// The password of a `pkcs12` layout, read before the CA was asked.
     password: Option<crate::pkcs12::Password>,
 }
@@ -183,8 +183,9 @@ pub(super) fn build(
     })
 }
 
-/// What putting one pair in place gave: the pair and its install, or why not.
-pub(super) type Stored = Result<(Issued, Installed), Failure>;
+/// What putting one pair in place gave: its install, or why not (the pair stays in its
+/// `Pending`, not copied: a batch of thousands holds each leaf once).
+pub(super) type Stored = Result<Installed, Failure>;
 
 /// Records, archives and installs every pair of `batch` as one group commit: first for
 /// all of them the ledger's `issued` line, the archive copy and the new pair beside the
@@ -214,17 +215,16 @@ pub(super) fn store_all<'a>(
                 what: "cannot archive the new pair",
                 error: Arc::new(e),
             })?;
-            let installed = prepared
+            prepared
                 .publish()
-                .map_err(|e| Failure::Install(Arc::new(e)))?;
-            Ok((p.built.issued.clone(), installed))
+                .map_err(|e| Failure::Install(Arc::new(e)))
         });
         out.push((p, result));
     }
     if let Err(e) = group.barrier().map_err(Arc::new) {
         // The renames may not survive a power loss: put every pair back and say so.
         for (p, result) in &mut out {
-            if let Ok((_, installed)) = result {
+            if let Ok(installed) = result {
                 if let Err(back) = installed.roll_back() {
                     tracing::error!(certificate = %p.spec.name, error = %back, "cannot roll back after a failed flush");
                 }

@@ -398,7 +398,8 @@ fn store_pending<'a>(
     let batch = std::mem::take(pending);
     for (p, result) in issue::store_all(state, batch, now) {
         match result {
-            Ok((issued, installed)) => {
+            Ok(installed) => {
+                let issued = p.built.issued;
                 // A leaf cut short to end with its CA is never silent.
                 let mut notes: Vec<String> = issued
                     .clamped
