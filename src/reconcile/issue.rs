@@ -130,7 +130,7 @@ fn build_queued<'a, 'i>(
 /// A key and the certificate issued for it, checked.
 pub(super) struct Built {
     key: PrivateKey,
-    pub issued: Issued,
+    pub(super) issued: Issued,
     /// The password of a `pkcs12` layout, read before the CA was asked.
     password: Option<crate::pkcs12::Password>,
 }
