@@ -59,9 +59,9 @@ pub enum FsError {
 }
 
 impl FsError {
-    /// Whether a file or directory was missing where certkeeper had just made or
-    /// reached it: something else removed it meanwhile (an operator's `rm -rf`).
-    pub fn vanished(&self) -> bool {
+    /// Whether the file or directory acted on was not there: not made yet, or removed
+    /// meanwhile by something else (an operator's `rm -rf`).
+    pub fn is_not_found(&self) -> bool {
         matches!(self, FsError::Io { source, .. } if source.kind() == io::ErrorKind::NotFound)
     }
 }

@@ -195,9 +195,7 @@ fn live_dir(path: &Path) -> Result<LiveDir<'_>, FsError> {
         Ok(dir) => Ok(LiveDir::Open(dir, name)),
         // The walk opened each directory before the missing one without following
         // a link: what `check_no_links` and `check_parent` would ask is answered.
-        Err(FsError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
-            Ok(LiveDir::Absent)
-        }
+        Err(e) if e.is_not_found() => Ok(LiveDir::Absent),
         Err(e) => Err(e),
     }
 }
@@ -258,7 +256,7 @@ pub fn prepare(spec: &CertSpec, serial: &str, files: &[FileSpec]) -> Result<Prep
         // A directory removed while the batch worked in it (an operator's `rm -rf` of
         // the directory this install restores): reached again from the root and made
         // anew, once.
-        Err(e) if e.vanished() => {
+        Err(e) if e.is_not_found() => {
             tracing::debug!(certificate = %spec.name, error = %e, "a directory was removed during the install; trying once more");
             fsutil::forget_dirs();
             prepare_once(spec, serial, files)
@@ -388,7 +386,7 @@ fn classify_at(
         // Removed between the two looks: missing, as the next look would find it.
         Some(Kind::Link) => match dir.read_link_at(name) {
             Ok(target) => classify_link(spec, field, path, &target),
-            Err(e) if e.vanished() => Live::Missing,
+            Err(e) if e.is_not_found() => Live::Missing,
             Err(e) => return Err(e),
         },
         Some(Kind::File) => Live::File,
@@ -590,7 +588,7 @@ fn check_store(spec: &CertSpec) -> Result<(), FsError> {
     let store = Store::of(spec);
     match store.handle() {
         Ok(handle) => store.current_in(&handle).map(|_| ()),
-        Err(FsError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) if e.is_not_found() => Ok(()),
         Err(e) => Err(e),
     }
 }
@@ -680,7 +678,7 @@ impl Store {
     fn current(&self) -> Result<Option<String>, FsError> {
         match self.handle() {
             Ok(store) => self.current_in(&store),
-            Err(FsError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) if e.is_not_found() => Ok(None),
             Err(e) => Err(e),
         }
     }

@@ -438,7 +438,7 @@ impl StateDir {
         let dir = self.root.join("archive").join(name);
         match crate::fsutil::Dir::reach(&dir, None) {
             Ok(d) => Ok(Some(d)),
-            Err(FsError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) if e.is_not_found() => Ok(None),
             Err(e) => Err(e),
         }
     }
