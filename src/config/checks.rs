@@ -115,73 +115,102 @@ impl Ctx {
         }
         let mut resolver = crate::fsutil::Resolver::default();
         let own = state_dir.map(|d| (d, resolver.resolve(d), resolver.resolve(&self.file)));
-        // By the path the file system resolves (`..`, symlinked directories) and, for
-        // files that exist, by device and inode (hard links).
-        let mut claimed: HashMap<PathBuf, (String, PathBuf)> = HashMap::new();
-        let mut claimed_ids: HashMap<(u64, u64), (String, PathBuf)> = HashMap::new();
         // Directories looked at once each: thousands of certificates share a few.
         let mut links: HashMap<PathBuf, Option<PathBuf>> = HashMap::new();
+        /// Whose an output is; named in words only in a message.
+        #[derive(Clone, Copy)]
+        enum Owner<'a> {
+            Cert(&'a CertSpec, usize, &'static str),
+            Watched(&'a WatchSpec, usize),
+            Trust(usize),
+        }
+        impl<'a> Owner<'a> {
+            fn who(self) -> String {
+                match self {
+                    Owner::Cert(c, _, field) => format!("certificate `{}` (files.{field})", c.name),
+                    Owner::Watched(w, _) => format!("watched certificate `{}`", w.name),
+                    Owner::Trust(i) => format!("trust[{i}]"),
+                }
+            }
+            fn field(self) -> String {
+                match self {
+                    Owner::Cert(_, i, field) => format!("certificates[{i}].files.{field}"),
+                    Owner::Watched(_, i) => format!("certificates[{i}].watch"),
+                    Owner::Trust(i) => format!("trust[{i}].path"),
+                }
+            }
+            fn cert(self) -> Option<&'a str> {
+                match self {
+                    Owner::Cert(c, ..) => Some(c.name.as_str()),
+                    Owner::Watched(w, _) => Some(w.name.as_str()),
+                    Owner::Trust(_) => None,
+                }
+            }
+        }
         struct Output<'a> {
             path: &'a Path,
-            who: String,
-            field: String,
-            cert: Option<&'a str>,
+            owner: Owner<'a>,
             /// Written by certkeeper (not a watched file), and whether links are followed.
             written: Option<bool>,
         }
         let cert_outputs = certs.iter().zip(managed_at).flat_map(|(c, i)| {
             c.files.paths().into_iter().map(move |(field, p)| Output {
                 path: p,
-                who: format!("certificate `{}` (files.{field})", c.name),
-                field: format!("certificates[{i}].files.{field}"),
-                cert: Some(c.name.as_str()),
+                owner: Owner::Cert(c, *i, field),
                 written: Some(c.follow_symlinks),
             })
         });
         let watched_outputs = watched.iter().zip(watched_at).map(|(w, i)| Output {
             path: &w.path,
-            who: format!("watched certificate `{}`", w.name),
-            field: format!("certificates[{i}].watch"),
-            cert: Some(w.name.as_str()),
+            owner: Owner::Watched(w, *i),
             written: None,
         });
         let trust_outputs = trust.iter().enumerate().map(|(i, t)| Output {
             path: &t.path,
-            who: format!("trust[{i}]"),
-            field: format!("trust[{i}].path"),
-            cert: None,
+            owner: Owner::Trust(i),
             written: Some(t.follow_symlinks),
         });
-        for o in cert_outputs.chain(watched_outputs).chain(trust_outputs) {
+        let outputs: Vec<Output> = cert_outputs
+            .chain(watched_outputs)
+            .chain(trust_outputs)
+            .collect();
+        // A watched file is only read, through any link.
+        let wanted: Vec<(&Path, bool)> = outputs
+            .iter()
+            .map(|o| (o.path, o.written.unwrap_or(true)))
+            .collect();
+        let located = resolver.locate_all(&wanted, crate::install::is_store_link);
+        // By the path the file system resolves (`..`, symlinked directories) and, for
+        // files that exist, by device and inode (hard links): the first output of each.
+        let mut claimed: HashMap<&Path, usize> = HashMap::with_capacity(outputs.len());
+        let mut claimed_ids: HashMap<(u64, u64), usize> = HashMap::with_capacity(outputs.len());
+        for (n, (o, at)) in outputs.iter().zip(&located).enumerate() {
             let path = o.path;
-            // A watched file is only read, through any link.
-            let at = resolver.locate(
-                path,
-                o.written.unwrap_or(true),
-                crate::install::is_store_link,
-            );
             let other = claimed
-                .get(&at.real)
-                .or_else(|| at.id.and_then(|id| claimed_ids.get(&id)));
-            if let Some((other, other_path)) = other {
-                let spelling = if other_path.as_path() == path {
+                .get(at.real.as_path())
+                .or_else(|| at.id.and_then(|id| claimed_ids.get(&id)))
+                .copied();
+            if let Some(first) = other {
+                let other_path = outputs[first].path;
+                let spelling = if other_path == path {
                     String::new()
                 } else {
                     format!(" (as {})", other_path.display())
                 };
                 self.err(
-                    &o.field,
-                    o.cert,
+                    &o.owner.field(),
+                    o.owner.cert(),
                     format!(
-                        "{} is also written by {other}{spelling}; two outputs cannot share one file",
-                        path.display()
+                        "{} is also written by {}{spelling}; two outputs cannot share one file",
+                        path.display(),
+                        outputs[first].owner.who()
                     ),
                 );
             } else {
                 if let Some(id) = at.id {
-                    claimed_ids.insert(id, (o.who.clone(), path.to_path_buf()));
+                    claimed_ids.insert(id, n);
                 }
-                claimed.insert(at.real.clone(), (o.who, path.to_path_buf()));
+                claimed.insert(at.real.as_path(), n);
             }
             let (Some(follow), Some((state_dir, state, config))) = (o.written, &own) else {
                 continue;
@@ -194,8 +223,8 @@ impl Ctx {
             };
             if real.starts_with(state) {
                 self.err(
-                    &o.field,
-                    o.cert,
+                    &o.owner.field(),
+                    o.owner.cert(),
                     format!(
                         "{}{shown} is inside state_dir {}, which holds the CA, the archive, the ledger and the lock; certkeeper never writes a certificate there: choose a path outside it",
                         path.display(),
@@ -204,8 +233,8 @@ impl Ctx {
                 );
             } else if real == config {
                 self.err(
-                    &o.field,
-                    o.cert,
+                    &o.owner.field(),
+                    o.owner.cert(),
                     format!(
                         "{}{shown} is the configuration file {}; choose another path",
                         path.display(),
@@ -213,18 +242,19 @@ impl Ctx {
                     ),
                 );
             } else if !follow {
-                let dir = path.parent().unwrap_or(Path::new("/")).to_path_buf();
-                let link =
-                    links
-                        .entry(dir)
-                        .or_insert_with_key(|dir| match crate::fsutil::no_link_on_way(dir) {
-                            Err(crate::fsutil::FsError::LinkInPath { link, .. }) => Some(link),
-                            _ => None,
-                        });
+                let dir = path.parent().unwrap_or(Path::new("/"));
+                if !links.contains_key(dir) {
+                    let link = match crate::fsutil::no_link_on_way(dir) {
+                        Err(crate::fsutil::FsError::LinkInPath { link, .. }) => Some(link),
+                        _ => None,
+                    };
+                    links.insert(dir.to_path_buf(), link);
+                }
+                let link = &links[dir];
                 if let Some(link) = link {
                     self.err(
-                        &o.field,
-                        o.cert,
+                        &o.owner.field(),
+                        o.owner.cert(),
                         format!(
                             "{}: {} is a symbolic link; certkeeper writes nothing through a linked directory unless told to: write the real path ({}), or set follow_symlinks: true",
                             path.display(),

@@ -334,10 +334,12 @@ impl Ctx {
         while !rest.is_empty() {
             let later = rest.split_off(rest.len().min(CONFIG_SLICE));
             let slice = std::mem::replace(&mut rest, later);
-            let read = crate::par::map(&slice, 64, |(_, item)| match item {
-                CertItem::Text(chunk, _) => serde_yaml::from_str::<raw::RawCertificate>(chunk).ok(),
-                CertItem::Value(_) => None,
-            });
+            let batches: Vec<&[(usize, CertItem)]> = slice.chunks(PARSE_BATCH).collect();
+            let read: Vec<Option<raw::RawCertificate>> =
+                crate::par::map(&batches, 2, |b| read_batch(b))
+                    .into_iter()
+                    .flatten()
+                    .collect();
             for ((i, item), fast) in slice.into_iter().zip(read) {
                 let item = match item {
                     CertItem::Value(v) => CertInput::Value(v),
@@ -412,6 +414,52 @@ impl Ctx {
 
 /// Certificates read together on all cores (their texts and fields held at once).
 const CONFIG_SLICE: usize = 1024;
+/// Certificates read by one parser: a YAML parser costs more to set up than a
+/// certificate's few lines cost to read.
+const PARSE_BATCH: usize = 64;
+
+/// Each certificate of `batch` read straight into its fields (None: read it again as a
+/// value, which names what is wrong). Consecutive items cut from one block list at one
+/// indentation are, put back one after another behind their `- `, the list's own text:
+/// one parse reads them all. Anything else, or a batch that fails, is read item by item.
+fn read_batch(batch: &[(usize, CertItem)]) -> Vec<Option<raw::RawCertificate>> {
+    let texts: Option<Vec<&str>> = batch
+        .iter()
+        .map(|(_, item)| match item {
+            CertItem::Text(chunk, _) => Some(chunk.as_str()),
+            CertItem::Value(_) => None,
+        })
+        .collect();
+    if let Some(all) = texts.and_then(|t| read_together(&t)) {
+        return all.into_iter().map(Some).collect();
+    }
+    batch
+        .iter()
+        .map(|(_, item)| match item {
+            CertItem::Text(chunk, _) => serde_yaml::from_str::<raw::RawCertificate>(chunk).ok(),
+            CertItem::Value(_) => None,
+        })
+        .collect()
+}
+
+/// Items cut from a block list, all at one indentation, read by one parser as the list
+/// they were cut from; None when they are not such items or one of them is amiss.
+fn read_together(texts: &[&str]) -> Option<Vec<raw::RawCertificate>> {
+    let column = |t: &str| t.len() - t.trim_start_matches(' ').len();
+    let col = column(texts.first()?);
+    if texts.len() < 2 || col < 2 || texts.iter().any(|t| column(t) != col) {
+        return None;
+    }
+    let mut list = String::with_capacity(texts.iter().map(|t| t.len() + 1).sum());
+    for t in texts {
+        list.push_str(&t[..col - 2]);
+        list.push_str("- ");
+        list.push_str(&t[col..]);
+        list.push('\n');
+    }
+    let all: Vec<raw::RawCertificate> = serde_yaml::from_str(&list).ok()?;
+    (all.len() == texts.len()).then_some(all)
+}
 
 enum CertItem {
     Text(String, usize),

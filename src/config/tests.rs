@@ -983,3 +983,57 @@ fn long_lists_keep_their_order_and_their_errors_lines() {
     let line = text.lines().position(|l| l.contains("sanz")).unwrap() + 1;
     assert_eq!(e.line, Some(line), "{e}");
 }
+
+/// Certificates are read many to a parser when the list allows it; what each one says
+/// is the same as when it is read alone: items in flow style, with block scalars,
+/// comments, quoted numbers and octal modes, and items indented differently in one list.
+#[test]
+fn items_read_together_mean_what_they_mean_alone() {
+    let items = [
+        "  - name: a0\n    sans: [a0.example.internal]\n    files: { layout: nginx, cert: /t/a0.crt, key: /t/a0.key }\n",
+        "  - {name: a1, sans: [a1.example.internal], files: {layout: nginx, cert: /t/a1.crt, key: /t/a1.key}}\n",
+        "  # between items\n  - name: \"0123\"\n    sans:\n      - a2.example.internal   # a comment\n    key_mode: \"0640\"\n    files: { layout: nginx, cert: /t/a2.crt, key: /t/a2.key }\n",
+        "  - name: a3\n    common_name: >-\n      service\n      a3\n    sans: [a3.example.internal]\n    files:\n      layout: combined\n      cert: /t/a3.pem\n    hooks:\n      renewed: [logger, \"a3 renewed\"]\n",
+        "  -   name: a4\n      sans: [a4.example.internal]\n      files: { layout: nginx, cert: /t/a4.crt, key: /t/a4.key }\n",
+        "  - name: a5\n    sans: [a5.example.internal]\n    key_mode: 0600\n    files: { layout: nginx, cert: /t/a5.crt, key: /t/a5.key }\n",
+    ];
+    // Enough of them that several go to each parser.
+    let mut body = String::new();
+    let mut alone = Vec::new();
+    for round in 0..40 {
+        for (k, item) in items.iter().enumerate() {
+            let item = item
+                .replace(&format!("a{k}"), &format!("r{round}x{k}"))
+                .replace("\"0123\"", &format!("\"0{round}{k}\""));
+            body.push_str(&item);
+            alone.push(ok(&cert(&item)).certificates.remove(0));
+        }
+    }
+    let together = ok(&cert(&body)).certificates;
+    assert_eq!(together.len(), alone.len());
+    for (t, a) in together.iter().zip(&alone) {
+        assert_eq!(t, a);
+    }
+    assert_eq!(together[2].name, "002");
+    assert_eq!(together[3].common_name, "service r0x3");
+
+    // Items at one indentation are read by one parser, as the list they come from.
+    let same: Vec<&str> = items
+        .iter()
+        .filter(|i| !i.contains("-   "))
+        .copied()
+        .collect();
+    let split = split::split_checked(&cert(&same.concat()))
+        .unwrap()
+        .unwrap();
+    let texts: Vec<&str> = split.items.iter().map(|(t, _)| t.as_str()).collect();
+    let read = read_together(&texts).expect("read together");
+    assert_eq!(read.len(), same.len());
+    assert_eq!(read[1].name.as_deref(), Some("a1"));
+    // Not when one of them is indented otherwise.
+    let split = split::split_checked(&cert(&items.concat()))
+        .unwrap()
+        .unwrap();
+    let texts: Vec<&str> = split.items.iter().map(|(t, _)| t.as_str()).collect();
+    assert!(read_together(&texts).is_none());
+}

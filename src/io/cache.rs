@@ -74,9 +74,11 @@ impl ObserveCache {
     /// Loads the cache for the CA whose intermediate has `intermediate` as fingerprint.
     pub fn load(state: &StateDir, intermediate: &str) -> ObserveCache {
         let path = state.root.join("observed.json");
-        let file = std::fs::File::open(&path)
+        // Read whole, then parsed: serde_json reads a slice several times faster than
+        // a reader (5 MB with 10,000 certificates).
+        let file = std::fs::read(&path)
             .ok()
-            .and_then(|f| serde_json::from_reader::<_, CacheFile>(std::io::BufReader::new(f)).ok())
+            .and_then(|bytes| serde_json::from_slice::<CacheFile>(&bytes).ok())
             .filter(|f| f.version == VERSION && f.intermediate == intermediate)
             .unwrap_or_else(|| CacheFile {
                 version: VERSION,

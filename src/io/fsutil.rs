@@ -220,42 +220,55 @@ impl Resolver {
     /// certkeeper made into its own store, replaced). And the file's identity (device,
     /// inode) when it exists; the link's own for a link not followed.
     pub fn locate(&mut self, path: &Path, follow: bool, keep: impl Fn(&Path) -> bool) -> Located {
-        use std::os::unix::fs::MetadataExt;
         if self.dirs.len() > RESOLVER_MEMORY {
             self.dirs.clear();
         }
         if let (Some(parent), Some(name)) = (path.parent(), path.file_name()) {
             if let Some((dir, _)) = self.real(parent, 0, true) {
-                let here = dir.join(name);
-                let id = |m: &fs::Metadata| Some((m.dev(), m.ino()));
-                match fs::symlink_metadata(&here) {
-                    Ok(m) if m.file_type().is_symlink() => {
-                        if !follow || fs::read_link(&here).is_ok_and(|t| keep(&t)) {
-                            return Located {
-                                real: here,
-                                id: id(&m),
-                            };
-                        }
-                    }
-                    Ok(m) => {
-                        return Located {
-                            real: here,
-                            id: id(&m),
-                        }
-                    }
-                    Err(_) => {
-                        return Located {
-                            real: here,
-                            id: None,
-                        }
-                    }
-                }
+                return locate_in(&dir, name, follow, &keep);
             }
         }
         Located {
             real: self.resolve(path),
             id: file_identity(path),
         }
+    }
+
+    /// [`Resolver::locate`] of each of `paths` (with its `follow`): the directories
+    /// resolved here, once each, then the files looked at on all cores (a configuration
+    /// with thousands of certificates has tens of thousands of them).
+    pub fn locate_all(
+        &mut self,
+        paths: &[(&Path, bool)],
+        keep: impl Fn(&Path) -> bool + Sync,
+    ) -> Vec<Located> {
+        let mut dirs: Vec<PathBuf> = Vec::new();
+        let mut seen: HashMap<&Path, Option<usize>> = HashMap::new();
+        let mut at: Vec<Option<usize>> = Vec::with_capacity(paths.len());
+        for (path, _) in paths {
+            let dir = match (path.parent(), path.file_name()) {
+                (Some(parent), Some(_)) => *seen.entry(parent).or_insert_with(|| {
+                    if self.dirs.len() > RESOLVER_MEMORY {
+                        self.dirs.clear();
+                    }
+                    let (real, _) = self.real(parent, 0, true)?;
+                    dirs.push(real);
+                    Some(dirs.len() - 1)
+                }),
+                _ => None,
+            };
+            at.push(dir);
+        }
+        let jobs: Vec<(&(&Path, bool), Option<usize>)> = paths.iter().zip(at).collect();
+        let found = crate::par::map(&jobs, 256, |((path, follow), dir)| {
+            let name = path.file_name()?;
+            Some(locate_in(&dirs[(*dir)?], name, *follow, &keep))
+        });
+        found
+            .into_iter()
+            .zip(paths)
+            .map(|(l, (path, follow))| l.unwrap_or_else(|| self.locate(path, *follow, &keep)))
+            .collect()
     }
 
     /// `path` resolved, and whether it exists; `hops` links followed so far;
@@ -296,6 +309,42 @@ impl Resolver {
             self.dirs.insert(path.to_path_buf(), out.clone());
         }
         Some(out)
+    }
+}
+
+/// [`Resolver::locate`] of `name` in the real directory `dir`.
+fn locate_in(
+    dir: &Path,
+    name: &std::ffi::OsStr,
+    follow: bool,
+    keep: &impl Fn(&Path) -> bool,
+) -> Located {
+    use std::os::unix::fs::MetadataExt;
+    let here = dir.join(name);
+    let id = |m: &fs::Metadata| Some((m.dev(), m.ino()));
+    match fs::symlink_metadata(&here) {
+        Ok(m) if m.file_type().is_symlink() => {
+            if !follow || fs::read_link(&here).is_ok_and(|t| keep(&t)) {
+                Located {
+                    real: here,
+                    id: id(&m),
+                }
+            } else {
+                // Followed: where the link leads.
+                Located {
+                    real: resolved(&here),
+                    id: file_identity(&here),
+                }
+            }
+        }
+        Ok(m) => Located {
+            real: here,
+            id: id(&m),
+        },
+        Err(_) => Located {
+            real: here,
+            id: None,
+        },
     }
 }
 
