@@ -186,6 +186,9 @@ struct Daemon {
     metrics: Arc<Metrics>,
     /// What was last fully checked, shared with the blocking pass.
     cache: Arc<std::sync::Mutex<Option<ObserveCache>>>,
+    /// The cache of checked files as read at start-up, beside the first pass's
+    /// preparations (taken by that pass).
+    cache_read: Option<std::thread::JoinHandle<ObserveCache>>,
     /// The fields a refused reload changed that only a restart applies (shown in
     /// `STATUS=` until a reload no longer changes them).
     restart_needed: Option<String>,
@@ -281,6 +284,7 @@ pub async fn serve(
         dir_ids: HashMap::new(),
         cancel: Arc::new(AtomicBool::new(false)),
         cache: Arc::new(std::sync::Mutex::new(None)),
+        cache_read: None,
         trust_next: None,
         trust_failures: 0,
         servers: HashMap::new(),
@@ -327,6 +331,13 @@ pub async fn serve(
         let _ = control.send(Control::Stop);
     });
 
+    // Read on another core while the daemon indexes its files and plans its passes
+    // (tens of milliseconds each with thousands of certificates).
+    let state = StateDir::new(&d.config.state_dir);
+    d.cache_read = std::thread::Builder::new()
+        .name("cache".into())
+        .spawn(move || ObserveCache::read(&state))
+        .ok();
     d.reindex();
     tracing::info!(config = %d.config_path.display(), certificates = d.config.certificates.len(), "certkeeper starting");
     let all: Vec<String> = d
@@ -625,23 +636,30 @@ impl Daemon {
             // Joins the first group that shares a server with it (merging any other
             // such group into that one); a group of its own otherwise. Groups are as
             // few as the servers, so this stays linear in the certificates.
-            let mut sharing = (0..groups.len())
-                .filter(|&g| spec.reload.iter().any(|s| groups[g].1.contains(s)))
-                .collect::<Vec<_>>()
-                .into_iter();
-            let reload: Vec<String> = spec.reload.clone();
-            match sharing.next() {
-                None => groups.push((BTreeSet::from([name]), reload.into_iter().collect(), false)),
-                Some(first) => {
-                    // Later indices first, so that removing them keeps `first` valid.
-                    for other in sharing.rev() {
-                        let (certs, servers, trust) = groups.swap_remove(other);
-                        groups[first].0.extend(certs);
-                        groups[first].1.extend(servers);
-                        groups[first].2 |= trust;
-                    }
-                    groups[first].0.insert(name);
-                    groups[first].1.extend(reload);
+            let shares = |g: &(BTreeSet<String>, BTreeSet<String>, bool)| {
+                spec.reload.iter().any(|s| g.1.contains(s))
+            };
+            let Some(first) = groups.iter().position(shares) else {
+                groups.push((
+                    BTreeSet::from([name]),
+                    spec.reload.iter().cloned().collect(),
+                    false,
+                ));
+                continue;
+            };
+            // Later indices first, so that removing them keeps `first` valid.
+            for other in (first + 1..groups.len()).rev() {
+                if shares(&groups[other]) {
+                    let (certs, servers, trust) = groups.swap_remove(other);
+                    groups[first].0.extend(certs);
+                    groups[first].1.extend(servers);
+                    groups[first].2 |= trust;
+                }
+            }
+            groups[first].0.insert(name);
+            for s in &spec.reload {
+                if !groups[first].1.contains(s) {
+                    groups[first].1.insert(s.clone());
                 }
             }
         }
@@ -683,6 +701,11 @@ impl Daemon {
         let config = self.config.clone();
         let cancel = self.cancel.clone();
         let cache = self.cache.clone();
+        let cache_read = if names.is_empty() {
+            None
+        } else {
+            self.cache_read.take()
+        };
         let hooks = self.hooks.clone();
         let lock = self.lock.clone();
         let now = self.clock.now();
@@ -712,18 +735,17 @@ impl Daemon {
                     .as_ref()
                     .map(|ca| ca.issuing_id())
                     .unwrap_or_else(|| "no internal CA".into());
-                let mut part = (!selected.is_empty())
-                    .then(|| {
-                        let mut shared = cache.lock().unwrap_or_else(|e| e.into_inner());
-                        if shared
-                            .as_ref()
-                            .is_none_or(|c| c.intermediate() != fingerprint)
-                        {
-                            *shared = Some(ObserveCache::load(&state, fingerprint));
-                        }
-                        shared.as_mut().map(|c| c.split_off(&wanted))
-                    })
-                    .flatten();
+                let mut part = (!selected.is_empty()).then(|| {
+                    let mut shared = cache.lock().unwrap_or_else(|e| e.into_inner());
+                    let read = cache_read.and_then(|h| h.join().ok());
+                    let whole = shared
+                        .take()
+                        .or(read)
+                        .unwrap_or_else(|| ObserveCache::read(&state));
+                    shared
+                        .insert(whole.for_intermediate(fingerprint))
+                        .split_off(&wanted)
+                });
                 let (reports, activity) = run_pass(Pass {
                     config: &config,
                     state: &state,

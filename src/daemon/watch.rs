@@ -34,10 +34,13 @@ impl Daemon {
         for w in &self.config.watched {
             index.insert(w.path.clone(), Owner::Watched);
         }
-        let mut dirs: BTreeSet<PathBuf> = index
+        // Thousands of files share a few directories: each one copied once.
+        let parents: std::collections::HashSet<&std::ffi::OsStr> = index
             .keys()
-            .filter_map(|p| p.parent().map(Path::to_path_buf))
+            .filter_map(|p| p.parent())
+            .map(Path::as_os_str)
             .collect();
+        let mut dirs: BTreeSet<PathBuf> = parents.into_iter().map(PathBuf::from).collect();
         if let Some(d) = self.config_path.parent() {
             dirs.insert(d.to_path_buf());
         }
@@ -50,14 +53,8 @@ impl Daemon {
             .map(|(i, c)| (c.name.clone(), i))
             .collect();
         self.dirs = dirs;
-        self.stores = self
-            .config
-            .certificates
-            .iter()
-            .enumerate()
-            .filter(|(_, c)| crate::install::uses_store(c))
-            .map(|(i, c)| (crate::install::store_dir(c), i))
-            .collect();
+        // The stores are indexed with their watches (their events come from those).
+        self.stores.clear();
         self.store_dirs.clear();
         if self.stores_armed {
             self.find_store_dirs();
@@ -70,8 +67,17 @@ impl Daemon {
     }
 
     /// The store directory of each certificate to watch (read from its `current`
-    /// link): done once the stores' watches are wanted, after READY=1.
+    /// link), and which certificate each store is: done once the stores' watches are
+    /// wanted, after READY=1.
     pub(super) fn find_store_dirs(&mut self) {
+        self.stores = self
+            .config
+            .certificates
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| crate::install::uses_store(c))
+            .map(|(i, c)| (crate::install::store_dir(c), i))
+            .collect();
         self.store_dirs = self
             .config
             .certificates

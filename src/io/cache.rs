@@ -71,18 +71,30 @@ pub struct ObserveCache {
 pub struct Learned(Box<str>, Box<Entry>);
 
 impl ObserveCache {
-    /// Loads the cache for the CA whose intermediate has `intermediate` as fingerprint.
-    pub fn load(state: &StateDir, intermediate: &str) -> ObserveCache {
+    /// The entries checked against the intermediate whose fingerprint is
+    /// `intermediate`: none when they were checked against another one.
+    pub fn for_intermediate(mut self, intermediate: &str) -> ObserveCache {
+        if self.file.intermediate != intermediate {
+            self.file.intermediate = intermediate.to_string();
+            self.dirty |= !self.file.entries.is_empty();
+            self.file.entries.clear();
+        }
+        self
+    }
+
+    /// The cache as saved, whichever CA its entries were checked against (see
+    /// [`ObserveCache::intermediate`]); empty when there is none or it cannot be read.
+    pub fn read(state: &StateDir) -> ObserveCache {
         let path = state.root.join("observed.json");
         // Read whole, then parsed: serde_json reads a slice several times faster than
         // a reader (5 MB with 10,000 certificates).
         let file = std::fs::read(&path)
             .ok()
             .and_then(|bytes| serde_json::from_slice::<CacheFile>(&bytes).ok())
-            .filter(|f| f.version == VERSION && f.intermediate == intermediate)
+            .filter(|f| f.version == VERSION)
             .unwrap_or_else(|| CacheFile {
                 version: VERSION,
-                intermediate: intermediate.to_string(),
+                intermediate: String::new(),
                 entries: HashMap::new(),
             });
         ObserveCache { file, dirty: false }
