@@ -452,10 +452,18 @@ fn read_together(texts: &[&str]) -> Option<Vec<raw::RawCertificate>> {
     }
     let mut list = String::with_capacity(texts.iter().map(|t| t.len() + 1).sum());
     for t in texts {
+        // An item cut after a block scalar ends with the next line's indentation: left
+        // out, or `|+` would keep one more line break than the file has.
+        let body = match t.rfind('\n') {
+            Some(end) if t[end + 1..].bytes().all(|b| b == b' ' || b == b'\t') => &t[col..=end],
+            _ => &t[col..],
+        };
         list.push_str(&t[..col - 2]);
         list.push_str("- ");
-        list.push_str(&t[col..]);
-        list.push('\n');
+        list.push_str(body);
+        if !body.ends_with('\n') {
+            list.push('\n');
+        }
     }
     let all: Vec<raw::RawCertificate> = serde_yaml::from_str(&list).ok()?;
     (all.len() == texts.len()).then_some(all)

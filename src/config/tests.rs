@@ -996,33 +996,43 @@ fn items_read_together_mean_what_they_mean_alone() {
         "  - name: a3\n    common_name: >-\n      service\n      a3\n    sans: [a3.example.internal]\n    files:\n      layout: combined\n      cert: /t/a3.pem\n    hooks:\n      renewed: [logger, \"a3 renewed\"]\n",
         "  -   name: a4\n      sans: [a4.example.internal]\n      files: { layout: nginx, cert: /t/a4.crt, key: /t/a4.key }\n",
         "  - name: a5\n    sans: [a5.example.internal]\n    key_mode: 0600\n    files: { layout: nginx, cert: /t/a5.crt, key: /t/a5.key }\n",
+        "  - name: a6\n    sans: [a6.example.internal]\n    files: { layout: nginx, cert: /t/a6.crt, key: /t/a6.key }\n    hooks:\n      renewed:\n        - printf\n        - |+\n          kept\n\n",
     ];
-    // Enough of them that several go to each parser.
-    let mut body = String::new();
-    let mut alone = Vec::new();
-    for round in 0..40 {
-        for (k, item) in items.iter().enumerate() {
-            let item = item
-                .replace(&format!("a{k}"), &format!("r{round}x{k}"))
-                .replace("\"0123\"", &format!("\"0{round}{k}\""));
-            body.push_str(&item);
-            alone.push(ok(&cert(&item)).certificates.remove(0));
-        }
-    }
-    let together = ok(&cert(&body)).certificates;
-    assert_eq!(together.len(), alone.len());
-    for (t, a) in together.iter().zip(&alone) {
-        assert_eq!(t, a);
-    }
-    assert_eq!(together[2].name, "002");
-    assert_eq!(together[3].common_name, "service r0x3");
-
-    // Items at one indentation are read by one parser, as the list they come from.
-    let same: Vec<&str> = items
+    // Enough of them that several go to each parser: all of them (every batch has an
+    // item indented otherwise, so each is read alone), and those at one indentation
+    // (read by one parser a batch).
+    let all: Vec<(usize, &str)> = items.iter().copied().enumerate().collect();
+    let same: Vec<(usize, &str)> = all
         .iter()
-        .filter(|i| !i.contains("-   "))
+        .filter(|(_, i)| !i.contains("-   "))
         .copied()
         .collect();
+    for list in [&all, &same] {
+        let mut body = String::new();
+        let mut alone = Vec::new();
+        for round in 0..40 {
+            for (k, item) in list.iter() {
+                let item = item
+                    .replace(&format!("a{k}"), &format!("r{round}x{k}"))
+                    .replace("\"0123\"", &format!("\"0{round}{k}\""));
+                body.push_str(&item);
+                alone.push(ok(&cert(&item)).certificates.remove(0));
+            }
+        }
+        let together = ok(&cert(&body)).certificates;
+        assert_eq!(together.len(), alone.len());
+        for (t, a) in together.iter().zip(&alone) {
+            assert_eq!(t, a);
+        }
+        assert_eq!(together[2].name, "002");
+        assert_eq!(together[3].common_name, "service r0x3");
+        // A kept block scalar keeps its line breaks, as when it is read alone.
+        let kept = together.iter().find(|c| c.name == "r0x6").unwrap();
+        assert_eq!(kept.hooks.renewed, [["printf", "kept\n\n"]]);
+    }
+
+    // Items at one indentation are read by one parser, as the list they come from.
+    let same: Vec<&str> = same.iter().map(|(_, i)| *i).collect();
     let split = split::split_checked(&cert(&same.concat()))
         .unwrap()
         .unwrap();
