@@ -332,7 +332,9 @@ pub async fn serve(
     });
 
     // Read on another core while the daemon indexes its files and plans its passes
-    // (tens of milliseconds each with thousands of certificates).
+    // (tens of milliseconds each with thousands of certificates). Before the state
+    // lock, which is safe: the file is only ever replaced whole (a rename), and an entry
+    // counts only while the files it describes keep their identity.
     let state = StateDir::new(&d.config.state_dir);
     d.cache_read = std::thread::Builder::new()
         .name("cache".into())

@@ -34,13 +34,11 @@ impl Daemon {
         for w in &self.config.watched {
             index.insert(w.path.clone(), Owner::Watched);
         }
-        // Thousands of files share a few directories: each one copied once.
-        let parents: std::collections::HashSet<&std::ffi::OsStr> = index
-            .keys()
-            .filter_map(|p| p.parent())
-            .map(Path::as_os_str)
-            .collect();
-        let mut dirs: BTreeSet<PathBuf> = parents.into_iter().map(PathBuf::from).collect();
+        let mut dirs: BTreeSet<PathBuf> =
+            crate::fsutil::parent_dirs(index.keys().map(PathBuf::as_path))
+                .into_iter()
+                .map(Path::to_path_buf)
+                .collect();
         if let Some(d) = self.config_path.parent() {
             dirs.insert(d.to_path_buf());
         }

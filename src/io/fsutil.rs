@@ -348,6 +348,17 @@ fn locate_in(
     }
 }
 
+/// The directories of `paths`, each once: thousands of files share a few, so they are
+/// told apart by their bytes (cheaper than comparing paths component by component).
+pub fn parent_dirs<'a>(paths: impl IntoIterator<Item = &'a Path>) -> Vec<&'a Path> {
+    let dirs: std::collections::HashSet<&std::ffi::OsStr> = paths
+        .into_iter()
+        .filter_map(Path::parent)
+        .map(Path::as_os_str)
+        .collect();
+    dirs.into_iter().map(Path::new).collect()
+}
+
 /// A file's device and inode, when it exists: hard links to one file share them.
 pub fn file_identity(path: &Path) -> Option<(u64, u64)> {
     use std::os::unix::fs::MetadataExt;
@@ -1411,6 +1422,26 @@ mod tests {
         assert_eq!(plain.id, file_identity(&root.join("plain.crt")));
         let missing = r.locate(&root.join("tls/../new/x.crt"), false, store);
         assert_eq!(missing.real, root.join("new/x.crt"));
+
+        // Many at once: the same answers.
+        let paths = [
+            (root.join("tls/web.crt"), true),
+            (root.join("tls/foreign.crt"), true),
+            (root.join("tls/foreign.crt"), false),
+            (root.join("plain.crt"), false),
+            (root.join("tls/../new/x.crt"), false),
+        ];
+        let wanted: Vec<(&Path, bool)> = paths.iter().map(|(p, f)| (p.as_path(), *f)).collect();
+        let all = Resolver::default().locate_all(&wanted, store);
+        for ((path, follow), got) in wanted.iter().zip(&all) {
+            let one = Resolver::default().locate(path, *follow, store);
+            assert_eq!(
+                (&got.real, got.id),
+                (&one.real, one.id),
+                "{}",
+                path.display()
+            );
+        }
     }
 
     #[test]

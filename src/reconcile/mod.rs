@@ -530,17 +530,14 @@ pub fn run_pass(pass: Pass) -> (Vec<CertReport>, ServerActivity) {
     let mut reports = Vec::new();
     let mut staged: Vec<Staged> = Vec::new();
     if opts.clean_temp_files {
-        // Thousands of files share a few directories: each one read once, on all cores.
-        let dirs: std::collections::HashSet<&std::ffi::OsStr> = selected
-            .iter()
-            .flat_map(|c| c.files.paths())
-            .filter_map(|(_, p)| p.parent())
-            .map(std::path::Path::as_os_str)
-            .collect();
-        let dirs: Vec<&std::ffi::OsStr> = dirs.into_iter().collect();
-        crate::par::map(&dirs, 2, |dir| {
-            crate::fsutil::remove_stale_temp_files(std::path::Path::new(dir))
-        });
+        // Each directory read once, on all cores.
+        let dirs = crate::fsutil::parent_dirs(
+            selected
+                .iter()
+                .flat_map(|c| c.files.paths())
+                .map(|(_, p)| p),
+        );
+        crate::par::map(&dirs, 2, |dir| crate::fsutil::remove_stale_temp_files(dir));
     }
     let mut stale_servers: BTreeSet<String> = BTreeSet::new();
     let clients = clients::Clients::new(config, ca, now);
