@@ -12,7 +12,7 @@ use crate::cache::ObserveCache;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{self, Config};
 use crate::fsread::ReadError;
-use crate::metrics::{Metrics, ReloadLabel, RenewalLabel};
+use crate::metrics::{Metrics, ReloadLabel};
 use crate::policy::retry::{backoff, held_until, next_look, retry_at, retry_at_spread, Held};
 use crate::policy::{relative, rfc3339};
 use crate::reconcile::{
@@ -1082,38 +1082,27 @@ impl Daemon {
                     tracing::warn!(certificate = %r.name, failures = track.failures, retry = %rfc3339(track.next), step = error.code(), %error, "will retry");
                 }
             }
-            let label = Metrics::name(&r.name);
-            let m = &self.metrics;
-            m.next_renewal
-                .get_or_create(&label)
-                .set(track.next.unix_timestamp());
-            if let Some(na) = track.not_after {
-                m.not_after.get_or_create(&label).set(na.unix_timestamp());
-            }
-            if track.failures == 0 {
-                m.last_success
-                    .get_or_create(&label)
-                    .set(now.unix_timestamp());
-            }
-            if matches!(r.outcome, Outcome::Failed { .. }) {
-                m.failing.get_or_create(&label).set(1);
-                m.renewal_failures.get_or_create(&label).inc();
-            } else if track.failures == 0 {
-                m.failing.get_or_create(&label).set(0);
-            }
-            let result = match r.outcome {
-                Outcome::Renewed { .. } => Some("success"),
-                Outcome::Failed { .. } => Some("failure"),
-                _ => None,
-            };
-            if let Some(result) = result {
-                m.renewals
-                    .get_or_create(&RenewalLabel {
-                        name: r.name.clone(),
-                        result: result.into(),
-                    })
-                    .inc();
-            }
+            let failed = matches!(r.outcome, Outcome::Failed { .. });
+            let renewed = matches!(r.outcome, Outcome::Renewed { .. });
+            self.metrics.update(&r.name, |row| {
+                row.next_renewal = Some(track.next.unix_timestamp());
+                if let Some(na) = track.not_after {
+                    row.not_after = Some(na.unix_timestamp());
+                }
+                if track.failures == 0 {
+                    row.last_success = Some(now.unix_timestamp());
+                }
+                if failed {
+                    row.failing = Some(true);
+                    *row.renewal_failures.get_or_insert(0) += 1;
+                    row.failed += 1;
+                } else if track.failures == 0 {
+                    row.failing = Some(false);
+                }
+                if renewed {
+                    row.succeeded += 1;
+                }
+            });
         }
         // The stores of the certificates this pass looked at have their current pair's
         // directory watched.
@@ -1205,17 +1194,9 @@ impl Daemon {
                 w.warn_before,
                 now,
             );
-            match verdict.not_after() {
-                Some(na) => {
-                    self.metrics
-                        .not_after
-                        .get_or_create(&Metrics::name(&w.name))
-                        .set(na.unix_timestamp());
-                }
-                None => {
-                    self.metrics.not_after.remove(&Metrics::name(&w.name));
-                }
-            }
+            let not_after = verdict.not_after().map(|na| na.unix_timestamp());
+            self.metrics
+                .update(&w.name, |row| row.not_after = not_after);
             if !matches!(verdict, crate::policy::watch::Watched::Fine { .. })
                 && self.watch_next.get(&w.name).is_none_or(|t| *t <= now)
             {
