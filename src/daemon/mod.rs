@@ -21,7 +21,7 @@ use crate::reconcile::{
 use crate::state::{StateDir, StateLock};
 use notify::{RecursiveMode, Watcher};
 use sd_notify::NotifyState;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -146,22 +146,20 @@ struct Daemon {
     by_name: HashMap<String, usize>,
     /// The directories of every indexed file, and of the configuration file.
     dirs: BTreeSet<PathBuf>,
-    /// Each certificate store → the certificate (`install::store_dir`): events in a
-    /// store or in its pairs' directories belong to that certificate.
-    stores: HashMap<PathBuf, usize>,
-    /// Per certificate, the store directories to watch as well (`install::watch_dirs`):
+    /// Per certificate (as in the configuration), the store directory to watch as well
+    /// (`install::watch_dir`):
     /// a write through a live link lands in the served pair's directory, which the
     /// watch on the live path's directory does not see. Refreshed after each pass.
-    store_dirs: HashMap<String, Vec<PathBuf>>,
+    store_dirs: Vec<Option<PathBuf>>,
     /// Whether the stores' watches are wanted yet: they are added right after READY=1,
     /// since the first reconciliation reads every file anyway and one watch per
     /// certificate costs about 0.1 ms each (a second for 10,000).
     stores_armed: bool,
     watcher: notify::RecommendedWatcher,
-    watched_dirs: BTreeSet<PathBuf>,
-    /// Device and inode of each watched directory when its watch was added: an event
-    /// about the directory itself matters only when it is no longer that directory.
-    dir_ids: HashMap<PathBuf, (u64, u64)>,
+    /// Each watched directory, with its device and inode when its watch was added: an
+    /// event about the directory itself matters only when it is no longer that
+    /// directory.
+    watched_dirs: BTreeMap<PathBuf, Option<(u64, u64)>>,
     cancel: Arc<AtomicBool>,
     /// When the CRL of the trust targets must be re-signed (or a failed trust reload
     /// retried).
@@ -276,12 +274,10 @@ pub async fn serve(
         index: HashMap::new(),
         by_name: HashMap::new(),
         dirs: BTreeSet::new(),
-        stores: HashMap::new(),
-        store_dirs: HashMap::new(),
+        store_dirs: Vec::new(),
         stores_armed: false,
         watcher,
-        watched_dirs: BTreeSet::new(),
-        dir_ids: HashMap::new(),
+        watched_dirs: BTreeMap::new(),
         cancel: Arc::new(AtomicBool::new(false)),
         cache: Arc::new(std::sync::Mutex::new(None)),
         cache_read: None,
@@ -1107,20 +1103,17 @@ impl Daemon {
         // The stores of the certificates this pass looked at have their current pair's
         // directory watched.
         let looked_at: std::collections::HashSet<&String> = names_of_pass.iter().collect();
-        for c in self.config.certificates.iter() {
-            if self.stores_armed && looked_at.contains(&c.name) {
-                self.store_dirs
-                    .insert(c.name.clone(), crate::install::watch_dirs(c));
+        if self.stores_armed {
+            for (c, dir) in self.config.certificates.iter().zip(&mut self.store_dirs) {
+                if looked_at.contains(&c.name) {
+                    *dir = crate::install::watch_dir(c);
+                }
             }
         }
         // Directories created by this pass can be watched now. What changed in them
         // before the watch was there is found by one more look at their certificates.
         // (Stores are not among them: their files are looked at through the live paths.)
-        let armed: std::collections::HashSet<PathBuf> = self
-            .rewatch()
-            .into_iter()
-            .filter(|d| self.dirs.contains(d))
-            .collect();
+        let armed: std::collections::HashSet<PathBuf> = self.rewatch().into_iter().collect();
         if !armed.is_empty() {
             for (file, o) in &self.index {
                 if file.parent().is_some_and(|p| armed.contains(p)) {

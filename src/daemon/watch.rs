@@ -51,8 +51,8 @@ impl Daemon {
             .map(|(i, c)| (c.name.clone(), i))
             .collect();
         self.dirs = dirs;
-        // The stores are indexed with their watches (their events come from those).
-        self.stores.clear();
+        // The stores' directories are found with their watches (their events come from
+        // those).
         self.store_dirs.clear();
         if self.stores_armed {
             self.find_store_dirs();
@@ -65,48 +65,50 @@ impl Daemon {
     }
 
     /// The store directory of each certificate to watch (read from its `current`
-    /// link), and which certificate each store is: done once the stores' watches are
-    /// wanted, after READY=1.
+    /// link): done once the stores' watches are wanted, after READY=1.
     pub(super) fn find_store_dirs(&mut self) {
-        self.stores = self
-            .config
-            .certificates
-            .iter()
-            .enumerate()
-            .filter(|(_, c)| crate::install::uses_store(c))
-            .map(|(i, c)| (crate::install::store_dir(c), i))
-            .collect();
         self.store_dirs = self
             .config
             .certificates
             .iter()
-            .map(|c| (c.name.clone(), crate::install::watch_dirs(c)))
+            .map(crate::install::watch_dir)
             .collect();
+    }
+
+    /// The certificate whose store `p` is in: the store itself, an entry of it
+    /// (`current`, a pair's directory) or a file of one of its pairs. Found from the
+    /// path's components (`STORE/NAME/...`), then checked against that certificate's
+    /// store, rather than kept in a map of every store.
+    fn store_owner(&self, p: &Path) -> Option<usize> {
+        p.ancestors().take(3).find_map(|a| {
+            let i = *self.by_name.get(a.file_name()?.to_str()?)?;
+            crate::install::is_store_dir(&self.config.certificates[i], a).then_some(i)
+        })
     }
 
     /// Watches every directory of the index that exists (one inotify watch each,
     /// however many certificates share it) and drops watches no longer needed.
-    /// Returns the directories that got a watch just now.
+    /// Returns the directories of the index (not the stores') that got a watch just
+    /// now.
     pub(super) fn rewatch(&mut self) -> Vec<PathBuf> {
         let mut armed = Vec::new();
         // Borrowed, not copied: with thousands of stores these are thousands of paths.
         let mut wanted: BTreeSet<&Path> = self.dirs.iter().map(PathBuf::as_path).collect();
         if self.stores_armed {
-            wanted.extend(self.store_dirs.values().flatten().map(PathBuf::as_path));
+            wanted.extend(self.store_dirs.iter().flatten().map(PathBuf::as_path));
         }
         let gone: Vec<PathBuf> = self
             .watched_dirs
-            .iter()
+            .keys()
             .filter(|d| !wanted.contains(d.as_path()))
             .cloned()
             .collect();
         for gone in gone {
             let _ = self.watcher.unwatch(&gone);
             self.watched_dirs.remove(&gone);
-            self.dir_ids.remove(&gone);
         }
         for dir in wanted {
-            if self.watched_dirs.contains(dir) {
+            if self.watched_dirs.contains_key(dir) {
                 continue;
             }
             // A directory that does not exist yet is created by the first install;
@@ -114,10 +116,10 @@ impl Daemon {
             if dir.is_dir() {
                 match self.watcher.watch(dir, RecursiveMode::NonRecursive) {
                     Ok(()) => {
-                        self.watched_dirs.insert(dir.to_path_buf());
-                        armed.push(dir.to_path_buf());
-                        if let Some(id) = dir_identity(dir) {
-                            self.dir_ids.insert(dir.to_path_buf(), id);
+                        self.watched_dirs
+                            .insert(dir.to_path_buf(), dir_identity(dir));
+                        if self.dirs.contains(dir) {
+                            armed.push(dir.to_path_buf());
                         }
                     }
                     // Removed since it was looked at: as for one not made yet, the pass that
@@ -144,19 +146,15 @@ impl Daemon {
             }
             // A store itself, an entry of it (`current`, a pair's directory) or a file of
             // one of its pairs.
-            if let Some(i) = p
-                .ancestors()
-                .take(3)
-                .find_map(|a| self.stores.get(a).copied())
-            {
+            if let Some(i) = self.store_owner(p) {
                 owners.push(Owner::Managed(i));
             }
             if let Some(o) = self.index.get(p) {
                 owners.push(*o);
-            } else if self.watched_dirs.contains(p) {
+            } else if let Some(&id) = self.watched_dirs.get(p) {
                 // An event about a watched directory itself. Still the directory we
                 // watch (its creation seen from its parent, a chmod): nothing to do.
-                if dir_identity(p).is_some() && dir_identity(p) == self.dir_ids.get(p).copied() {
+                if dir_identity(p).is_some() && dir_identity(p) == id {
                     continue;
                 }
                 // Removed, moved or replaced: its watch is gone. Watch what is there now
@@ -165,7 +163,6 @@ impl Daemon {
                 // recreates it.
                 let _ = self.watcher.unwatch(p);
                 self.watched_dirs.remove(p);
-                self.dir_ids.remove(p);
                 rearm = true;
                 for (file, o) in &self.index {
                     if file.parent() == Some(p.as_path()) {

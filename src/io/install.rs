@@ -99,16 +99,26 @@ pub fn uses_store(spec: &CertSpec) -> bool {
 /// a file there, which a watch on the live path's directory does not see; its removal
 /// shows there too). One watch per certificate: with thousands of certificates every
 /// watch counts at start-up. It changes with every install: ask again after each
-/// pass. Empty for layouts that do not use the store, or before the first install.
-pub fn watch_dirs(spec: &CertSpec) -> Vec<PathBuf> {
+/// pass. None for layouts that do not use the store, or before the first install.
+pub fn watch_dir(spec: &CertSpec) -> Option<PathBuf> {
     if !uses_store(spec) {
-        return Vec::new();
+        return None;
     }
     let store = Store::of(spec);
     match store.current() {
-        Ok(Some(current)) if is_real_dir(&store.dir) => vec![store.dir.join(current)],
-        _ => Vec::new(),
+        Ok(Some(current)) if is_real_dir(&store.dir) => Some(store.dir.join(current)),
+        _ => None,
     }
+}
+
+/// Whether `dir` is this certificate's store (`store_dir`), without making its path.
+pub fn is_store_dir(spec: &CertSpec, dir: &Path) -> bool {
+    uses_store(spec)
+        && dir.file_name() == Some(std::ffi::OsStr::new(&spec.name))
+        && dir.parent().is_some_and(|p| {
+            p.file_name() == Some(std::ffi::OsStr::new(STORE_DIR))
+                && p.parent() == Some(store_parent(spec))
+        })
 }
 
 /// The target a live path's link has when certkeeper made it: relative when the live
@@ -1328,7 +1338,8 @@ mod tests {
         assert_eq!(i.roll_back().unwrap(), RolledBack::Restored);
         assert_eq!(shown(&s), pair(&s, "A"));
         assert!(!tmp.path().join(STORE_DIR).exists());
-        assert!(watch_dirs(&s).is_empty());
+        assert!(watch_dir(&s).is_none());
+        assert!(!is_store_dir(&s, &store_dir(&s)));
     }
 
     #[test]
@@ -1353,13 +1364,22 @@ mod tests {
     }
 
     #[test]
-    fn watch_dirs_name_the_served_pair() {
+    fn watch_dir_names_the_served_pair() {
         let tmp = tempfile::tempdir().unwrap();
         let s = spec(tmp.path(), "apache");
-        assert!(watch_dirs(&s).is_empty(), "no store yet");
+        assert_eq!(watch_dir(&s), None, "no store yet");
         install(&s, "aa", &files(&s, "A")).unwrap();
-        assert_eq!(watch_dirs(&s), [store_dir(&s).join("aa")]);
+        assert_eq!(watch_dir(&s), Some(store_dir(&s).join("aa")));
         install(&s, "bb", &files(&s, "B")).unwrap();
-        assert_eq!(watch_dirs(&s), [store_dir(&s).join("bb")]);
+        assert_eq!(watch_dir(&s), Some(store_dir(&s).join("bb")));
+        assert!(is_store_dir(&s, &store_dir(&s)));
+        assert!(!is_store_dir(&s, &store_dir(&s).join("bb")));
+        assert!(!is_store_dir(
+            &s,
+            &tmp.path().join("other").join(STORE_DIR).join(&s.name)
+        ));
+        let mut other = s.clone();
+        other.name = "other".into();
+        assert!(!is_store_dir(&other, &store_dir(&s)));
     }
 }
