@@ -26,20 +26,25 @@ const VERSION: u32 = 2;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Stamp(u64, u64, u64, i64, i64);
 
-/// Kept for every certificate the daemon manages, so kept small: exact-size slices,
-/// and boxed in the map (whose table then stays small as it grows).
+/// Kept for every certificate the daemon manages, so kept small: exact-size slices
+/// and strings, the key type and usage as what they mean and the fingerprint as its
+/// 32 bytes (written as the text they were before), and boxed in the map (whose table
+/// then stays small as it grows).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Entry {
     stamps: Box<[Stamp]>,
-    serial: String,
+    serial: Box<str>,
     not_before: i64,
     not_after: i64,
-    common_name: Option<String>,
-    sans: Box<[String]>,
-    other_names: Box<[String]>,
-    key_type: Option<String>,
-    usage: Option<String>,
-    fingerprint: String,
+    common_name: Option<Box<str>>,
+    sans: Box<[Box<str>]>,
+    other_names: Box<[Box<str>]>,
+    #[serde(serialize_with = "as_text", deserialize_with = "key_type_text")]
+    key_type: Option<KeyType>,
+    #[serde(serialize_with = "as_text", deserialize_with = "usage_text")]
+    usage: Option<Usage>,
+    #[serde(serialize_with = "as_hex", deserialize_with = "from_hex")]
+    fingerprint: [u8; 32],
     from_issuer: bool,
     /// The end of the CA certificate that signed it (absent in older caches).
     #[serde(default)]
@@ -51,6 +56,64 @@ struct Entry {
 
 fn yes() -> bool {
     true
+}
+
+fn as_text<S: serde::Serializer, T: std::fmt::Display>(
+    v: &Option<T>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(v) => s.collect_str(v),
+        None => s.serialize_none(),
+    }
+}
+
+fn as_hex<S: serde::Serializer>(v: &[u8; 32], s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&crate::encoding::hex(v))
+}
+
+/// A string (or null) read with `parse` without being kept; what `parse` does not take
+/// is None, as for a field the entry lacks.
+fn text<'de, D: serde::Deserializer<'de>, T>(
+    d: D,
+    parse: fn(&str) -> Option<T>,
+) -> Result<Option<T>, D::Error> {
+    struct Text<T>(fn(&str) -> Option<T>);
+    impl<'de, T> serde::de::Visitor<'de> for Text<T> {
+        type Value = Option<T>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a string or null")
+        }
+        fn visit_str<E>(self, v: &str) -> Result<Option<T>, E> {
+            Ok((self.0)(v))
+        }
+        fn visit_none<E>(self) -> Result<Option<T>, E> {
+            Ok(None)
+        }
+        fn visit_unit<E>(self) -> Result<Option<T>, E> {
+            Ok(None)
+        }
+        fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<Option<T>, D::Error> {
+            d.deserialize_str(self)
+        }
+    }
+    d.deserialize_option(Text(parse))
+}
+
+fn key_type_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<KeyType>, D::Error> {
+    text(d, |s| s.parse().ok())
+}
+
+fn usage_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Usage>, D::Error> {
+    text(d, |s| s.parse().ok())
+}
+
+fn fingerprint(hex: &str) -> Option<[u8; 32]> {
+    crate::encoding::hex_decode(hex)?.try_into().ok()
+}
+
+fn from_hex<'de, D: serde::Deserializer<'de>>(d: D) -> Result<[u8; 32], D::Error> {
+    text(d, fingerprint)?.ok_or_else(|| serde::de::Error::custom("not a SHA-256 fingerprint"))
 }
 
 #[derive(Serialize, Deserialize, Default)]
@@ -178,27 +241,24 @@ impl ObserveCache {
             der: Vec::new(),
             subject: String::new(),
             issuer: String::new(),
-            common_name: e.common_name.clone(),
+            common_name: e.common_name.as_deref().map(String::from),
             sans: e
                 .sans
                 .iter()
                 .map(|s| San::parse(s))
                 .collect::<Result<_, _>>()
                 .ok()?,
-            other_names: e.other_names.to_vec(),
+            other_names: e.other_names.iter().map(|n| n.to_string()).collect(),
             not_before: OffsetDateTime::from_unix_timestamp(e.not_before).ok()?,
             not_after: OffsetDateTime::from_unix_timestamp(e.not_after).ok()?,
-            serial: e.serial.clone(),
+            serial: e.serial.to_string(),
             is_ca: false,
             path_len: None,
-            usage: e.usage.as_deref().and_then(|u| u.parse::<Usage>().ok()),
-            key_type: e
-                .key_type
-                .as_deref()
-                .and_then(|k| k.parse::<KeyType>().ok()),
+            usage: e.usage,
+            key_type: e.key_type,
             spki: Vec::new(),
             public_key_raw: Vec::new(),
-            fingerprint: e.fingerprint.clone(),
+            fingerprint: crate::encoding::hex(&e.fingerprint),
             subject_key_id: None,
             authority_key_id: None,
         };
@@ -221,15 +281,15 @@ impl ObserveCache {
             spec.name.as_str().into(),
             Box::new(Entry {
                 stamps: stamps.into(),
-                serial: l.serial.clone(),
+                serial: l.serial.as_str().into(),
                 not_before: l.not_before.unix_timestamp(),
                 not_after: l.not_after.unix_timestamp(),
-                common_name: l.common_name.clone(),
-                sans: l.sans.iter().map(|s| s.to_string()).collect(),
-                other_names: l.other_names.clone().into(),
-                key_type: l.key_type.map(|k| k.to_string()),
-                usage: l.usage.map(|u| u.to_string()),
-                fingerprint: l.fingerprint.clone(),
+                common_name: l.common_name.as_deref().map(Box::from),
+                sans: l.sans.iter().map(|s| s.to_string().into()).collect(),
+                other_names: l.other_names.iter().map(|n| n.as_str().into()).collect(),
+                key_type: l.key_type,
+                usage: l.usage,
+                fingerprint: fingerprint(&l.fingerprint)?,
                 from_issuer: p.from_issuer,
                 issuer_not_after: p.issuer_not_after.map(|t| t.unix_timestamp()),
                 issuer_current: p.issuer_current,
@@ -268,5 +328,37 @@ impl ObserveCache {
     pub fn insert(&mut self, learned: Learned) {
         self.file.entries.insert(learned.0, learned.1);
         self.dirty = true;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An entry as the cache has always been written: the compact form in memory reads
+    /// it with the same meaning and writes it back the same.
+    #[test]
+    fn entries_read_and_write_the_same_text() {
+        let fp = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
+        let text = format!(
+            r#"{{"stamps":[[2049,131,1234,1700000000000000001,1700000000000000002]],"serial":"1a2b","not_before":1700000000,"not_after":1790000000,"common_name":"www.example.internal","sans":["www.example.internal","10.0.0.1"],"other_names":[],"key_type":"{}","usage":"{}","fingerprint":"{fp}","from_issuer":true,"issuer_not_after":1900000000,"issuer_current":true}}"#,
+            KeyType::EcdsaP384,
+            Usage::ServerClient
+        );
+        let e: Entry = serde_json::from_str(&text).unwrap();
+        assert_eq!(e.key_type, Some(KeyType::EcdsaP384));
+        assert_eq!(e.usage, Some(Usage::ServerClient));
+        assert_eq!(crate::encoding::hex(&e.fingerprint), fp);
+        assert_eq!(&*e.serial, "1a2b");
+        assert_eq!(serde_json::to_string(&e).unwrap(), text);
+        // Null, absent-as-null and unknown texts are no key type or usage, as before.
+        let other = text
+            .replace(&format!("\"{}\"", KeyType::EcdsaP384), "null")
+            .replace(&format!("\"{}\"", Usage::ServerClient), "\"sideways\"");
+        let e: Entry = serde_json::from_str(&other).unwrap();
+        assert_eq!((e.key_type, e.usage), (None, None));
+        // A fingerprint that is not 32 bytes of hex makes the cache unreadable (and so
+        // ignored), not an entry that matches nothing.
+        assert!(serde_json::from_str::<Entry>(&text.replace(fp, "abc")).is_err());
     }
 }
