@@ -12,6 +12,14 @@ fn dir_identity(p: &Path) -> Option<(u64, u64)> {
         .map(|m| (m.dev(), m.ino()))
 }
 
+/// The hash a file's path is indexed by (see `Daemon::index`).
+fn path_hash(p: &Path) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::hash::DefaultHasher::new();
+    p.hash(&mut h);
+    h.finish()
+}
+
 pub(super) fn is_own_temp(p: &Path) -> bool {
     p.file_name()
         .and_then(|n| n.to_str())
@@ -22,20 +30,12 @@ impl Daemon {
     /// Indexes every file of the configuration by the certificates that own it, and
     /// the directories to watch. Done when the configuration is (re)loaded.
     pub(super) fn reindex(&mut self) {
-        let mut index: HashMap<PathBuf, Owner> = HashMap::new();
-        for (i, c) in self.config.certificates.iter().enumerate() {
-            for (_, p) in c.files.paths() {
-                index.insert(p.to_path_buf(), Owner::Managed(i));
-            }
-        }
-        for t in &self.config.trust {
-            index.insert(t.path.clone(), Owner::Trust);
-        }
-        for w in &self.config.watched {
-            index.insert(w.path.clone(), Owner::Watched);
-        }
+        let mut index: Vec<(u64, Owner)> =
+            self.owned_files().map(|(p, o)| (path_hash(p), o)).collect();
+        // Stable: of equal hashes, the owner indexed last comes last.
+        index.sort_by_key(|(h, _)| *h);
         let mut dirs: BTreeSet<PathBuf> =
-            crate::fsutil::parent_dirs(index.keys().map(PathBuf::as_path))
+            crate::fsutil::parent_dirs(self.owned_files().map(|(p, _)| p))
                 .into_iter()
                 .map(Path::to_path_buf)
                 .collect();
@@ -62,6 +62,53 @@ impl Daemon {
         let watched: BTreeSet<&String> = self.config.watched.iter().map(|w| &w.name).collect();
         self.watch_next.retain(|n, _| watched.contains(n));
         self.rewatch();
+    }
+
+    /// Every file of the configuration with its owner: the managed certificates' files,
+    /// the trust targets, the watched certificates (a file owned twice belongs to the
+    /// later one).
+    fn owned_files(&self) -> impl Iterator<Item = (&Path, Owner)> {
+        let c = &self.config;
+        c.certificates
+            .iter()
+            .enumerate()
+            .flat_map(|(i, c)| {
+                c.files
+                    .paths()
+                    .into_iter()
+                    .map(move |(_, p)| (p, Owner::Managed(i)))
+            })
+            .chain(c.trust.iter().map(|t| (t.path.as_path(), Owner::Trust)))
+            .chain(c.watched.iter().map(|w| (w.path.as_path(), Owner::Watched)))
+    }
+
+    /// What owns the file `p`, if the configuration names it.
+    fn owner_of(&self, p: &Path) -> Option<Owner> {
+        let h = path_hash(p);
+        let first = self.index.partition_point(|(k, _)| *k < h);
+        self.index[first..]
+            .iter()
+            .take_while(|(k, _)| *k == h)
+            .map(|(_, o)| *o)
+            .filter(|o| self.owns(*o, p))
+            .last()
+    }
+
+    fn owns(&self, o: Owner, p: &Path) -> bool {
+        let c = &self.config;
+        match o {
+            Owner::Managed(i) => c.certificates[i].files.paths().iter().any(|(_, f)| *f == p),
+            Owner::Trust => c.trust.iter().any(|t| t.path == p),
+            Owner::Watched => c.watched.iter().any(|w| w.path == p),
+        }
+    }
+
+    /// The owners of the files in the directories `dir` accepts.
+    pub(super) fn owners_in(&self, dir: impl Fn(&Path) -> bool) -> Vec<Owner> {
+        self.owned_files()
+            .filter(|(p, _)| p.parent().is_some_and(&dir))
+            .map(|(_, o)| o)
+            .collect()
     }
 
     /// The store directory of each certificate to watch (read from its `current`
@@ -149,8 +196,8 @@ impl Daemon {
             if let Some(i) = self.store_owner(p) {
                 owners.push(Owner::Managed(i));
             }
-            if let Some(o) = self.index.get(p) {
-                owners.push(*o);
+            if let Some(o) = self.owner_of(p) {
+                owners.push(o);
             } else if let Some(&id) = self.watched_dirs.get(p) {
                 // An event about a watched directory itself. Still the directory we
                 // watch (its creation seen from its parent, a chmod): nothing to do.
@@ -164,11 +211,7 @@ impl Daemon {
                 let _ = self.watcher.unwatch(p);
                 self.watched_dirs.remove(p);
                 rearm = true;
-                for (file, o) in &self.index {
-                    if file.parent() == Some(p.as_path()) {
-                        owners.push(*o);
-                    }
-                }
+                owners.extend(self.owners_in(|dir| dir == p));
             }
         }
         if rearm {
