@@ -86,6 +86,10 @@ struct Ctx {
     hook_timeout: Duration,
     /// Issuers declared with errors (reported there, not again as unknown).
     broken_issuers: std::collections::BTreeSet<String>,
+    /// The last `reload:` list and hooks given to a certificate, given to the next
+    /// ones that have the same: one copy for thousands of certificates.
+    shared_reload: Option<std::sync::Arc<[String]>>,
+    shared_hooks: Option<std::sync::Arc<Hooks>>,
 }
 
 impl Ctx {
@@ -98,6 +102,8 @@ impl Ctx {
             cert_index: Vec::new(),
             hook_timeout: DEFAULT_COMMAND_TIMEOUT,
             broken_issuers: Default::default(),
+            shared_reload: None,
+            shared_hooks: None,
         }
     }
 }

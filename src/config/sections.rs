@@ -683,23 +683,39 @@ impl Ctx {
             key: key?,
             lifetime: lifetime?,
             renew_before: renew_before?,
-            owner,
-            group,
+            owner: owner.map(Box::new),
+            group: group.map(Box::new),
             key_mode: key_mode?,
             cert_mode: cert_mode?,
             issuer: IssuerRef::named(&issuer),
             files: files?,
-            reload,
+            reload: self.share_reload(reload),
             verify: verify?,
             follow_symlinks: raw
                 .follow_symlinks
                 .or(defaults.follow_symlinks)
                 .unwrap_or(false),
-            hooks: hooks?,
+            hooks: self.share_hooks(hooks?),
             fallback,
             fallback_before: fallback_before?,
             profile,
         })))
+    }
+
+    /// `reload` as one list shared with the certificate before when it is the same.
+    fn share_reload(&mut self, reload: Vec<String>) -> std::sync::Arc<[String]> {
+        match &self.shared_reload {
+            Some(shared) if **shared == *reload => shared.clone(),
+            _ => self.shared_reload.insert(reload.into()).clone(),
+        }
+    }
+
+    /// `hooks` shared with the certificate before when they are the same.
+    fn share_hooks(&mut self, hooks: Hooks) -> std::sync::Arc<Hooks> {
+        match &self.shared_hooks {
+            Some(shared) if **shared == hooks => shared.clone(),
+            _ => self.shared_hooks.insert(hooks.into()).clone(),
+        }
     }
 
     /// A certificate's `name`: present, usable as a directory name, not too long.

@@ -7,6 +7,7 @@ use crate::model::{IssuerRef, KeyType, Layout, San, Usage};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 pub const DEFAULT_PATH: &str = "/etc/certkeeper/config.yaml";
@@ -161,10 +162,11 @@ pub struct CertSpec {
     pub lifetime: Duration,
     /// How long before the end it is renewed (a duration or a share).
     pub renew_before: RenewBefore,
-    /// Owner of the installed files, when set.
-    pub owner: Option<Principal>,
+    /// Owner of the installed files, when set (boxed: rarely set, and every
+    /// certificate is kept in memory).
+    pub owner: Option<Box<Principal>>,
     /// Group of the installed files, when set.
-    pub group: Option<Principal>,
+    pub group: Option<Box<Principal>>,
     /// Mode of the key (and of a `combined` file).
     pub key_mode: u32,
     /// Mode of the certificate and chain files.
@@ -173,16 +175,18 @@ pub struct CertSpec {
     pub issuer: IssuerRef,
     /// Where its files go, by layout.
     pub files: Files,
-    /// Servers config-tested and reloaded after an install.
-    pub reload: Vec<String>,
+    /// Servers config-tested and reloaded after an install (one list shared by the
+    /// certificates that name the same servers).
+    pub reload: Arc<[String]>,
     /// Where to check that the new certificate is served.
     /// Where clients reach it: each target is checked after a reload and every
     /// `verify.every` (several when the name is served on several ports or hosts).
     pub verify: Vec<VerifySpec>,
     /// Whether links of the user's own, at the files or on the way to them, are written through.
     pub follow_symlinks: bool,
-    /// This certificate's own hooks, run after the global ones.
-    pub hooks: Hooks,
+    /// This certificate's own hooks, run after the global ones (shared by the
+    /// certificates that have none).
+    pub hooks: Arc<Hooks>,
     /// Issuers to try, in order, when `issuer` fails and only `fallback_before` of the
     /// certificate's life is left (at once when none is in place).
     pub fallback: Vec<IssuerRef>,

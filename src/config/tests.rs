@@ -1047,3 +1047,23 @@ fn items_read_together_mean_what_they_mean_alone() {
     let texts: Vec<&str> = split.items.iter().map(|(t, _)| t.as_str()).collect();
     assert!(read_together(&texts).is_none());
 }
+
+#[test]
+fn certificates_with_the_same_servers_and_hooks_share_one_copy() {
+    let c = ok("state_dir: /tmp/s\nservers:\n  web: { type: command, reload: [/bin/true] }\n  mail: { type: command, reload: [/bin/true] }\ncertificates:\n\
+         - { name: a, sans: [a.b], files: { layout: combined, cert: /t/a.pem }, reload: [web] }\n\
+         - { name: b, sans: [b.b], files: { layout: combined, cert: /t/b.pem }, reload: [web] }\n\
+         - { name: c, sans: [c.b], files: { layout: combined, cert: /t/c.pem }, reload: [mail], hooks: { renewed: [logger, c] } }\n\
+         - { name: d, sans: [d.b], files: { layout: combined, cert: /t/d.pem }, reload: [mail] }\n");
+    let [a, b, cc, d] = &c.certificates[..] else {
+        panic!("four certificates")
+    };
+    assert!(std::sync::Arc::ptr_eq(&a.reload, &b.reload));
+    assert!(std::sync::Arc::ptr_eq(&a.hooks, &b.hooks));
+    assert_eq!(&*cc.reload, ["mail"]);
+    assert!(std::sync::Arc::ptr_eq(&cc.reload, &d.reload));
+    // What is shared is what each one says.
+    assert_eq!(cc.hooks.renewed, [["logger", "c"]]);
+    assert!(d.hooks.renewed.is_empty());
+    assert_eq!(*d.hooks, *a.hooks);
+}

@@ -301,9 +301,8 @@ pub async fn serve(
         ca_checked: None,
         drift_next: HashMap::new(),
     };
-    for c in &d.config.certificates {
-        d.metrics.declare(&c.name);
-    }
+    d.metrics
+        .declare_all(d.config.certificates.iter().map(|c| c.name.as_str()));
     if let Some(addr) = d.config.metrics {
         let listener = crate::metrics::bind(addr).await.map_err(|e| {
             DaemonError::Startup(format!("metrics.listen: cannot listen on {addr}: {e}"))
@@ -658,7 +657,7 @@ impl Daemon {
                 }
             }
             groups[first].0.insert(name);
-            for s in &spec.reload {
+            for s in spec.reload.iter() {
                 if !groups[first].1.contains(s) {
                     groups[first].1.insert(s.clone());
                 }

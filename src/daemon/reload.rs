@@ -90,8 +90,8 @@ impl Daemon {
             if let Some(t) = self.tracks.get_mut(name) {
                 t.next = self.clock.now();
             }
-            self.metrics.declare(name);
         }
+        self.metrics.declare_all(changed.iter().map(String::as_str));
         for (name, server) in &new.servers {
             if old.servers.get(name) != Some(server) {
                 self.servers.remove(name);

@@ -133,7 +133,7 @@ pub fn commands_for(config: &Config, kind: HookKind, name: &str) -> Vec<HookComm
 
 fn commands_of(config: &Config, spec: Option<&CertSpec>, kind: HookKind) -> Vec<HookCommand> {
     std::iter::once(&config.hooks)
-        .chain(spec.map(|s| &s.hooks))
+        .chain(spec.map(|s| &*s.hooks))
         .flat_map(|h| {
             kind.commands(h).iter().map(|argv| HookCommand {
                 argv: argv.clone(),

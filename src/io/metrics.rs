@@ -66,15 +66,69 @@ pub struct CertRow {
     pub failed: u64,
 }
 
+/// A [`CertRow`] as kept: 40 bytes where the row takes 88 (counters saturate at 2^32).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Packed {
+    not_after: i64,
+    next_renewal: i64,
+    last_success: i64,
+    renewal_failures: u32,
+    succeeded: u32,
+    failed: u32,
+    /// Which of the values are there, and `failing`.
+    flags: u8,
+}
+
+const HAS_NOT_AFTER: u8 = 1;
+const HAS_NEXT_RENEWAL: u8 = 2;
+const HAS_LAST_SUCCESS: u8 = 4;
+const HAS_FAILING: u8 = 8;
+const FAILING: u8 = 16;
+const HAS_RENEWAL_FAILURES: u8 = 32;
+
+impl Packed {
+    fn of(r: &CertRow) -> Packed {
+        let flag = |on: bool, f: u8| if on { f } else { 0 };
+        let small = |n: u64| u32::try_from(n).unwrap_or(u32::MAX);
+        Packed {
+            not_after: r.not_after.unwrap_or(0),
+            next_renewal: r.next_renewal.unwrap_or(0),
+            last_success: r.last_success.unwrap_or(0),
+            renewal_failures: small(r.renewal_failures.unwrap_or(0)),
+            succeeded: small(r.succeeded),
+            failed: small(r.failed),
+            flags: flag(r.not_after.is_some(), HAS_NOT_AFTER)
+                | flag(r.next_renewal.is_some(), HAS_NEXT_RENEWAL)
+                | flag(r.last_success.is_some(), HAS_LAST_SUCCESS)
+                | flag(r.failing.is_some(), HAS_FAILING)
+                | flag(r.failing == Some(true), FAILING)
+                | flag(r.renewal_failures.is_some(), HAS_RENEWAL_FAILURES),
+        }
+    }
+
+    fn row(&self) -> CertRow {
+        let has = |f: u8| self.flags & f != 0;
+        CertRow {
+            not_after: has(HAS_NOT_AFTER).then_some(self.not_after),
+            next_renewal: has(HAS_NEXT_RENEWAL).then_some(self.next_renewal),
+            last_success: has(HAS_LAST_SUCCESS).then_some(self.last_success),
+            failing: has(HAS_FAILING).then_some(has(FAILING)),
+            renewal_failures: has(HAS_RENEWAL_FAILURES).then_some(u64::from(self.renewal_failures)),
+            succeeded: u64::from(self.succeeded),
+            failed: u64::from(self.failed),
+        }
+    }
+}
+
 /// The per-certificate series, one row per name, encoded at each scrape. A family per
 /// series kept a label string, a hash bucket and an allocated atomic for every
 /// certificate in each of six families: about 5 MB with 10,000 certificates, where
-/// these rows need about one.
+/// these rows need under one.
 #[derive(Debug, Default)]
-struct CertTable(std::sync::Mutex<BTreeMap<Box<str>, CertRow>>);
+struct CertTable(std::sync::Mutex<BTreeMap<Box<str>, Packed>>);
 
 impl CertTable {
-    fn rows(&self) -> std::sync::MutexGuard<'_, BTreeMap<Box<str>, CertRow>> {
+    fn rows(&self) -> std::sync::MutexGuard<'_, BTreeMap<Box<str>, Packed>> {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
@@ -113,6 +167,12 @@ const CERT_SERIES: [(&str, &str, MetricType); 6] = [
     ),
 ];
 
+/// What a declared certificate has from its first moment.
+fn declared(row: &mut CertRow) {
+    row.failing.get_or_insert(false);
+    row.renewal_failures.get_or_insert(0);
+}
+
 /// One sample of a certificate's series: a gauge, or a counter with its `result`
 /// label (the renewals by result).
 enum Sample {
@@ -143,7 +203,7 @@ impl Collector for CertTable {
             // As a family with no series: nothing at all.
             if !rows
                 .values()
-                .any(|r| samples(series, r).iter().any(Option::is_some))
+                .any(|r| samples(series, &r.row()).iter().any(Option::is_some))
             {
                 continue;
             }
@@ -151,7 +211,7 @@ impl Collector for CertTable {
             let help = format!("{help}.");
             let mut family = encoder.encode_descriptor(name, &help, None, *kind)?;
             for (cert, row) in rows.iter() {
-                for sample in samples(series, row).into_iter().flatten() {
+                for sample in samples(series, &row.row()).into_iter().flatten() {
                     match sample {
                         Sample::Gauge(v) => ConstGauge::new(v)
                             .encode(family.encode_family(&[("name", &**cert)])?)?,
@@ -245,10 +305,32 @@ impl Metrics {
     /// Creates the series of a managed certificate with their first values, so that
     /// alerts see it from its first moment (also when it is never installed).
     pub fn declare(&self, name: &str) {
-        self.update(name, |row| {
-            row.failing.get_or_insert(false);
-            row.renewal_failures.get_or_insert(0);
-        });
+        self.update(name, declared);
+    }
+
+    /// [`Metrics::declare`] for many certificates at once (the table is then rebuilt
+    /// whole, with full nodes, rather than grown one name at a time).
+    pub fn declare_all<'a>(&self, names: impl Iterator<Item = &'a str>) {
+        let mut rows = self.certs.rows();
+        let mut new: Vec<(Box<str>, Packed)> = Vec::new();
+        for name in names {
+            match rows.get_mut(name) {
+                Some(p) => {
+                    let mut row = p.row();
+                    declared(&mut row);
+                    *p = Packed::of(&row);
+                }
+                None => {
+                    let mut row = CertRow::default();
+                    declared(&mut row);
+                    new.push((name.into(), Packed::of(&row)));
+                }
+            }
+        }
+        if !new.is_empty() {
+            let old = std::mem::take(&mut *rows);
+            *rows = old.into_iter().chain(new).collect();
+        }
     }
 
     /// Changes the series of the certificate `name` (made when it has none); a row left
@@ -256,17 +338,20 @@ impl Metrics {
     pub fn update(&self, name: &str, change: impl FnOnce(&mut CertRow)) {
         let mut rows = self.certs.rows();
         match rows.get_mut(name) {
-            Some(row) => {
-                change(row);
-                if *row == CertRow::default() {
+            Some(p) => {
+                let mut row = p.row();
+                change(&mut row);
+                if row == CertRow::default() {
                     rows.remove(name);
+                } else {
+                    *p = Packed::of(&row);
                 }
             }
             None => {
                 let mut row = CertRow::default();
                 change(&mut row);
                 if row != CertRow::default() {
-                    rows.insert(name.into(), row);
+                    rows.insert(name.into(), Packed::of(&row));
                 }
             }
         }
@@ -472,5 +557,43 @@ mod tests {
             "{text}"
         );
         assert_eq!(m.certs.rows().len(), 1);
+        // Declaring many at once keeps what the known ones have.
+        m.declare_all(["c", "a"].into_iter());
+        let text = m.render_classic();
+        assert!(
+            text.contains("certkeeper_certificate_failing{name=\"a\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("certkeeper_certificate_failing{name=\"c\"} 0\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("certkeeper_renewal_failures_total{name=\"a\"} 1\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_row_is_kept_as_it_was_given() {
+        let full = CertRow {
+            not_after: Some(-5),
+            next_renewal: Some(0),
+            last_success: Some(i64::MAX),
+            failing: Some(true),
+            renewal_failures: Some(7),
+            succeeded: 3,
+            failed: 9,
+        };
+        assert_eq!(Packed::of(&full).row(), full);
+        let none = CertRow::default();
+        assert_eq!(Packed::of(&none).row(), none);
+        let off = CertRow {
+            failing: Some(false),
+            renewal_failures: Some(0),
+            ..none
+        };
+        assert_eq!(Packed::of(&off).row(), off);
+        assert_eq!(std::mem::size_of::<Packed>(), 40);
     }
 }

@@ -202,7 +202,7 @@ pub(super) fn apply_to_servers(
                 }
                 tracing::error!(certificate = %st.spec.name, error = %e, "verify failed; rolling back");
                 let e = Arc::new(e);
-                for server in &st.spec.reload {
+                for server in st.spec.reload.iter() {
                     activity.servers.insert(
                         server.clone(),
                         ServerOutcome::VerifyFailed {

@@ -52,7 +52,7 @@ pub struct Item {
     pub name: String,
     pub action: Action,
     /// The servers its renewal tests and reloads.
-    pub reload: Vec<String>,
+    pub reload: std::sync::Arc<[String]>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -182,7 +182,7 @@ mod tests {
                         serial: "01".into(),
                         not_before: now,
                     },
-                    reload: vec!["other".into()],
+                    reload: vec!["other".into()].into(),
                 },
             ],
         };

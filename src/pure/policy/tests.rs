@@ -36,7 +36,7 @@ fn spec(lifetime: u64, renew_before: RenewBefore) -> CertSpec {
             cert: "/x/www.crt".into(),
             key: "/x/www.key".into(),
         },
-        reload: vec![],
+        reload: Vec::new().into(),
         verify: Vec::new(),
         follow_symlinks: false,
         hooks: Default::default(),
