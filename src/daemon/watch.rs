@@ -34,6 +34,7 @@ impl Daemon {
             self.owned_files().map(|(p, o)| (path_hash(p), o)).collect();
         // Stable: of equal hashes, the owner indexed last comes last.
         index.sort_by_key(|(h, _)| *h);
+        index.shrink_to_fit();
         let mut dirs: BTreeSet<PathBuf> =
             crate::fsutil::parent_dirs(self.owned_files().map(|(p, _)| p))
                 .into_iter()

@@ -26,19 +26,16 @@ const VERSION: u32 = 2;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Stamp(u64, u64, u64, i64, i64);
 
-/// Kept for every certificate the daemon manages, so kept small: exact-size slices
-/// and strings, the key type and usage as what they mean and the fingerprint as its
-/// 32 bytes (written as the text they were before), and boxed in the map (whose table
-/// then stays small as it grows).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct Entry {
-    stamps: Box<[Stamp]>,
-    serial: Box<str>,
+/// An entry as the file has it.
+#[derive(Clone, Serialize, Deserialize)]
+struct EntryText {
+    stamps: Vec<Stamp>,
+    serial: String,
     not_before: i64,
     not_after: i64,
-    common_name: Option<Box<str>>,
-    sans: Box<[Box<str>]>,
-    other_names: Box<[Box<str>]>,
+    common_name: Option<String>,
+    sans: Vec<String>,
+    other_names: Vec<String>,
     #[serde(serialize_with = "as_text", deserialize_with = "key_type_text")]
     key_type: Option<KeyType>,
     #[serde(serialize_with = "as_text", deserialize_with = "usage_text")]
@@ -52,6 +49,126 @@ struct Entry {
     /// Signed by the intermediate that issues now (not a retired one).
     #[serde(default = "yes")]
     issuer_current: bool,
+}
+
+/// Kept for every certificate the daemon manages, so kept small: two allocations
+/// (the stamps; every string, one after another), the key type and usage as what they
+/// mean and the fingerprint as its 32 bytes. Read and written as [`EntryText`], the
+/// text it has always been.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(from = "EntryText", into = "EntryText")]
+struct Entry {
+    stamps: Box<[Stamp]>,
+    /// The serial, the common name (when there is one), the SANs, then the other names.
+    texts: Texts,
+    has_common_name: bool,
+    sans: u32,
+    not_before: i64,
+    not_after: i64,
+    key_type: Option<KeyType>,
+    usage: Option<Usage>,
+    fingerprint: [u8; 32],
+    from_issuer: bool,
+    issuer_not_after: Option<i64>,
+    issuer_current: bool,
+}
+
+impl Entry {
+    fn serial(&self) -> &str {
+        self.texts.iter().next().unwrap_or_default()
+    }
+
+    fn common_name(&self) -> Option<&str> {
+        self.has_common_name
+            .then(|| self.texts.iter().nth(1))
+            .flatten()
+    }
+
+    fn sans(&self) -> impl Iterator<Item = &str> {
+        self.texts
+            .iter()
+            .skip(1 + usize::from(self.has_common_name))
+            .take(self.sans as usize)
+    }
+
+    fn other_names(&self) -> impl Iterator<Item = &str> {
+        self.texts
+            .iter()
+            .skip(1 + usize::from(self.has_common_name) + self.sans as usize)
+    }
+}
+
+impl From<EntryText> for Entry {
+    fn from(t: EntryText) -> Entry {
+        Entry {
+            stamps: t.stamps.into(),
+            texts: Texts::of(
+                std::iter::once(&t.serial)
+                    .chain(&t.common_name)
+                    .chain(&t.sans)
+                    .chain(&t.other_names)
+                    .map(String::as_str),
+            ),
+            has_common_name: t.common_name.is_some(),
+            sans: u32::try_from(t.sans.len()).unwrap_or(u32::MAX),
+            not_before: t.not_before,
+            not_after: t.not_after,
+            key_type: t.key_type,
+            usage: t.usage,
+            fingerprint: t.fingerprint,
+            from_issuer: t.from_issuer,
+            issuer_not_after: t.issuer_not_after,
+            issuer_current: t.issuer_current,
+        }
+    }
+}
+
+impl From<Entry> for EntryText {
+    fn from(e: Entry) -> EntryText {
+        EntryText {
+            stamps: e.stamps.to_vec(),
+            serial: e.serial().to_string(),
+            not_before: e.not_before,
+            not_after: e.not_after,
+            common_name: e.common_name().map(String::from),
+            sans: e.sans().map(String::from).collect(),
+            other_names: e.other_names().map(String::from).collect(),
+            key_type: e.key_type,
+            usage: e.usage,
+            fingerprint: e.fingerprint,
+            from_issuer: e.from_issuer,
+            issuer_not_after: e.issuer_not_after,
+            issuer_current: e.issuer_current,
+        }
+    }
+}
+
+/// Strings kept one after another in one allocation, each as its length in bytes,
+/// `:`, and its text (which may hold any character).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Texts(Box<str>);
+
+impl Texts {
+    fn of<'a>(items: impl Iterator<Item = &'a str>) -> Texts {
+        let mut s = String::new();
+        for item in items {
+            s.push_str(&item.len().to_string());
+            s.push(':');
+            s.push_str(item);
+        }
+        Texts(s.into_boxed_str())
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &str> {
+        let mut rest = &*self.0;
+        std::iter::from_fn(move || {
+            let (len, after) = rest.split_once(':')?;
+            let len: usize = len.parse().ok()?;
+            let item = after.get(..len)?;
+            rest = &after[len..];
+            Some(item)
+        })
+    }
 }
 
 fn yes() -> bool {
@@ -241,17 +358,12 @@ impl ObserveCache {
             der: Vec::new(),
             subject: String::new(),
             issuer: String::new(),
-            common_name: e.common_name.as_deref().map(String::from),
-            sans: e
-                .sans
-                .iter()
-                .map(|s| San::parse(s))
-                .collect::<Result<_, _>>()
-                .ok()?,
-            other_names: e.other_names.iter().map(|n| n.to_string()).collect(),
+            common_name: e.common_name().map(String::from),
+            sans: e.sans().map(San::parse).collect::<Result<_, _>>().ok()?,
+            other_names: e.other_names().map(String::from).collect(),
             not_before: OffsetDateTime::from_unix_timestamp(e.not_before).ok()?,
             not_after: OffsetDateTime::from_unix_timestamp(e.not_after).ok()?,
-            serial: e.serial.to_string(),
+            serial: e.serial().to_string(),
             is_ca: false,
             path_len: None,
             usage: e.usage,
@@ -279,21 +391,21 @@ impl ObserveCache {
         let l = &p.leaf;
         Some(Learned(
             spec.name.as_str().into(),
-            Box::new(Entry {
-                stamps: stamps.into(),
-                serial: l.serial.as_str().into(),
+            Box::new(Entry::from(EntryText {
+                stamps,
+                serial: l.serial.clone(),
                 not_before: l.not_before.unix_timestamp(),
                 not_after: l.not_after.unix_timestamp(),
-                common_name: l.common_name.as_deref().map(Box::from),
-                sans: l.sans.iter().map(|s| s.to_string().into()).collect(),
-                other_names: l.other_names.iter().map(|n| n.as_str().into()).collect(),
+                common_name: l.common_name.clone(),
+                sans: l.sans.iter().map(|s| s.to_string()).collect(),
+                other_names: l.other_names.clone(),
                 key_type: l.key_type,
                 usage: l.usage,
                 fingerprint: fingerprint(&l.fingerprint)?,
                 from_issuer: p.from_issuer,
                 issuer_not_after: p.issuer_not_after.map(|t| t.unix_timestamp()),
                 issuer_current: p.issuer_current,
-            }),
+            })),
         ))
     }
 
@@ -349,7 +461,13 @@ mod tests {
         assert_eq!(e.key_type, Some(KeyType::EcdsaP384));
         assert_eq!(e.usage, Some(Usage::ServerClient));
         assert_eq!(crate::encoding::hex(&e.fingerprint), fp);
-        assert_eq!(&*e.serial, "1a2b");
+        assert_eq!(e.serial(), "1a2b");
+        assert_eq!(e.common_name(), Some("www.example.internal"));
+        assert_eq!(
+            e.sans().collect::<Vec<_>>(),
+            ["www.example.internal", "10.0.0.1"]
+        );
+        assert_eq!(e.other_names().count(), 0);
         assert_eq!(serde_json::to_string(&e).unwrap(), text);
         // Null, absent-as-null and unknown texts are no key type or usage, as before.
         let other = text
@@ -360,5 +478,32 @@ mod tests {
         // A fingerprint that is not 32 bytes of hex makes the cache unreadable (and so
         // ignored), not an entry that matches nothing.
         assert!(serde_json::from_str::<Entry>(&text.replace(fp, "abc")).is_err());
+    }
+
+    #[test]
+    fn texts_give_back_any_strings_in_their_order() {
+        let items = ["", "12:ab", ":", "é€ 3:x", "", "\n\"0"];
+        let t = Texts::of(items.iter().copied());
+        assert_eq!(t.iter().collect::<Vec<_>>(), items);
+        assert_eq!(Texts::of(std::iter::empty()).iter().count(), 0);
+        // A certificate without a common name: the SANs follow the serial.
+        let e = Entry::from(EntryText {
+            stamps: Vec::new(),
+            serial: "1".into(),
+            not_before: 0,
+            not_after: 1,
+            common_name: None,
+            sans: vec!["a:b".into(), "2".into()],
+            other_names: vec!["x".into()],
+            key_type: None,
+            usage: None,
+            fingerprint: [7; 32],
+            from_issuer: false,
+            issuer_not_after: None,
+            issuer_current: true,
+        });
+        assert_eq!(e.common_name(), None);
+        assert_eq!(e.sans().collect::<Vec<_>>(), ["a:b", "2"]);
+        assert_eq!(e.other_names().collect::<Vec<_>>(), ["x"]);
     }
 }

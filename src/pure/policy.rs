@@ -302,14 +302,24 @@ pub fn decide_with_revocations(
 /// window that would cover the whole validity is cut to half of it, so a CA that
 /// issues shorter certificates than asked does not cause a renewal loop.
 pub fn renew_at(spec: &CertSpec, leaf: &CertInfo) -> OffsetDateTime {
-    let validity = secs(leaf.not_after - leaf.not_before);
+    renew_at_of(spec, leaf.not_before, leaf.not_after, &leaf.serial)
+}
+
+/// [`renew_at`] of a leaf known by its dates and serial.
+pub fn renew_at_of(
+    spec: &CertSpec,
+    not_before: OffsetDateTime,
+    not_after: OffsetDateTime,
+    serial: &str,
+) -> OffsetDateTime {
+    let validity = secs(not_after - not_before);
     let base = validity.min(spec.lifetime);
     let mut window = spec.renew_before.of(base);
     if window >= base {
         window = base / 2;
     }
-    let jitter = jitter(&spec.name, &leaf.serial, window);
-    leaf.not_after - time::Duration::seconds((window + jitter).as_secs() as i64)
+    let jitter = jitter(&spec.name, serial, window);
+    not_after - time::Duration::seconds((window + jitter).as_secs() as i64)
 }
 
 /// When to renew inside a renewal window the CA suggests (RFC 9773: a point chosen at

@@ -10,7 +10,7 @@ use crate::verify::VerifyError;
 /// verifies what is served, and rolls back the certificates whose server failed.
 pub(super) fn apply_to_servers(
     config: &Config,
-    staged: &mut [Staged],
+    staged: &mut [Box<Staged>],
     stale: &BTreeSet<String>,
     cancel: &AtomicBool,
     clients: &Clients,
@@ -152,8 +152,8 @@ pub(super) fn apply_to_servers(
             .map(|&(i, t)| {
                 let st = &staged[i];
                 let target = &st.spec.verify[t];
-                let fingerprint = &st.issued.leaf.fingerprint;
-                let chain: Vec<Vec<u8>> = st.issued.chain.iter().map(|c| c.der.clone()).collect();
+                let fingerprint = &st.signed.fingerprint;
+                let chain: Vec<Vec<u8>> = st.signed.chain.iter().map(|c| c.der.clone()).collect();
                 scope.spawn(move || {
                     let r = clients.wait(st.spec, target, fingerprint, Some(&chain));
                     ((i, t), r)

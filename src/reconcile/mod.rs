@@ -12,7 +12,7 @@ use crate::issuer::{InternalCa, IssueRequest, Issued, Issuer, Registry};
 use crate::keys::PrivateKey;
 use crate::layout::render;
 use crate::observe::observe;
-use crate::policy::{renew_at, rfc3339, Reason, Seen};
+use crate::policy::{renew_at_of, rfc3339, Reason, Seen};
 use crate::state::{LedgerEntry, StateDir};
 use crate::x509::{check_chain_order, CertInfo};
 use std::collections::{BTreeMap, BTreeSet};
@@ -389,7 +389,7 @@ fn store_pending<'a>(
     state: &StateDir,
     pending: &mut Vec<issue::Pending<'a>>,
     now: OffsetDateTime,
-    staged: &mut Vec<Staged<'a>>,
+    staged: &mut Vec<Box<Staged<'a>>>,
     reports: &mut Vec<CertReport>,
 ) {
     if pending.is_empty() {
@@ -418,15 +418,21 @@ fn store_pending<'a>(
                     tracing::warn!(certificate = %p.spec.name, "{note}");
                     notes.push(note);
                 }
-                staged.push(Staged {
+                staged.push(Box::new(Staged {
                     spec: p.spec,
                     reason: p.reason,
-                    issued,
+                    signed: Signed {
+                        serial: issued.leaf.serial,
+                        fingerprint: issued.leaf.fingerprint,
+                        not_before: issued.leaf.not_before,
+                        not_after: issued.leaf.not_after,
+                        chain: issued.chain,
+                    },
                     issuer: p.issuer,
                     installed: Some(installed),
                     error: None,
                     notes,
-                })
+                }))
             }
             Err(error) => {
                 tracing::error!(certificate = %p.spec.name, %error, "renewal failed; the installed files were left as they were");
@@ -443,10 +449,21 @@ fn store_pending<'a>(
     }
 }
 
+/// What a staged install keeps of its new pair until it is settled: enough to check
+/// what is served, record and report it. The leaf's DER, names and key, and the PEM,
+/// are gone once the pair is stored (with 10,000 in one batch, they were 10 MB).
+struct Signed {
+    serial: String,
+    fingerprint: String,
+    not_before: OffsetDateTime,
+    not_after: OffsetDateTime,
+    chain: std::sync::Arc<[CertInfo]>,
+}
+
 struct Staged<'a> {
     spec: &'a CertSpec,
     reason: Reason,
-    issued: Issued,
+    signed: Signed,
     /// The issuer that signed it (a `fallback` one when the configured issuer failed).
     issuer: String,
     /// The install, until it is rolled back. Dropped with the pass, it is kept for good
@@ -528,7 +545,9 @@ pub fn run_pass(pass: Pass) -> (Vec<CertReport>, ServerActivity) {
         mut cache,
     } = pass;
     let mut reports = Vec::new();
-    let mut staged: Vec<Staged> = Vec::new();
+    // Boxed: a batch of thousands grows this list, and doubling a list of large items
+    // leaves much of it unused.
+    let mut staged: Vec<Box<Staged>> = Vec::new();
     if opts.clean_temp_files {
         // Each directory read once, on all cores.
         let dirs = crate::fsutil::parent_dirs(
@@ -825,8 +844,9 @@ pub fn run_pass(pass: Pass) -> (Vec<CertReport>, ServerActivity) {
     // archive markers flushed together.
     let group = crate::fsutil::GroupCommit::begin();
     let mut marks: Vec<(String, String)> = Vec::new();
+    reports.reserve(staged.len());
     for st in staged {
-        let report = report::settle(state, ca, st, now);
+        let report = report::settle(state, ca, *st, now);
         if let Outcome::Renewed { serial, .. } = &report.outcome {
             marks.push((report.name.clone(), serial.clone()));
         }

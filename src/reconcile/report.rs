@@ -53,7 +53,7 @@ pub(super) fn settle(
     let spec = st.spec;
     match st.error.take() {
         None => {
-            let leaf = &st.issued.leaf;
+            let leaf = &st.signed;
             let mut e = LedgerEntry::new(now, "installed");
             e.name = Some(spec.name.clone());
             e.serial = Some(leaf.serial.clone());
@@ -77,7 +77,7 @@ pub(super) fn settle(
                     reason: st.reason.clone(),
                     serial: leaf.serial.clone(),
                     not_after: leaf.not_after,
-                    renew_at: renew_at(spec, leaf),
+                    renew_at: renew_at_of(spec, leaf.not_before, leaf.not_after, &leaf.serial),
                     notes: std::mem::take(&mut st.notes),
                 },
             }
