@@ -7,7 +7,7 @@
 //! be read is ignored, never trusted.
 
 use crate::config::CertSpec;
-use crate::fsutil::{write_atomic, FileSpec};
+use crate::fsutil::{write_atomic_with, FileSpec};
 use crate::model::{KeyType, San, Usage};
 use crate::policy::{Present, Seen};
 use crate::state::StateDir;
@@ -288,19 +288,22 @@ impl ObserveCache {
         if !self.dirty {
             return;
         }
-        // One buffer of about the right size (an entry is about 520 bytes): growing it by
-        // doubling would copy megabytes with thousands of certificates.
-        let mut bytes = Vec::with_capacity(256 + 600 * self.file.entries.len());
-        serde_json::to_writer(&mut bytes, &self.file).expect("cache serializes");
         let spec = FileSpec {
             path: state.root.join("observed.json"),
-            bytes: Zeroizing::new(bytes),
+            bytes: Zeroizing::new(Vec::new()),
             mode: 0o600,
             uid: None,
             gid: None,
             follow_symlinks: false,
         };
-        match write_atomic(&spec) {
+        // Written as it is made: with 10,000 certificates the text is 5 MB.
+        let file = &self.file;
+        let mut fill = |f: &mut std::fs::File| -> std::io::Result<()> {
+            let mut w = std::io::BufWriter::with_capacity(64 * 1024, f);
+            serde_json::to_writer(&mut w, file)?;
+            std::io::Write::flush(&mut w)
+        };
+        match write_atomic_with(&spec, &mut fill) {
             Ok(()) => self.dirty = false,
             Err(e) => tracing::warn!(error = %e, "cannot save the observation cache"),
         }

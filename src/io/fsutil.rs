@@ -400,6 +400,17 @@ pub fn write_atomic(spec: &FileSpec) -> Result<(), FsError> {
     replace_with(&target, spec)
 }
 
+/// [`write_atomic`] of what `fill` writes (`spec.bytes` is not used): a large file
+/// written as it is made, never whole in memory.
+pub fn write_atomic_with(
+    spec: &FileSpec,
+    fill: &mut dyn FnMut(&mut File) -> io::Result<()>,
+) -> Result<(), FsError> {
+    let target = resolve_target(&spec.path, spec.follow_symlinks)?;
+    let (dir, name) = Dir::of_file(&target, 0o755, spec.follow_symlinks)?;
+    dir.replace_file_with(name, spec, fill)
+}
+
 /// Writes `spec`'s bytes, owner and mode to `target` atomically: a temporary file in
 /// `target`'s directory, renamed over `target` (whatever `target` is: a file, a symlink,
 /// nothing; the rename replaces the directory entry, it follows nothing), then the
@@ -1064,6 +1075,16 @@ impl Dir {
     /// link), mode 0600 until its owner and final mode are set, all before the first
     /// byte; then writes `spec`'s bytes and fsyncs. The directory is not fsynced.
     pub fn create_file(&self, name: &std::ffi::OsStr, spec: &FileSpec) -> Result<(), FsError> {
+        self.create_file_with(name, spec, &mut |f| f.write_all(&spec.bytes))
+    }
+
+    /// [`Dir::create_file`] of what `fill` writes.
+    fn create_file_with(
+        &self,
+        name: &std::ffi::OsStr,
+        spec: &FileSpec,
+        fill: &mut dyn FnMut(&mut File) -> io::Result<()>,
+    ) -> Result<(), FsError> {
         use nix::fcntl::OFlag;
         let path = self.path.join(name);
         let fd = nix::fcntl::openat(
@@ -1080,8 +1101,7 @@ impl Dir {
         }
         file.set_permissions(Permissions::from_mode(spec.mode))
             .map_err(io_err(&path, "cannot set mode"))?;
-        file.write_all(&spec.bytes)
-            .map_err(io_err(&path, "cannot write"))?;
+        fill(&mut file).map_err(io_err(&path, "cannot write"))?;
         // A file made here is on this directory's filesystem.
         let dev = if deferring() { self.dev().ok() } else { None };
         sync_or_defer_on(&file, dev, &path, "cannot fsync")
@@ -1091,11 +1111,21 @@ impl Dir {
     /// (whatever it is), then this directory fsynced. Always flushed at once, also
     /// inside a [`GroupCommit`]: the rename must not come before the data.
     pub fn replace_file(&self, name: &std::ffi::OsStr, spec: &FileSpec) -> Result<(), FsError> {
+        self.replace_file_with(name, spec, &mut |f| f.write_all(&spec.bytes))
+    }
+
+    /// [`Dir::replace_file`] of what `fill` writes.
+    fn replace_file_with(
+        &self,
+        name: &std::ffi::OsStr,
+        spec: &FileSpec,
+        fill: &mut dyn FnMut(&mut File) -> io::Result<()>,
+    ) -> Result<(), FsError> {
         GroupCommit::durable(|| {
             let tmp = temp_name(Path::new(name));
             let tmp = tmp.as_os_str();
             let result = self
-                .create_file(tmp, spec)
+                .create_file_with(tmp, spec, fill)
                 .and_then(|()| self.rename(tmp, name))
                 .and_then(|()| self.sync());
             if result.is_err() {
@@ -1324,6 +1354,39 @@ mod tests {
             gid: None,
             follow_symlinks: false,
         }
+    }
+
+    #[test]
+    fn a_file_written_as_it_is_made_is_atomic_private_and_never_through_a_link() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("big.json");
+        fs::write(&path, "old").unwrap();
+        let s = spec(&path, b"", 0o600);
+        let mut fill = |f: &mut File| -> io::Result<()> {
+            for i in 0..1000 {
+                write!(f, "{i},")?;
+            }
+            Ok(())
+        };
+        write_atomic_with(&s, &mut fill).unwrap();
+        let text = fs::read_to_string(&path).unwrap();
+        assert!(text.starts_with("0,1,2,") && text.ends_with("999,"), "{text}");
+        assert_eq!(fs::metadata(&path).unwrap().mode() & 0o7777, 0o600);
+        // A failure while writing leaves the file as it was, and no temporary file.
+        let mut failing = |f: &mut File| -> io::Result<()> {
+            f.write_all(b"half")?;
+            Err(io::Error::other("disk full"))
+        };
+        assert!(write_atomic_with(&s, &mut failing).is_err());
+        assert_eq!(fs::read_to_string(&path).unwrap(), text);
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+        // A link at the path is not written through.
+        let elsewhere = dir.path().join("elsewhere");
+        fs::write(&elsewhere, "theirs").unwrap();
+        let linked = dir.path().join("linked.json");
+        std::os::unix::fs::symlink(&elsewhere, &linked).unwrap();
+        assert!(write_atomic_with(&spec(&linked, b"", 0o600), &mut fill).is_err());
+        assert_eq!(fs::read_to_string(&elsewhere).unwrap(), "theirs");
     }
 
     #[test]
