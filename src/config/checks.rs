@@ -5,7 +5,7 @@
 
 use super::*;
 
-impl Ctx {
+impl Ctx<'_> {
     pub(super) fn check_reloads(
         &mut self,
         field: &str,
@@ -170,10 +170,10 @@ impl Ctx {
             owner: Owner::Trust(i),
             written: Some(t.follow_symlinks),
         });
-        let outputs: Vec<Output> = cert_outputs
-            .chain(watched_outputs)
-            .chain(trust_outputs)
-            .collect();
+        let count =
+            certs.iter().map(|c| c.files.count()).sum::<usize>() + watched.len() + trust.len();
+        let mut outputs: Vec<Output> = Vec::with_capacity(count);
+        outputs.extend(cert_outputs.chain(watched_outputs).chain(trust_outputs));
         // A watched file is only read, through any link.
         let wanted: Vec<(&Path, bool)> = outputs
             .iter()

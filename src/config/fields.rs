@@ -4,7 +4,7 @@
 use super::raw::*;
 use super::*;
 
-impl Ctx {
+impl Ctx<'_> {
     pub(super) fn abs_path(
         &mut self,
         field: &str,
@@ -229,7 +229,7 @@ pub(super) fn inherit<T: Clone>(
     }
 }
 
-impl Ctx {
+impl Ctx<'_> {
     /// `challenge: dns01:` of an ACME issuer at `path`.
     pub(super) fn dns01(&mut self, path: &str, d: &RawDns01) -> Option<Dns01Spec> {
         let mut ok = true;

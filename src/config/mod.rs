@@ -75,9 +75,10 @@ pub fn parse(text: &str, file: &Path) -> Result<Config, ConfigErrors> {
     }
 }
 
-struct Ctx {
+struct Ctx<'t> {
     file: PathBuf,
-    text: String,
+    /// The file's text (not a copy: with 10,000 certificates it is 1.7 MB).
+    text: &'t str,
     loc: std::cell::OnceCell<Locator>,
     errors: Vec<ConfigError>,
     /// Names of the certificates resolved so far, with their list index.
@@ -92,11 +93,11 @@ struct Ctx {
     shared_hooks: Option<std::sync::Arc<Hooks>>,
 }
 
-impl Ctx {
-    fn new(file: &Path, text: &str) -> Ctx {
+impl Ctx<'_> {
+    fn new<'t>(file: &Path, text: &'t str) -> Ctx<'t> {
         Ctx {
             file: file.to_path_buf(),
-            text: text.to_string(),
+            text,
             loc: std::cell::OnceCell::new(),
             errors: Vec::new(),
             cert_index: Vec::new(),
@@ -121,9 +122,9 @@ const TOP_KEYS: &[&str] = &[
     "hooks",
 ];
 
-impl Ctx {
+impl Ctx<'_> {
     fn loc(&self) -> &Locator {
-        self.loc.get_or_init(|| Locator::new(&self.text))
+        self.loc.get_or_init(|| Locator::new(self.text))
     }
 
     fn err(&mut self, field: &str, cert: Option<&str>, message: impl Into<String>) {
@@ -333,6 +334,9 @@ impl Ctx {
             }
             (None, None) => Vec::new(),
         };
+        // Sized once: grown by doubling, the list of 10,000 would hold room for 16,384
+        // (2.5 MB unused), then be copied to its size.
+        certificates.reserve_exact(items.len());
         // A slice of certificates at a time is read on all cores, straight into their
         // fields, then resolved in order; anything amiss is read again as a value,
         // which names the field at fault as for every other section.

@@ -5,7 +5,7 @@ use super::fields::{describe_layout, inherit, quiet_mode};
 use super::raw::*;
 use super::*;
 
-impl Ctx {
+impl Ctx<'_> {
     /// Resolves a `hooks:` section; `timeout` is the default when it sets none.
     pub(super) fn resolve_hooks(
         &mut self,
@@ -15,7 +15,7 @@ impl Ctx {
         timeout: Duration,
     ) -> Option<Hooks> {
         let before = self.errors.len();
-        let commands = |cx: &mut Ctx, field: &str, raw: &Option<RawCommands>| {
+        let commands = |cx: &mut Ctx<'_>, field: &str, raw: &Option<RawCommands>| {
             let list = match raw {
                 None => Vec::new(),
                 Some(RawCommands::One(c)) => vec![c.clone()],
@@ -241,15 +241,16 @@ impl Ctx {
                 }
             };
             let mut ok = true;
-            let mut path_of = |cx: &mut Ctx, field: &str, v: &Option<String>| -> Option<PathBuf> {
-                let p = v
-                    .as_ref()
-                    .and_then(|t| cx.abs_path(&format!("{path}.{field}"), None, t));
-                if v.is_some() && p.is_none() {
-                    ok = false;
-                }
-                p
-            };
+            let mut path_of =
+                |cx: &mut Ctx<'_>, field: &str, v: &Option<String>| -> Option<PathBuf> {
+                    let p = v
+                        .as_ref()
+                        .and_then(|t| cx.abs_path(&format!("{path}.{field}"), None, t));
+                    if v.is_some() && p.is_none() {
+                        ok = false;
+                    }
+                    p
+                };
             let pid_file = path_of(self, "pid_file", &s.pid_file);
             let binary = path_of(self, "binary", &s.binary);
             let config = path_of(self, "config", &s.config);

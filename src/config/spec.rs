@@ -259,6 +259,16 @@ impl Files {
         .collect()
     }
 
+    /// How many files [`Files::paths`] names.
+    pub fn count(&self) -> usize {
+        match self {
+            Files::Combined { .. } | Files::Pkcs12 { .. } => 1,
+            Files::Nginx { .. } => 2,
+            Files::Apache { .. } => 3,
+            Files::Separate { .. } => 4,
+        }
+    }
+
     pub fn layout(&self) -> Layout {
         match self {
             Files::Nginx { .. } => Layout::Nginx,

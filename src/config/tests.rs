@@ -1067,3 +1067,32 @@ fn certificates_with_the_same_servers_and_hooks_share_one_copy() {
     assert!(d.hooks.renewed.is_empty());
     assert_eq!(*d.hooks, *a.hooks);
 }
+
+#[test]
+fn files_count_what_they_name() {
+    let p = || PathBuf::from("/t/x");
+    for f in [
+        Files::Nginx {
+            cert: p(),
+            key: p(),
+        },
+        Files::Apache {
+            cert: p(),
+            chain: p(),
+            key: p(),
+        },
+        Files::Combined { cert: p() },
+        Files::Separate {
+            cert: p(),
+            chain: p(),
+            fullchain: p(),
+            key: p(),
+        },
+        Files::Pkcs12 {
+            p12: p(),
+            password_file: p(),
+        },
+    ] {
+        assert_eq!(f.count(), f.paths().len(), "{f:?}");
+    }
+}

@@ -1370,7 +1370,10 @@ mod tests {
         };
         write_atomic_with(&s, &mut fill).unwrap();
         let text = fs::read_to_string(&path).unwrap();
-        assert!(text.starts_with("0,1,2,") && text.ends_with("999,"), "{text}");
+        assert!(
+            text.starts_with("0,1,2,") && text.ends_with("999,"),
+            "{text}"
+        );
         assert_eq!(fs::metadata(&path).unwrap().mode() & 0o7777, 0o600);
         // A failure while writing leaves the file as it was, and no temporary file.
         let mut failing = |f: &mut File| -> io::Result<()> {
