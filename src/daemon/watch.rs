@@ -119,7 +119,7 @@ impl Daemon {
             .config
             .certificates
             .iter()
-            .map(crate::install::watch_dir)
+            .map(|c| crate::install::watch_dir(c).map(Arc::from))
             .collect();
     }
 
@@ -141,21 +141,28 @@ impl Daemon {
     pub(super) fn rewatch(&mut self) -> Vec<PathBuf> {
         let mut armed = Vec::new();
         // Borrowed, not copied: with thousands of stores these are thousands of paths.
-        let mut wanted: BTreeSet<&Path> = self.dirs.iter().map(PathBuf::as_path).collect();
-        if self.stores_armed {
-            wanted.extend(self.store_dirs.iter().flatten().map(PathBuf::as_path));
-        }
-        let gone: Vec<PathBuf> = self
+        let stores: Vec<&Arc<Path>> = match self.stores_armed {
+            true => self.store_dirs.iter().flatten().collect(),
+            false => Vec::new(),
+        };
+        let wanted: Vec<(&Path, Option<&Arc<Path>>)> = self
+            .dirs
+            .iter()
+            .map(|d| (d.as_path(), None))
+            .chain(stores.iter().map(|s| (&***s, Some(*s))))
+            .collect();
+        let is_wanted: std::collections::HashSet<&Path> = wanted.iter().map(|(d, _)| *d).collect();
+        let gone: Vec<Arc<Path>> = self
             .watched_dirs
             .keys()
-            .filter(|d| !wanted.contains(d.as_path()))
+            .filter(|d| !is_wanted.contains(&***d))
             .cloned()
             .collect();
         for gone in gone {
             let _ = self.watcher.unwatch(&gone);
             self.watched_dirs.remove(&gone);
         }
-        for dir in wanted {
+        for (dir, shared) in wanted {
             if self.watched_dirs.contains_key(dir) {
                 continue;
             }
@@ -164,8 +171,8 @@ impl Daemon {
             if dir.is_dir() {
                 match self.watcher.watch(dir, RecursiveMode::NonRecursive) {
                     Ok(()) => {
-                        self.watched_dirs
-                            .insert(dir.to_path_buf(), dir_identity(dir));
+                        let key = shared.cloned().unwrap_or_else(|| Arc::from(dir));
+                        self.watched_dirs.insert(key, dir_identity(dir));
                         if self.dirs.contains(dir) {
                             armed.push(dir.to_path_buf());
                         }
@@ -199,7 +206,7 @@ impl Daemon {
             }
             if let Some(o) = self.owner_of(p) {
                 owners.push(o);
-            } else if let Some(&id) = self.watched_dirs.get(p) {
+            } else if let Some(&id) = self.watched_dirs.get(p.as_path()) {
                 // An event about a watched directory itself. Still the directory we
                 // watch (its creation seen from its parent, a chmod): nothing to do.
                 if dir_identity(p).is_some() && dir_identity(p) == id {
@@ -210,7 +217,7 @@ impl Daemon {
                 // in it; a directory that is missing is re-armed after the pass
                 // recreates it.
                 let _ = self.watcher.unwatch(p);
-                self.watched_dirs.remove(p);
+                self.watched_dirs.remove(p.as_path());
                 rearm = true;
                 owners.extend(self.owners_in(|dir| dir == p));
             }
