@@ -413,8 +413,11 @@ fn renew_all(t: &Tree) -> Duration {
 
 struct Daemon {
     ready_after: Duration,
-    /// VmHWM in KiB, read after READY=1 and before stopping.
+    /// VmHWM in KiB, read at READY=1.
     hwm_kb: u64,
+    /// VmHWM in KiB once the daemon has settled (see [`settled_hwm`]): with what it does
+    /// right after READY=1 (the stores' watches, one more look at files it made).
+    settled_kb: u64,
 }
 
 /// Starts the daemon on `t`, waits for READY=1 on a NOTIFY_SOCKET, reads its peak RSS
@@ -422,11 +425,28 @@ struct Daemon {
 fn daemon(t: &Tree) -> Daemon {
     let (mut child, ready_after) = common::start_daemon(&t.dir, &t.config);
     let hwm_kb = proc_status(child.id(), "VmHWM:");
+    let settled_kb = settled_hwm(child.id());
     stop(&mut child);
     Daemon {
         ready_after,
         hwm_kb,
+        settled_kb,
     }
+}
+
+/// VmHWM (KiB) once it has not grown for 2 s, looked at every 100 ms for at most 30 s.
+fn settled_hwm(pid: u32) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut last = proc_status(pid, "VmHWM:");
+    let mut since = Instant::now();
+    while Instant::now() < deadline && since.elapsed() < Duration::from_secs(2) {
+        std::thread::sleep(Duration::from_millis(100));
+        let now = proc_status(pid, "VmHWM:");
+        if now != last {
+            (last, since) = (now, Instant::now());
+        }
+    }
+    last
 }
 
 fn mb(kb: u64) -> f64 {
@@ -741,8 +761,8 @@ fn fleet(root: &Path, n: usize, sample: &Sample, ca: &BenchCa, table: &mut Table
     BUILT.lock().unwrap().clear();
     println!("\n== {n} certificates ==");
     let threads = cores();
-    let (mut cli, mut floor, mut dmn, mut dmn_rss, mut c1, mut cn) =
-        (vec![], vec![], vec![], vec![], vec![], vec![]);
+    let (mut cli, mut floor, mut dmn, mut dmn_rss, mut dmn_settled, mut c1, mut cn) =
+        (vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
     let mut cli_trees = vec![];
     for round in 0..ROUNDS {
         // Trees made (and their CAs) before anything of the round is timed.
@@ -760,6 +780,7 @@ fn fleet(root: &Path, n: usize, sample: &Sample, ca: &BenchCa, table: &mut Table
                     let d = daemon(&t_dmn);
                     dmn.push(secs(d.ready_after));
                     dmn_rss.push(mb(d.hwm_kb));
+                    dmn_settled.push(mb(d.settled_kb));
                 }
                 3 => c1.push(
                     CRYPTO_COUNT as f64
@@ -777,12 +798,13 @@ fn fleet(root: &Path, n: usize, sample: &Sample, ca: &BenchCa, table: &mut Table
             }
         }
         println!(
-            "round {}: renew --all {:.3} s, I/O floor {:.3} s, daemon to READY=1 {:.3} s ({:.1} MB peak), crypto floor {:.0}/s on 1 thread, {:.0}/s on {threads}",
+            "round {}: renew --all {:.3} s, I/O floor {:.3} s, daemon to READY=1 {:.3} s ({:.1} MB peak at READY=1, {:.1} MB settled), crypto floor {:.0}/s on 1 thread, {:.0}/s on {threads}",
             round + 1,
             cli[round],
             floor[round],
             dmn[round],
             dmn_rss[round],
+            dmn_settled[round],
             c1[round],
             cn[round]
         );
@@ -849,27 +871,33 @@ fn fleet(root: &Path, n: usize, sample: &Sample, ca: &BenchCa, table: &mut Table
         Some(m_dmn / m_cli <= 1.3),
     );
     let m_dmn_rss = median(dmn_rss.clone());
+    let m_dmn_settled = median(dmn_settled.clone());
     let rss_batch_target = match n {
         10_000 => Some(40.0),
         100 => Some(8.0),
         _ => None,
     };
+    // Judged on the settled peak, the larger: the batch is only over once the daemon
+    // has looked at what it made.
     table.add(
-        format!("{n} missing: daemon peak RSS (VmHWM)"),
-        format!("{m_dmn_rss:.1} MB [{}]", list(&dmn_rss, "")),
+        format!("{n} missing: daemon peak RSS (VmHWM at READY=1; settled)"),
+        format!(
+            "{m_dmn_rss:.1} MB; {m_dmn_settled:.1} MB [{}]",
+            list(&dmn_settled, "")
+        ),
         "—",
         None,
         rss_batch_target
             .map(|t| format!("≤ {t:.0} MB"))
             .unwrap_or_else(|| "—".into()),
-        rss_batch_target.map(|t| m_dmn_rss <= t),
+        rss_batch_target.map(|t| m_dmn_settled <= t),
     );
 
     // Cold and warm start with n valid certificates, interleaved with the scan floor.
     let t = &cli_trees[0];
     let cache = t.dir.join("state/observed.json");
-    let (mut scan, mut cold, mut cold_rss, mut warm, mut warm_rss) =
-        (vec![], vec![], vec![], vec![], vec![]);
+    let (mut scan, mut cold, mut cold_rss, mut warm, mut warm_rss, mut warm_settled) =
+        (vec![], vec![], vec![], vec![], vec![], vec![]);
     for round in 0..ROUNDS {
         for step in 0..3 {
             syncfs(root);
@@ -892,20 +920,23 @@ fn fleet(root: &Path, n: usize, sample: &Sample, ca: &BenchCa, table: &mut Table
                     let d = daemon(t);
                     warm.push(secs(d.ready_after));
                     warm_rss.push(mb(d.hwm_kb));
+                    warm_settled.push(mb(d.settled_kb));
                 }
             }
         }
     }
     println!(
-        "start-up with {n} valid: cold {} s ({} MB), warm {} s ({} MB), single-pass scan {} s",
+        "start-up with {n} valid: cold {} s ({} MB), warm {} s ({} MB at READY=1, {} MB settled), single-pass scan {} s",
         list(&cold, ""),
         list(&cold_rss, ""),
         list(&warm, ""),
         list(&warm_rss, ""),
+        list(&warm_settled, ""),
         list(&scan, "")
     );
     let (m_scan, m_cold, m_warm) = (median(scan), median(cold), median(warm));
     let m_warm_rss = median(warm_rss.clone());
+    let m_warm_settled = median(warm_settled.clone());
     table.add(
         format!("{n} valid: cold start (no observed.json)"),
         format!("{m_cold:.3} s, {:.1} MB peak", median(cold_rss)),
@@ -927,9 +958,14 @@ fn fleet(root: &Path, n: usize, sample: &Sample, ca: &BenchCa, table: &mut Table
         100 => Some(8.0),
         _ => None,
     };
+    // Start-up is judged at READY=1; the settled peak (with the stores' watches) is
+    // shown beside it.
     table.add(
-        format!("{n} valid: warm start-up peak RSS (VmHWM)"),
-        format!("{m_warm_rss:.1} MB [{}]", list(&warm_rss, "")),
+        format!("{n} valid: warm start-up peak RSS (VmHWM at READY=1; settled)"),
+        format!(
+            "{m_warm_rss:.1} MB [{}]; {m_warm_settled:.1} MB",
+            list(&warm_rss, "")
+        ),
         "—",
         None,
         rss_start_target
