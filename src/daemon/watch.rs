@@ -12,12 +12,22 @@ fn dir_identity(p: &Path) -> Option<(u64, u64)> {
         .map(|m| (m.dev(), m.ino()))
 }
 
-/// The hash a file's path is indexed by (see `Daemon::index`).
-fn path_hash(p: &Path) -> u64 {
-    use std::hash::{Hash, Hasher};
+/// The hash a path or a name is indexed by (see `Daemon::index`, `Daemon::by_name`).
+fn hash_of(v: impl std::hash::Hash) -> u64 {
+    use std::hash::Hasher;
     let mut h = std::hash::DefaultHasher::new();
-    p.hash(&mut h);
+    v.hash(&mut h);
     h.finish()
+}
+
+/// The values indexed by the hash `h` in a table sorted by hash, in their order there:
+/// candidates, to be checked against what they stand for.
+fn hashed<T: Copy>(table: &[(u64, T)], h: u64) -> impl Iterator<Item = T> + '_ {
+    let first = table.partition_point(|(k, _)| *k < h);
+    table[first..]
+        .iter()
+        .take_while(move |(k, _)| *k == h)
+        .map(|(_, v)| *v)
 }
 
 pub(super) fn is_own_temp(p: &Path) -> bool {
@@ -30,11 +40,18 @@ impl Daemon {
     /// Indexes every file of the configuration by the certificates that own it, and
     /// the directories to watch. Done when the configuration is (re)loaded.
     pub(super) fn reindex(&mut self) {
-        let mut index: Vec<(u64, Owner)> =
-            self.owned_files().map(|(p, o)| (path_hash(p), o)).collect();
+        let files = self
+            .config
+            .certificates
+            .iter()
+            .map(|c| c.files.count())
+            .sum::<usize>()
+            + self.config.trust.len()
+            + self.config.watched.len();
+        let mut index: Vec<(u64, Owner)> = Vec::with_capacity(files);
+        index.extend(self.owned_files().map(|(p, o)| (hash_of(p), o)));
         // Stable: of equal hashes, the owner indexed last comes last.
         index.sort_by_key(|(h, _)| *h);
-        index.shrink_to_fit();
         let mut dirs: BTreeSet<PathBuf> =
             crate::fsutil::parent_dirs(self.owned_files().map(|(p, _)| p))
                 .into_iter()
@@ -44,13 +61,16 @@ impl Daemon {
             dirs.insert(d.to_path_buf());
         }
         self.index = index;
-        self.by_name = self
-            .config
-            .certificates
-            .iter()
-            .enumerate()
-            .map(|(i, c)| (c.name.clone(), i))
-            .collect();
+        let mut by_name: Vec<(u64, usize)> = Vec::with_capacity(self.config.certificates.len());
+        by_name.extend(
+            self.config
+                .certificates
+                .iter()
+                .enumerate()
+                .map(|(i, c)| (hash_of(c.name.as_str()), i)),
+        );
+        by_name.sort_by_key(|(h, _)| *h);
+        self.by_name = by_name;
         self.dirs = dirs;
         // The stores' directories are found with their watches (their events come from
         // those).
@@ -85,14 +105,14 @@ impl Daemon {
 
     /// What owns the file `p`, if the configuration names it.
     fn owner_of(&self, p: &Path) -> Option<Owner> {
-        let h = path_hash(p);
-        let first = self.index.partition_point(|(k, _)| *k < h);
-        self.index[first..]
-            .iter()
-            .take_while(|(k, _)| *k == h)
-            .map(|(_, o)| *o)
+        hashed(&self.index, hash_of(p))
             .filter(|o| self.owns(*o, p))
             .last()
+    }
+
+    /// The position in the configuration of the managed certificate `name`.
+    pub(super) fn position(&self, name: &str) -> Option<usize> {
+        hashed(&self.by_name, hash_of(name)).find(|&i| self.config.certificates[i].name == name)
     }
 
     fn owns(&self, o: Owner, p: &Path) -> bool {
@@ -129,7 +149,7 @@ impl Daemon {
     /// store, rather than kept in a map of every store.
     fn store_owner(&self, p: &Path) -> Option<usize> {
         p.ancestors().take(3).find_map(|a| {
-            let i = *self.by_name.get(a.file_name()?.to_str()?)?;
+            let i = self.position(a.file_name()?.to_str()?)?;
             crate::install::is_store_dir(&self.config.certificates[i], a).then_some(i)
         })
     }
@@ -265,5 +285,24 @@ impl Daemon {
             self.check_watched(self.clock.now());
         }
         notify(&[NotifyState::Status(&self.summary())]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_hashed_table_gives_every_candidate_of_a_hash_in_order() {
+        let table = [(1, 'a'), (5, 'b'), (5, 'c'), (5, 'd'), (9, 'e')];
+        assert_eq!(hashed(&table, 5).collect::<String>(), "bcd");
+        assert_eq!(hashed(&table, 1).collect::<String>(), "a");
+        assert_eq!(hashed(&table, 9).collect::<String>(), "e");
+        assert_eq!(hashed(&table, 0).count(), 0);
+        assert_eq!(hashed(&table, 7).count(), 0);
+        assert_eq!(hashed(&table, 10).count(), 0);
+        assert_eq!(hashed::<char>(&[], 5).count(), 0);
+        // Paths hash as they compare: `a//b` is `a/b`.
+        assert_eq!(hash_of(Path::new("/a//b")), hash_of(Path::new("/a/b")));
     }
 }
