@@ -88,7 +88,7 @@ impl Daemon {
             .collect();
         for name in &changed {
             if let Some(t) = self.tracks.get_mut(name) {
-                t.next = self.clock.now();
+                t.next = self.clock.now().into();
             }
         }
         self.metrics.declare_all(changed.iter().map(String::as_str));
