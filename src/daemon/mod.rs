@@ -1211,7 +1211,10 @@ impl Daemon {
             .min_by_key(|(_, t)| t.next);
         let mut s = format!("{n} certificate{}", if n == 1 { "" } else { "s" });
         if let Some((name, t)) = next {
-            s.push_str(&format!(", next renewal {name} {}", relative(t.next.into(), now)));
+            s.push_str(&format!(
+                ", next renewal {name} {}",
+                relative(t.next.into(), now)
+            ));
         }
         if failing > 0 {
             s.push_str(&format!(", {failing} failing"));
