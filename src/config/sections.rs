@@ -690,33 +690,17 @@ impl Ctx<'_> {
             cert_mode: cert_mode?,
             issuer: IssuerRef::named(&issuer),
             files: files?,
-            reload: self.share_reload(reload),
+            reload: shared(&mut self.shared_reload, reload),
             verify: verify?,
             follow_symlinks: raw
                 .follow_symlinks
                 .or(defaults.follow_symlinks)
                 .unwrap_or(false),
-            hooks: self.share_hooks(hooks?),
+            hooks: shared(&mut self.shared_hooks, hooks?),
             fallback,
             fallback_before: fallback_before?,
             profile,
         })))
-    }
-
-    /// `reload` as one list shared with the certificate before when it is the same.
-    fn share_reload(&mut self, reload: Vec<String>) -> std::sync::Arc<[String]> {
-        match &self.shared_reload {
-            Some(shared) if **shared == *reload => shared.clone(),
-            _ => self.shared_reload.insert(reload.into()).clone(),
-        }
-    }
-
-    /// `hooks` shared with the certificate before when they are the same.
-    fn share_hooks(&mut self, hooks: Hooks) -> std::sync::Arc<Hooks> {
-        match &self.shared_hooks {
-            Some(shared) if **shared == hooks => shared.clone(),
-            _ => self.shared_hooks.insert(hooks.into()).clone(),
-        }
     }
 
     /// A certificate's `name`: present, usable as a directory name, not too long.
@@ -1271,5 +1255,18 @@ impl Ctx<'_> {
             }
         }
         out
+    }
+}
+
+/// `value` as the copy in `slot` when it is the same (the certificate before said it
+/// too), else as the new copy there.
+fn shared<T, V>(slot: &mut Option<std::sync::Arc<T>>, value: V) -> std::sync::Arc<T>
+where
+    T: PartialEq + ?Sized,
+    V: std::borrow::Borrow<T> + Into<std::sync::Arc<T>>,
+{
+    match slot {
+        Some(s) if **s == *value.borrow() => s.clone(),
+        _ => slot.insert(value.into()).clone(),
     }
 }

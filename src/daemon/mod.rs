@@ -54,10 +54,9 @@ pub enum DaemonError {
     Startup(String),
 }
 
-/// When to look at a certificate next, and how often it failed in a row.
+/// When to look at a certificate next, and how often it failed in a row. Kept for
+/// every certificate, so kept small: times in UTC without an offset (12 bytes, not 16).
 #[derive(Debug, Clone)]
-/// Kept for every certificate, so kept small: times in UTC without an offset (12
-/// bytes, not 16: a map of 10,000 took 1.3 MB).
 struct Track {
     next: UtcDateTime,
     failures: u32,

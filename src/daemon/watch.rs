@@ -48,15 +48,18 @@ impl Daemon {
             .sum::<usize>()
             + self.config.trust.len()
             + self.config.watched.len();
+        // One walk over the files: each is indexed as its directory is noted.
         let mut index: Vec<(u64, Owner)> = Vec::with_capacity(files);
-        index.extend(self.owned_files().map(|(p, o)| (hash_of(p), o)));
+        let mut dirs: BTreeSet<PathBuf> =
+            crate::fsutil::parent_dirs(self.owned_files().map(|(p, o)| {
+                index.push((hash_of(p), o));
+                p
+            }))
+            .into_iter()
+            .map(Path::to_path_buf)
+            .collect();
         // Stable: of equal hashes, the owner indexed last comes last.
         index.sort_by_key(|(h, _)| *h);
-        let mut dirs: BTreeSet<PathBuf> =
-            crate::fsutil::parent_dirs(self.owned_files().map(|(p, _)| p))
-                .into_iter()
-                .map(Path::to_path_buf)
-                .collect();
         if let Some(d) = self.config_path.parent() {
             dirs.insert(d.to_path_buf());
         }

@@ -36,12 +36,9 @@ struct EntryText {
     common_name: Option<String>,
     sans: Vec<String>,
     other_names: Vec<String>,
-    #[serde(serialize_with = "as_text", deserialize_with = "key_type_text")]
-    key_type: Option<KeyType>,
-    #[serde(serialize_with = "as_text", deserialize_with = "usage_text")]
-    usage: Option<Usage>,
-    #[serde(serialize_with = "as_hex", deserialize_with = "from_hex")]
-    fingerprint: [u8; 32],
+    key_type: Option<String>,
+    usage: Option<String>,
+    fingerprint: String,
     from_issuer: bool,
     /// The end of the CA certificate that signed it (absent in older caches).
     #[serde(default)]
@@ -56,7 +53,7 @@ struct EntryText {
 /// mean and the fingerprint as its 32 bytes. Read and written as [`EntryText`], the
 /// text it has always been.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(from = "EntryText", into = "EntryText")]
+#[serde(try_from = "EntryText", into = "EntryText")]
 struct Entry {
     stamps: Box<[Stamp]>,
     /// The serial, the common name (when there is one), the SANs, then the other names.
@@ -98,9 +95,17 @@ impl Entry {
     }
 }
 
-impl From<EntryText> for Entry {
-    fn from(t: EntryText) -> Entry {
-        Entry {
+/// A key type or usage certkeeper does not know is none, as for a field the entry
+/// lacks; a fingerprint that is not 32 bytes of hex makes the cache unreadable (and so
+/// ignored), not an entry that matches nothing.
+impl TryFrom<EntryText> for Entry {
+    type Error = &'static str;
+
+    fn try_from(t: EntryText) -> Result<Entry, &'static str> {
+        let fingerprint = crate::encoding::hex_decode(&t.fingerprint)
+            .and_then(|b| <[u8; 32]>::try_from(b).ok())
+            .ok_or("not a SHA-256 fingerprint")?;
+        Ok(Entry {
             stamps: t.stamps.into(),
             texts: Texts::of(
                 std::iter::once(&t.serial)
@@ -113,13 +118,13 @@ impl From<EntryText> for Entry {
             sans: u32::try_from(t.sans.len()).unwrap_or(u32::MAX),
             not_before: t.not_before,
             not_after: t.not_after,
-            key_type: t.key_type,
-            usage: t.usage,
-            fingerprint: t.fingerprint,
+            key_type: t.key_type.and_then(|k| k.parse().ok()),
+            usage: t.usage.and_then(|u| u.parse().ok()),
+            fingerprint,
             from_issuer: t.from_issuer,
             issuer_not_after: t.issuer_not_after,
             issuer_current: t.issuer_current,
-        }
+        })
     }
 }
 
@@ -133,9 +138,9 @@ impl From<Entry> for EntryText {
             common_name: e.common_name().map(String::from),
             sans: e.sans().map(String::from).collect(),
             other_names: e.other_names().map(String::from).collect(),
-            key_type: e.key_type,
-            usage: e.usage,
-            fingerprint: e.fingerprint,
+            key_type: e.key_type.map(|k| k.to_string()),
+            usage: e.usage.map(|u| u.to_string()),
+            fingerprint: crate::encoding::hex(&e.fingerprint),
             from_issuer: e.from_issuer,
             issuer_not_after: e.issuer_not_after,
             issuer_current: e.issuer_current,
@@ -173,64 +178,6 @@ impl Texts {
 
 fn yes() -> bool {
     true
-}
-
-fn as_text<S: serde::Serializer, T: std::fmt::Display>(
-    v: &Option<T>,
-    s: S,
-) -> Result<S::Ok, S::Error> {
-    match v {
-        Some(v) => s.collect_str(v),
-        None => s.serialize_none(),
-    }
-}
-
-fn as_hex<S: serde::Serializer>(v: &[u8; 32], s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&crate::encoding::hex(v))
-}
-
-/// A string (or null) read with `parse` without being kept; what `parse` does not take
-/// is None, as for a field the entry lacks.
-fn text<'de, D: serde::Deserializer<'de>, T>(
-    d: D,
-    parse: fn(&str) -> Option<T>,
-) -> Result<Option<T>, D::Error> {
-    struct Text<T>(fn(&str) -> Option<T>);
-    impl<'de, T> serde::de::Visitor<'de> for Text<T> {
-        type Value = Option<T>;
-        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-            f.write_str("a string or null")
-        }
-        fn visit_str<E>(self, v: &str) -> Result<Option<T>, E> {
-            Ok((self.0)(v))
-        }
-        fn visit_none<E>(self) -> Result<Option<T>, E> {
-            Ok(None)
-        }
-        fn visit_unit<E>(self) -> Result<Option<T>, E> {
-            Ok(None)
-        }
-        fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<Option<T>, D::Error> {
-            d.deserialize_str(self)
-        }
-    }
-    d.deserialize_option(Text(parse))
-}
-
-fn key_type_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<KeyType>, D::Error> {
-    text(d, |s| s.parse().ok())
-}
-
-fn usage_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Usage>, D::Error> {
-    text(d, |s| s.parse().ok())
-}
-
-fn fingerprint(hex: &str) -> Option<[u8; 32]> {
-    crate::encoding::hex_decode(hex)?.try_into().ok()
-}
-
-fn from_hex<'de, D: serde::Deserializer<'de>>(d: D) -> Result<[u8; 32], D::Error> {
-    text(d, fingerprint)?.ok_or_else(|| serde::de::Error::custom("not a SHA-256 fingerprint"))
 }
 
 #[derive(Serialize, Deserialize, Default)]
@@ -394,21 +341,24 @@ impl ObserveCache {
         let l = &p.leaf;
         Some(Learned(
             spec.name.as_str().into(),
-            Box::new(Entry::from(EntryText {
-                stamps,
-                serial: l.serial.clone(),
-                not_before: l.not_before.unix_timestamp(),
-                not_after: l.not_after.unix_timestamp(),
-                common_name: l.common_name.clone(),
-                sans: l.sans.iter().map(|s| s.to_string()).collect(),
-                other_names: l.other_names.clone(),
-                key_type: l.key_type,
-                usage: l.usage,
-                fingerprint: fingerprint(&l.fingerprint)?,
-                from_issuer: p.from_issuer,
-                issuer_not_after: p.issuer_not_after.map(|t| t.unix_timestamp()),
-                issuer_current: p.issuer_current,
-            })),
+            Box::new(
+                Entry::try_from(EntryText {
+                    stamps,
+                    serial: l.serial.clone(),
+                    not_before: l.not_before.unix_timestamp(),
+                    not_after: l.not_after.unix_timestamp(),
+                    common_name: l.common_name.clone(),
+                    sans: l.sans.iter().map(|s| s.to_string()).collect(),
+                    other_names: l.other_names.clone(),
+                    key_type: l.key_type.map(|k| k.to_string()),
+                    usage: l.usage.map(|u| u.to_string()),
+                    fingerprint: l.fingerprint.clone(),
+                    from_issuer: p.from_issuer,
+                    issuer_not_after: p.issuer_not_after.map(|t| t.unix_timestamp()),
+                    issuer_current: p.issuer_current,
+                })
+                .ok()?,
+            ),
         ))
     }
 
@@ -490,7 +440,7 @@ mod tests {
         assert_eq!(t.iter().collect::<Vec<_>>(), items);
         assert_eq!(Texts::of(std::iter::empty()).iter().count(), 0);
         // A certificate without a common name: the SANs follow the serial.
-        let e = Entry::from(EntryText {
+        let e = Entry::try_from(EntryText {
             stamps: Vec::new(),
             serial: "1".into(),
             not_before: 0,
@@ -500,11 +450,12 @@ mod tests {
             other_names: vec!["x".into()],
             key_type: None,
             usage: None,
-            fingerprint: [7; 32],
+            fingerprint: "07".repeat(32),
             from_issuer: false,
             issuer_not_after: None,
             issuer_current: true,
-        });
+        })
+        .unwrap();
         assert_eq!(e.common_name(), None);
         assert_eq!(e.sans().collect::<Vec<_>>(), ["a:b", "2"]);
         assert_eq!(e.other_names().collect::<Vec<_>>(), ["x"]);

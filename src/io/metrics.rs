@@ -106,6 +106,13 @@ impl Packed {
         }
     }
 
+    /// The row after `change`.
+    fn changed(self, change: impl FnOnce(&mut CertRow)) -> CertRow {
+        let mut row = self.row();
+        change(&mut row);
+        row
+    }
+
     fn row(&self) -> CertRow {
         let has = |f: u8| self.flags & f != 0;
         CertRow {
@@ -133,37 +140,63 @@ impl CertTable {
     }
 }
 
+/// One sample of a certificate's series: a gauge, or a counter with its `result`
+/// label (the renewals by result).
+enum Sample {
+    Gauge(i64),
+    Counter(Option<&'static str>, u64),
+}
+
+/// A family of [`CertTable`]: name, help, type, and the samples a row has in it.
+type Series = (
+    &'static str,
+    &'static str,
+    MetricType,
+    fn(&CertRow) -> [Option<Sample>; 2],
+);
+
 /// The families of [`CertTable`], in the order they are encoded.
-const CERT_SERIES: [(&str, &str, MetricType); 6] = [
+const CERT_SERIES: [Series; 6] = [
     (
         "certificate_failing",
         "1 while the last attempt to renew or install the certificate failed (also one never installed), else 0",
         MetricType::Gauge,
+        |r| [r.failing.map(|f| Sample::Gauge(i64::from(f))), None],
     ),
     (
         "renewal_failures",
         "Failed attempts to renew or install the certificate",
         MetricType::Counter,
+        |r| [r.renewal_failures.map(|n| Sample::Counter(None, n)), None],
     ),
     (
         "certificate_not_after_seconds",
         "notAfter of the certificate in place (Unix time), managed and watched",
         MetricType::Gauge,
+        |r| [r.not_after.map(Sample::Gauge), None],
     ),
     (
         "certificate_next_renewal_seconds",
         "When certkeeper will next try to renew the certificate (Unix time)",
         MetricType::Gauge,
+        |r| [r.next_renewal.map(Sample::Gauge), None],
     ),
     (
         "renewals",
         "Renewal attempts by result",
         MetricType::Counter,
+        |r| {
+            [
+                (r.succeeded > 0).then_some(Sample::Counter(Some("success"), r.succeeded)),
+                (r.failed > 0).then_some(Sample::Counter(Some("failure"), r.failed)),
+            ]
+        },
     ),
     (
         "last_success_timestamp_seconds",
         "When the certificate was last found valid or renewed (Unix time)",
         MetricType::Gauge,
+        |r| [r.last_success.map(Sample::Gauge), None],
     ),
 ];
 
@@ -173,45 +206,22 @@ fn declared(row: &mut CertRow) {
     row.renewal_failures.get_or_insert(0);
 }
 
-/// One sample of a certificate's series: a gauge, or a counter with its `result`
-/// label (the renewals by result).
-enum Sample {
-    Gauge(i64),
-    Counter(Option<&'static str>, u64),
-}
-
-/// The samples of the `series`-th family of [`CERT_SERIES`] that `row` has.
-fn samples(series: usize, row: &CertRow) -> [Option<Sample>; 2] {
-    let gauge = |v: Option<i64>| [v.map(Sample::Gauge), None];
-    match series {
-        0 => gauge(row.failing.map(i64::from)),
-        1 => [row.renewal_failures.map(|n| Sample::Counter(None, n)), None],
-        2 => gauge(row.not_after),
-        3 => gauge(row.next_renewal),
-        4 => [
-            (row.succeeded > 0).then_some(Sample::Counter(Some("success"), row.succeeded)),
-            (row.failed > 0).then_some(Sample::Counter(Some("failure"), row.failed)),
-        ],
-        _ => gauge(row.last_success),
-    }
-}
-
 impl Collector for CertTable {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let rows = self.rows();
-        for (series, (name, help, kind)) in CERT_SERIES.iter().enumerate() {
+        for (name, help, kind, samples) in CERT_SERIES {
             // As a family with no series: nothing at all.
             if !rows
                 .values()
-                .any(|r| samples(series, &r.row()).iter().any(Option::is_some))
+                .any(|r| samples(&r.row()).iter().any(Option::is_some))
             {
                 continue;
             }
             // The registry ends every help text with a period; so does this.
             let help = format!("{help}.");
-            let mut family = encoder.encode_descriptor(name, &help, None, *kind)?;
+            let mut family = encoder.encode_descriptor(name, &help, None, kind)?;
             for (cert, row) in rows.iter() {
-                for sample in samples(series, &row.row()).into_iter().flatten() {
+                for sample in samples(&row.row()).into_iter().flatten() {
                     match sample {
                         Sample::Gauge(v) => ConstGauge::new(v)
                             .encode(family.encode_family(&[("name", &**cert)])?)?,
@@ -305,7 +315,7 @@ impl Metrics {
     /// Creates the series of a managed certificate with their first values, so that
     /// alerts see it from its first moment (also when it is never installed).
     pub fn declare(&self, name: &str) {
-        self.update(name, declared);
+        self.declare_all(std::iter::once(name));
     }
 
     /// [`Metrics::declare`] for many certificates at once (the table is then rebuilt
@@ -315,16 +325,11 @@ impl Metrics {
         let mut new: Vec<(Box<str>, Packed)> = Vec::new();
         for name in names {
             match rows.get_mut(name) {
-                Some(p) => {
-                    let mut row = p.row();
-                    declared(&mut row);
-                    *p = Packed::of(&row);
-                }
-                None => {
-                    let mut row = CertRow::default();
-                    declared(&mut row);
-                    new.push((name.into(), Packed::of(&row)));
-                }
+                Some(p) => *p = Packed::of(&p.changed(declared)),
+                None => new.push((
+                    name.into(),
+                    Packed::of(&Packed::default().changed(declared)),
+                )),
             }
         }
         if !new.is_empty() {
@@ -337,20 +342,13 @@ impl Metrics {
     /// with no series is dropped.
     pub fn update(&self, name: &str, change: impl FnOnce(&mut CertRow)) {
         let mut rows = self.certs.rows();
-        match rows.get_mut(name) {
-            Some(p) => {
-                let mut row = p.row();
-                change(&mut row);
-                if row == CertRow::default() {
-                    rows.remove(name);
-                } else {
-                    *p = Packed::of(&row);
-                }
-            }
-            None => {
-                let mut row = CertRow::default();
-                change(&mut row);
-                if row != CertRow::default() {
+        let row = rows.get(name).copied().unwrap_or_default().changed(change);
+        if row == CertRow::default() {
+            rows.remove(name);
+        } else {
+            match rows.get_mut(name) {
+                Some(p) => *p = Packed::of(&row),
+                None => {
                     rows.insert(name.into(), Packed::of(&row));
                 }
             }
