@@ -1042,24 +1042,48 @@ impl Dir {
     /// Every entry of this directory but `.` and `..`, with its kind as the directory
     /// lists it (a link is a link; nothing is followed), by name.
     pub fn entries(&self) -> Result<Vec<(std::ffi::OsString, Kind)>, FsError> {
-        let listing = fs::read_dir(format!(
-            "/proc/self/fd/{}",
-            std::os::fd::AsRawFd::as_raw_fd(&*self.fd)
-        ))
-        .map_err(io_err(&self.path, "cannot list directory"))?;
+        use nix::dir::Type;
+        use nix::fcntl::OFlag;
+        use nix::sys::stat::{Mode, SFlag};
+        use std::os::unix::ffi::OsStrExt;
+        let failed = |e: nix::errno::Errno| io_err(&self.path, "cannot list directory")(e.into());
+        // `.` opened again: a listing of its own (its own position), not through a path.
+        let mut listing = nix::dir::Dir::openat(
+            &*self.fd,
+            ".",
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(failed)?;
         let mut out = Vec::new();
-        for entry in listing {
-            let entry = entry.map_err(io_err(&self.path, "cannot list directory"))?;
-            let name = entry.file_name();
+        for entry in listing.iter() {
+            let entry = entry.map_err(failed)?;
+            let name = entry.file_name().to_bytes();
+            if name == b"." || name == b".." {
+                continue;
+            }
+            let name = std::ffi::OsStr::from_bytes(name);
             // The kind the directory gives (asked of the entry only where it does not).
             let kind = match entry.file_type() {
-                Ok(t) if t.is_symlink() => Kind::Link,
-                Ok(t) if t.is_dir() => Kind::Dir,
-                Ok(t) if t.is_file() => Kind::File,
-                Ok(_) => Kind::Other,
-                Err(_) => continue,
+                Some(Type::Symlink) => Kind::Link,
+                Some(Type::Directory) => Kind::Dir,
+                Some(Type::File) => Kind::File,
+                Some(_) => Kind::Other,
+                None => match nix::sys::stat::fstatat(
+                    &*self.fd,
+                    name,
+                    nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+                ) {
+                    Ok(st) => match SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT {
+                        SFlag::S_IFLNK => Kind::Link,
+                        SFlag::S_IFDIR => Kind::Dir,
+                        SFlag::S_IFREG => Kind::File,
+                        _ => Kind::Other,
+                    },
+                    Err(_) => continue,
+                },
             };
-            out.push((name, kind));
+            out.push((name.to_os_string(), kind));
         }
         Ok(out)
     }
@@ -1147,6 +1171,20 @@ impl Dir {
             let _ = self.unlink(tmp);
         }
         result
+    }
+
+    /// Puts a symbolic link to `target` at `name`, which was missing when the caller
+    /// looked: made in place (a link appears whole, as a renamed one does), or, should
+    /// something have appeared there since, as [`Dir::replace_link`] does. The
+    /// directory is not fsynced.
+    pub fn put_link(&self, name: &std::ffi::OsStr, target: &Path) -> Result<(), FsError> {
+        match nix::unistd::symlinkat(target, &self.fd, name) {
+            Ok(()) => Ok(()),
+            Err(nix::errno::Errno::EEXIST) => self.replace_link(name, target),
+            Err(e) => Err(io_err(&self.path.join(name), "cannot create link")(
+                e.into(),
+            )),
+        }
     }
 
     /// Renames `from` to `to`, both in this directory.
@@ -1354,6 +1392,36 @@ mod tests {
             gid: None,
             follow_symlinks: false,
         }
+    }
+
+    #[test]
+    fn a_link_put_where_nothing_was_is_made_in_place_and_replaces_what_appeared() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = Dir::reach(tmp.path(), None).unwrap();
+        dir.put_link("a.crt".as_ref(), Path::new("store/current/cert.pem"))
+            .unwrap();
+        assert_eq!(
+            fs::read_link(tmp.path().join("a.crt")).unwrap(),
+            Path::new("store/current/cert.pem")
+        );
+        // Something appeared since the caller looked: replaced whole, as before.
+        fs::write(tmp.path().join("b.crt"), "old").unwrap();
+        dir.put_link("b.crt".as_ref(), Path::new("x")).unwrap();
+        assert_eq!(
+            fs::read_link(tmp.path().join("b.crt")).unwrap(),
+            Path::new("x")
+        );
+        dir.put_link("a.crt".as_ref(), Path::new("y")).unwrap();
+        assert_eq!(
+            fs::read_link(tmp.path().join("a.crt")).unwrap(),
+            Path::new("y")
+        );
+        let mut left: Vec<_> = fs::read_dir(tmp.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["a.crt", "b.crt"], "no temporary link left");
     }
 
     #[test]

@@ -430,10 +430,11 @@ pub fn is_store_link(target: &Path) -> bool {
             .any(|f| parts[n - 1] == *f)
 }
 
-/// Puts our link at `live` (a link made beside it, renamed over it); `follow`: the
-/// user allows links among its directories. Returns the directory, which the caller
-/// fsyncs (once for all the links it makes there).
-fn link(live: &Path, target: &Path, follow: bool) -> Result<fsutil::Dir, FsError> {
+/// Puts our link at `live` (a link made beside it, renamed over it; made in place
+/// when nothing was there: `missing`); `follow`: the user allows links among its
+/// directories. Returns the directory, which the caller fsyncs (once for all the
+/// links it makes there).
+fn link(live: &Path, target: &Path, follow: bool, missing: bool) -> Result<fsutil::Dir, FsError> {
     let (dir, name) = match follow {
         true => fsutil::Dir::of_file(live, 0o755, true)?,
         false => {
@@ -444,7 +445,10 @@ fn link(live: &Path, target: &Path, follow: bool) -> Result<fsutil::Dir, FsError
             (fsutil::Dir::reach(parent, Some(0o755))?, name)
         }
     };
-    dir.replace_link(name, target)?;
+    match missing {
+        true => dir.put_link(name, target)?,
+        false => dir.replace_link(name, target)?,
+    }
     Ok(dir)
 }
 
@@ -787,10 +791,14 @@ impl Store {
     }
 
     /// Points `current` at `name`: a new link renamed over the old one (one atomic
-    /// step), then the store fsynced.
+    /// step; in a store this install made, made in place), then the store fsynced.
     fn point_current(&self, name: &str) -> Result<(), FsError> {
         let store = self.handle()?;
-        store.replace_link(std::ffi::OsStr::new(CURRENT), Path::new(name))?;
+        let current = std::ffi::OsStr::new(CURRENT);
+        match self.fresh {
+            true => store.put_link(current, Path::new(name))?,
+            false => store.replace_link(current, Path::new(name))?,
+        }
         store.sync()
     }
 
@@ -925,6 +933,7 @@ fn install_in_store(
                 &f.path,
                 &link_target(spec, field, &f.path),
                 spec.follow_symlinks,
+                *live == Live::Missing,
             )?;
             if !linked.iter().any(|d| d.path() == dir.path()) {
                 linked.push(dir);

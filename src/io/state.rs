@@ -637,13 +637,24 @@ impl StateDir {
     /// but never leaves a partial line. `ledger.jsonl` rotates first when this append
     /// would take it over the cap. The caller holds the state lock.
     pub fn record(&self, entry: &LedgerEntry) -> Result<(), FsError> {
+        self.record_all(std::slice::from_ref(entry))
+    }
+
+    /// [`StateDir::record`] for several entries: their lines in one append, all or none.
+    pub fn record_all(&self, entries: &[LedgerEntry]) -> Result<(), FsError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
         // The state lock keeps other processes out; this keeps the daemon's concurrent
         // passes from interleaving a rotation or a truncate-back with an append.
         static APPEND: std::sync::Mutex<()> = std::sync::Mutex::new(());
         let _one_at_a_time = APPEND.lock().unwrap_or_else(|p| p.into_inner());
         let path = self.ledger_path();
-        let mut line = serde_json::to_string(entry).expect("ledger entries serialize");
-        line.push('\n');
+        let mut line = String::new();
+        for entry in entries {
+            line.push_str(&serde_json::to_string(entry).expect("ledger entries serialize"));
+            line.push('\n');
+        }
         // Inside a batch the ledger stays open from one append to the next, unless
         // something else in this process wrote to it since (the state lock keeps other
         // processes out): its size is then known, and its last line is ours, whole.

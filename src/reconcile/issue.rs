@@ -31,7 +31,7 @@ pub(super) struct Pending<'a> {
 
 /// How many certificates of the internal CA a pass renews at once before their pairs
 /// are built on several threads.
-const PARALLEL_FROM: usize = 8;
+pub(super) const PARALLEL_FROM: usize = 8;
 
 /// A certificate to renew, with what its pass decided.
 pub(super) struct Queued<'a, 'i> {
@@ -187,6 +187,17 @@ pub(super) fn build(
 /// `Pending`, not copied: a batch of thousands holds each leaf once).
 pub(super) type Stored = Result<Installed, Failure>;
 
+/// Records, archives and installs every pair of `batch`, on all cores when there are
+/// many (see [`in_shares`]: each share is a group commit of its own). One result per
+/// item, in order.
+pub(super) fn store_shared<'a>(
+    state: &StateDir,
+    batch: Vec<Pending<'a>>,
+    now: OffsetDateTime,
+) -> Vec<(Pending<'a>, Stored)> {
+    in_shares(batch, |share| store_all(state, share, now))
+}
+
 /// Records, archives and installs every pair of `batch` as one group commit: first for
 /// all of them the ledger's `issued` line, the archive copy and the new pair beside the
 /// served one, then one flush per filesystem, then each pair served (one rename) and its
@@ -194,13 +205,35 @@ pub(super) type Stored = Result<Installed, Failure>;
 /// the rename that serves it, each rename before the pass records the install; a crash
 /// at any point leaves every certificate with a complete pair. One result per item, in
 /// order; a failure of one leaves the others alone.
-pub(super) fn store_all<'a>(
+fn store_all<'a>(
     state: &StateDir,
     batch: Vec<Pending<'a>>,
     now: OffsetDateTime,
 ) -> Vec<(Pending<'a>, Stored)> {
     let group = crate::fsutil::GroupCommit::begin();
-    let written: Vec<Result<_, Failure>> = batch.iter().map(|p| write(state, p, now)).collect();
+    // The `issued` lines first, in one append. Plain files (no store, or written
+    // through links of the user's own) are renamed into place while this batch is
+    // written: their lines are flushed before.
+    let entries: Vec<LedgerEntry> = batch.iter().map(|p| issued_entry(p, now)).collect();
+    let plain = batch
+        .iter()
+        .any(|p| !crate::install::uses_store(p.spec) || p.spec.follow_symlinks);
+    let recorded = match plain {
+        true => crate::fsutil::GroupCommit::durable(|| state.record_all(&entries)),
+        false => state.record_all(&entries),
+    }
+    .map_err(Arc::new);
+    drop(entries);
+    let written: Vec<Result<_, Failure>> = batch
+        .iter()
+        .map(|p| match &recorded {
+            Ok(()) => write(state, p),
+            Err(e) => Err(Failure::State {
+                what: "cannot record the new pair in the ledger",
+                error: e.clone(),
+            }),
+        })
+        .collect();
     let flushed = group.barrier().map_err(Arc::new);
     let mut out = Vec::with_capacity(batch.len());
     for (p, w) in batch.into_iter().zip(written) {
@@ -239,33 +272,27 @@ pub(super) fn store_all<'a>(
     out
 }
 
-/// The first half of a group commit for one pair: the `issued` line, the archive copy
-/// and the pair beside the served one, all still to be flushed.
+/// The ledger's `issued` line for a new pair.
+fn issued_entry(p: &Pending, now: OffsetDateTime) -> LedgerEntry {
+    let (spec, leaf) = (p.spec, &p.built.issued.leaf);
+    let mut entry = LedgerEntry::new(now, "issued");
+    entry.name = Some(spec.name.clone());
+    entry.serial = Some(leaf.serial.clone());
+    entry.issuer = Some(p.issuer.clone());
+    entry.not_after = Some(leaf.not_after);
+    entry.sans = spec.sans.iter().map(|s| s.to_string()).collect();
+    entry.reason = Some(p.reason.code().to_string());
+    entry
+}
+
+/// The first half of a group commit for one pair (its `issued` line recorded): the
+/// archive copy and the pair beside the served one, all still to be flushed.
 fn write(
     state: &StateDir,
     p: &Pending,
-    now: OffsetDateTime,
 ) -> Result<(crate::state::StagedArchive, crate::install::Prepared), Failure> {
     let (spec, issued, key) = (p.spec, &p.built.issued, &p.built.key);
     let serial = issued.leaf.serial.clone();
-    let mut entry = LedgerEntry::new(now, "issued");
-    entry.name = Some(spec.name.clone());
-    entry.serial = Some(serial.clone());
-    entry.issuer = Some(p.issuer.clone());
-    entry.not_after = Some(issued.leaf.not_after);
-    entry.sans = spec.sans.iter().map(|s| s.to_string()).collect();
-    entry.reason = Some(p.reason.code().to_string());
-    // Plain files (no store, or written through links of the user's own) are renamed
-    // into place while this batch is written: their `issued` line is flushed first.
-    let plain = !crate::install::uses_store(spec) || spec.follow_symlinks;
-    let recorded = match plain {
-        true => crate::fsutil::GroupCommit::durable(|| state.record(&entry)),
-        false => state.record(&entry),
-    };
-    recorded.map_err(|e| Failure::State {
-        what: "cannot record the new pair in the ledger",
-        error: Arc::new(e),
-    })?;
     let chain_pem: String = issued.chain.iter().map(|c| c.to_pem()).collect();
     let archive = state
         .stage_archive(

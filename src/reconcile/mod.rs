@@ -396,7 +396,7 @@ fn store_pending<'a>(
         return;
     }
     let batch = std::mem::take(pending);
-    for (p, result) in issue::store_all(state, batch, now) {
+    for (p, result) in issue::store_shared(state, batch, now) {
         match result {
             Ok(installed) => {
                 let issued = p.built.issued;
@@ -842,8 +842,8 @@ pub fn run_pass(pass: Pass) -> (Vec<CertReport>, ServerActivity) {
         activity.trust_pending = pending.into_iter().collect();
     }
 
-    // One group commit for the records of every install: the ledger lines and the
-    // archive markers flushed together.
+    // One group commit for the ledger's records of every install, then the archive
+    // markers.
     let group = crate::fsutil::GroupCommit::begin();
     let mut marks: Vec<(String, String)> = Vec::new();
     reports.reserve(staged.len());
@@ -854,33 +854,80 @@ pub fn run_pass(pass: Pass) -> (Vec<CertReport>, ServerActivity) {
         }
         reports.push(report);
     }
-    let refs: Vec<(&str, &str)> = marks
-        .iter()
-        .map(|(n, s)| (n.as_str(), s.as_str()))
-        .collect();
-    for ((name, _), done) in marks.iter().zip(state.mark_installed_all(&group, &refs)) {
-        if let Err(err) = done {
-            tracing::warn!(certificate = %name, error = %err, "cannot mark the installed pair in the archive");
-        }
-    }
     if let Err(err) = group.barrier() {
         tracing::error!(error = %err, "cannot flush the records of this pass's installs");
     }
     drop(group);
+    // The archive markers, one group commit per share.
+    in_shares(marks, |share| {
+        let group = crate::fsutil::GroupCommit::begin();
+        let refs: Vec<(&str, &str)> = share
+            .iter()
+            .map(|(n, s)| (n.as_str(), s.as_str()))
+            .collect();
+        for ((name, _), done) in share.iter().zip(state.mark_installed_all(&group, &refs)) {
+            if let Err(err) = done {
+                tracing::warn!(certificate = %name, error = %err, "cannot mark the installed pair in the archive");
+            }
+        }
+        if let Err(err) = group.barrier() {
+            tracing::error!(error = %err, "cannot flush the archive markers of this pass's installs");
+        }
+        Vec::<()>::new()
+    });
     // The archive keeps the installed pair (and the one on disk, should they differ after
     // a crash) plus `archive.keep` superseded ones.
-    let _kept = crate::fsutil::Batch::begin();
-    for spec in attempted {
-        // Looked at only when the archive holds more than it keeps.
-        let on_disk = || match observe(spec, None) {
-            Seen::Present(p) => Some(p.leaf.serial),
-            _ => None,
-        };
-        if let Err(err) = state.prune_archive_with(&spec.name, config.archive_keep, on_disk) {
-            tracing::warn!(certificate = %spec.name, error = %err, "cannot prune the archive");
+    in_shares(attempted, |share| {
+        let _kept = crate::fsutil::Batch::begin();
+        for spec in share {
+            // Looked at only when the archive holds more than it keeps.
+            let on_disk = || match observe(spec, None) {
+                Seen::Present(p) => Some(p.leaf.serial),
+                _ => None,
+            };
+            if let Err(err) = state.prune_archive_with(&spec.name, config.archive_keep, on_disk) {
+                tracing::warn!(certificate = %spec.name, error = %err, "cannot prune the archive");
+            }
         }
-    }
+        Vec::<()>::new()
+    });
     (reports, activity)
+}
+
+/// Runs `work` over `items` cut into one share per core, each share on a thread of its
+/// own, when there are enough items to pay for threads (else on this thread); the
+/// results in the items' order. For the file work of a batch: creating, renaming and
+/// flushing entries is mostly the kernel's work, and runs on both cores when the
+/// entries are in different directories. `work` opens its own group commit (the
+/// flushes it defers are this thread's).
+fn in_shares<T: Send, R: Send>(items: Vec<T>, work: impl Fn(Vec<T>) -> Vec<R> + Sync) -> Vec<R> {
+    let workers = match items.len() {
+        n if n < issue::PARALLEL_FROM => 1,
+        n => std::thread::available_parallelism()
+            .map(|c| c.get())
+            .unwrap_or(1)
+            .min(n / (issue::PARALLEL_FROM / 2)),
+    };
+    if workers <= 1 {
+        return work(items);
+    }
+    let size = items.len().div_ceil(workers);
+    let mut shares: Vec<Vec<T>> = Vec::with_capacity(workers);
+    let mut rest = items.into_iter().peekable();
+    while rest.peek().is_some() {
+        shares.push(rest.by_ref().take(size).collect());
+    }
+    let work = &work;
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = shares
+            .into_iter()
+            .map(|share| scope.spawn(move || work(share)))
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("a worker thread"))
+            .collect()
+    })
 }
 
 /// How many certificates are observed before their decisions are acted on.
@@ -1123,5 +1170,30 @@ fn record_findings(state: &StateDir, activity: &mut ServerActivity, now: OffsetD
             ),
             (None, None) => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+    use std::sync::Mutex;
+
+    #[test]
+    fn shares_give_every_result_in_order_and_small_batches_stay_on_this_thread() {
+        let seen = Mutex::new(HashSet::new());
+        let out = super::in_shares((0..1000).collect(), |share: Vec<usize>| {
+            seen.lock().unwrap().insert(std::thread::current().id());
+            share.into_iter().map(|i| i * 2).collect()
+        });
+        assert_eq!(out, (0..1000).map(|i| i * 2).collect::<Vec<_>>());
+        let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
+        assert_eq!(seen.lock().unwrap().len(), cores.min(1000 / 4));
+
+        let me = std::thread::current().id();
+        let out = super::in_shares(vec![1, 2, 3], |share: Vec<i32>| {
+            assert_eq!(std::thread::current().id(), me);
+            share
+        });
+        assert_eq!(out, [1, 2, 3]);
     }
 }

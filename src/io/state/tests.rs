@@ -711,3 +711,69 @@ fn a_batch_appends_through_one_open_ledger_and_sees_appends_from_outside() {
     assert_eq!(events, ["issued", "installed", "issued", "failed"]);
     valid_lines(&path);
 }
+
+#[test]
+fn several_entries_go_in_one_append_all_or_none() {
+    let Some(fs_) = Tmpfs::mount("64k") else {
+        return;
+    };
+    let state = StateDir::new(&fs_.path().join("state"));
+    state.create().unwrap();
+    let path = state.ledger_path();
+    let batch: Vec<LedgerEntry> = (0..5).map(|i| entry("www", "issued", i)).collect();
+    state.record_all(&batch).unwrap();
+    state.record_all(&[]).unwrap();
+    assert_eq!(valid_lines(&path), batch);
+
+    // Fill the disk; a batch larger than what is left is refused whole.
+    let filler = fs_.path().join("filler");
+    let mut f = fs::File::create(&filler).unwrap();
+    let block = vec![b'x'; 512];
+    while f.write_all(&block).is_ok() {}
+    drop(f);
+    let before = fs::read(&path).unwrap();
+    let big: Vec<LedgerEntry> = (5..60).map(|i| entry("www", "issued", i)).collect();
+    let err = state.record_all(&big).unwrap_err();
+    assert_eq!(
+        fs::read(&path).unwrap(),
+        before,
+        "a failed batch changed the ledger: {err}"
+    );
+
+    fs::remove_file(&filler).unwrap();
+    state.record_all(&big).unwrap();
+    let lines = valid_lines(&path);
+    assert_eq!(lines.len(), 5 + big.len());
+    assert_eq!(&lines[5..], &big[..]);
+}
+
+#[test]
+fn appends_from_two_threads_in_batches_stay_whole_and_in_each_threads_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = StateDir::new(&dir.path().join("state"));
+    state.create().unwrap();
+    std::thread::scope(|s| {
+        for name in ["a", "b"] {
+            let state = &state;
+            s.spawn(move || {
+                let _batch = crate::fsutil::Batch::begin();
+                for i in 0..300 {
+                    match i % 3 {
+                        0 => state.record(&entry(name, "issued", i)).unwrap(),
+                        _ => state.record_all(&[entry(name, "issued", i)]).unwrap(),
+                    }
+                }
+            });
+        }
+    });
+    let lines = valid_lines(&state.ledger_path());
+    assert_eq!(lines.len(), 600);
+    for name in ["a", "b"] {
+        let mine: Vec<usize> = lines
+            .iter()
+            .filter(|e| e.name.as_deref() == Some(name))
+            .map(reason_number)
+            .collect();
+        assert_eq!(mine, (0..300).collect::<Vec<_>>(), "{name}");
+    }
+}
