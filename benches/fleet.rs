@@ -5,8 +5,10 @@
 //! baseline measured in the same invocation, interleaved, medians of 3:
 //! 1. mass issuance: `renew --all` of N new P-256 certificates vs a group-committed
 //!    I/O floor (the same files, sizes, modes, links, renames and ledger lines, no
-//!    crypto) and vs an rcgen crypto floor (key generation + signing a leaf, on one
-//!    thread and on all cores); file operations counted with strace when it exists;
+//!    crypto, on one thread; and, for a fair reading, on as many threads as
+//!    certkeeper stores a batch on) and vs an rcgen crypto floor (key generation +
+//!    signing a leaf, on one thread and on all cores); file operations counted with
+//!    strace when it exists;
 //! 2. the daemon started with N missing (until READY=1) vs `renew --all`;
 //! 3. `renew --all` of 50 RSA-2048 certificates vs generating 50 RSA-2048 keys (and
 //!    signing their leaves) in parallel on all cores;
@@ -58,8 +60,9 @@ fn main() {
     if let Ok(spec) = std::env::var(FLOOR_CHILD) {
         let mut it = spec.split('|');
         let (dir, n, probe) = (it.next().unwrap(), it.next().unwrap(), it.next().unwrap());
+        let threads = it.next().map_or(1, |t| t.parse().unwrap());
         let sample = Sample::read(Path::new(probe));
-        io_floor(Path::new(dir), n.parse().unwrap(), &sample);
+        io_floor(Path::new(dir), n.parse().unwrap(), &sample, threads);
         return;
     }
     if !std::env::args().any(|a| a == "--bench") {
@@ -564,8 +567,10 @@ fn append(p: &Path, text: &str) {
 /// `issued` line, the archive copy (one file) beside its place, the installed
 /// marker beside its place, the served pair directory, the two user-path links and a
 /// `current` link beside its place; one `syncfs`; the renames (archive copy, `current`,
-/// marker); one `syncfs`; the `installed` ledger lines in one append.
-fn io_floor(dir: &Path, n: usize, s: &Sample) -> Duration {
+/// marker); one `syncfs`; the `installed` ledger lines in one append. With `threads`
+/// above one, the pairs are cut into that many shares, each done so on a thread of its
+/// own (certkeeper stores a batch's shares on all cores).
+fn io_floor(dir: &Path, n: usize, s: &Sample, threads: usize) -> Duration {
     let t = Instant::now();
     let state = dir.join("state");
     let archive = state.join("archive");
@@ -573,10 +578,29 @@ fn io_floor(dir: &Path, n: usize, s: &Sample) -> Duration {
     for d in 0..4 {
         mkdir(&dir.join(format!("tls{d}/.certkeeper")), 0o755);
     }
+    let share = n.div_ceil(threads.max(1));
+    std::thread::scope(|scope| {
+        for first in (0..n).step_by(share.max(1)) {
+            let (state, archive) = (&state, &archive);
+            scope
+                .spawn(move || io_floor_share(dir, state, archive, first..n.min(first + share), s));
+        }
+    });
+    t.elapsed()
+}
+
+/// The floor's work for the pairs `range` (see [`io_floor`]).
+fn io_floor_share(
+    dir: &Path,
+    state: &Path,
+    archive: &Path,
+    range: std::ops::Range<usize>,
+    s: &Sample,
+) {
     let mut issued = String::new();
     let mut installed = String::new();
-    let mut renames = Vec::with_capacity(3 * n);
-    for i in 0..n {
+    let mut renames = Vec::with_capacity(3 * range.len());
+    for i in range {
         let name = format!("c{i}");
         // Unique, serial-shaped names.
         let serial = format!(
@@ -624,7 +648,6 @@ fn io_floor(dir: &Path, n: usize, s: &Sample) -> Duration {
     }
     syncfs(dir);
     append(&state.join("ledger.jsonl"), &installed);
-    t.elapsed()
 }
 
 /// A fresh directory shaped like a tree (state/ and four tls directories) for the floor.
@@ -763,19 +786,22 @@ fn fleet(root: &Path, n: usize, sample: &Sample, ca: &BenchCa, table: &mut Table
     let threads = cores();
     let (mut cli, mut floor, mut dmn, mut dmn_rss, mut dmn_settled, mut c1, mut cn) =
         (vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
+    let mut floor_par = vec![];
     let mut cli_trees = vec![];
     for round in 0..ROUNDS {
         // Trees made (and their CAs) before anything of the round is timed.
         let t_cli = tree(root, &format!("n{n}-cli{round}"), n, None);
         let t_dmn = tree(root, &format!("n{n}-daemon{round}"), n, None);
         let t_floor = floor_tree(root, &format!("n{n}-floor{round}"));
-        for step in 0..5 {
+        let t_floor_par = floor_tree(root, &format!("n{n}-floor-par{round}"));
+        for step in 0..6 {
             // syncfs flushes the whole file system: what the setup (or the step before)
             // left dirty is flushed first, so no step pays for another's writes.
             syncfs(root);
-            match (step + round) % 5 {
+            match (step + round) % 6 {
                 0 => cli.push(secs(renew_all(&t_cli))),
-                1 => floor.push(secs(io_floor(&t_floor, n, sample))),
+                1 => floor.push(secs(io_floor(&t_floor, n, sample, 1))),
+                5 => floor_par.push(secs(io_floor(&t_floor_par, n, sample, threads))),
                 2 => {
                     let d = daemon(&t_dmn);
                     dmn.push(secs(d.ready_after));
@@ -798,10 +824,11 @@ fn fleet(root: &Path, n: usize, sample: &Sample, ca: &BenchCa, table: &mut Table
             }
         }
         println!(
-            "round {}: renew --all {:.3} s, I/O floor {:.3} s, daemon to READY=1 {:.3} s ({:.1} MB peak at READY=1, {:.1} MB settled), crypto floor {:.0}/s on 1 thread, {:.0}/s on {threads}",
+            "round {}: renew --all {:.3} s, I/O floor {:.3} s ({:.3} s on {threads} threads), daemon to READY=1 {:.3} s ({:.1} MB peak at READY=1, {:.1} MB settled), crypto floor {:.0}/s on 1 thread, {:.0}/s on {threads}",
             round + 1,
             cli[round],
             floor[round],
+            floor_par[round],
             dmn[round],
             dmn_rss[round],
             dmn_settled[round],
@@ -836,6 +863,21 @@ fn fleet(root: &Path, n: usize, sample: &Sample, ca: &BenchCa, table: &mut Table
         Some(ratio),
         target,
         Some(met),
+    );
+    // The floor's file work on as many threads as certkeeper stores shares on: what
+    // the same parallelism gives the floor (no target; for a fair reading).
+    let m_floor_par = median(floor_par.clone());
+    table.add(
+        format!("{n} P-256 renew --all vs the I/O floor on {threads} threads"),
+        format!("{m_cli:.3} s"),
+        format!(
+            "I/O floor on {threads} threads {:.3} s [{}]",
+            m_floor_par,
+            list(&floor_par, "")
+        ),
+        Some(m_cli / m_floor_par),
+        "—",
+        None,
     );
     let crypto_all = n as f64 / m_cn;
     table.add(
