@@ -2,7 +2,8 @@
 # Makes packaging/hot-code.txt, the functions the linker puts first (see build.rs): what
 # a daemon runs while it issues, installs and reloads 100 certificates, starts again on
 # them, and stops, as valgrind's callgrind sees it. Run it after a toolchain or
-# Cargo.lock update (the names in the list belong to one of each); it needs valgrind
+# Cargo.lock update, or a change of a dependency's features (the names in the list
+# belong to one of each, and features are part of a crate's symbols); it needs valgrind
 # and python3 and takes a few minutes (one release build of its own, in
 # target/hot-code).
 set -euo pipefail
