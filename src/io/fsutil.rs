@@ -1044,7 +1044,7 @@ impl Dir {
     pub fn entries(&self) -> Result<Vec<(std::ffi::OsString, Kind)>, FsError> {
         use nix::dir::Type;
         use nix::fcntl::OFlag;
-        use nix::sys::stat::{Mode, SFlag};
+        use nix::sys::stat::Mode;
         use std::os::unix::ffi::OsStrExt;
         let failed = |e: nix::errno::Errno| io_err(&self.path, "cannot list directory")(e.into());
         // `.` opened again: a listing of its own (its own position), not through a path.
@@ -1069,18 +1069,10 @@ impl Dir {
                 Some(Type::Directory) => Kind::Dir,
                 Some(Type::File) => Kind::File,
                 Some(_) => Kind::Other,
-                None => match nix::sys::stat::fstatat(
-                    &*self.fd,
-                    name,
-                    nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
-                ) {
-                    Ok(st) => match SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT {
-                        SFlag::S_IFLNK => Kind::Link,
-                        SFlag::S_IFDIR => Kind::Dir,
-                        SFlag::S_IFREG => Kind::File,
-                        _ => Kind::Other,
-                    },
-                    Err(_) => continue,
+                None => match self.stat_at(name) {
+                    Ok(Some(entry)) => entry.kind,
+                    // Gone since it was listed, or not to be inspected: left out.
+                    _ => continue,
                 },
             };
             out.push((name.to_os_string(), kind));

@@ -650,10 +650,10 @@ impl StateDir {
         static APPEND: std::sync::Mutex<()> = std::sync::Mutex::new(());
         let _one_at_a_time = APPEND.lock().unwrap_or_else(|p| p.into_inner());
         let path = self.ledger_path();
-        let mut line = String::new();
+        let mut line: Vec<u8> = Vec::new();
         for entry in entries {
-            line.push_str(&serde_json::to_string(entry).expect("ledger entries serialize"));
-            line.push('\n');
+            serde_json::to_writer(&mut line, entry).expect("ledger entries serialize");
+            line.push(b'\n');
         }
         // Inside a batch the ledger stays open from one append to the next, unless
         // something else in this process wrote to it since (the state lock keeps other
@@ -675,7 +675,7 @@ impl StateDir {
         }
         // Counted before the write: a failed append, cut back or not, is a change too.
         let stamp = LEDGER_WRITES.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
-        append_whole(&file, &path, size, line.as_bytes(), dev)?;
+        append_whole(&file, &path, size, &line, dev)?;
         if size == 0 {
             // A new file: its name must survive a power loss as well as its first line.
             if let Err(e) = sync_dir(&self.root) {
