@@ -13,6 +13,7 @@ pub mod reference;
 mod sections;
 mod spec;
 mod split;
+mod tape;
 
 pub use error::{ConfigError, ConfigErrors, LoadError};
 pub use spec::*;
@@ -315,12 +316,12 @@ impl Ctx<'_> {
         let mut managed_at = Vec::new();
         let mut watched_at = Vec::new();
         // Each certificate as text to parse (cut out of the file) or as a parsed value.
+        let mut toks = Vec::new();
         let items: Vec<CertItem> = match (split, certs_value) {
-            (Some(split), _) => split
-                .items
-                .into_iter()
-                .map(|(t, l)| CertItem::Text(t, l))
-                .collect(),
+            (Some(split), _) => {
+                toks = split.toks;
+                split.items.into_iter().map(CertItem::Cut).collect()
+            }
             (None, Some(serde_yaml::Value::Sequence(items))) => {
                 items.into_iter().map(CertItem::Value).collect()
             }
@@ -346,18 +347,19 @@ impl Ctx<'_> {
             let slice = std::mem::replace(&mut rest, later);
             let batches: Vec<&[(usize, CertItem)]> = slice.chunks(PARSE_BATCH).collect();
             let read: Vec<Option<raw::RawCertificate>> =
-                crate::par::map(&batches, 2, |b| read_batch(b))
+                crate::par::map(&batches, 2, |b| read_batch(text, &toks, b))
                     .into_iter()
                     .flatten()
                     .collect();
             for ((i, item), fast) in slice.into_iter().zip(read) {
                 let item = match item {
                     CertItem::Value(v) => CertInput::Value(v),
-                    CertItem::Text(chunk, line) => {
+                    CertItem::Cut(cut) => {
+                        let line = cut.line;
                         if let Some(raw) = fast {
                             CertInput::Raw(Box::new(raw))
                         } else {
-                            match serde_yaml::from_str::<serde_yaml::Value>(&chunk) {
+                            match serde_yaml::from_str::<serde_yaml::Value>(&cut.text(text)) {
                                 Ok(v) => CertInput::Value(v),
                                 Err(e) => {
                                     self.errors.push(ConfigError {
@@ -429,27 +431,49 @@ const CONFIG_SLICE: usize = 1024;
 const PARSE_BATCH: usize = 64;
 
 /// Each certificate of `batch` read straight into its fields (None: read it again as a
-/// value, which names what is wrong). Consecutive items cut from one block list at one
-/// indentation are, put back one after another behind their `- `, the list's own text:
-/// one parse reads them all. Anything else, or a batch that fails, is read item by item.
-fn read_batch(batch: &[(usize, CertItem)]) -> Vec<Option<raw::RawCertificate>> {
-    let texts: Option<Vec<&str>> = batch
+/// value, which names what is wrong). An item cut from the file is read from the
+/// events the split recorded when it could record them all (see `tape`); the others
+/// are parsed again. Consecutive items cut from one block list at one indentation are,
+/// put back one after another behind their `- `, the list's own text: one parse reads
+/// them all. Anything else, or a batch that fails, is read item by item.
+fn read_batch(
+    text: &str,
+    toks: &[tape::Tok],
+    batch: &[(usize, CertItem)],
+) -> Vec<Option<raw::RawCertificate>> {
+    let mut read: Vec<Option<raw::RawCertificate>> = batch
         .iter()
         .map(|(_, item)| match item {
-            CertItem::Text(chunk, _) => Some(chunk.as_str()),
+            CertItem::Cut(cut) => cut
+                .tape
+                .clone()
+                .and_then(|range| tape::read(text, &toks[range])),
             CertItem::Value(_) => None,
         })
         .collect();
-    if let Some(all) = texts.and_then(|t| read_together(&t)) {
-        return all.into_iter().map(Some).collect();
-    }
-    batch
+    let left: Vec<(usize, String)> = batch
         .iter()
-        .map(|(_, item)| match item {
-            CertItem::Text(chunk, _) => serde_yaml::from_str::<raw::RawCertificate>(chunk).ok(),
-            CertItem::Value(_) => None,
+        .zip(&read)
+        .enumerate()
+        .filter_map(|(k, ((_, item), fast))| match (item, fast) {
+            (CertItem::Cut(cut), None) => Some((k, cut.text(text))),
+            _ => None,
         })
-        .collect()
+        .collect();
+    let texts: Vec<&str> = left.iter().map(|(_, t)| t.as_str()).collect();
+    match read_together(&texts) {
+        Some(all) => {
+            for ((k, _), raw) in left.iter().zip(all) {
+                read[*k] = Some(raw);
+            }
+        }
+        None => {
+            for (k, t) in &left {
+                read[*k] = serde_yaml::from_str::<raw::RawCertificate>(t).ok();
+            }
+        }
+    }
+    read
 }
 
 /// Items cut from a block list, all at one indentation, read by one parser as the list
@@ -480,7 +504,7 @@ fn read_together(texts: &[&str]) -> Option<Vec<raw::RawCertificate>> {
 }
 
 enum CertItem {
-    Text(String, usize),
+    Cut(split::Item),
     Value(serde_yaml::Value),
 }
 

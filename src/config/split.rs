@@ -4,14 +4,41 @@
 //! tree in memory at once. Anything unusual (anchors, aliases, non-ASCII text) makes it
 //! decline, and the caller parses the document whole.
 
+use super::tape::{self, Tok};
 use saphyr_parser::{Event, Parser};
 
 #[derive(Debug)]
 pub struct Split {
     /// The document with `[]` in place of the certificates list.
     pub rest: String,
-    /// Each certificate's text (indented as in the file) and the line it starts on.
-    pub items: Vec<(String, usize)>,
+    /// Each certificate where it is in the file.
+    pub items: Vec<Item>,
+    /// The events of the items that have their `tape`.
+    pub toks: Vec<Tok>,
+}
+
+/// One certificate of the list: its text in the file and the line it starts on, and
+/// the range of [`Split::toks`] that holds its events when they can be read as they
+/// are (see `tape`).
+#[derive(Debug, Clone)]
+pub struct Item {
+    pub start: usize,
+    pub end: usize,
+    pub line: usize,
+    pub tape: Option<std::ops::Range<usize>>,
+}
+
+impl Item {
+    /// The item's text, indented as in the file (its first line's column kept as
+    /// spaces), to be read on its own.
+    pub fn text(&self, text: &str) -> String {
+        let col = self.start - text[..self.start].rfind('\n').map_or(0, |i| i + 1);
+        let body = &text[self.start..self.end.min(text.len())];
+        let mut s = String::with_capacity(col + body.len());
+        s.extend(std::iter::repeat_n(' ', col));
+        s.push_str(body);
+        s
+    }
 }
 
 /// [`split_certificates`] and the bounds of [`super::limits::check`] in one walk over
@@ -69,8 +96,10 @@ where
     let mut certs_key = false;
     // Inside the certificates list: where it starts, and the item being read.
     let mut seq_start: Option<usize> = None;
-    let mut item: Option<(usize, usize, usize)> = None;
-    let mut items: Vec<(usize, usize, usize)> = Vec::new();
+    let mut item: Option<Item> = None;
+    let mut items: Vec<Item> = Vec::new();
+    // The item's events, while every one of them can be read as it is.
+    let mut toks: Vec<Tok> = Vec::new();
     for ev in events {
         let (event, span) = ev.ok()?;
         let (start, end) = (span.start.index(), span.end.index());
@@ -94,19 +123,41 @@ where
                 // list's text ends with its last item (or at `]` for a flow list).
                 let flow_end = bytes.get(start) == Some(&b']');
                 let list_end = match items.last() {
-                    Some(last) if !flow_end => last.1,
+                    Some(last) if !flow_end => last.end,
                     _ => end,
                 };
-                return Some(finish(text, list_start, list_end, items));
+                let rest = format!(
+                    "{}[]{}",
+                    &text[..list_start],
+                    &text[list_end.min(text.len())..]
+                );
+                return Some(Split { rest, items, toks });
             }
             if depth == 2 && (opens || scalar) {
-                item = Some((start, end, span.start.line()));
+                item = Some(Item {
+                    start,
+                    end,
+                    line: span.start.line(),
+                    tape: Some(toks.len()..toks.len()),
+                });
             }
             if let Some(it) = item.as_mut() {
                 // A flow collection's close mark is its bracket; a block one's is not text.
                 let counts = !closes || matches!(bytes.get(start), Some(b'}') | Some(b']'));
                 if counts {
-                    it.1 = it.1.max(end);
+                    it.end = it.end.max(end);
+                }
+                if let Some(range) = it.tape.as_mut() {
+                    match tape::token(text, &event, start, end) {
+                        Some(t) => {
+                            toks.push(t);
+                            range.end = toks.len();
+                        }
+                        None => {
+                            toks.truncate(range.start);
+                            it.tape = None;
+                        }
+                    }
                 }
             }
             if opens {
@@ -146,21 +197,6 @@ where
     None
 }
 
-fn finish(text: &str, start: usize, end: usize, items: Vec<(usize, usize, usize)>) -> Split {
-    let rest = format!("{}[]{}", &text[..start], &text[end.min(text.len())..]);
-    let items = items
-        .into_iter()
-        .map(|(s, e, line)| {
-            let col = s - text[..s].rfind('\n').map(|i| i + 1).unwrap_or(0);
-            (
-                format!("{}{}", " ".repeat(col), &text[s..e.min(text.len())]),
-                line,
-            )
-        })
-        .collect();
-    Split { rest, items }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -170,11 +206,11 @@ mod tests {
         let text = "state_dir: /x\ncertificates:\n  - name: a\n    sans: [a.b]\n    files: { layout: nginx, cert: /a, key: /b }\n  # a comment\n  - name: b\n    sans:\n      - b.c\ntrust: []\n";
         let s = split_checked(text).unwrap().expect("splits");
         assert_eq!(s.items.len(), 2);
-        assert_eq!(s.items[0].1, 3);
-        assert_eq!(s.items[1].1, 7);
-        let a: serde_yaml::Value = serde_yaml::from_str(&s.items[0].0).unwrap();
+        assert_eq!(s.items[0].line, 3);
+        assert_eq!(s.items[1].line, 7);
+        let a: serde_yaml::Value = serde_yaml::from_str(&s.items[0].text(text)).unwrap();
         assert_eq!(a["files"]["key"], "/b");
-        let b: serde_yaml::Value = serde_yaml::from_str(&s.items[1].0).unwrap();
+        let b: serde_yaml::Value = serde_yaml::from_str(&s.items[1].text(text)).unwrap();
         assert_eq!(b["sans"][0], "b.c");
         let rest: serde_yaml::Value = serde_yaml::from_str(&s.rest).unwrap();
         assert_eq!(rest["certificates"], serde_yaml::Value::Sequence(vec![]));

@@ -1033,19 +1033,86 @@ fn items_read_together_mean_what_they_mean_alone() {
 
     // Items at one indentation are read by one parser, as the list they come from.
     let same: Vec<&str> = same.iter().map(|(_, i)| *i).collect();
-    let split = split::split_checked(&cert(&same.concat()))
-        .unwrap()
-        .unwrap();
-    let texts: Vec<&str> = split.items.iter().map(|(t, _)| t.as_str()).collect();
+    let text = cert(&same.concat());
+    let split = split::split_checked(&text).unwrap().unwrap();
+    let texts: Vec<String> = split.items.iter().map(|i| i.text(&text)).collect();
+    let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
     let read = read_together(&texts).expect("read together");
     assert_eq!(read.len(), same.len());
     assert_eq!(read[1].name.as_deref(), Some("a1"));
     // Not when one of them is indented otherwise.
-    let split = split::split_checked(&cert(&items.concat()))
-        .unwrap()
-        .unwrap();
-    let texts: Vec<&str> = split.items.iter().map(|(t, _)| t.as_str()).collect();
+    let text = cert(&items.concat());
+    let split = split::split_checked(&text).unwrap().unwrap();
+    let texts: Vec<String> = split.items.iter().map(|i| i.text(&text)).collect();
+    let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
     assert!(read_together(&texts).is_none());
+}
+
+/// Items the split's walk recorded are read from its events, without a second parse;
+/// each one, and each that is refused there, means what the full parser reads it to
+/// mean: the same certificate, or the same errors at the same lines.
+#[test]
+fn items_read_from_the_walk_mean_what_the_full_parser_reads() {
+    // (item, whether it is read from the walk's events)
+    let items: &[(&str, bool)] = &[
+        ("- name: a\n  sans: [a.example.internal]\n  files: { layout: nginx, cert: /t/a.crt, key: /t/a.key }\n", true),
+        ("- {name: b, sans: [b.example.internal], files: {layout: combined, cert: /t/b.pem}, reload: [web], follow_symlinks: true}\n", true),
+        ("- name: 'c'\n  sans: [\"c.example.internal\"]\n  key_mode: \"0640\"\n  lifetime: 30d\n  files:\n    layout: nginx\n    cert: /t/c.crt   # a comment\n    key: /t/c.key\n", true),
+        ("- name: d\n  sans: [d.example.internal]\n  files: { layout: combined, cert: /t/d.pem }\n  hooks: { renewed: [[logger, d], [\"true\"]], timeout: 5s }\n  verify: { connect: \"127.0.0.1:443\", server_name: d.example.internal }\n", true),
+        ("- name: e\n  sans: [e.example.internal]\n  files: { layout: combined, cert: /t/e.pem }\n  follow_symlinks: True\n", false),
+        ("- name: f\n  sans: [f.example.internal, 10.0.0.6]\n  files: { layout: combined, cert: /t/f.pem }\n", true),
+        ("- name: 1e3\n  sans: [w.example.internal]\n  files: { layout: combined, cert: /t/w.pem }\n", false),
+        ("- name: 0123\n  sans: [x.example.internal]\n  files: { layout: combined, cert: /t/x.pem }\n", false),
+        ("- name: y\n  sans: [y.example.internal]\n  files: { layout: combined, cert: /t/y.pem }\n  lifetime: 0x30\n", false),
+        ("- name: g\n  sans: [g.example.internal]\n  key_mode: 0600\n  files: { layout: combined, cert: /t/g.pem }\n", false),
+        ("- name: 'it''s'\n  sans: [h.example.internal]\n  files: { layout: combined, cert: /t/h.pem }\n", false),
+        ("- name: \"i\\x41\"\n  sans: [i.example.internal]\n  files: { layout: combined, cert: /t/i.pem }\n", false),
+        ("- name: j\n  common_name: a long\n    name\n  sans: [j.example.internal]\n  files: { layout: combined, cert: /t/j.pem }\n", false),
+        ("- name: !!str k\n  sans: [k.example.internal]\n  files: { layout: combined, cert: /t/k.pem }\n", false),
+        ("- name: l\n  sans: [l.example.internal]\n  files: { layout: combined, cert: /t/l.pem }\n  lifetime:\n", false),
+        ("- name: m\n  sans: [m.example.internal]\n  files: { layout: combined, cert: /t/m.pem }\n  renew_before: ~\n", false),
+        ("- name: n\n  sans: [n.example.internal]\n  files: { layout: combined, cert: /t/n.pem }\n  lifetime: 90\n", false),
+        ("- name: o\n  common_name: |\n    o\n  sans: [o.example.internal]\n  files: { layout: combined, cert: /t/o.pem }\n", false),
+        ("- name: p\n  sanz: [p.example.internal]\n  files: { layout: combined, cert: /t/p.pem }\n", false),
+        ("- name: q\n  name: q2\n  sans: [q.example.internal]\n  files: { layout: combined, cert: /t/q.pem }\n", false),
+        ("- name: r\n  sans: r.example.internal\n  files: { layout: combined, cert: /t/r.pem }\n", false),
+        ("- [name, s]\n", false),
+        ("- t\n", false),
+        ("- name: u\n  sans: [u.example.internal]\n  files: { layout: combined, cert: /t/u.pem }\n  follow_symlinks: yes\n", false),
+        ("- name: v\n  sans: [v.example.internal]\n  files: { layout: combined, cert: /t/v.pem }\n  verify: [{ connect: v.example.internal:443 }, { connect: \"[::1]:443\" }]\n", true),
+    ];
+    let servers = "servers:\n  web: { type: command, reload: [/bin/true] }\n";
+    for (item, read) in items {
+        let text = format!("state_dir: /tmp/s\n{servers}certificates:\n{item}");
+        let split = split::split_checked(&text).unwrap().expect("cut");
+        let cut = &split.items[0];
+        // What the events give is what the full parser gives, or nothing.
+        let from_walk = cut
+            .tape
+            .clone()
+            .and_then(|r| tape::read::<raw::RawCertificate>(&text, &split.toks[r]));
+        let full = serde_yaml::from_str::<raw::RawCertificate>(&cut.text(&text));
+        match (&from_walk, &full) {
+            (Some(w), Ok(f)) => assert_eq!(format!("{w:?}"), format!("{f:?}"), "{item}"),
+            (Some(w), Err(e)) => panic!("{item}: read as {w:?} where the parser says {e}"),
+            (None, _) => {}
+        }
+        assert_eq!(from_walk.is_some(), *read, "{item}");
+        if !read {
+            // Read by the full parser, as before.
+            continue;
+        }
+        // The whole file, with the list cut and this item read from the walk, and read
+        // whole (a non-ASCII comment makes the split decline).
+        let whole = format!("{text}# é\n");
+        assert!(split::split_checked(&whole).unwrap().is_none());
+        let file = Path::new("/etc/certkeeper/config.yaml");
+        match (parse(&text, file), parse(&whole, file)) {
+            (Ok(a), Ok(b)) => assert_eq!(a.certificates, b.certificates, "{item}"),
+            (Err(a), Err(b)) => assert_eq!(a.0, b.0, "{item}"),
+            (a, b) => panic!("{item}: {:?} against {:?}", a.err(), b.err()),
+        }
+    }
 }
 
 #[test]
