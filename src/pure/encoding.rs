@@ -21,8 +21,16 @@ pub fn serial_hex(raw: &[u8]) -> String {
     }
 }
 
+/// Lower-case hex, two digits a byte (one string made, not one per byte: fingerprints
+/// of thousands of certificates are spelt out at every start).
 pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(DIGITS[usize::from(b >> 4)] as char);
+        s.push(DIGITS[usize::from(b & 0xf)] as char);
+    }
+    s
 }
 
 /// `ab:cd:...`, as `openssl x509 -fingerprint` prints it (upper case there).
@@ -47,4 +55,17 @@ pub fn hex_decode(hex: &str) -> Option<Vec<u8>> {
         .step_by(2)
         .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn hex_spells_every_byte_in_two_lower_case_digits_and_reads_back() {
+        let all: Vec<u8> = (0..=255).collect();
+        let h = super::hex(&all);
+        assert_eq!(h.len(), 512);
+        assert!(h.starts_with("000102") && h.ends_with("fdfeff"), "{h}");
+        assert_eq!(super::hex_decode(&h), Some(all));
+        assert_eq!(super::hex(&[]), "");
+    }
 }
