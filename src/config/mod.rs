@@ -39,27 +39,12 @@ pub fn read(path: &Path) -> Result<String, ReadError> {
 
 /// Reads and checks the configuration file.
 pub fn load(path: &Path) -> Result<Config, LoadError> {
-    load_with(path, |_| {})
-}
-
-/// [`load`], calling `state_dir_known` with the state directory as soon as it is
-/// resolved (long before thousands of certificates are checked), so that a caller can
-/// start reading what it keeps there meanwhile. Not called when `state_dir` is wrong.
-pub fn load_with(path: &Path, state_dir_known: impl FnOnce(&Path)) -> Result<Config, LoadError> {
     let text = read(path).map_err(LoadError::Unreadable)?;
-    parse_with(&text, path, state_dir_known).map_err(LoadError::Invalid)
+    parse(&text, path).map_err(LoadError::Invalid)
 }
 
 /// Parses and checks configuration text; `file` is only used in messages.
 pub fn parse(text: &str, file: &Path) -> Result<Config, ConfigErrors> {
-    parse_with(text, file, |_| {})
-}
-
-fn parse_with(
-    text: &str,
-    file: &Path,
-    state_dir_known: impl FnOnce(&Path),
-) -> Result<Config, ConfigErrors> {
     // One streaming walk bounds the document's shape and cuts out the certificates;
     // the deserializer then reads each piece once.
     let split = match split::split_checked(text) {
@@ -75,7 +60,7 @@ fn parse_with(
         }
     };
     let mut cx = Ctx::new(file, text);
-    let config = cx.resolve(text, split, state_dir_known);
+    let config = cx.resolve(text, split);
     if cx.errors.is_empty() {
         Ok(config.expect("a config when there are no errors"))
     } else {
@@ -181,12 +166,7 @@ impl Ctx<'_> {
         }
     }
 
-    fn resolve(
-        &mut self,
-        text: &str,
-        split: Option<split::Split>,
-        state_dir_known: impl FnOnce(&Path),
-    ) -> Option<Config> {
+    fn resolve(&mut self, text: &str, split: Option<split::Split>) -> Option<Config> {
         // Certificates are deserialized one by one when the list can be cut out of the
         // document (`split`): memory then stays flat with thousands of them.
         let doc = split.as_ref().map_or(text, |s| s.rest.as_str());
@@ -261,9 +241,6 @@ impl Ctx<'_> {
                     ),
                 );
             }
-        }
-        if let (Some(dir), true) = (&state_dir, self.errors.is_empty()) {
-            state_dir_known(dir);
         }
         let ca = take("ca")
             .map(|v| self.section::<RawCa>("ca", v, None))

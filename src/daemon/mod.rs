@@ -253,20 +253,7 @@ pub async fn serve(
     clock: Arc<dyn Clock>,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), DaemonError> {
-    // What the last run saw of each certificate is read on another core while the
-    // configuration is checked and the daemon indexes its files and plans its passes
-    // (tens of milliseconds each with thousands of certificates). Before the state
-    // lock, which is safe: the file is only ever replaced whole (a rename), and an
-    // entry counts only while the files it describes keep their identity.
-    let mut cache_read = None;
-    let config = config::load_with(config_path, |dir| {
-        let state = StateDir::new(dir);
-        cache_read = std::thread::Builder::new()
-            .name("cache".into())
-            .spawn(move || ObserveCache::read(&state))
-            .ok();
-    })
-    .map_err(DaemonError::Config)?;
+    let config = config::load(config_path).map_err(DaemonError::Config)?;
     // `-c config.yaml` has an empty directory part: its directory is watched (and its
     // reloads read) by an absolute path.
     let absolute = std::path::absolute(config_path).unwrap_or_else(|_| config_path.to_path_buf());
@@ -346,7 +333,15 @@ pub async fn serve(
         let _ = control.send(Control::Stop);
     });
 
-    d.cache_read = cache_read;
+    // Read on another core while the daemon indexes its files and plans its passes
+    // (tens of milliseconds each with thousands of certificates). Before the state
+    // lock, which is safe: the file is only ever replaced whole (a rename), and an entry
+    // counts only while the files it describes keep their identity.
+    let state = StateDir::new(&d.config.state_dir);
+    d.cache_read = std::thread::Builder::new()
+        .name("cache".into())
+        .spawn(move || ObserveCache::read(&state))
+        .ok();
     d.reindex();
     tracing::info!(config = %d.config_path.display(), certificates = d.config.certificates.len(), "certkeeper starting");
     let all: Vec<String> = d
