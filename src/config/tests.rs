@@ -1163,3 +1163,57 @@ fn files_count_what_they_name() {
         assert_eq!(f.count(), f.paths().len(), "{f:?}");
     }
 }
+
+/// The certificates list is cut out of the file and read a slice at a time; a section
+/// written after it still applies to every certificate in it, and blanks and comments
+/// after it change nothing: each file means what it means read whole, errors and lines
+/// included.
+#[test]
+fn sections_after_the_list_apply_to_every_certificate() {
+    let file = Path::new("/etc/certkeeper/config.yaml");
+    let entry = |i: usize| {
+        format!("  - name: c{i}\n    sans: [c{i}.example.internal]\n    files: {{ layout: combined, cert: /t/c{i}.pem }}\n    reload: [web]\n")
+    };
+    // More certificates than the walk hands on at a time, one of them wrong.
+    let mut list = String::new();
+    for i in 0..1300 {
+        if i == 1200 {
+            list.push_str("  - name: c1200\n    sanz: [x.example.internal]\n    files: { layout: combined, cert: /t/x.pem }\n");
+        } else {
+            list.push_str(&entry(i));
+        }
+    }
+    let servers = "servers:\n  web: { type: command, reload: [/bin/true] }\n";
+    let defaults = "defaults:\n  lifetime: 30d\n  key: rsa-2048\n";
+    let wrong_ca = "ca:\n  key: dsa\n";
+    for (name, text) in [
+        ("after", format!("state_dir: /tmp/s\ncertificates:\n{list}{servers}{defaults}")),
+        ("before", format!("state_dir: /tmp/s\n{servers}{defaults}certificates:\n{list}")),
+        ("comments after", format!("state_dir: /tmp/s\n{servers}{defaults}certificates:\n{list}\n  # the end\n\n# really\n")),
+        ("errors both sides", format!("state_dir: /tmp/s\n{wrong_ca}{servers}certificates:\n{list}{defaults}trust: 3\n")),
+    ] {
+        let whole = format!("{text}# é\n");
+        let (cut, read_whole) = (parse(&text, file), parse(&whole, file));
+        let errors = cut.as_ref().unwrap_err();
+        assert_eq!(errors, read_whole.as_ref().unwrap_err(), "{name}");
+        let e = errors.0.iter().find(|e| e.field.contains("sanz")).unwrap();
+        assert_eq!(e.field, "certificates[1200].sanz", "{name}");
+        let line = text.lines().position(|l| l.contains("sanz")).unwrap() + 1;
+        assert_eq!(e.line, Some(line), "{name}");
+        if name == "errors both sides" {
+            assert!(errors.0.iter().any(|e| e.field == "ca.key"), "{errors}");
+            assert!(errors.0.iter().any(|e| e.field == "trust"), "{errors}");
+            continue;
+        }
+        assert_eq!(errors.0.len(), 1, "{name}: {errors}");
+        // Without the wrong one, every certificate takes the defaults.
+        let fixed = text.replace("sanz: [x", "sans: [x");
+        let c = ok(&fixed);
+        assert_eq!(c.certificates.len(), 1300, "{name}");
+        for spec in &c.certificates {
+            assert_eq!(spec.lifetime, Duration::from_secs(30 * 86400), "{name}");
+            assert_eq!(spec.key, KeyType::Rsa2048, "{name}");
+        }
+        assert_eq!(c.certificates, ok(&format!("{fixed}# é\n")).certificates);
+    }
+}
