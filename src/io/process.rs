@@ -157,6 +157,19 @@ where
             let _ = eof_tx.send(());
         });
     }
+    // Told the moment the command exits: a config test that takes 7 ms is seen to end
+    // then, not at the next of a series of growing pauses. Waited for without reaping
+    // it, so that its pid (its process group's id too) stays its own until we reap it.
+    let (exit_tx, exited) = mpsc::channel::<()>();
+    {
+        let pid = Pid::from_raw(child.id() as i32);
+        thread::spawn(move || {
+            use nix::sys::wait::{waitid, Id, WaitPidFlag};
+            let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT;
+            while let Err(nix::errno::Errno::EINTR) = waitid(Id::Pid(pid), flags) {}
+            let _ = exit_tx.send(());
+        });
+    }
     let output = |tail: &Arc<Mutex<Tail>>| tail.lock().unwrap_or_else(|e| e.into_inner()).text();
     let deadline = Instant::now() + timeout;
     let mut pause = Duration::from_millis(1);
@@ -183,7 +196,13 @@ where
                 output: output(&tail),
             });
         }
-        thread::sleep(pause.min(deadline - now));
+        // Until the command exits or the pause ends; the pause alone if the waiter
+        // has gone (it only goes once the command has exited).
+        if let Err(mpsc::RecvTimeoutError::Disconnected) =
+            exited.recv_timeout(pause.min(deadline - now))
+        {
+            thread::sleep(pause.min(deadline - now));
+        }
         pause = (pause * 2).min(Duration::from_millis(25));
     };
     let _ = eof_rx.recv_timeout(OUTPUT_GRACE);
