@@ -237,14 +237,15 @@ struct Items<'r, 'a> {
     de: &'r mut De<'a>,
 }
 
-impl Items<'_, '_> {
-    /// Whether the collection ends here (its end is then taken).
-    fn ends(&mut self) -> Result<bool, Refused> {
-        let end = matches!(self.de.peek()?.kind(), MAP_END | SEQ_END);
-        if end {
+impl<'de> Items<'_, 'de> {
+    /// The next entry (a sequence's element or a mapping's key), or None at the
+    /// collection's end (which is then taken).
+    fn next<S: DeserializeSeed<'de>>(&mut self, seed: S) -> Result<Option<S::Value>, Refused> {
+        if matches!(self.de.peek()?.kind(), MAP_END | SEQ_END) {
             self.de.at += 1;
+            return Ok(None);
         }
-        Ok(end)
+        seed.deserialize(&mut *self.de).map(Some)
     }
 }
 
@@ -255,10 +256,7 @@ impl<'de> de::SeqAccess<'de> for Items<'_, 'de> {
         &mut self,
         seed: S,
     ) -> Result<Option<S::Value>, Refused> {
-        if self.ends()? {
-            return Ok(None);
-        }
-        seed.deserialize(&mut *self.de).map(Some)
+        self.next(seed)
     }
 }
 
@@ -269,10 +267,7 @@ impl<'de> de::MapAccess<'de> for Items<'_, 'de> {
         &mut self,
         seed: S,
     ) -> Result<Option<S::Value>, Refused> {
-        if self.ends()? {
-            return Ok(None);
-        }
-        seed.deserialize(&mut *self.de).map(Some)
+        self.next(seed)
     }
 
     fn next_value_seed<S: DeserializeSeed<'de>>(&mut self, seed: S) -> Result<S::Value, Refused> {
