@@ -170,43 +170,6 @@ impl Ctx<'_> {
         // Certificates are deserialized one by one when the list can be cut out of the
         // document (`split`): memory then stays flat with thousands of them.
         let doc = split.as_ref().map_or(text, |s| s.rest.as_str());
-        let mut top = self.resolve_top(doc, split.is_some())?;
-        let mut certs = Certs::default();
-        let mut toks = Vec::new();
-        // Each certificate as text to parse (cut out of the file) or as a parsed value.
-        let items: Vec<CertItem> = match (split, top.certs_value.take()) {
-            (Some(split), _) => {
-                toks = split.toks;
-                split.items.into_iter().map(CertItem::Cut).collect()
-            }
-            (None, Some(serde_yaml::Value::Sequence(items))) => {
-                items.into_iter().map(CertItem::Value).collect()
-            }
-            (None, Some(_)) => {
-                self.err(
-                    "certificates",
-                    None,
-                    "must be a list of certificates (`- name: ...`)",
-                );
-                Vec::new()
-            }
-            (None, None) => Vec::new(),
-        };
-        // Sized once: grown by doubling, the list of 10,000 would hold room for 16,384
-        // (2.5 MB unused), then be copied to its size.
-        certs.certificates.reserve_exact(items.len());
-        let mut rest: Vec<CertItem> = items;
-        while !rest.is_empty() {
-            let later = rest.split_off(rest.len().min(CONFIG_SLICE));
-            let slice = std::mem::replace(&mut rest, later);
-            self.resolve_certs(text, &toks, slice, &top, &mut certs);
-        }
-        self.finish(top, certs)
-    }
-
-    /// The document apart from its certificates: every section resolved, each
-    /// reporting its own errors. None when it is no YAML mapping.
-    fn resolve_top(&mut self, doc: &str, cut: bool) -> Option<Top> {
         let value: serde_yaml::Value = match serde_yaml::from_str(doc) {
             Ok(v) => v,
             Err(e) => {
@@ -333,7 +296,7 @@ impl Ctx<'_> {
         let certs_value = take("certificates");
         // A configuration that manages and watches nothing must say so: an empty or
         // truncated file must never quietly stop certkeeper from managing everything.
-        if !cut && certs_value.is_none() {
+        if split.is_none() && certs_value.is_none() {
             self.err(
                 "certificates",
                 None,
@@ -347,109 +310,87 @@ impl Ctx<'_> {
         let servers = servers.unwrap_or_default();
         let issuers = issuers.unwrap_or_default();
 
-        Some(Top {
-            state_dir,
-            ca,
-            defaults,
-            servers,
-            issuers,
-            metrics,
-            archive_keep,
-            hooks,
-            certs_value,
-            trust_value,
-        })
-    }
-
-    /// One slice of certificates: read on all cores, straight into their fields, then
-    /// resolved in order; anything amiss is read again as a value, which names the
-    /// field at fault as for every other section.
-    fn resolve_certs(
-        &mut self,
-        text: &str,
-        toks: &[tape::Tok],
-        slice: Vec<CertItem>,
-        top: &Top,
-        certs: &mut Certs,
-    ) {
-        let batches: Vec<&[CertItem]> = slice.chunks(PARSE_BATCH).collect();
-        let read: Vec<Option<raw::RawCertificate>> =
-            crate::par::map(&batches, 2, |b| read_batch(text, toks, b))
-                .into_iter()
-                .flatten()
-                .collect();
-        for (item, fast) in slice.into_iter().zip(read) {
-            let i = certs.next;
-            certs.next += 1;
-            let item = match item {
-                CertItem::Value(v) => CertInput::Value(v),
-                CertItem::Cut(cut) => {
-                    let line = cut.line;
-                    if let Some(raw) = fast {
-                        CertInput::Raw(Box::new(raw))
-                    } else {
-                        match serde_yaml::from_str::<serde_yaml::Value>(&cut.text(text)) {
-                            Ok(v) => CertInput::Value(v),
-                            Err(e) => {
-                                self.errors.push(ConfigError {
-                                    file: self.file.clone(),
-                                    line: Some(line + e.location().map_or(1, |l| l.line()) - 1),
-                                    field: format!("certificates[{i}]"),
-                                    certificate: None,
-                                    message: format!("not valid YAML: {e}"),
-                                });
-                                continue;
+        let mut certificates = Vec::new();
+        let mut watched = Vec::new();
+        // The list index of each resolved entry, for error paths.
+        let mut managed_at = Vec::new();
+        let mut watched_at = Vec::new();
+        // Each certificate as text to parse (cut out of the file) or as a parsed value.
+        let mut toks = Vec::new();
+        let items: Vec<CertItem> = match (split, certs_value) {
+            (Some(split), _) => {
+                toks = split.toks;
+                split.items.into_iter().map(CertItem::Cut).collect()
+            }
+            (None, Some(serde_yaml::Value::Sequence(items))) => {
+                items.into_iter().map(CertItem::Value).collect()
+            }
+            (None, Some(_)) => {
+                self.err(
+                    "certificates",
+                    None,
+                    "must be a list of certificates (`- name: ...`)",
+                );
+                Vec::new()
+            }
+            (None, None) => Vec::new(),
+        };
+        // Sized once: grown by doubling, the list of 10,000 would hold room for 16,384
+        // (2.5 MB unused), then be copied to its size.
+        certificates.reserve_exact(items.len());
+        // A slice of certificates at a time is read on all cores, straight into their
+        // fields, then resolved in order; anything amiss is read again as a value,
+        // which names the field at fault as for every other section.
+        let mut rest: Vec<(usize, CertItem)> = items.into_iter().enumerate().collect();
+        while !rest.is_empty() {
+            let later = rest.split_off(rest.len().min(CONFIG_SLICE));
+            let slice = std::mem::replace(&mut rest, later);
+            let batches: Vec<&[(usize, CertItem)]> = slice.chunks(PARSE_BATCH).collect();
+            let read: Vec<Option<raw::RawCertificate>> =
+                crate::par::map(&batches, 2, |b| read_batch(text, &toks, b))
+                    .into_iter()
+                    .flatten()
+                    .collect();
+            for ((i, item), fast) in slice.into_iter().zip(read) {
+                let item = match item {
+                    CertItem::Value(v) => CertInput::Value(v),
+                    CertItem::Cut(cut) => {
+                        let line = cut.line;
+                        if let Some(raw) = fast {
+                            CertInput::Raw(Box::new(raw))
+                        } else {
+                            match serde_yaml::from_str::<serde_yaml::Value>(&cut.text(text)) {
+                                Ok(v) => CertInput::Value(v),
+                                Err(e) => {
+                                    self.errors.push(ConfigError {
+                                        file: self.file.clone(),
+                                        line: Some(line + e.location().map_or(1, |l| l.line()) - 1),
+                                        field: format!("certificates[{i}]"),
+                                        certificate: None,
+                                        message: format!("not valid YAML: {e}"),
+                                    });
+                                    continue;
+                                }
                             }
                         }
                     }
+                };
+                self.hook_timeout = hooks
+                    .as_ref()
+                    .map_or(DEFAULT_COMMAND_TIMEOUT, |h| h.timeout);
+                match self.resolve_cert(i, item, &defaults, &servers, &issuers, ca.as_ref()) {
+                    Some(Entry::Managed(c)) => {
+                        certificates.push(*c);
+                        managed_at.push(i);
+                    }
+                    Some(Entry::Watched(w)) => {
+                        watched.push(w);
+                        watched_at.push(i);
+                    }
+                    None => {}
                 }
-            };
-            self.hook_timeout = top
-                .hooks
-                .as_ref()
-                .map_or(DEFAULT_COMMAND_TIMEOUT, |h| h.timeout);
-            match self.resolve_cert(
-                i,
-                item,
-                &top.defaults,
-                &top.servers,
-                &top.issuers,
-                top.ca.as_ref(),
-            ) {
-                Some(Entry::Managed(c)) => {
-                    certs.certificates.push(*c);
-                    certs.managed_at.push(i);
-                }
-                Some(Entry::Watched(w)) => {
-                    certs.watched.push(w);
-                    certs.watched_at.push(i);
-                }
-                None => {}
             }
         }
-    }
-
-    /// The trust section and the rules across sections, once every certificate is in.
-    fn finish(&mut self, top: Top, certs: Certs) -> Option<Config> {
-        let Top {
-            state_dir,
-            ca,
-            defaults: _,
-            servers,
-            issuers,
-            metrics,
-            archive_keep,
-            hooks,
-            certs_value: _,
-            trust_value,
-        } = top;
-        let Certs {
-            mut certificates,
-            watched,
-            managed_at,
-            watched_at,
-            next: _,
-        } = certs;
         let trust = trust_value
             .and_then(|v| self.section::<Vec<RawTrust>>("trust", v, None))
             .map(|raw| self.resolve_trust(raw, &servers))
@@ -498,11 +439,11 @@ const PARSE_BATCH: usize = 64;
 fn read_batch(
     text: &str,
     toks: &[tape::Tok],
-    batch: &[CertItem],
+    batch: &[(usize, CertItem)],
 ) -> Vec<Option<raw::RawCertificate>> {
     let mut read: Vec<Option<raw::RawCertificate>> = batch
         .iter()
-        .map(|item| match item {
+        .map(|(_, item)| match item {
             CertItem::Cut(cut) => cut
                 .tape
                 .clone()
@@ -514,7 +455,7 @@ fn read_batch(
         .iter()
         .zip(&read)
         .enumerate()
-        .filter_map(|(k, (item, fast))| match (item, fast) {
+        .filter_map(|(k, ((_, item), fast))| match (item, fast) {
             (CertItem::Cut(cut), None) => Some((k, cut.text(text))),
             _ => None,
         })
@@ -560,31 +501,6 @@ fn read_together(texts: &[&str]) -> Option<Vec<raw::RawCertificate>> {
     }
     let all: Vec<raw::RawCertificate> = serde_yaml::from_str(&list).ok()?;
     (all.len() == texts.len()).then_some(all)
-}
-
-/// The sections apart from the certificates, resolved.
-struct Top {
-    state_dir: Option<PathBuf>,
-    ca: Option<CaSpec>,
-    defaults: RawDefaults,
-    servers: BTreeMap<String, ServerSpec>,
-    issuers: BTreeMap<String, AcmeSpec>,
-    metrics: Option<SocketAddr>,
-    archive_keep: Option<usize>,
-    hooks: Option<Hooks>,
-    certs_value: Option<serde_yaml::Value>,
-    trust_value: Option<serde_yaml::Value>,
-}
-
-/// The certificates resolved so far, with the list index of each, and the index of
-/// the next item.
-#[derive(Default)]
-struct Certs {
-    certificates: Vec<CertSpec>,
-    watched: Vec<WatchSpec>,
-    managed_at: Vec<usize>,
-    watched_at: Vec<usize>,
-    next: usize,
 }
 
 enum CertItem {
