@@ -108,21 +108,11 @@ fn plain_string(s: &str) -> bool {
     }
 }
 
-#[derive(Debug)]
-pub struct Refused;
+/// Why a reading was refused: only that it was (the full parser says what is wrong).
+type Refused = serde::de::value::Error;
 
-impl std::fmt::Display for Refused {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("left to the full parser")
-    }
-}
-
-impl std::error::Error for Refused {}
-
-impl de::Error for Refused {
-    fn custom<T: std::fmt::Display>(_: T) -> Self {
-        Refused
-    }
+fn refused() -> Refused {
+    de::Error::custom("left to the full parser")
 }
 
 struct De<'a> {
@@ -133,7 +123,7 @@ struct De<'a> {
 
 impl<'a> De<'a> {
     fn peek(&self) -> Result<Tok, Refused> {
-        self.toks.get(self.at).copied().ok_or(Refused)
+        self.toks.get(self.at).copied().ok_or_else(refused)
     }
 
     fn next(&mut self) -> Result<Tok, Refused> {
@@ -149,7 +139,7 @@ impl<'a> De<'a> {
         match t.kind() {
             QUOTED => Ok(s),
             PLAIN if plain_string(s) => Ok(s),
-            _ => Err(Refused),
+            _ => Err(refused()),
         }
     }
 }
@@ -174,7 +164,7 @@ impl<'de> de::Deserializer<'de> for &mut De<'de> {
         match (t.kind(), t.text(self.text)) {
             (PLAIN, "true") => visitor.visit_bool(true),
             (PLAIN, "false") => visitor.visit_bool(false),
-            _ => Err(Refused),
+            _ => Err(refused()),
         }
     }
 
@@ -205,14 +195,14 @@ impl<'de> de::Deserializer<'de> for &mut De<'de> {
 
     fn deserialize_seq<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Refused> {
         if self.next()?.kind() != SEQ_START {
-            return Err(Refused);
+            return Err(refused());
         }
         visitor.visit_seq(Items { de: self })
     }
 
     fn deserialize_map<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Refused> {
         if self.next()?.kind() != MAP_START {
-            return Err(Refused);
+            return Err(refused());
         }
         visitor.visit_map(Items { de: self })
     }
