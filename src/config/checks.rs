@@ -116,7 +116,7 @@ impl Ctx<'_> {
         let mut resolver = crate::fsutil::Resolver::default();
         let own = state_dir.map(|d| (d, resolver.resolve(d), resolver.resolve(&self.file)));
         // Directories looked at once each: thousands of certificates share a few.
-        let mut links: HashMap<PathBuf, Option<PathBuf>> = HashMap::new();
+        let mut links: HashMap<&std::ffi::OsStr, Option<PathBuf>> = HashMap::new();
         /// Whose an output is; named in words only in a message.
         #[derive(Clone, Copy)]
         enum Owner<'a> {
@@ -182,12 +182,13 @@ impl Ctx<'_> {
         let located = resolver.locate_all(&wanted, crate::install::is_store_link);
         // By the path the file system resolves (`..`, symlinked directories) and, for
         // files that exist, by device and inode (hard links): the first output of each.
-        let mut claimed: HashMap<&Path, usize> = HashMap::with_capacity(outputs.len());
+        // By their bytes: located paths are spelled one way (built from components).
+        let mut claimed: HashMap<&std::ffi::OsStr, usize> = HashMap::with_capacity(outputs.len());
         let mut claimed_ids: HashMap<(u64, u64), usize> = HashMap::with_capacity(outputs.len());
         for (n, (o, at)) in outputs.iter().zip(&located).enumerate() {
             let path = o.path;
             let other = claimed
-                .get(at.real.as_path())
+                .get(at.real.as_os_str())
                 .or_else(|| at.id.and_then(|id| claimed_ids.get(&id)))
                 .copied();
             if let Some(first) = other {
@@ -210,7 +211,7 @@ impl Ctx<'_> {
                 if let Some(id) = at.id {
                     claimed_ids.insert(id, n);
                 }
-                claimed.insert(at.real.as_path(), n);
+                claimed.insert(at.real.as_os_str(), n);
             }
             let (Some(follow), Some((state_dir, state, config))) = (o.written, &own) else {
                 continue;
@@ -243,14 +244,14 @@ impl Ctx<'_> {
                 );
             } else if !follow {
                 let dir = path.parent().unwrap_or(Path::new("/"));
-                if !links.contains_key(dir) {
+                if !links.contains_key(dir.as_os_str()) {
                     let link = match crate::fsutil::no_link_on_way(dir) {
                         Err(crate::fsutil::FsError::LinkInPath { link, .. }) => Some(link),
                         _ => None,
                     };
-                    links.insert(dir.to_path_buf(), link);
+                    links.insert(dir.as_os_str(), link);
                 }
-                let link = &links[dir];
+                let link = &links[dir.as_os_str()];
                 if let Some(link) = link {
                     self.err(
                         &o.owner.field(),

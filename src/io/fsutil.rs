@@ -243,11 +243,12 @@ impl Resolver {
         keep: impl Fn(&Path) -> bool + Sync,
     ) -> Vec<Located> {
         let mut dirs: Vec<PathBuf> = Vec::new();
-        let mut seen: HashMap<&Path, Option<usize>> = HashMap::new();
+        // Directories told apart by their bytes, as in `parent_dirs`.
+        let mut seen: HashMap<&std::ffi::OsStr, Option<usize>> = HashMap::new();
         let mut at: Vec<Option<usize>> = Vec::with_capacity(paths.len());
         for (path, _) in paths {
             let dir = match (path.parent(), path.file_name()) {
-                (Some(parent), Some(_)) => *seen.entry(parent).or_insert_with(|| {
+                (Some(parent), Some(_)) => *seen.entry(parent.as_os_str()).or_insert_with(|| {
                     if self.dirs.len() > RESOLVER_MEMORY {
                         self.dirs.clear();
                     }
@@ -259,10 +260,48 @@ impl Resolver {
             };
             at.push(dir);
         }
+        // A directory that holds many of the paths is read once (its listing names each
+        // entry with its inode and whether it is a link) instead of an `lstat` each.
+        use std::os::unix::ffi::OsStrExt;
+        let mut names: Vec<Vec<&[u8]>> = vec![Vec::new(); dirs.len()];
+        for ((path, _), d) in paths.iter().zip(&at) {
+            if let (Some(d), Some(name)) = (d, path.file_name()) {
+                names[*d].push(name.as_bytes());
+            }
+        }
+        let mut mounts: Option<std::collections::HashSet<PathBuf>> = None;
+        let listings: Vec<Option<Listing>> = dirs
+            .iter()
+            .zip(names)
+            .map(|(dir, names)| {
+                if names.len() < LIST_AT_LEAST {
+                    return None;
+                }
+                let mounts = mounts.get_or_insert_with(mount_parents);
+                Listing::read(dir, names, mounts)
+            })
+            .collect();
+        let listed = |path: &Path, follow: bool, dir: usize| -> Option<Located> {
+            let listing = listings[dir].as_ref()?;
+            let name = path.file_name()?;
+            let real = dirs[dir].join(name);
+            match listing.entries.get(name.as_bytes())? {
+                None => Some(Located { real, id: None }),
+                // A link followed is read (`keep` looks at its target).
+                Some((_, true)) if follow => None,
+                Some((ino, _)) => Some(Located {
+                    real,
+                    id: Some((listing.dev, *ino)),
+                }),
+            }
+        };
         let jobs: Vec<(&(&Path, bool), Option<usize>)> = paths.iter().zip(at).collect();
         let found = crate::par::map(&jobs, 256, |((path, follow), dir)| {
-            let name = path.file_name()?;
-            Some(locate_in(&dirs[(*dir)?], name, *follow, &keep))
+            let dir = (*dir)?;
+            if let Some(l) = listed(path, *follow, dir) {
+                return Some(l);
+            }
+            Some(locate_in(&dirs[dir], path.file_name()?, *follow, &keep))
         });
         found
             .into_iter()
@@ -310,6 +349,108 @@ impl Resolver {
         }
         Some(out)
     }
+}
+
+/// Paths in one directory from which [`Resolver::locate_all`] reads the directory
+/// whole rather than looking at each path.
+const LIST_AT_LEAST: usize = 64;
+
+/// What a directory's listing says of some names: each one's inode and whether it is a
+/// link, as `lstat` would (the device is the directory's), or that it is absent.
+struct Listing<'a> {
+    dev: u64,
+    entries: HashMap<&'a [u8], Option<(u64, bool)>>,
+}
+
+impl<'a> Listing<'a> {
+    /// The listing of the real directory `dir` for the `wanted` names; None where a
+    /// listing could say otherwise than `lstat`: a file system whose listings may give
+    /// other inode numbers than `stat` (overlayfs, network file systems), an entry
+    /// with a mount on it (`mount_parents`), an entry of unknown type; and where the
+    /// directory holds far more than the paths wanted.
+    fn read(
+        dir: &Path,
+        wanted: Vec<&'a [u8]>,
+        mount_parents: &std::collections::HashSet<PathBuf>,
+    ) -> Option<Listing<'a>> {
+        use nix::sys::statfs::{statfs, EXT4_SUPER_MAGIC, TMPFS_MAGIC, XFS_SUPER_MAGIC};
+        use std::os::unix::fs::MetadataExt;
+        let kind = statfs(dir).ok()?.filesystem_type();
+        if ![EXT4_SUPER_MAGIC, TMPFS_MAGIC, XFS_SUPER_MAGIC].contains(&kind)
+            || mount_parents.contains(dir)
+        {
+            return None;
+        }
+        let meta = fs::symlink_metadata(dir).ok()?;
+        // A directory's size grows with its entries (tens of bytes each).
+        if !meta.is_dir() || meta.size() > (wanted.len() as u64).saturating_mul(1024) {
+            return None;
+        }
+        let mut d = nix::dir::Dir::open(
+            dir,
+            nix::fcntl::OFlag::O_RDONLY
+                | nix::fcntl::OFlag::O_DIRECTORY
+                | nix::fcntl::OFlag::O_NOFOLLOW
+                | nix::fcntl::OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+        .ok()?;
+        let mut entries: HashMap<&[u8], Option<(u64, bool)>> =
+            wanted.into_iter().map(|n| (n, None)).collect();
+        for e in d.iter() {
+            let e = e.ok()?;
+            if let Some(slot) = entries.get_mut(e.file_name().to_bytes()) {
+                let link = matches!(e.file_type()?, nix::dir::Type::Symlink);
+                *slot = Some((e.ino(), link));
+            }
+        }
+        Some(Listing {
+            dev: meta.dev(),
+            entries,
+        })
+    }
+}
+
+/// The directories that hold a mount point (`/proc/self/mountinfo`): in those, a
+/// listing's inode is the one under the mount.
+fn mount_parents() -> std::collections::HashSet<PathBuf> {
+    let Ok(text) = fs::read_to_string("/proc/self/mountinfo") else {
+        // Unknown: every directory counts as holding one.
+        return std::iter::once(PathBuf::new()).collect();
+    };
+    text.lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter_map(|at| {
+            Path::new(&unescape_mount(at))
+                .parent()
+                .map(Path::to_path_buf)
+        })
+        .collect()
+}
+
+/// A mount point as `mountinfo` writes it: space, tab, newline and backslash as octal
+/// escapes (`\040`).
+fn unescape_mount(at: &str) -> std::ffi::OsString {
+    use std::os::unix::ffi::OsStringExt;
+    let b = at.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let octal = b
+            .get(i + 1..i + 4)
+            .filter(|d| d.iter().all(|c| (b'0'..=b'7').contains(c)));
+        match (b[i], octal) {
+            (b'\\', Some(d)) => {
+                out.push(((d[0] - b'0') << 6) | ((d[1] - b'0') << 3) | (d[2] - b'0'));
+                i += 4;
+            }
+            (c, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    std::ffi::OsString::from_vec(out)
 }
 
 /// [`Resolver::locate`] of `name` in the real directory `dir`.
@@ -1568,6 +1709,65 @@ mod tests {
                 path.display()
             );
         }
+    }
+
+    #[test]
+    fn a_directory_read_whole_locates_as_each_path_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = fs::canonicalize(dir.path()).unwrap();
+        let tls = root.join("tls");
+        fs::create_dir_all(tls.join(".certkeeper/web/p1")).unwrap();
+        fs::write(tls.join(".certkeeper/web/p1/cert.pem"), "x").unwrap();
+        std::os::unix::fs::symlink("p1", tls.join(".certkeeper/web/current")).unwrap();
+        fs::write(root.join("elsewhere"), "x").unwrap();
+        let mut paths = Vec::new();
+        for i in 0..LIST_AT_LEAST + 10 {
+            let p = tls.join(format!("c{i}.crt"));
+            match i % 5 {
+                0 => fs::write(&p, "x").unwrap(),
+                1 => std::os::unix::fs::symlink(".certkeeper/web/current/cert.pem", &p).unwrap(),
+                2 => std::os::unix::fs::symlink(root.join("elsewhere"), &p).unwrap(),
+                // A hard link to the first file.
+                3 => fs::hard_link(tls.join("c0.crt"), &p).unwrap(),
+                _ => {} // missing
+            }
+            paths.push((p, i % 2 == 0));
+        }
+        // A name twice, and one through `..`.
+        paths.push((tls.join("c1.crt"), false));
+        paths.push((tls.join("../tls/c3.crt"), true));
+        // Read whole here (a file system whose listings give inodes as `stat` does).
+        let names: Vec<&[u8]> = vec![b"c0.crt"; LIST_AT_LEAST];
+        assert!(Listing::read(&tls, names, &mount_parents()).is_some());
+        let store = |t: &Path| t.starts_with(".certkeeper");
+        let wanted: Vec<(&Path, bool)> = paths.iter().map(|(p, f)| (p.as_path(), *f)).collect();
+        let mut counts = std::collections::HashMap::new();
+        let all = Resolver::default().locate_all(&wanted, store);
+        for ((path, follow), got) in wanted.iter().zip(&all) {
+            let one = Resolver::default().locate(path, *follow, store);
+            assert_eq!(
+                (&got.real, got.id),
+                (&one.real, one.id),
+                "{} (follow: {follow})",
+                path.display()
+            );
+            *counts.entry(got.id.is_some()).or_insert(0) += 1;
+        }
+        assert!(
+            counts[&true] > LIST_AT_LEAST / 2 && counts[&false] > 10,
+            "{counts:?}"
+        );
+    }
+
+    #[test]
+    fn mount_points_are_read_as_the_kernel_escapes_them() {
+        assert_eq!(unescape_mount("/srv/a\\040b"), "/srv/a b");
+        assert_eq!(unescape_mount("/x\\134y\\011"), "/x\\y\t");
+        assert_eq!(unescape_mount("/plain\\9"), "/plain\\9");
+        assert!(
+            mount_parents().contains(Path::new("/")),
+            "/proc is mounted under /"
+        );
     }
 
     #[test]
