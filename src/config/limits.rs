@@ -113,6 +113,11 @@ impl Bounds {
         Ok(())
     }
 
+    /// The values counted so far.
+    pub fn nodes(&self) -> u64 {
+        self.nodes
+    }
+
     /// A parse error: the streaming parser stops at 255 open flow collections (`[[[…`)
     /// before it reports the first of them, and that is the nesting bound too. Other
     /// errors pass: the deserializer reports syntax errors with their own line.

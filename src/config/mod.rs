@@ -7,6 +7,7 @@ pub mod diff;
 mod error;
 mod fields;
 mod limits;
+mod lines;
 mod locate;
 mod raw;
 pub mod reference;

@@ -7,7 +7,7 @@
 use super::tape::{self, Tok};
 use saphyr_parser::{Event, Parser};
 
-#[derive(Debug)]
+#[derive(Debug, PartialEq, Eq)]
 pub struct Split {
     /// The document with `[]` in place of the certificates list.
     pub rest: String,
@@ -15,12 +15,14 @@ pub struct Split {
     pub items: Vec<Item>,
     /// The events of the items that have their `tape`.
     pub toks: Vec<Tok>,
+    /// Where the list's text started.
+    pub list_start: Option<usize>,
 }
 
 /// One certificate of the list: its text in the file and the line it starts on, and
 /// the range of [`Split::toks`] that holds its events when they can be read as they
 /// are (see `tape`).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Item {
     pub start: usize,
     pub end: usize,
@@ -44,11 +46,20 @@ impl Item {
 /// [`split_certificates`] and the bounds of [`super::limits::check`] in one walk over
 /// the document: the first bound exceeded, or the split (None when it declines).
 pub fn split_checked(text: &str) -> Result<Option<Split>, super::limits::Exceeded> {
-    use super::limits::Bounds;
     if !text.is_ascii() {
         super::limits::check(text)?;
         return Ok(None);
     }
+    if let Some(split) = super::lines::split(text) {
+        return Ok(Some(split));
+    }
+    walk(text).map(|(split, _)| split)
+}
+
+/// [`split_checked`] by the streaming parser alone (ASCII text), with the values the
+/// document holds (see `limits`).
+pub fn walk(text: &str) -> Result<(Option<Split>, u64), super::limits::Exceeded> {
+    use super::limits::Bounds;
     let mut bounds = Bounds::default();
     let mut exceeded = None;
     let mut broken = false;
@@ -80,7 +91,7 @@ pub fn split_checked(text: &str) -> Result<Option<Split>, super::limits::Exceede
     drop(events);
     match exceeded {
         Some(e) => Err(e),
-        None => Ok(split),
+        None => Ok((split, bounds.nodes())),
     }
 }
 
@@ -131,7 +142,12 @@ where
                     &text[..list_start],
                     &text[list_end.min(text.len())..]
                 );
-                return Some(Split { rest, items, toks });
+                return Some(Split {
+                    rest,
+                    items,
+                    toks,
+                    list_start: Some(list_start),
+                });
             }
             if depth == 2 && (opens || scalar) {
                 item = Some(Item {

@@ -39,6 +39,26 @@ impl Tok {
         })
     }
 
+    pub const MAP_START: u32 = MAP_START;
+    pub const MAP_END: u32 = MAP_END;
+    pub const SEQ_START: u32 = SEQ_START;
+    pub const SEQ_END: u32 = SEQ_END;
+
+    /// A collection's start or end mark at `start`.
+    pub fn structural(kind: u32, start: usize) -> Option<Tok> {
+        Tok::new(kind, start, 0)
+    }
+
+    /// A plain scalar: the `len` bytes at `start`.
+    pub fn plain(start: usize, len: usize) -> Option<Tok> {
+        Tok::new(PLAIN, start, len)
+    }
+
+    /// A quoted scalar whose value is the `len` bytes at `start` (inside the quotes).
+    pub fn quoted(start: usize, len: usize) -> Option<Tok> {
+        Tok::new(QUOTED, start, len)
+    }
+
     fn kind(self) -> u32 {
         self.meta & ((1 << KIND_BITS) - 1)
     }
