@@ -217,7 +217,7 @@ impl Ctx<'_> {
                 continue;
             };
             let real = &at.real;
-            let shown = if real.as_path() == path {
+            let shown = if real.as_ref() == path {
                 String::new()
             } else {
                 format!(" (that is {})", real.display())

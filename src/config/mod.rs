@@ -392,6 +392,8 @@ impl Ctx<'_> {
                 }
             }
         }
+        // The entries' events are done with: their room goes to the checks.
+        drop(toks);
         let trust = trust_value
             .and_then(|v| self.section::<Vec<RawTrust>>("trust", v, None))
             .map(|raw| self.resolve_trust(raw, &servers))

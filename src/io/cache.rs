@@ -213,11 +213,18 @@ impl ObserveCache {
     /// [`ObserveCache::intermediate`]); empty when there is none or it cannot be read.
     pub fn read(state: &StateDir) -> ObserveCache {
         let path = state.root.join("observed.json");
-        // Read whole, then parsed: serde_json reads a slice several times faster than
-        // a reader (5 MB with 10,000 certificates).
-        let file = std::fs::read(&path)
+        // Parsed as it is read: with 10,000 certificates the file is 5 MB, which read
+        // whole would add to the daemon's peak memory (a buffered reader takes about
+        // 6 ms longer than a slice, on another core).
+        let file = std::fs::File::open(&path)
             .ok()
-            .and_then(|bytes| serde_json::from_slice::<CacheFile>(&bytes).ok())
+            .and_then(|f| {
+                serde_json::from_reader::<_, CacheFile>(std::io::BufReader::with_capacity(
+                    64 << 10,
+                    f,
+                ))
+                .ok()
+            })
             .filter(|f| f.version == VERSION)
             .unwrap_or_else(|| CacheFile {
                 version: VERSION,

@@ -191,8 +191,9 @@ pub struct Resolver {
 }
 
 /// See [`Resolver::locate`].
-pub struct Located {
-    pub real: PathBuf,
+pub struct Located<'a> {
+    /// The path itself when it is already where it is on disk (no copy of it).
+    pub real: std::borrow::Cow<'a, Path>,
     pub id: Option<(u64, u64)>,
 }
 
@@ -219,7 +220,12 @@ impl Resolver {
     /// certkeeper's, refused otherwise), or when `keep` accepts its target (a link
     /// certkeeper made into its own store, replaced). And the file's identity (device,
     /// inode) when it exists; the link's own for a link not followed.
-    pub fn locate(&mut self, path: &Path, follow: bool, keep: impl Fn(&Path) -> bool) -> Located {
+    pub fn locate(
+        &mut self,
+        path: &Path,
+        follow: bool,
+        keep: impl Fn(&Path) -> bool,
+    ) -> Located<'static> {
         if self.dirs.len() > RESOLVER_MEMORY {
             self.dirs.clear();
         }
@@ -229,7 +235,7 @@ impl Resolver {
             }
         }
         Located {
-            real: self.resolve(path),
+            real: self.resolve(path).into(),
             id: file_identity(path),
         }
     }
@@ -237,11 +243,11 @@ impl Resolver {
     /// [`Resolver::locate`] of each of `paths` (with its `follow`): the directories
     /// resolved here, once each, then the files looked at on all cores (a configuration
     /// with thousands of certificates has tens of thousands of them).
-    pub fn locate_all(
+    pub fn locate_all<'p>(
         &mut self,
-        paths: &[(&Path, bool)],
+        paths: &[(&'p Path, bool)],
         keep: impl Fn(&Path) -> bool + Sync,
-    ) -> Vec<Located> {
+    ) -> Vec<Located<'p>> {
         let mut dirs: Vec<PathBuf> = Vec::new();
         // Directories told apart by their bytes, as in `parent_dirs`.
         let mut seen: HashMap<&std::ffi::OsStr, Option<usize>> = HashMap::new();
@@ -281,10 +287,15 @@ impl Resolver {
                 Listing::read(dir, names, mounts)
             })
             .collect();
-        let listed = |path: &Path, follow: bool, dir: usize| -> Option<Located> {
+        let listed = |path: &'p Path, follow: bool, dir: usize| -> Option<Located<'p>> {
             let listing = listings[dir].as_ref()?;
             let name = path.file_name()?;
-            let real = dirs[dir].join(name);
+            let real = match path.parent() {
+                Some(p) if p.as_os_str() == dirs[dir].as_os_str() => {
+                    std::borrow::Cow::Borrowed(path)
+                }
+                _ => dirs[dir].join(name).into(),
+            };
             match listing.entries.get(name.as_bytes())? {
                 None => Some(Located { real, id: None }),
                 // A link followed is read (`keep` looks at its target).
@@ -459,7 +470,7 @@ fn locate_in(
     name: &std::ffi::OsStr,
     follow: bool,
     keep: &impl Fn(&Path) -> bool,
-) -> Located {
+) -> Located<'static> {
     use std::os::unix::fs::MetadataExt;
     let here = dir.join(name);
     let id = |m: &fs::Metadata| Some((m.dev(), m.ino()));
@@ -467,23 +478,23 @@ fn locate_in(
         Ok(m) if m.file_type().is_symlink() => {
             if !follow || fs::read_link(&here).is_ok_and(|t| keep(&t)) {
                 Located {
-                    real: here,
+                    real: here.into(),
                     id: id(&m),
                 }
             } else {
                 // Followed: where the link leads.
                 Located {
-                    real: resolved(&here),
+                    real: resolved(&here).into(),
                     id: file_identity(&here),
                 }
             }
         }
         Ok(m) => Located {
-            real: here,
+            real: here.into(),
             id: id(&m),
         },
         Err(_) => Located {
-            real: here,
+            real: here.into(),
             id: None,
         },
     }
