@@ -86,9 +86,10 @@ impl Daemon {
             })
             .map(|c| c.name.clone())
             .collect();
+        let now = self.clock.now();
         for name in &changed {
-            if let Some(t) = self.tracks.get_mut(name) {
-                t.next = self.clock.now().into();
+            if let Some(t) = self.track_mut(name) {
+                t.next = now.into();
             }
         }
         self.metrics.declare_all(changed.iter().map(String::as_str));
@@ -114,6 +115,16 @@ impl Daemon {
         ) {
             self.metrics.forget(name);
         }
+        // Tracks follow their certificates to their new positions.
+        let mut old_tracks = std::mem::take(&mut self.tracks);
+        self.tracks = new
+            .certificates
+            .iter()
+            .map(|c| {
+                self.position(&c.name)
+                    .and_then(|i| old_tracks.get_mut(i)?.take())
+            })
+            .collect();
         self.config = Arc::new(new);
         self.schedule_drift(self.clock.now());
         self.reindex();

@@ -81,8 +81,8 @@ impl Daemon {
         if self.stores_armed {
             self.find_store_dirs();
         }
-        let names: BTreeSet<&String> = self.config.certificates.iter().map(|c| &c.name).collect();
-        self.tracks.retain(|n, _| names.contains(n));
+        // One per certificate (the reload moved them to their new positions).
+        self.tracks.resize_with(self.config.certificates.len(), || None);
         let watched: BTreeSet<&String> = self.config.watched.iter().map(|w| &w.name).collect();
         self.watch_next.retain(|n, _| watched.contains(n));
         self.rewatch();
