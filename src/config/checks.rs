@@ -180,17 +180,23 @@ impl Ctx<'_> {
             .map(|o| (o.path, o.written.unwrap_or(true)))
             .collect();
         let located = resolver.locate_all(&wanted, crate::install::is_store_link);
-        // By the path the file system resolves (`..`, symlinked directories) and, for
-        // files that exist, by device and inode (hard links): the first output of each.
-        // By their bytes: located paths are spelled one way (built from components).
-        let mut claimed: HashMap<&std::ffi::OsStr, usize> = HashMap::with_capacity(outputs.len());
-        let mut claimed_ids: HashMap<(u64, u64), usize> = HashMap::with_capacity(outputs.len());
+        // By device and inode for files that exist (hard links, `..`, symlinked
+        // directories: one file has one), by the path the file system resolves for those
+        // that do not (by its bytes: located paths are spelled one way, built from
+        // components): the first output of each.
+        #[derive(PartialEq, Eq, Hash)]
+        enum Claim<'a> {
+            File(u64, u64),
+            Missing(&'a std::ffi::OsStr),
+        }
+        let mut claimed: HashMap<Claim, usize> = HashMap::with_capacity(outputs.len());
         for (n, (o, at)) in outputs.iter().zip(&located).enumerate() {
             let path = o.path;
-            let other = claimed
-                .get(at.real.as_os_str())
-                .or_else(|| at.id.and_then(|id| claimed_ids.get(&id)))
-                .copied();
+            let claim = match at.id {
+                Some((dev, ino)) => Claim::File(dev, ino),
+                None => Claim::Missing(at.real.as_os_str()),
+            };
+            let other = claimed.get(&claim).copied();
             if let Some(first) = other {
                 let other_path = outputs[first].path;
                 let spelling = if other_path == path {
@@ -208,10 +214,7 @@ impl Ctx<'_> {
                     ),
                 );
             } else {
-                if let Some(id) = at.id {
-                    claimed_ids.insert(id, n);
-                }
-                claimed.insert(at.real.as_os_str(), n);
+                claimed.insert(claim, n);
             }
             let (Some(follow), Some((state_dir, state, config))) = (o.written, &own) else {
                 continue;

@@ -82,7 +82,8 @@ impl Daemon {
             self.find_store_dirs();
         }
         // One per certificate (the reload moved them to their new positions).
-        self.tracks.resize_with(self.config.certificates.len(), || None);
+        self.tracks
+            .resize_with(self.config.certificates.len(), || None);
         let watched: BTreeSet<&String> = self.config.watched.iter().map(|w| &w.name).collect();
         self.watch_next.retain(|n, _| watched.contains(n));
         self.rewatch();

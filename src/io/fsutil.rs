@@ -267,53 +267,62 @@ impl Resolver {
             at.push(dir);
         }
         // A directory that holds many of the paths is read once (its listing names each
-        // entry with its inode and whether it is a link) instead of an `lstat` each.
+        // entry with its inode and whether it is a link) instead of an `lstat` each;
+        // one directory's listing at a time.
         use std::os::unix::ffi::OsStrExt;
-        let mut names: Vec<Vec<&[u8]>> = vec![Vec::new(); dirs.len()];
-        for ((path, _), d) in paths.iter().zip(&at) {
-            if let (Some(d), Some(name)) = (d, path.file_name()) {
-                names[*d].push(name.as_bytes());
+        let mut in_dir: Vec<Vec<usize>> = vec![Vec::new(); dirs.len()];
+        for (n, d) in at.iter().enumerate() {
+            if let Some(d) = d {
+                in_dir[*d].push(n);
             }
         }
+        let mut found: Vec<Option<Located<'p>>> = Vec::with_capacity(paths.len());
+        found.resize_with(paths.len(), || None);
         let mut mounts: Option<std::collections::HashSet<PathBuf>> = None;
-        let listings: Vec<Option<Listing>> = dirs
-            .iter()
-            .zip(names)
-            .map(|(dir, names)| {
-                if names.len() < LIST_AT_LEAST {
-                    return None;
-                }
-                let mounts = mounts.get_or_insert_with(mount_parents);
-                Listing::read(dir, names, mounts)
-            })
-            .collect();
-        let listed = |path: &'p Path, follow: bool, dir: usize| -> Option<Located<'p>> {
-            let listing = listings[dir].as_ref()?;
-            let name = path.file_name()?;
-            let real = match path.parent() {
-                Some(p) if p.as_os_str() == dirs[dir].as_os_str() => {
-                    std::borrow::Cow::Borrowed(path)
-                }
-                _ => dirs[dir].join(name).into(),
+        for (d, jobs) in in_dir.iter().enumerate() {
+            if jobs.len() < LIST_AT_LEAST {
+                continue;
+            }
+            let names = jobs
+                .iter()
+                .filter_map(|n| Some(paths[*n].0.file_name()?.as_bytes()))
+                .collect();
+            let mounts = mounts.get_or_insert_with(mount_parents);
+            let Some(listing) = Listing::read(&dirs[d], names, mounts) else {
+                continue;
             };
-            match listing.entries.get(name.as_bytes())? {
-                None => Some(Located { real, id: None }),
-                // A link followed is read (`keep` looks at its target).
-                Some((_, true)) if follow => None,
-                Some((ino, _)) => Some(Located {
-                    real,
-                    id: Some((listing.dev, *ino)),
-                }),
+            for &n in jobs {
+                let (path, follow) = paths[n];
+                let Some(name) = path.file_name() else {
+                    continue;
+                };
+                let real = match path.parent() {
+                    Some(p) if p.as_os_str() == dirs[d].as_os_str() => {
+                        std::borrow::Cow::Borrowed(path)
+                    }
+                    _ => dirs[d].join(name).into(),
+                };
+                found[n] = match listing.entries.get(name.as_bytes()) {
+                    Some(None) => Some(Located { real, id: None }),
+                    // A link followed is read (`keep` looks at its target).
+                    Some(Some((_, true))) if follow => None,
+                    Some(Some((ino, _))) => Some(Located {
+                        real,
+                        id: Some((listing.dev, *ino)),
+                    }),
+                    None => None,
+                };
             }
-        };
-        let jobs: Vec<(&(&Path, bool), Option<usize>)> = paths.iter().zip(at).collect();
-        let found = crate::par::map(&jobs, 256, |((path, follow), dir)| {
-            let dir = (*dir)?;
-            if let Some(l) = listed(path, *follow, dir) {
-                return Some(l);
-            }
-            Some(locate_in(&dirs[dir], path.file_name()?, *follow, &keep))
+        }
+        // The others, each looked at, on all cores.
+        let rest: Vec<usize> = (0..paths.len()).filter(|n| found[*n].is_none()).collect();
+        let looked = crate::par::map(&rest, 256, |n| {
+            let (path, follow) = paths[*n];
+            Some(locate_in(&dirs[at[*n]?], path.file_name()?, follow, &keep))
         });
+        for (n, l) in rest.into_iter().zip(looked) {
+            found[n] = l;
+        }
         found
             .into_iter()
             .zip(paths)
