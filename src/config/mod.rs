@@ -40,27 +40,12 @@ pub fn read(path: &Path) -> Result<String, ReadError> {
 
 /// Reads and checks the configuration file.
 pub fn load(path: &Path) -> Result<Config, LoadError> {
-    load_with(path, |_| {})
-}
-
-/// [`load`], calling `checking` with `state_dir` (resolved) once every section has
-/// been read without error and only the checks across them (the outputs on disk, the
-/// references) are left: the daemon starts reading its state then.
-pub fn load_with(path: &Path, checking: impl FnOnce(&Path)) -> Result<Config, LoadError> {
     let text = read(path).map_err(LoadError::Unreadable)?;
-    parse_with(&text, path, checking).map_err(LoadError::Invalid)
+    parse(&text, path).map_err(LoadError::Invalid)
 }
 
 /// Parses and checks configuration text; `file` is only used in messages.
 pub fn parse(text: &str, file: &Path) -> Result<Config, ConfigErrors> {
-    parse_with(text, file, |_| {})
-}
-
-fn parse_with(
-    text: &str,
-    file: &Path,
-    checking: impl FnOnce(&Path),
-) -> Result<Config, ConfigErrors> {
     // One streaming walk bounds the document's shape and cuts out the certificates;
     // the deserializer then reads each piece once.
     let split = match split::split_checked(text) {
@@ -76,7 +61,7 @@ fn parse_with(
         }
     };
     let mut cx = Ctx::new(file, text);
-    let config = cx.resolve(text, split, Box::new(checking));
+    let config = cx.resolve(text, split);
     if cx.errors.is_empty() {
         Ok(config.expect("a config when there are no errors"))
     } else {
@@ -182,12 +167,7 @@ impl Ctx<'_> {
         }
     }
 
-    fn resolve(
-        &mut self,
-        text: &str,
-        split: Option<split::Split>,
-        checking: Box<dyn FnOnce(&Path) + '_>,
-    ) -> Option<Config> {
+    fn resolve(&mut self, text: &str, split: Option<split::Split>) -> Option<Config> {
         // Certificates are deserialized one by one when the list can be cut out of the
         // document (`split`): memory then stays flat with thousands of them.
         let doc = split.as_ref().map_or(text, |s| s.rest.as_str());
@@ -414,9 +394,6 @@ impl Ctx<'_> {
         }
         // The entries' events are done with: their room goes to the checks.
         drop(toks);
-        if let Some(dir) = state_dir.as_deref().filter(|_| self.errors.is_empty()) {
-            checking(dir);
-        }
         let trust = trust_value
             .and_then(|v| self.section::<Vec<RawTrust>>("trust", v, None))
             .map(|raw| self.resolve_trust(raw, &servers))

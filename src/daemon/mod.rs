@@ -255,21 +255,7 @@ pub async fn serve(
     clock: Arc<dyn Clock>,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), DaemonError> {
-    // The cache of checked files is read on another core once the certificates have
-    // been read, while the configuration's outputs are checked on disk and the daemon
-    // indexes its files and plans its passes (tens of milliseconds each with thousands
-    // of certificates). Before the state lock, which is safe: the file is only ever
-    // replaced whole (a rename), and an entry counts only while the files it
-    // describes keep their identity.
-    let mut cache_read = None;
-    let config = config::load_with(config_path, |dir| {
-        let state = StateDir::new(dir);
-        cache_read = std::thread::Builder::new()
-            .name("cache".into())
-            .spawn(move || ObserveCache::read(&state))
-            .ok();
-    })
-    .map_err(DaemonError::Config)?;
+    let config = config::load(config_path).map_err(DaemonError::Config)?;
     // `-c config.yaml` has an empty directory part: its directory is watched (and its
     // reloads read) by an absolute path.
     let absolute = std::path::absolute(config_path).unwrap_or_else(|_| config_path.to_path_buf());
@@ -303,7 +289,7 @@ pub async fn serve(
         watched_dirs: HashMap::new(),
         cancel: Arc::new(AtomicBool::new(false)),
         cache: Arc::new(std::sync::Mutex::new(None)),
-        cache_read,
+        cache_read: None,
         trust_next: None,
         trust_failures: 0,
         servers: HashMap::new(),
@@ -349,6 +335,15 @@ pub async fn serve(
         let _ = control.send(Control::Stop);
     });
 
+    // Read on another core while the daemon indexes its files and plans its passes
+    // (tens of milliseconds each with thousands of certificates). Before the state
+    // lock, which is safe: the file is only ever replaced whole (a rename), and an entry
+    // counts only while the files it describes keep their identity.
+    let state = StateDir::new(&d.config.state_dir);
+    d.cache_read = std::thread::Builder::new()
+        .name("cache".into())
+        .spawn(move || ObserveCache::read(&state))
+        .ok();
     d.reindex();
     tracing::info!(config = %d.config_path.display(), certificates = d.config.certificates.len(), "certkeeper starting");
     let all: Vec<String> = d
