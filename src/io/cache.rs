@@ -18,7 +18,9 @@ use std::os::unix::fs::MetadataExt;
 use time::OffsetDateTime;
 use zeroize::Zeroizing;
 
-const VERSION: u32 = 2;
+/// The file's format: a first line with the version and the intermediate, then one
+/// line per entry, `["name",{...}]` (version 2 was one JSON object; still read).
+const VERSION: u32 = 3;
 
 /// A file's identity: device, inode, size, mtime and ctime (nanoseconds since 1970,
 /// which fit 64 bits until 2262). Stamps are kept in the order of the certificate's
@@ -280,12 +282,53 @@ fn yes() -> bool {
     true
 }
 
+/// The file's first line.
+#[derive(Serialize, Deserialize)]
+struct Header<'a> {
+    version: u32,
+    intermediate: std::borrow::Cow<'a, str>,
+}
+
+/// In memory; and the whole file in version 2.
 #[derive(Serialize, Deserialize, Default)]
 struct CacheFile {
     version: u32,
     /// Fingerprint of the intermediate the entries were checked against.
     intermediate: String,
     entries: HashMap<Box<str>, Box<Entry>>,
+}
+
+/// The cache file read line by line: each line parsed from a slice (serde_json reads
+/// a slice several times faster than a reader, which looks at every byte through the
+/// reader and counts lines and columns as it goes), and never the whole file in memory
+/// at once (5 MB with 10,000 certificates, at the daemon's busiest moment). None when
+/// it cannot be read: it is then ignored.
+fn read_lines(mut r: impl std::io::BufRead) -> Option<CacheFile> {
+    let mut line = Vec::new();
+    r.read_until(b'\n', &mut line).ok()?;
+    let header: Header = serde_json::from_slice(&line).ok()?;
+    match header.version {
+        VERSION => {}
+        // Version 2: one object on one line (written without line breaks).
+        2 => return serde_json::from_slice::<CacheFile>(&line).ok(),
+        _ => return None,
+    }
+    let mut file = CacheFile {
+        version: VERSION,
+        intermediate: header.intermediate.into_owned(),
+        entries: HashMap::new(),
+    };
+    loop {
+        line.clear();
+        if r.read_until(b'\n', &mut line).ok()? == 0 {
+            return Some(file);
+        }
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        let (name, entry): (Box<str>, Box<Entry>) = serde_json::from_slice(&line).ok()?;
+        file.entries.insert(name, entry);
+    }
 }
 
 #[derive(Default)]
@@ -313,20 +356,17 @@ impl ObserveCache {
     /// [`ObserveCache::intermediate`]); empty when there is none or it cannot be read.
     pub fn read(state: &StateDir) -> ObserveCache {
         let path = state.root.join("observed.json");
-        // Read whole, then parsed: serde_json reads a slice several times faster than
-        // a reader, which looks at every byte through a reader and counts lines and
-        // columns as it goes (5 MB with 10,000 certificates, read and freed before
-        // the start-up pass builds anything).
-        let file = std::fs::read(&path)
+        let file = std::fs::File::open(&path)
             .ok()
-            .and_then(|bytes| serde_json::from_slice::<CacheFile>(&bytes).ok())
-            .filter(|f| f.version == VERSION)
+            .and_then(|f| read_lines(std::io::BufReader::with_capacity(64 << 10, f)))
             .unwrap_or_else(|| CacheFile {
                 version: VERSION,
                 intermediate: String::new(),
                 entries: HashMap::new(),
             });
-        ObserveCache { file, dirty: false }
+        // A file of version 2 is written again in this version at the next save.
+        let dirty = file.version != VERSION;
+        ObserveCache { file, dirty }
     }
 
     pub fn intermediate(&self) -> &str {
@@ -348,9 +388,19 @@ impl ObserveCache {
         // Written as it is made: with 10,000 certificates the text is 5 MB.
         let file = &self.file;
         let mut fill = |f: &mut std::fs::File| -> std::io::Result<()> {
+            use std::io::Write;
             let mut w = std::io::BufWriter::with_capacity(64 * 1024, f);
-            serde_json::to_writer(&mut w, file)?;
-            std::io::Write::flush(&mut w)
+            let header = Header {
+                version: VERSION,
+                intermediate: file.intermediate.as_str().into(),
+            };
+            serde_json::to_writer(&mut w, &header)?;
+            for entry in &file.entries {
+                w.write_all(b"\n")?;
+                serde_json::to_writer(&mut w, &entry)?;
+            }
+            w.write_all(b"\n")?;
+            w.flush()
         };
         match write_atomic_with(&spec, &mut fill) {
             Ok(()) => self.dirty = false,
@@ -545,6 +595,79 @@ mod tests {
         let e: Entry = serde_json::from_reader(escaped.as_bytes()).unwrap();
         assert_eq!(e.common_name(), Some("db \"main\" é"));
         assert_eq!(e.sans().count(), 2);
+    }
+
+    /// Saved line by line and read back the same; a cache of version 2 (one object) is
+    /// still read, and rewritten at the next save; a damaged one is none.
+    #[test]
+    fn the_file_is_read_line_by_line_and_as_it_was() {
+        let fp = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
+        let entry = |serial: &str| -> Box<Entry> {
+            Box::new(
+                Entry::try_from(EntryText {
+                    stamps: vec![Stamp(1, 2, 3, 4, 5)],
+                    serial: serial.into(),
+                    not_before: 1,
+                    not_after: 2,
+                    common_name: Some("a \"b\"\nc".into()),
+                    sans: vec!["a.example".into()],
+                    other_names: vec![],
+                    key_type: None,
+                    usage: None,
+                    fingerprint: fp.into(),
+                    from_issuer: true,
+                    issuer_not_after: None,
+                    issuer_current: true,
+                })
+                .unwrap(),
+            )
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::new(dir.path());
+        let mut cache = ObserveCache {
+            file: CacheFile {
+                version: VERSION,
+                intermediate: "ab12".into(),
+                entries: (0..50)
+                    .map(|i| (format!("c{i}").into(), entry(&format!("{i:x}"))))
+                    .collect(),
+            },
+            dirty: true,
+        };
+        cache.save(&state);
+        let text = std::fs::read_to_string(dir.path().join("observed.json")).unwrap();
+        assert_eq!(text.lines().count(), 51, "{text}");
+        let back = ObserveCache::read(&state);
+        assert!(!back.dirty);
+        assert_eq!(back.intermediate(), "ab12");
+        assert_eq!(back.file.entries.len(), 50);
+        assert_eq!(back.file.entries["c7"].serial(), "7");
+        assert_eq!(back.file.entries["c7"].common_name(), Some("a \"b\"\nc"));
+
+        // Version 2, as it was written.
+        let old = serde_json::to_string(&CacheFile {
+            version: 2,
+            intermediate: "cd34".into(),
+            entries: [("w".into(), entry("99"))].into_iter().collect(),
+        })
+        .unwrap();
+        std::fs::write(dir.path().join("observed.json"), &old).unwrap();
+        let mut back = ObserveCache::read(&state);
+        assert!(back.dirty);
+        assert_eq!(back.file.entries["w"].serial(), "99");
+        back.save(&state);
+        assert_eq!(ObserveCache::read(&state).file.entries["w"].serial(), "99");
+        assert!(!ObserveCache::read(&state).dirty);
+
+        // Damaged: a line cut short, an unknown version, nothing.
+        let cut = &text[..text.len() - 10];
+        for bad in [cut, "{\"version\":9,\"intermediate\":\"x\"}\n", ""] {
+            std::fs::write(dir.path().join("observed.json"), bad).unwrap();
+            assert!(
+                ObserveCache::read(&state).file.entries.is_empty(),
+                "{bad:.40}"
+            );
+        }
     }
 
     #[test]
