@@ -1718,17 +1718,31 @@ mod tests {
             (root.join("plain.crt"), false),
             (root.join("tls/../new/x.crt"), false),
         ];
+        locate_all_as_each(&paths, store);
+    }
+
+    /// `locate_all` of `paths` gives what `locate` of each gives; whether each has an
+    /// identity.
+    fn locate_all_as_each(
+        paths: &[(PathBuf, bool)],
+        store: impl Fn(&Path) -> bool + Sync,
+    ) -> Vec<bool> {
         let wanted: Vec<(&Path, bool)> = paths.iter().map(|(p, f)| (p.as_path(), *f)).collect();
-        let all = Resolver::default().locate_all(&wanted, store);
-        for ((path, follow), got) in wanted.iter().zip(&all) {
-            let one = Resolver::default().locate(path, *follow, store);
-            assert_eq!(
-                (&got.real, got.id),
-                (&one.real, one.id),
-                "{}",
-                path.display()
-            );
-        }
+        let all = Resolver::default().locate_all(&wanted, &store);
+        wanted
+            .iter()
+            .zip(&all)
+            .map(|((path, follow), got)| {
+                let one = Resolver::default().locate(path, *follow, &store);
+                assert_eq!(
+                    (&got.real, got.id),
+                    (&one.real, one.id),
+                    "{} (follow: {follow})",
+                    path.display()
+                );
+                got.id.is_some()
+            })
+            .collect()
     }
 
     #[test]
@@ -1760,18 +1774,9 @@ mod tests {
         let names: Vec<&[u8]> = vec![b"c0.crt"; LIST_AT_LEAST];
         assert!(Listing::read(&tls, names, &mount_parents()).is_some());
         let store = |t: &Path| t.starts_with(".certkeeper");
-        let wanted: Vec<(&Path, bool)> = paths.iter().map(|(p, f)| (p.as_path(), *f)).collect();
         let mut counts = std::collections::HashMap::new();
-        let all = Resolver::default().locate_all(&wanted, store);
-        for ((path, follow), got) in wanted.iter().zip(&all) {
-            let one = Resolver::default().locate(path, *follow, store);
-            assert_eq!(
-                (&got.real, got.id),
-                (&one.real, one.id),
-                "{} (follow: {follow})",
-                path.display()
-            );
-            *counts.entry(got.id.is_some()).or_insert(0) += 1;
+        for found in locate_all_as_each(&paths, store) {
+            *counts.entry(found).or_insert(0) += 1;
         }
         assert!(
             counts[&true] > LIST_AT_LEAST / 2 && counts[&false] > 10,
