@@ -12,7 +12,7 @@
 //! value of `certificates` where the list started.
 
 use super::split::{Item, Split};
-use super::tape::Tok;
+use super::tape::{self, Tok};
 
 /// The split of `text`, or None when it declines (see the module's comment).
 pub fn split(text: &str) -> Option<Split> {
@@ -45,7 +45,7 @@ pub fn split(text: &str) -> Option<Split> {
     let close =
         |items: &mut Vec<Item>, toks: &mut Vec<Tok>, open: &mut Option<usize>, next: usize| {
             if let Some(first) = open.take() {
-                toks.push(Tok::structural(Tok::MAP_END, next)?);
+                toks.push(Tok::structural(tape::MAP_END, next)?);
                 let item = items.last_mut()?;
                 item.tape = Some(first..toks.len());
             }
@@ -81,7 +81,7 @@ pub fn split(text: &str) -> Option<Split> {
         if new_item {
             close(&mut items, &mut toks, &mut open, lead)?;
             open = Some(toks.len());
-            toks.push(Tok::structural(Tok::MAP_START, key_at)?);
+            toks.push(Tok::structural(tape::MAP_START, key_at)?);
             nodes += 1;
             items.push(Item {
                 start: key_at,
@@ -105,7 +105,7 @@ pub fn split(text: &str) -> Option<Split> {
     // the list started, and the document is within bounds with the entries counted.
     let (checked, rest_nodes) = super::split::walk(&rest).ok()?;
     let checked = checked?;
-    if checked.list_start != Some(list_start)
+    if checked.list_start != list_start
         || !checked.items.is_empty()
         || rest_nodes.saturating_add(nodes) > super::limits::MAX_NODES
     {
@@ -115,7 +115,7 @@ pub fn split(text: &str) -> Option<Split> {
         rest,
         items,
         toks,
-        list_start: Some(list_start),
+        list_start,
     })
 }
 
@@ -263,9 +263,9 @@ fn read_flow(
     nodes: &mut u64,
 ) -> Option<usize> {
     let (open_kind, close_kind, close) = if map {
-        (Tok::MAP_START, Tok::MAP_END, b'}')
+        (tape::MAP_START, tape::MAP_END, b'}')
     } else {
-        (Tok::SEQ_START, Tok::SEQ_END, b']')
+        (tape::SEQ_START, tape::SEQ_END, b']')
     };
     toks.push(Tok::structural(open_kind, at)?);
     *nodes += 1;

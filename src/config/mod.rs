@@ -339,6 +339,9 @@ impl Ctx<'_> {
         // Sized once: grown by doubling, the list of 10,000 would hold room for 16,384
         // (2.5 MB unused), then be copied to its size.
         certificates.reserve_exact(items.len());
+        self.hook_timeout = hooks
+            .as_ref()
+            .map_or(DEFAULT_COMMAND_TIMEOUT, |h| h.timeout);
         // A slice of certificates at a time is read on all cores, straight into their
         // fields, then resolved in order; anything amiss is read again as a value,
         // which names the field at fault as for every other section.
@@ -376,9 +379,6 @@ impl Ctx<'_> {
                         }
                     }
                 };
-                self.hook_timeout = hooks
-                    .as_ref()
-                    .map_or(DEFAULT_COMMAND_TIMEOUT, |h| h.timeout);
                 match self.resolve_cert(i, item, &defaults, &servers, &issuers, ca.as_ref()) {
                     Some(Entry::Managed(c)) => {
                         certificates.push(*c);

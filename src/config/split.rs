@@ -16,7 +16,7 @@ pub struct Split {
     /// The events of the items that have their `tape`.
     pub toks: Vec<Tok>,
     /// Where the list's text started.
-    pub list_start: Option<usize>,
+    pub list_start: usize,
 }
 
 /// One certificate of the list: its text in the file and the line it starts on, and
@@ -146,7 +146,7 @@ where
                     rest,
                     items,
                     toks,
-                    list_start: Some(list_start),
+                    list_start,
                 });
             }
             if depth == 2 && (opens || scalar) {

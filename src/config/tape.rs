@@ -17,10 +17,10 @@ pub struct Tok {
     meta: u32,
 }
 
-const MAP_START: u32 = 0;
-const MAP_END: u32 = 1;
-const SEQ_START: u32 = 2;
-const SEQ_END: u32 = 3;
+pub(super) const MAP_START: u32 = 0;
+pub(super) const MAP_END: u32 = 1;
+pub(super) const SEQ_START: u32 = 2;
+pub(super) const SEQ_END: u32 = 3;
 /// A plain scalar, its value the text at `start`.
 const PLAIN: u32 = 4;
 /// A quoted scalar whose value is the text between its quotes.
@@ -38,11 +38,6 @@ impl Tok {
             meta: len << KIND_BITS | kind,
         })
     }
-
-    pub const MAP_START: u32 = MAP_START;
-    pub const MAP_END: u32 = MAP_END;
-    pub const SEQ_START: u32 = SEQ_START;
-    pub const SEQ_END: u32 = SEQ_END;
 
     /// A collection's start or end mark at `start`.
     pub fn structural(kind: u32, start: usize) -> Option<Tok> {

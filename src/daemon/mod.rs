@@ -1035,9 +1035,9 @@ impl Daemon {
             let Some(at) = self.position(&r.name) else {
                 continue;
             };
-            let spec = Some(&self.config.certificates[at]);
-            let has_expiring_hooks = !self.config.hooks.expiring.is_empty()
-                || spec.is_some_and(|c| !c.hooks.expiring.is_empty());
+            let spec = &self.config.certificates[at];
+            let has_expiring_hooks =
+                !self.config.hooks.expiring.is_empty() || !spec.hooks.expiring.is_empty();
             let track = self.tracks[at].get_or_insert(Track {
                 next: now.into(),
                 failures: 0,
@@ -1069,7 +1069,7 @@ impl Daemon {
                 } => {
                     // An ACME certificate's renewal information is asked for within
                     // hours of its issuance (a CA-side early window reaches it then).
-                    let acme = spec.is_some_and(|c| c.issuer != crate::model::IssuerRef::Internal);
+                    let acme = spec.issuer != crate::model::IssuerRef::Internal;
                     let first_look = if acme {
                         (*renew_at).min(now + time::Duration::hours(6))
                     } else {
@@ -1094,8 +1094,8 @@ impl Daemon {
                     // A server in backoff holds back every certificate it reloads, so
                     // that they are retried together, with one reload.
                     if let Some(until) = spec
-                        .into_iter()
-                        .flat_map(|c| c.reload.iter())
+                        .reload
+                        .iter()
                         .filter_map(|s| self.servers.get(s))
                         .filter(|s| s.failures > 0)
                         .map(|s| s.next)

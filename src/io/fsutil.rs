@@ -278,7 +278,8 @@ impl Resolver {
         }
         let mut found: Vec<Option<Located<'p>>> = Vec::with_capacity(paths.len());
         found.resize_with(paths.len(), || None);
-        let mut mounts: Option<std::collections::HashSet<PathBuf>> = None;
+        // Asked once, when a directory is to be read whole.
+        let mut mounts: Option<Option<std::collections::HashSet<PathBuf>>> = None;
         for (d, jobs) in in_dir.iter().enumerate() {
             if jobs.len() < LIST_AT_LEAST {
                 continue;
@@ -287,7 +288,9 @@ impl Resolver {
                 .iter()
                 .filter_map(|n| Some(paths[*n].0.file_name()?.as_bytes()))
                 .collect();
-            let mounts = mounts.get_or_insert_with(mount_parents);
+            let Some(mounts) = mounts.get_or_insert_with(mount_parents) else {
+                continue;
+            };
             let Some(listing) = Listing::read(&dirs[d], names, mounts) else {
                 continue;
             };
@@ -432,20 +435,19 @@ impl<'a> Listing<'a> {
 }
 
 /// The directories that hold a mount point (`/proc/self/mountinfo`): in those, a
-/// listing's inode is the one under the mount.
-fn mount_parents() -> std::collections::HashSet<PathBuf> {
-    let Ok(text) = fs::read_to_string("/proc/self/mountinfo") else {
-        // Unknown: every directory counts as holding one.
-        return std::iter::once(PathBuf::new()).collect();
-    };
-    text.lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .filter_map(|at| {
-            Path::new(&unescape_mount(at))
-                .parent()
-                .map(Path::to_path_buf)
-        })
-        .collect()
+/// listing's inode is the one under the mount. None when that cannot be known.
+fn mount_parents() -> Option<std::collections::HashSet<PathBuf>> {
+    let text = fs::read_to_string("/proc/self/mountinfo").ok()?;
+    Some(
+        text.lines()
+            .filter_map(|l| l.split(' ').nth(4))
+            .filter_map(|at| {
+                Path::new(&unescape_mount(at))
+                    .parent()
+                    .map(Path::to_path_buf)
+            })
+            .collect(),
+    )
 }
 
 /// A mount point as `mountinfo` writes it: space, tab, newline and backslash as octal
@@ -1772,7 +1774,7 @@ mod tests {
         paths.push((tls.join("../tls/c3.crt"), true));
         // Read whole here (a file system whose listings give inodes as `stat` does).
         let names: Vec<&[u8]> = vec![b"c0.crt"; LIST_AT_LEAST];
-        assert!(Listing::read(&tls, names, &mount_parents()).is_some());
+        assert!(Listing::read(&tls, names, &mount_parents().unwrap()).is_some());
         let store = |t: &Path| t.starts_with(".certkeeper");
         let mut counts = std::collections::HashMap::new();
         for found in locate_all_as_each(&paths, store) {
@@ -1790,7 +1792,7 @@ mod tests {
         assert_eq!(unescape_mount("/x\\134y\\011"), "/x\\y\t");
         assert_eq!(unescape_mount("/plain\\9"), "/plain\\9");
         assert!(
-            mount_parents().contains(Path::new("/")),
+            mount_parents().unwrap().contains(Path::new("/")),
             "/proc is mounted under /"
         );
     }
